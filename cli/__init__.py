@@ -1,0 +1,1 @@
+"""The `lessdb` command line: a thin click layer over the `lessdb` Python API."""

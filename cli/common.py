@@ -1,0 +1,64 @@
+"""Shared CLI plumbing: the root group, the --workspace/--json options and output helpers."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .. import __version__
+from ..workspace import Workspace, default_workspace_path
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lessdb")
+@click.option("--workspace", "-w", type=click.Path(path_type=Path), default=None,
+              help="Workspace directory (default: $LESSDB_WORKSPACE or ./lessdb-workspace).")
+@click.pass_context
+def cli(ctx, workspace):
+    """lessdb: pick the right 5% of an instruction pool for one capability (LESS), with every
+    selection recorded and reproducible.
+
+    Pipeline: init -> ingest -> warmup -> featurize -> select -> show/export.
+    """
+    ctx.obj = {"workspace": workspace}
+
+
+def workspace_path(ctx: click.Context, override: Path | None = None) -> Path:
+    return override or ctx.find_root().obj.get("workspace") or default_workspace_path()
+
+
+def open_workspace(ctx: click.Context, override: Path | None = None) -> Workspace:
+    return Workspace.open(workspace_path(ctx, override))
+
+
+workspace_option = click.option("--workspace", "-w", "workspace_override", type=click.Path(path_type=Path),
+                                default=None, help="Workspace directory (overrides the global option).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+
+
+def emit_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def emit_table(rows: list[dict], columns: list[str] | None = None) -> None:
+    """A plain aligned text table (no dependency), for humans; --json is for scripts."""
+    if not rows:
+        click.echo("(no rows)")
+        return
+    columns = columns or list(rows[0].keys())
+    cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    click.echo("  ".join("-" * w for w in widths))
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = str(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -1,0 +1,69 @@
+"""Workspace commands: init, sql, versions."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..storage.user_sql import run_readonly_sql
+from ..workspace import Workspace
+from ..versions import workspace_versions
+from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option, workspace_path
+
+
+@cli.command()
+@workspace_option
+@json_option
+@click.pass_context
+def init(ctx, workspace_override: Path | None, as_json: bool):
+    """Create a workspace (LanceDB + DuckDB) or upgrade an existing one.
+
+    \b
+    Example:
+        lessdb init --workspace ./ws
+    """
+    ws = Workspace.init(workspace_path(ctx, workspace_override))
+    info = {"workspace": str(ws.root), "migrations": [f"{v:04d}_{n}" for v, n, _ in ws.duck.applied_migrations()]}
+    if as_json:
+        emit_json(info)
+    else:
+        click.echo(f"Workspace ready at {ws.root} (schema {info['migrations'][-1]})")
+
+
+@cli.command()
+@click.argument("query")
+@click.option("--limit", type=int, default=None, help="Return at most this many rows.")
+@workspace_option
+@json_option
+@click.pass_context
+def sql(ctx, query: str, limit: int | None, workspace_override, as_json: bool):
+    """Run read-only SQL over the workspace: DuckDB metadata tables and views, plus the LanceDB
+    `candidates` table. Nothing outside the workspace can be read.
+
+    \b
+    Example:
+        lessdb sql "SELECT pool, source_dataset, count(*) FROM candidates GROUP BY ALL"
+    """
+    result = run_readonly_sql(open_workspace(ctx, workspace_override), query, limit)
+    if as_json:
+        emit_json(result.as_dicts())
+    else:
+        emit_table(result.as_dicts(), result.columns)
+
+
+@cli.command()
+@workspace_option
+@json_option
+@click.pass_context
+def versions(ctx, workspace_override, as_json: bool):
+    """List the LanceDB table versions and which ingest, job or selection produced or read them.
+
+    \b
+    Example:
+        lessdb versions --json
+    """
+    rows = workspace_versions(open_workspace(ctx, workspace_override))
+    if as_json:
+        emit_json(rows)
+    else:
+        emit_table(rows, ["table", "version", "timestamp", "rows", "made_by"])

@@ -1,0 +1,16 @@
+"""lessdb: LESS data selection (Xia et al., ICML 2024) as a versioned LanceDB + DuckDB toolkit.
+
+Pipeline: ingest -> warmup -> featurize -> select (-> train/eval). Storage lives in `lessdb.storage`,
+the command line in `lessdb.cli`; everything a command does is a function here first.
+"""
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("lessdb")
+except PackageNotFoundError:  # running from a source tree without an install
+    __version__ = "0.0.0+src"
+
+from .errors import InputError, LessdbError  # noqa: E402
+from .workspace import Workspace  # noqa: E402
+
+__all__ = ["Workspace", "LessdbError", "InputError", "__version__"]

@@ -1,0 +1,45 @@
+"""The one conversation form every input format is normalised to, and its content hash."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Messages as [{"role": "system"|"user"|"assistant", "content": str}, ...]: the assistant turns are
+    the completion (the only tokens with a loss); everything else is the prompt."""
+
+    messages: tuple[tuple[str, str], ...]
+    source_dataset: str | None = None
+    source_id: str | None = None
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def id(self) -> str:
+        return content_hash(self.messages)
+
+    def message_dicts(self) -> list[dict]:
+        return [{"role": r, "content": c} for r, c in self.messages]
+
+    @property
+    def n_turns(self) -> int:
+        return len(self.messages)
+
+    @property
+    def prompt_chars(self) -> int:
+        return sum(len(c) for r, c in self.messages if r != "assistant")
+
+    @property
+    def completion_chars(self) -> int:
+        return sum(len(c) for r, c in self.messages if r == "assistant")
+
+
+def content_hash(messages) -> str:
+    """Stable id of a conversation: sha256 over its (role, content) pairs, 24 hex digits (96 bits)."""
+    pairs = [[m["role"], m["content"]] if isinstance(m, dict) else list(m) for m in messages]
+    canonical = json.dumps(pairs, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:24]

@@ -1,0 +1,69 @@
+"""Reading candidates from the LanceDB `candidates` table, filtered by pool and user SQL."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import duckdb
+import pyarrow as pa
+
+from ..errors import LessdbError
+from .lance_tables import CANDIDATES
+
+
+def candidates_version(ws) -> int:
+    return ws.lance.version(CANDIDATES)
+
+
+def select_candidate_ids(ws, pool: str | None = None, where: str | None = None,
+                         version: int | None = None) -> list[str]:
+    """Ids of candidates in `pool` (all pools if None) matching the SQL boolean expression `where`,
+    evaluated by DuckDB over the `candidates` relation pinned at `version`, sorted by id."""
+    conditions, params = [], []
+    if pool is not None:
+        conditions.append("pool = ?")
+        params.append(pool)
+    if where:
+        conditions.append(f"({where})")
+    sql = "SELECT DISTINCT id FROM candidates" + (" WHERE " + " AND ".join(conditions) if conditions else "")
+    rels = ws.lance_relations({CANDIDATES: version} if version is not None else None)
+    with ws.duck.connect(read_only=True, relations=rels) as con:
+        con.execute("SET enable_external_access = false")
+        try:
+            rows = con.execute(sql + " ORDER BY id", params).fetchall()
+        except duckdb.Error as exc:
+            raise LessdbError(f"--where {where!r}: {exc}") from exc
+    return [r[0] for r in rows]
+
+
+def read_candidates(ws, ids: list[str] | None = None, pool: str | None = None, version: int | None = None,
+                    columns: list[str] | None = None) -> pa.Table:
+    """Candidate rows (optionally only `ids`, in the order given, one row per id)."""
+    ds = ws.lance.dataset(CANDIDATES, version)
+    filters = []
+    if pool is not None:
+        filters.append(f"pool = '{_sql_quote(pool)}'")
+    if ids is not None:
+        filters.append("id IN (" + ",".join(f"'{_sql_quote(i)}'" for i in ids) + ")")
+    filt = " AND ".join(filters) or None
+    wanted_cols = None if columns is None else sorted(set(columns) | {"id"})
+    table = ds.to_table(columns=wanted_cols, filter=filt)
+    if ids is None:
+        return table
+    # first row per id, then reorder to match `ids`
+    first = {}
+    for i, cid in enumerate(table.column("id").to_pylist()):
+        first.setdefault(cid, i)
+    missing = [cid for cid in ids if cid not in first]
+    if missing:
+        raise LessdbError(f"{len(missing)} candidate ids not found (e.g. {missing[0]})")
+    return table.take(pa.array([first[cid] for cid in ids], type=pa.int64()))
+
+
+def iter_candidate_batches(ws, ids: list[str], pool: str | None = None, version: int | None = None,
+                           batch_size: int = 1024) -> Iterator[pa.Table]:
+    for start in range(0, len(ids), batch_size):
+        yield read_candidates(ws, ids[start:start + batch_size], pool=pool, version=version)
+
+
+def _sql_quote(text: str) -> str:
+    return text.replace("'", "''")

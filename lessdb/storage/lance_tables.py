@@ -1,0 +1,109 @@
+"""LanceDB tables: the big, append-only, versioned data.
+
+- `candidates`: one row per (pool, candidate). `key = "<pool>/<id>"` is its unenforced primary key, so
+  concurrent `merge_insert` stays duplicate-free (LanceDB duplicates rows under concurrency without one).
+- `features_<feature_set_id>`: one table per feature set, so vectors of different sketches, dimensions or
+  dtypes can never mix. Written by the featurize stage (see `lessdb.storage.features`).
+
+Every write is one `add()`/`merge_insert()` = one table version; DuckDB records which version each ingest,
+job and selection produced or read, and reads can be pinned to a version (time travel) for replay.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterable
+
+import lancedb
+import pyarrow as pa
+
+CANDIDATES = "candidates"
+
+MESSAGE_TYPE = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())])
+
+CANDIDATE_SCHEMA = pa.schema([
+    pa.field("key", pa.string(), nullable=False),          # "<pool>/<id>"
+    pa.field("id", pa.string(), nullable=False),           # content hash of the normalised conversation
+    pa.field("pool", pa.string(), nullable=False),
+    pa.field("ingest_id", pa.int64(), nullable=False),
+    pa.field("source_dataset", pa.string()),
+    pa.field("source_id", pa.string()),
+    pa.field("messages", pa.list_(MESSAGE_TYPE), nullable=False),
+    pa.field("n_turns", pa.int32(), nullable=False),
+    pa.field("prompt_chars", pa.int32(), nullable=False),
+    pa.field("completion_chars", pa.int32(), nullable=False),
+    pa.field("total_chars", pa.int32(), nullable=False),
+])
+
+
+class LanceStore:
+    """The workspace's LanceDB database."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.db = lancedb.connect(str(self.root))
+
+    def table_names(self) -> list[str]:
+        return list(self.db.list_tables().tables)
+
+    def has_table(self, name: str) -> bool:
+        return name in self.table_names()
+
+    def open(self, name: str, version: int | None = None):
+        table = self.db.open_table(name)
+        if version is not None:
+            table.checkout(version)
+        return table
+
+    def ensure_table(self, name: str, schema: pa.Schema, primary_key: str | None = "key"):
+        if self.has_table(name):
+            return self.db.open_table(name)
+        try:
+            table = self.db.create_table(name, schema=schema)
+        except (ValueError, OSError, RuntimeError):
+            # another process created it between our check and our create
+            return self.db.open_table(name)
+        if primary_key:
+            table.set_unenforced_primary_key(primary_key)
+        return table
+
+    def version(self, name: str) -> int | None:
+        return self.db.open_table(name).version if self.has_table(name) else None
+
+    def dataset(self, name: str, version: int | None = None):
+        """A pylance dataset (DuckDB scans it with filter/projection pushdown)."""
+        table = self.open(name, version)
+        return table.to_lance()
+
+    def versions(self, name: str) -> list[dict]:
+        table = self.db.open_table(name)
+        return [{"table": name, "version": v["version"], "timestamp": v["timestamp"],
+                 "rows": (v.get("metadata") or {}).get("total_rows")} for v in table.list_versions()]
+
+    def append(self, name: str, batches: Iterable[pa.RecordBatch] | pa.Table, schema: pa.Schema) -> int:
+        """Append as exactly one new version; returns that version."""
+        table = self.ensure_table(name, schema)
+        if isinstance(batches, pa.Table):
+            data = batches
+        else:
+            data = pa.RecordBatchReader.from_batches(schema, iter(batches))
+        table.add(data)
+        return table.version
+
+    def insert_missing(self, name: str, data: pa.Table, schema: pa.Schema, key: str = "key") -> tuple[int, int]:
+        """Insert rows whose key is absent (idempotent under concurrency); returns (version, inserted)."""
+        table = self.ensure_table(name, schema)
+        for attempt in range(8):
+            try:
+                result = table.merge_insert(key).when_not_matched_insert_all().execute(data)
+                return result.version, result.num_inserted_rows
+            except (OSError, RuntimeError) as exc:  # lancedb #1597: commit conflicts need a retry
+                if "onflict" not in str(exc) or attempt == 7:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
+                table.checkout_latest()
+        raise AssertionError("unreachable")
+
+    def delete(self, name: str, where: str) -> None:
+        if self.has_table(name):
+            self.db.open_table(name).delete(where)

@@ -1,0 +1,37 @@
+"""Read-only SQL for analysts: the DuckDB metadata plus Lance tables, nothing outside the workspace."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+from ..errors import LessdbError
+
+
+@dataclass
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple]
+
+    def as_dicts(self) -> list[dict]:
+        return [dict(zip(self.columns, row)) for row in self.rows]
+
+
+def run_readonly_sql(workspace, query: str, limit: int | None = None) -> QueryResult:
+    """Run `query` against the workspace. The connection is read-only and file/network access is switched
+    off before the query runs (it cannot be switched back on), so user SQL can read only the workspace."""
+    with workspace.duck.connect(read_only=True, with_relations=True) as con:
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        try:
+            rel = con.sql(query)
+        except duckdb.Error as exc:
+            raise LessdbError(f"SQL error: {exc}") from exc
+        if rel is None:  # a statement with no result (e.g. SET) -- nothing to show
+            return QueryResult([], [])
+        try:
+            if limit is not None:
+                rel = rel.limit(limit)
+            return QueryResult(list(rel.columns), rel.fetchall())
+        except duckdb.Error as exc:
+            raise LessdbError(f"SQL error: {exc}") from exc

@@ -1,0 +1,94 @@
+"""A workspace: one directory holding a LanceDB database, a DuckDB file and checkpoint files."""
+from __future__ import annotations
+
+import fcntl
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+
+from .errors import WorkspaceError
+from .storage.duck import DuckStore
+from .storage.lance_tables import CANDIDATE_SCHEMA, CANDIDATES, LanceStore
+
+DEFAULT_WORKSPACE = "lessdb-workspace"
+DUCKDB_FILE = "lessdb.duckdb"
+LANCE_DIR = "lance"
+
+
+def default_workspace_path() -> Path:
+    return Path(os.environ.get("LESSDB_WORKSPACE", DEFAULT_WORKSPACE))
+
+
+class Workspace:
+    """Open with `Workspace.init(path)` (creates) or `Workspace.open(path)` (must exist; migrates)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+        self.lance = LanceStore(self.root / LANCE_DIR)
+        self.duck = DuckStore(self.root / DUCKDB_FILE, relations=self.lance_relations)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    @classmethod
+    def init(cls, path: Path | str | None = None) -> "Workspace":
+        root = Path(path) if path is not None else default_workspace_path()
+        root.mkdir(parents=True, exist_ok=True)
+        for sub in (LANCE_DIR, "checkpoints", "models", "exports", "locks"):
+            (root / sub).mkdir(exist_ok=True)
+        ws = cls(root)
+        ws.migrate()
+        ws.lance.ensure_table(CANDIDATES, CANDIDATE_SCHEMA)
+        return ws
+
+    @classmethod
+    def open(cls, path: Path | str | None = None) -> "Workspace":
+        root = Path(path) if path is not None else default_workspace_path()
+        if not (root / DUCKDB_FILE).exists():
+            raise WorkspaceError(f"{root}: no lessdb workspace here; create one with `lessdb init --workspace {root}`")
+        ws = cls(root)
+        ws.migrate()
+        return ws
+
+    def migrate(self):
+        return self.duck.migrate(placeholders=self.lance_placeholders())
+
+    # -- paths ------------------------------------------------------------------------------------
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.root / "exports"
+
+    # -- Lance relations visible in DuckDB ----------------------------------------------------------
+    def lance_relations(self, versions: dict[str, int] | None = None) -> dict[str, object]:
+        """Lance tables DuckDB can query by name (`candidates`), optionally pinned to versions."""
+        versions = versions or {}
+        rels = {}
+        if self.lance.has_table(CANDIDATES):
+            rels[CANDIDATES] = self.lance.dataset(CANDIDATES, versions.get(CANDIDATES))
+        return rels
+
+    @staticmethod
+    def lance_placeholders() -> dict[str, pa.Table]:
+        return {CANDIDATES: CANDIDATE_SCHEMA.empty_table()}
+
+    # -- cross-process write lock -------------------------------------------------------------------
+    @contextmanager
+    def write_lock(self, name: str) -> Iterator[None]:
+        """Serialise writers of one kind (e.g. ingests) across processes; released even on kill."""
+        lock_dir = self.root / "locks"
+        lock_dir.mkdir(exist_ok=True)
+        with open(lock_dir / f"{name}.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
