@@ -67,3 +67,18 @@ def iter_candidate_batches(ws, ids: list[str], pool: str | None = None, version:
 
 def _sql_quote(text: str) -> str:
     return text.replace("'", "''")
+
+
+def ids_by_pool_membership(ws, pool: str) -> tuple[set[str], set[str]]:
+    """(ids already in `pool`, ids present in any other pool)."""
+    table = ws.lance.dataset(CANDIDATES).to_table(columns=["id", "pool"])
+    ids, pools = table.column("id").to_pylist(), table.column("pool").to_pylist()
+    return {i for i, p in zip(ids, pools) if p == pool}, {i for i, p in zip(ids, pools) if p != pool}
+
+
+def ingest_ids_present(ws) -> set[int]:
+    return set(ws.lance.dataset(CANDIDATES).to_table(columns=["ingest_id"]).column("ingest_id").to_pylist())
+
+
+def delete_ingests(ws, ingest_ids) -> None:
+    ws.lance.delete(CANDIDATES, "ingest_id IN (" + ",".join(str(int(i)) for i in ingest_ids) + ")")

@@ -1,12 +1,70 @@
 """Metadata queries for pools and ingests."""
 from __future__ import annotations
 
+import json
+
 
 def version_producers(ws) -> dict[tuple[str, int], str]:
     """(lance table, version) -> a short description of what made it."""
     out: dict[tuple[str, int], str] = {}
     with ws.duck.connect(read_only=True) as con:
-        for table, version, ingest_id, pool in con.execute(
-                "SELECT lance_table, lance_version, ingest_id, pool FROM ingests WHERE lance_version IS NOT NULL").fetchall():
-            out[(table, version)] = f"ingest {ingest_id} into pool {pool}"
+        rows = con.execute("SELECT lance_table, lance_version, pool, string_agg(ingest_id::VARCHAR, ',') "
+                           "FROM ingests WHERE lance_version IS NOT NULL GROUP BY ALL").fetchall()
+    for table, version, pool, ids in rows:
+        out[(table, version)] = f"ingest {ids} into pool {pool}"
     return out
+
+
+def committed_ingest_ids(ws) -> set[int]:
+    with ws.duck.connect(read_only=True) as con:
+        return {r[0] for r in con.execute("SELECT ingest_id FROM ingests").fetchall()}
+
+
+def next_ingest_id(ws, floor: int = 0) -> int:
+    with ws.duck.connect(read_only=True) as con:
+        current = con.execute("SELECT coalesce(max(ingest_id), 0) FROM ingests").fetchone()[0]
+    return max(current, floor) + 1
+
+
+def record_ingests(ws, pool: str, files: list[dict], lance_table: str, lance_version: int | None,
+                   lessdb_version: str, skipped: list[dict]) -> None:
+    """One transaction: the pool (if new), one ingests row per file, and every skipped record."""
+    with ws.duck.transaction() as con:
+        con.execute("INSERT INTO pools (name) VALUES (?) ON CONFLICT DO NOTHING", [pool])
+        for f in files:
+            con.execute(
+                "INSERT INTO ingests (ingest_id, pool, source, file_name, file_size, file_sha256, format, n_records, "
+                "n_added, n_invalid, n_dup_within, n_dup_in_pool, n_dup_other_pools, n_truncated_tail, lance_table, "
+                "lance_version, lessdb_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [f["ingest_id"], pool, f["source"], f["file_name"], f["file_size"], f["file_sha256"], f["format"],
+                 f["n_records"], f["n_added"], f["n_invalid"], f["n_dup_within"], f["n_dup_in_pool"],
+                 f["n_dup_other_pools"], f["n_truncated_tail"], lance_table,
+                 lance_version if f["n_added"] else None, lessdb_version])
+        if skipped:
+            con.executemany("INSERT INTO ingest_skipped VALUES (?, ?, ?, ?, ?)",
+                            [[s["ingest_id"], s["file"], s["line"], s["field"], s["reason"]] for s in skipped])
+
+
+def list_pools(ws) -> list[dict]:
+    with ws.duck.connect(read_only=True) as con:
+        rel = con.execute(
+            "SELECT p.name AS pool, count(i.ingest_id) AS ingests, coalesce(sum(i.n_added), 0) AS candidates, "
+            "coalesce(sum(i.n_invalid), 0) AS skipped_invalid, "
+            "coalesce(sum(i.n_dup_within + i.n_dup_in_pool), 0) AS duplicates_dropped, "
+            "coalesce(sum(i.n_dup_other_pools), 0) AS shared_with_other_pools, p.created_at "
+            "FROM pools p LEFT JOIN ingests i ON i.pool = p.name GROUP BY p.name, p.created_at ORDER BY p.name")
+        cols = [d[0] for d in rel.description]
+        return [dict(zip(cols, r)) for r in rel.fetchall()]
+
+
+def pool_exists(ws, pool: str) -> bool:
+    with ws.duck.connect(read_only=True) as con:
+        return bool(con.execute("SELECT count(*) FROM pools WHERE name = ?", [pool]).fetchone()[0])
+
+
+def ingest_details(ws, ingest_id: int) -> dict:
+    with ws.duck.connect(read_only=True) as con:
+        rel = con.execute("SELECT * FROM ingests WHERE ingest_id = ?", [ingest_id])
+        cols = [d[0] for d in rel.description]
+        row = rel.fetchone()
+    return json.loads(json.dumps(dict(zip(cols, row)), default=str)) if row else {}

@@ -1,0 +1,154 @@
+"""Input formats and their normalisation to `Conversation`.
+
+Supported shapes (auto-detected from the first record of a file, then enforced for the rest):
+- messages (Tulu / open-instruct): {"dataset", "id", "messages": [{"role", "content"}, ...]}
+- sharegpt: {"id", "conversations": [{"from", "value"}, ...]}
+- alpaca: {"instruction", "input"?, "output"}
+- prompt-completion: {"prompt", "completion"}
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from ..conversation import ROLES, Conversation
+
+FORMATS = ("messages", "sharegpt", "alpaca", "prompt-completion")
+
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "chatgpt": "assistant",
+                  "bing": "assistant", "bard": "assistant", "assistant": "assistant", "system": "system"}
+
+
+class RecordError(Exception):
+    """A record that cannot be normalised; `field` is a path like messages[2].role."""
+
+    def __init__(self, field: str | None, reason: str):
+        self.field, self.reason = field, reason
+        super().__init__(reason)
+
+
+def detect_format(record: object) -> str:
+    if not isinstance(record, dict):
+        raise RecordError(None, f"expected a JSON object, got {type(record).__name__}")
+    if "messages" in record:
+        return "messages"
+    if "conversations" in record:
+        return "sharegpt"
+    if "instruction" in record and "output" in record:
+        return "alpaca"
+    if "prompt" in record and "completion" in record:
+        return "prompt-completion"
+    raise RecordError(None, "unknown record shape: expected 'messages', 'conversations', "
+                            "'instruction'+'output' or 'prompt'+'completion' fields")
+
+
+def normalise(record: object, fmt: str, default_dataset: str) -> Conversation:
+    if not isinstance(record, dict):
+        raise RecordError(None, f"expected a JSON object, got {type(record).__name__}")
+    for required in _REQUIRED[fmt]:
+        if required not in record:
+            raise RecordError(required, f"missing (required by the {fmt} format)")
+    return _NORMALISERS[fmt](record, default_dataset)
+
+
+def _text(record: dict, field: str, required: bool = True, path: str | None = None) -> str | None:
+    path = path or field
+    if field not in record or record[field] is None:
+        if required:
+            raise RecordError(path, "missing")
+        return None
+    value = record[field]
+    if not isinstance(value, str):
+        raise RecordError(path, f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _optional_id(record: dict, field: str = "id") -> str | None:
+    value = record.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, (str, int)):
+        raise RecordError(field, f"expected a string or integer id, got {type(value).__name__}")
+    return str(value)
+
+
+def _finish(messages: list[tuple[str, str]], turns_field: str, dataset: str, source_id: str | None) -> Conversation:
+    assistant = [i for i, (role, _) in enumerate(messages) if role == "assistant"]
+    if not assistant:
+        raise RecordError(turns_field, "conversation has no assistant turn (nothing to learn from)")
+    for i in assistant:
+        if not messages[i][1].strip():
+            raise RecordError(f"{turns_field}[{i}]", "empty assistant turn")
+    if not any(role == "user" for role, _ in messages):
+        raise RecordError(turns_field, "conversation has no user turn")
+    return Conversation(tuple(messages), source_dataset=dataset, source_id=source_id)
+
+
+def _from_messages(record: dict, default_dataset: str) -> Conversation:
+    turns = record["messages"]
+    if not isinstance(turns, list) or not turns:
+        raise RecordError("messages", "expected a non-empty list of {role, content} objects")
+    messages = []
+    for i, turn in enumerate(turns):
+        where = f"messages[{i}]"
+        if not isinstance(turn, dict):
+            raise RecordError(where, f"expected an object, got {type(turn).__name__}")
+        role = _text(turn, "role", path=f"{where}.role")
+        if role not in ROLES:
+            raise RecordError(f"{where}.role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        messages.append((role, _text(turn, "content", path=f"{where}.content")))
+    dataset = _text(record, "dataset", required=False) or default_dataset
+    return _finish(messages, "messages", dataset, _optional_id(record))
+
+
+def _from_sharegpt(record: dict, default_dataset: str) -> Conversation:
+    turns = record["conversations"]
+    if not isinstance(turns, list) or not turns:
+        raise RecordError("conversations", "expected a non-empty list of {from, value} objects")
+    messages = []
+    for i, turn in enumerate(turns):
+        where = f"conversations[{i}]"
+        if not isinstance(turn, dict):
+            raise RecordError(where, f"expected an object, got {type(turn).__name__}")
+        speaker = _text(turn, "from", path=f"{where}.from")
+        role = SHAREGPT_ROLES.get(speaker.lower())
+        if role is None:
+            raise RecordError(f"{where}.from", f"unknown speaker {speaker!r} "
+                                               f"(expected one of {', '.join(sorted(SHAREGPT_ROLES))})")
+        messages.append((role, _text(turn, "value", path=f"{where}.value")))
+    dataset = _text(record, "dataset", required=False) or default_dataset
+    return _finish(messages, "conversations", dataset, _optional_id(record))
+
+
+def _from_alpaca(record: dict, default_dataset: str) -> Conversation:
+    instruction = _text(record, "instruction")
+    extra_input = _text(record, "input", required=False) or ""
+    output = _text(record, "output")
+    if not instruction.strip():
+        raise RecordError("instruction", "empty instruction")
+    if not output.strip():
+        raise RecordError("output", "empty assistant turn")
+    prompt = instruction if not extra_input.strip() else f"{instruction}\n\n{extra_input}"
+    dataset = _text(record, "dataset", required=False) or default_dataset
+    return _finish([("user", prompt), ("assistant", output)], "output", dataset, _optional_id(record))
+
+
+def _from_prompt_completion(record: dict, default_dataset: str) -> Conversation:
+    prompt = _text(record, "prompt")
+    completion = _text(record, "completion")
+    if not completion.strip():
+        raise RecordError("completion", "empty assistant turn")
+    if not prompt.strip():
+        raise RecordError("prompt", "empty prompt")
+    dataset = _text(record, "dataset", required=False) or default_dataset
+    return _finish([("user", prompt), ("assistant", completion)], "completion", dataset, _optional_id(record))
+
+
+_REQUIRED = {"messages": ("messages",), "sharegpt": ("conversations",), "alpaca": ("instruction", "output"),
+             "prompt-completion": ("prompt", "completion")}
+
+_NORMALISERS: dict[str, Callable[[dict, str], Conversation]] = {
+    "messages": _from_messages,
+    "sharegpt": _from_sharegpt,
+    "alpaca": _from_alpaca,
+    "prompt-completion": _from_prompt_completion,
+}

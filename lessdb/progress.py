@@ -1,0 +1,50 @@
+"""Progress lines on stderr for long work: count, rate, ETA. Quiet when not a terminal unless forced."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+
+class Progress:
+    def __init__(self, label: str, total: int | None = None, unit: str = "examples", enabled: bool | None = None,
+                 every_seconds: float = 1.0):
+        self.label, self.total, self.unit = label, total, unit
+        self.done = 0
+        self.start = time.monotonic()
+        self._last = self.start
+        self._printed = False
+        self.every = every_seconds
+        if enabled is None:
+            enabled = os.environ.get("LESSDB_PROGRESS", "1") != "0"
+        self.enabled = enabled
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.enabled and now - self._last >= self.every:
+            self._last = now
+            self._printed = True
+            self._print(final=False)
+
+    def close(self) -> float:
+        elapsed = time.monotonic() - self.start
+        if self.enabled and (self._printed or elapsed >= self.every):  # quick work ends silently
+            self._print(final=True)
+        return elapsed
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.start
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def _print(self, final: bool) -> None:
+        elapsed = time.monotonic() - self.start
+        rate = self.rate
+        parts = [f"{self.label}: {self.done:,}" + (f"/{self.total:,}" if self.total else "") + f" {self.unit}",
+                 f"{rate:,.1f} {self.unit}/s", f"{elapsed:,.0f}s elapsed"]
+        if self.total and not final and rate > 0:
+            parts.append(f"ETA {max(self.total - self.done, 0) / rate:,.0f}s")
+        end = "\n" if final or not sys.stderr.isatty() else "\r"
+        sys.stderr.write(" | ".join(parts) + ("" if end == "\n" else "   ") + end)
+        sys.stderr.flush()
