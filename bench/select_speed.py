@@ -1,0 +1,194 @@
+"""Benchmark `lessdb select` (LESS step 3) on a synthetic feature store of the paper's shape.
+
+For each shape N×C×d (candidates × checkpoints × dim, float16 unit vectors, 27 subtasks × 3 validation
+examples like BBH) it builds a real workspace (Lance candidates + feature table, DuckDB run/checkpoints/feature
+set/task), then, each in a fresh process with the page cache warm:
+  raw     one Lance scan of the feature table's candidate rows (example_id + vector), batches just consumed;
+  select  the full `select(ws, SelectConfig(task=..., method="less"))`: SQL filter, validation vectors,
+          streamed scoring, top 5%, recording members and provenance.
+It reports seconds, GB/s of vector bytes, select/raw, and peak RSS of each process.
+
+The paper's shape is 270,679 × 4 × 8192 (17.7 GB of float16); pass --shapes 270679x4x8192 to run it (it needs
+~18 GB of disk and ~15 min to build). Validation features are written directly (the featurizer is benchmarked
+in bench/featurize.py), so `select` finds them cached.
+
+    python bench/select_speed.py --shapes 20000x4x1024,20000x4x8192 --workdir /tmp/lessdb-bench-select
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+# Run as a script, this file's folder is sys.path[0] and its name would shadow the stdlib `select` module
+# (which subprocess and argparse import): drop that entry before importing anything else.
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TASK = "bench-bbh"
+RUN = "bench-run"
+FSID = "benchfeatureset0"
+N_SUBTASKS, N_VAL = 27, 3
+
+
+def build(root: Path, n: int, checkpoints: int, dim: int, seed: int = 0, chunk: int = 10_000) -> None:
+    from lessdb import Workspace, tasks
+    from lessdb.storage import features as fstore
+    from lessdb.storage import meta_features, meta_runs
+    from lessdb.storage.lance_tables import CANDIDATE_SCHEMA, CANDIDATES
+
+    if root.exists():
+        shutil.rmtree(root)
+    ws = Workspace.init(root)
+    rng = np.random.default_rng(seed)
+    ids = [f"{i:024x}" for i in range(n)]
+    t0 = time.monotonic()
+    for start in range(0, n, 50_000):
+        part = ids[start:start + 50_000]
+        m = len(part)
+        msgs = [[{"role": "user", "content": f"prompt {i}"}, {"role": "assistant", "content": f"answer {i}"}]
+                for i in range(start, start + m)]
+        ws.lance.append(CANDIDATES, pa.table({
+            "key": [f"bench/{c}" for c in part], "id": part, "pool": ["bench"] * m,
+            "ingest_id": pa.array([1] * m, pa.int64()),
+            "source_dataset": [["flan", "cot", "dolly", "oasst"][i % 4] for i in range(start, start + m)],
+            "source_id": [str(i) for i in range(start, start + m)], "messages": msgs,
+            "n_turns": pa.array([2] * m, pa.int32()),
+            "prompt_chars": pa.array(rng.integers(10, 2000, m), pa.int32()),
+            "completion_chars": pa.array(rng.integers(1, 3000, m), pa.int32()),
+            "total_chars": pa.array(rng.integers(11, 5000, m), pa.int32())}, schema=CANDIDATE_SCHEMA),
+            CANDIDATE_SCHEMA)
+    task_file = root / "task.jsonl"
+    with open(task_file, "w") as fh:
+        for s in range(N_SUBTASKS):
+            for k in range(N_VAL):
+                fh.write(json.dumps({"subtask": f"sub{s:02d}", "prompt": f"q {s} {k}", "completion": f"a {s} {k}"})
+                         + "\n")
+    tasks.add_tasks(ws, TASK, file=task_file)
+    task = tasks.load_task(ws, TASK)
+    meta_runs.create_run(ws, run_id=RUN, kind="warmup", pool="bench", model_name="tiny", model_sha256="bench",
+                         seed=0, percentage=0.05, n_examples=0, n_excluded=0, config={}, device="cpu",
+                         lessdb_version="bench")
+    meta_runs.set_run_status(ws, RUN, "complete")
+    for e in range(1, checkpoints + 1):
+        meta_runs.add_checkpoint(ws, meta_runs.CheckpointInfo(RUN, e, "-", "-", "-", e, 2e-5 / e, None))
+    meta_features.insert_feature_set(ws, {
+        "feature_set_id": FSID, "run_id": RUN, "lance_table": fstore.table_name(FSID), "grad_kind": "adam",
+        "bias_correction": True, "sketch_kind": "countsketch", "sketch_seed": 0, "sketch_nnz": 1, "n_params": 0,
+        "dim": dim, "dtype": "float16", "compute_dtype": "float32", "max_seq_length": 512, "tokenizer_id": "-",
+        "module_order": [], "model_sha256": "bench", "params": {}, "lessdb_version": "bench"})
+    info = fstore.get_feature_set(ws, FSID)
+    fstore.ensure_feature_table(ws, info)
+    schema = fstore.feature_schema(dim, "float16")
+
+    def rows(role, epoch, part, vecs):
+        return pa.table({"key": [f"{role}/{epoch}/{c}" for c in part], "example_id": part,
+                         "epoch": pa.array([epoch] * len(part), pa.int32()), "role": [role] * len(part),
+                         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), dim)},
+                        schema=schema)
+
+    def unit(k):
+        x = rng.standard_normal((k, dim), dtype=np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        return x.astype(np.float16)
+
+    val_ids = [eid for eid, _ in task.examples()]
+    for e in range(1, checkpoints + 1):
+        ws.lance.append(info.lance_table, rows("validation", e, val_ids, unit(len(val_ids))), schema)
+        for start in range(0, n, chunk):   # plain appends (one featurize job's worth each), like a fresh store
+            part = ids[start:start + chunk]
+            ws.lance.append(info.lance_table, rows("candidate", e, part, unit(len(part))), schema)
+        print(f"  built checkpoint {e}/{checkpoints} ({time.monotonic() - t0:.0f}s)", file=sys.stderr)
+    ws.lance.open(info.lance_table).optimize()   # compact the appends, as maintenance would
+
+
+def worker(kind: str, root: Path, batch_rows: int) -> dict:
+    from lessdb import Workspace
+    from lessdb.storage import features as fstore
+
+    import importlib
+
+    sel = importlib.import_module("lessdb.selection.select")   # imports (torch, ...) are not part of the timing
+    ws = Workspace.open(root)
+    info = fstore.get_feature_set(ws, FSID)
+    t0 = time.monotonic()
+    out: dict = {"kind": kind}
+    if kind == "raw":
+        ds = ws.lance.dataset(info.lance_table)
+        rows = nbytes = 0
+        for b in ds.to_batches(columns=["example_id", "vector"], filter="role = 'candidate'", batch_size=batch_rows):
+            rows += b.num_rows
+            nbytes += b.column("vector").values.nbytes
+        out.update(rows=rows, vector_bytes=nbytes)
+    else:
+        sel.compute_validation_features = lambda *a, **k: None   # already stored by build()
+        res = sel.select(ws, sel.SelectConfig(task=TASK, method="less", batch_rows=batch_rows, progress=False))
+        out.update(k=res.k, n_scored=res.n_scored, selection_id=res.selection_id)
+    out["seconds"] = time.monotonic() - t0
+    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    return out
+
+
+def run_worker(kind: str, root: Path, batch_rows: int) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--worker", kind, "--workdir", str(root),
+                           "--batch-rows", str(batch_rows)], capture_output=True, text=True,
+                          env=dict(os.environ, LESSDB_PROGRESS="0"))
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", default="20000x4x1024,20000x4x8192",
+                    help="comma-separated NxCxD (candidates x checkpoints x dim)")
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/lessdb-bench-select"))
+    ap.add_argument("--batch-rows", type=int, default=4096)
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs of each (best is reported)")
+    ap.add_argument("--keep", action="store_true", help="keep the synthetic workspaces")
+    ap.add_argument("--worker", choices=["raw", "select"], help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.workdir, args.batch_rows)))
+        return
+    results = []
+    for shape in args.shapes.split(","):
+        n, c, d = (int(x) for x in shape.lower().split("x"))
+        root = args.workdir / f"ws-{n}x{c}x{d}"
+        t0 = time.monotonic()
+        build(root, n, c, d)
+        build_s = time.monotonic() - t0
+        run_worker("raw", root, args.batch_rows)   # warm the page cache
+        raw = min((run_worker("raw", root, args.batch_rows) for _ in range(args.repeats)), key=lambda r: r["seconds"])
+        sel = min((run_worker("select", root, args.batch_rows) for _ in range(args.repeats)),
+                  key=lambda r: r["seconds"])
+        gb = raw["vector_bytes"] / 1e9
+        row = {"shape": f"{n}x{c}x{d}", "vector_gb": round(gb, 3), "build_s": round(build_s, 1),
+               "raw_s": round(raw["seconds"], 2), "raw_gb_s": round(gb / raw["seconds"], 2),
+               "raw_rss_gb": round(raw["peak_rss_gb"], 2), "select_s": round(sel["seconds"], 2),
+               "select_gb_s": round(gb / sel["seconds"], 2), "select_over_raw": round(sel["seconds"] / raw["seconds"], 2),
+               "select_rss_gb": round(sel["peak_rss_gb"], 2), "k": sel["k"], "n_scored": sel["n_scored"]}
+        results.append(row)
+        print(json.dumps(row), flush=True)
+        if not args.keep:
+            shutil.rmtree(root)
+    print("\n| shape N×C×d | vector GB | raw scan s (GB/s) | select s (GB/s) | select/raw | peak RSS raw / select GB |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['shape']} | {r['vector_gb']} | {r['raw_s']} ({r['raw_gb_s']}) | {r['select_s']} "
+              f"({r['select_gb_s']}) | {r['select_over_raw']} | {r['raw_rss_gb']} / {r['select_rss_gb']} |")
+
+
+if __name__ == "__main__":
+    main()

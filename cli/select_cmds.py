@@ -1,0 +1,166 @@
+"""Selection commands: select, selections, show, diff, export."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..choices import METHODS
+from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option
+
+
+def _checkpoints(value: str | None) -> list[int] | None:
+    if not value or value == "all":
+        return None
+    try:
+        return [int(x) for x in value.split(",") if x.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: expected 'all' or epochs like 1,2,4") from exc
+
+
+@cli.command("select")
+@click.option("--task", help="Target task (see `lessdb tasks`), e.g. bbh, mmlu, tydiqa.")
+@click.option("--method", type=click.Choice(METHODS, case_sensitive=False), default="less", show_default=True,
+              help="LESS, an ablation (sgd, sign, unnormalized) or a baseline (random, bm25, dsir, rds, rds+).")
+@click.option("--pool", help="Candidate pool (default: the run's pool).")
+@click.option("--run", "run_id", help="Warmup run (default: the newest complete one).")
+@click.option("--feature-set", help="Feature set (default: the run's newest of the method's gradient kind).")
+@click.option("--percentage", "-p", type=float, help="Select ⌊p·N⌋ of the N scored candidates (default 0.05).")
+@click.option("--count", "-k", type=int, help="Select exactly this many instead.")
+@click.option("--where", help="SQL condition on candidate metadata, applied before scoring.")
+@click.option("--val-aggregation", type=click.Choice(["paper", "reference"]), default="paper", show_default=True,
+              help="paper: cosine with the subtask's mean gradient; reference: mean of per-example cosines.")
+@click.option("--checkpoints", help="Epochs to sum over, e.g. 1,2 (default: all).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed (random baseline).")
+@click.option("--name", help="A unique name for the selection.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Also export it (.jsonl or .parquet).")
+@click.option("--max-seq-length", type=int, help="RDS/RDS+ truncation (default: the run's).")
+@click.option("--device", default="cpu", show_default=True, help="RDS/RDS+ device.")
+@click.option("--replay", help="Re-run this recorded selection at the table versions it read.")
+@workspace_option
+@json_option
+@click.pass_context
+def select_cmd(ctx, task, method, pool, run_id, feature_set, percentage, count, where, val_aggregation, checkpoints,
+               seed, name, output, max_seq_length, device, replay, workspace_override, as_json):
+    """Select the candidates most useful for a task (LESS step 3) and record the selection.
+
+    \b
+    Example:
+        lessdb select --task bbh --percentage 0.05 --where "source_dataset <> 'sharegpt'" --name bbh-5pct
+        lessdb select --task bbh --method bm25 --count 500
+        lessdb select --replay bbh-5pct
+    """
+    from ..selection import SelectConfig, select
+    from ..selection.audit import histogram_lines
+    ws = open_workspace(ctx, workspace_override)
+    cfg = SelectConfig(task=task, method=method.lower(), pool=pool, run=run_id, feature_set=feature_set,
+                       percentage=percentage, count=count, where=where, val_aggregation=val_aggregation,
+                       checkpoints=_checkpoints(checkpoints), seed=seed, name=name,
+                       output=None if output is None else str(output), max_seq_length=max_seq_length,
+                       device=device, replay=replay)
+    result = select(ws, cfg)
+    if as_json:
+        emit_json(result.summary())
+        return
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"{result.selection_id}" + (f" ({result.name})" if result.name else "") +
+               f": {result.method} selected {result.k:,} of {result.n_scored:,} scored candidates "
+               f"(pool {result.pool}, task {result.task}; {result.n_unscorable:,} unscorable) in {result.seconds:.1f}s")
+    if result.replay_of:
+        click.echo(f"replay of {result.replay_of}: " + ("identical members, ranks and scores" if result.identical
+                                                        else "DIFFERENT from the original"))
+    for line in histogram_lines(result.provenance["params"].get("score_histogram")):
+        click.echo("  " + line)
+    if result.output:
+        click.echo(f"exported to {result.output}")
+    click.echo(f"next: lessdb show {result.selection_id}  |  lessdb export {result.selection_id} "
+               "--format jsonl --output selected.jsonl")
+
+
+@cli.command("selections")
+@workspace_option
+@json_option
+@click.pass_context
+def selections_cmd(ctx, workspace_override, as_json):
+    """List recorded selections.
+
+    \b
+    Example:
+        lessdb selections --json
+    """
+    from ..selection import list_selections
+    rows = list_selections(open_workspace(ctx, workspace_override))
+    if as_json:
+        emit_json(rows)
+    else:
+        emit_table(rows, ["selection_id", "name", "task", "method", "pool", "k", "n_scored", "sql_filter",
+                          "replay_of", "created_at"])
+
+
+@cli.command("show")
+@click.argument("selection")
+@click.option("--top", type=int, default=10, show_default=True, help="Members to list.")
+@workspace_option
+@json_option
+@click.pass_context
+def show_cmd(ctx, selection, top, workspace_override, as_json):
+    """Summarise a selection: provenance, source mix and lengths vs the pool, score histogram, top members.
+
+    \b
+    Example:
+        lessdb show bbh-5pct
+    """
+    from ..selection import show_selection
+    from ..selection.audit import format_show
+    report = show_selection(open_workspace(ctx, workspace_override), selection, top=top)
+    if as_json:
+        emit_json(report)
+    else:
+        click.echo(format_show(report))
+
+
+@cli.command("diff")
+@click.argument("a")
+@click.argument("b")
+@workspace_option
+@json_option
+@click.pass_context
+def diff_cmd(ctx, a, b, workspace_override, as_json):
+    """Compare two selections: overlap, Jaccard, and what each has that the other lacks.
+
+    \b
+    Example:
+        lessdb diff bbh-5pct bbh-random
+    """
+    from ..selection import diff_selections
+    from ..selection.audit import format_diff
+    d = diff_selections(open_workspace(ctx, workspace_override), a, b)
+    if as_json:
+        emit_json(d)
+    else:
+        click.echo(format_diff(d))
+
+
+@cli.command("export")
+@click.argument("selection")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default=None,
+              help="Default: from the output's suffix, else jsonl.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
+              help="Default: <workspace>/exports/<selection_id>.<format>.")
+@workspace_option
+@json_option
+@click.pass_context
+def export_cmd(ctx, selection, fmt, output, workspace_override, as_json):
+    """Write a selection's training set (messages format for open-instruct / TRL) and record its sha256.
+
+    \b
+    Example:
+        lessdb export bbh-5pct --format jsonl --output bbh-5pct.jsonl
+    """
+    from ..selection import export_selection
+    info = export_selection(open_workspace(ctx, workspace_override), selection, output, fmt)
+    if as_json:
+        emit_json(info)
+    else:
+        click.echo(f"wrote {info['n_rows']:,} examples to {info['path']} (sha256 {info['sha256']})")

@@ -1,0 +1,19 @@
+"""Choice lists and defaults that the command line shows in --help, kept free of heavy imports (torch,
+transformers) so that `lessdb --help` and light commands start fast. The stage modules import them from here."""
+from __future__ import annotations
+
+# evaluate
+METRIC_SETS = ("all", "loss", "task")
+DEFAULT_SAMPLE_SEED = 42  # LESS samples its BBH/MMLU/TyDiQA subsets with seed 42
+
+# featurize
+GRAD_KINDS = ("adam", "sgd", "sign")
+SKETCH_KINDS = ("countsketch", "sparse-sign", "dense-rademacher")
+DEFAULT_SKETCH = "countsketch"
+STORED_DTYPE_NAMES = ("float16", "float32")
+
+# select
+GRADIENT_METHODS = {"less": "adam", "sgd": "sgd", "sign": "sign", "unnormalized": "adam"}  # method -> grad kind
+TEXT_METHODS = ("random", "bm25", "dsir")
+HIDDEN_METHODS = {"rds": "last", "rds+": "mean"}                                          # method -> pooling
+METHODS = tuple(GRADIENT_METHODS) + TEXT_METHODS + tuple(HIDDEN_METHODS)

