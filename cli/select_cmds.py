@@ -36,12 +36,17 @@ def _checkpoints(value: str | None) -> list[int] | None:
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Also export it (.jsonl or .parquet).")
 @click.option("--max-seq-length", type=int, help="RDS/RDS+ truncation (default: the run's).")
 @click.option("--device", default="cpu", show_default=True, help="RDS/RDS+ device.")
+@click.option("--val-max-seq-length", type=int, help="Token window of validation examples (default: the feature set's).")
+@click.option("--val-truncation", type=click.Choice(["right", "left"]), default="right", show_default=True,
+              help="right drops the end of a long example (the paper); left keeps the completion and drops the "
+                   "earliest prompt tokens (for long few-shot prompts on small windows).")
 @click.option("--replay", help="Re-run this recorded selection at the table versions it read.")
 @workspace_option
 @json_option
 @click.pass_context
 def select_cmd(ctx, task, method, pool, run_id, feature_set, percentage, count, where, val_aggregation, checkpoints,
-               seed, name, output, max_seq_length, device, replay, workspace_override, as_json):
+               seed, name, output, max_seq_length, device, val_max_seq_length, val_truncation, replay, workspace_override,
+               as_json):
     """Select the candidates most useful for a task (LESS step 3) and record the selection.
 
     \b
@@ -57,7 +62,8 @@ def select_cmd(ctx, task, method, pool, run_id, feature_set, percentage, count, 
                        percentage=percentage, count=count, where=where, val_aggregation=val_aggregation,
                        checkpoints=_checkpoints(checkpoints), seed=seed, name=name,
                        output=None if output is None else str(output), max_seq_length=max_seq_length,
-                       device=device, replay=replay)
+                       device=device, val_max_seq_length=val_max_seq_length,
+                       val_truncation=val_truncation, replay=replay)
     result = select(ws, cfg)
     if as_json:
         emit_json(result.summary())

@@ -171,6 +171,19 @@ def encode_conversation(tokenizer, messages: list[dict], max_seq_length: int) ->
                           full_length=full_length)
 
 
+def keep_tail(example: EncodedExample, max_seq_length: int) -> EncodedExample:
+    """Left truncation: the last `max_seq_length` tokens of an encoding (made with a larger limit). Used for
+    validation examples whose long few-shot prompt would otherwise push the completion out of the window;
+    the earliest prompt tokens go, the completion stays."""
+    if len(example.input_ids) <= max_seq_length:
+        return example
+    ids, labels = example.input_ids[-max_seq_length:], example.labels[-max_seq_length:]
+    labels = [IGNORE_INDEX] + labels[1:]
+    completion = sum(1 for x in labels if x != IGNORE_INDEX)
+    return EncodedExample(input_ids=ids, labels=labels, prompt_tokens=len(ids) - completion,
+                          completion_tokens=completion, truncated=True, full_length=example.full_length)
+
+
 def collate(examples: list[EncodedExample], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-padded LongTensors input_ids, attention_mask, labels (-100 on padding)."""
     if not examples:

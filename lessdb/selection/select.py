@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import __version__
-from ..conversation import content_hash
+from ..featurize.job import validation_key
 from ..errors import LessdbError
 from ..progress import Progress
 from ..storage import meta_selections as meta
@@ -47,6 +47,8 @@ class SelectConfig:
     max_seq_length: int | None = None       # RDS/RDS+: default the feature set's / run's
     device: str = "cpu"                     # RDS/RDS+ forward passes
     batch_rows: int = 4096                  # feature rows per BLAS product (bounds memory)
+    val_max_seq_length: int | None = None   # validation token window (default: the feature set's)
+    val_truncation: str = "right"           # right (paper) | left: keep the completion, drop the earliest prompt
     replay: str | None = None               # re-run this recorded selection instead
     progress: bool = True
 
@@ -221,6 +223,8 @@ def _plan(ws, cfg: SelectConfig) -> _Plan:
         plan.params["aggregation"] = plan.aggregation
     if method in GRADIENT_METHODS:
         _plan_checkpoints(ws, plan, cfg.checkpoints)
+        plan.params["validation_window"] = {"max_seq_length": int(cfg.val_max_seq_length or fs.max_seq_length),
+                                            "truncation": cfg.val_truncation}
     if method in HIDDEN_METHODS:
         msl = cfg.max_seq_length or (fs.max_seq_length if fs else None) or _run_max_seq_length(run)
         plan.params["rds"] = {"model": run["model_name"], "model_sha256": run["model_sha256"],
@@ -407,11 +411,12 @@ def _gradient_scores(ws, plan: _Plan, ids: list[str], cfg: SelectConfig, replayi
     plan.params["grad_kind"] = fs.grad_kind
 
     # 1. validation features (plain gradients, same sketch), computed and cached on first use
+    window = plan.params.get("validation_window") or {"max_seq_length": fs.max_seq_length, "truncation": "right"}
     wanted_val = plan.params.get("validation_examples") if replaying else None
     if not replaying:
         examples = _unique_examples(plan.subtasks)
         for epoch in plan.epochs:
-            compute_validation_features(ws, fs.feature_set_id, epoch, examples)
+            compute_validation_features(ws, fs.feature_set_id, epoch, examples, **window)
         plan.versions[table] = ws.lance.version(table)
     version = plan.versions[table]
 
@@ -433,7 +438,7 @@ def _gradient_scores(ws, plan: _Plan, ids: list[str], cfg: SelectConfig, replayi
     usable: dict[str, list[str]] = {}
     dropped = []
     for s, exs in plan.subtasks.items():
-        eids = [content_hash(m) for _, m in exs]
+        eids = [validation_key(m, fs.max_seq_length, window["max_seq_length"], window["truncation"]) for _, m in exs]
         eids = [eid for eid in eids if all(eid in val_vecs[e] for e in plan.epochs)]
         if wanted_val is not None:
             eids = [eid for eid in eids if eid in set(wanted_val.get(s, []))]
@@ -444,7 +449,8 @@ def _gradient_scores(ws, plan: _Plan, ids: list[str], cfg: SelectConfig, replayi
     if not usable:
         raise LessdbError(f"task {plan.task_name}: none of its {sum(len(v) for v in plan.subtasks.values())} "
                           f"validation examples has a completion token left after truncation to "
-                          f"{fs.max_seq_length} tokens (or their features are missing); nothing to score against")
+                          f"{window['max_seq_length']} tokens (or their features are missing); nothing to score against; "
+                          "try --val-max-seq-length or --val-truncation left")
     plan.params["validation_examples"] = usable
     if dropped:
         plan.params["dropped_subtasks"] = dropped
@@ -491,12 +497,14 @@ def _gradient_scores(ws, plan: _Plan, ids: list[str], cfg: SelectConfig, replayi
     return _Scores(res.per_subtask, res.valid, res.subtasks, unscorable)
 
 
-def compute_validation_features(ws, feature_set_id: str, epoch: int, examples: list) -> None:
+def compute_validation_features(ws, feature_set_id: str, epoch: int, examples: list,
+                                max_seq_length: int | None = None, truncation: str = "right") -> None:
     """Make sure the task's validation features (plain gradients, the feature set's sketch) are stored; they
     are cached in the feature table (role "validation"), so a second selection for the task computes nothing."""
     from .. import featurize
 
-    featurize.validation_features(ws, feature_set_id, epoch, examples)
+    featurize.validation_features(ws, feature_set_id, epoch, examples, max_seq_length=max_seq_length,
+                                  truncation=truncation, progress=True)
 
 
 def _unique_examples(subtasks: dict[str, list[tuple[str, list[dict]]]]) -> list[tuple[str, list[dict]]]:

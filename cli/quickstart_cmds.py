@@ -1,0 +1,48 @@
+"""`lessdb quickstart`: the README's main job."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import cli, emit_json, json_option, workspace_option, workspace_path
+
+
+@cli.command()
+@click.option("--pool-size", type=int, default=100, show_default=True,
+              help="How many ShareGPT conversations to put in the pool.")
+@click.option("--task", default="bbh", show_default=True, help="Target task.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@workspace_option
+@json_option
+@click.pass_context
+def quickstart(ctx, pool_size, task, device, workspace_override: Path | None, as_json):
+    """Run the whole pipeline on the bundled real defaults (SmolLM2-135M, a ShareGPT V3 sample, BBH),
+    sized for a laptop CPU (about 10-15 minutes on 2 cores). Rerunning reuses what exists.
+
+    \b
+    Example:
+        lessdb quickstart
+        lessdb quickstart --workspace ./demo --pool-size 300
+    """
+    from ..quickstart import QuickstartConfig, run_quickstart
+    from ..selection.audit import format_show
+
+    result = run_quickstart(QuickstartConfig(workspace=workspace_path(ctx, workspace_override),
+                                             pool_size=pool_size, task=task, device=device))
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(format_show(result["less"]))
+    names = result["selections"]
+    t = result["timings"]
+    click.echo(f"\nDone in {t['total_s']:.0f}s (ingest {t['ingest_s']:.0f}s, warmup {t['warmup_s']:.0f}s, "
+               f"featurize {t['featurize_s']:.0f}s, select {t['select_s']:.0f}s). Workspace: {result['workspace']}")
+    click.echo("\nNext, try:")
+    for line in (f"lessdb show {names['less']}",
+                 f"lessdb diff {names['less']} {names['random']}",
+                 f"lessdb select --replay {names['less']}",
+                 f"lessdb export {names['less']} --format jsonl --output selection.jsonl",
+                 f"lessdb report {names['less']} --compare {names['random']} --compare {names['bm25']} --output report.html",
+                 'lessdb sql "SELECT method, source_dataset, n, mean_completion_chars FROM selection_sources"'):
+        click.echo(f"  {line}")

@@ -1,0 +1,40 @@
+"""`lessdb report`: one self-contained HTML page auditing a selection."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import cli, emit_json, json_option, open_workspace, workspace_option
+
+
+@cli.command()
+@click.argument("selection")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("report.html"), show_default=True,
+              help="HTML file to write (self-contained: plots are embedded, no network needed to view it).")
+@click.option("--compare", multiple=True, metavar="SEL",
+              help="Selections to compare with (repeatable). Default: the newest selection of every other method "
+                   "for the same task and pool.")
+@click.option("--examples", type=int, default=2, show_default=True,
+              help="Top and bottom examples to show per subtask.")
+@workspace_option
+@json_option
+@click.pass_context
+def report(ctx, selection: str, output: Path, compare: tuple[str, ...], examples: int, workspace_override,
+           as_json: bool):
+    """Write an HTML audit report of a recorded selection: provenance, source mix and length tables, the pool's
+    score distribution with the cut-off, source mix and completion-length plots, per-checkpoint contributions,
+    overlap with other methods, and the top and bottom examples per subtask.
+
+    \b
+    Example:
+        lessdb report bbh-less --output report.html
+    """
+    from ..report import write_report
+
+    ws = open_workspace(ctx, workspace_override)
+    info = write_report(ws, selection, output, compare=list(compare) or None, examples=examples)
+    if as_json:
+        emit_json(info)
+    else:
+        click.echo(f"Wrote {info['output']} ({info['bytes']:,} bytes, {info['images']} plots)")

@@ -1,0 +1,422 @@
+"""`featurize_run`: gradient features of a warmup run's candidates, as resumable, shardable jobs;
+`validation_features`: plain-gradient features of task examples through the same code path, cached.
+
+A job is one (feature set, role, checkpoint, shard). Its example list is recomputed on every run — the
+shard's candidates (pool + optional SQL filter, split by a hash of the example id) minus those already in
+the feature table or recorded as excluded — so a rerun after a kill, or after new candidates were
+ingested, computes exactly the missing ones. Vectors are committed every `commit_rows` examples (or
+`commit_seconds`) with an insert-if-absent on the primary key, so a batch re-sent after a crash, or
+computed by two processes at once, is stored once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..conversation import content_hash
+from ..errors import LessdbError
+from ..progress import Progress
+from ..storage import features as fstore
+from ..storage import meta_features
+from .adam import GRAD_KINDS, AdamState, GradTransform
+from .engine import FeatureEngine
+from .per_example_grads import lora_params
+from .sketch import DEFAULT_SKETCH, SKETCH_KINDS, make_sketch
+
+FORMAT_VERSION = 1
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
+EXCLUDED_NO_COMPLETION = "no completion token after truncation to {n} tokens"
+EXCLUDED_ZERO = "zero or non-finite gradient"
+
+
+@dataclass(frozen=True)
+class FeaturizeConfig:
+    run_id: str
+    checkpoints: tuple[int, ...] | None = None   # epochs; None: all of the run's checkpoints
+    dim: int = 8192
+    sketch: str = DEFAULT_SKETCH
+    sketch_nnz: int | None = None                 # sparse-sign only (default 4)
+    seed: int = 0
+    dtype: str = "float32"                        # stored dtype: float32 (default) | float16
+    grad_kind: str = "adam"                       # adam | sgd | sign
+    bias_correction: bool = True                  # adam: paper (True) or reference implementation (False)
+    shard: tuple[int, int] = (0, 1)               # (i, n): this process does the examples with hash % n == i
+    batch_size: int = 8
+    device: str = "auto"
+    where: str | None = None                      # SQL boolean expression over `candidates`
+    max_seq_length: int | None = None             # None: the run's training max_seq_length
+    compute_dtype: str = "auto"                   # auto: bfloat16 on CUDA, float32 on CPU
+    commit_rows: int = 64
+    commit_seconds: float = 60.0
+    progress: bool = True
+
+    def validate(self) -> None:
+        problems = []
+        if self.dim < 1:
+            problems.append(f"--dim {self.dim} must be positive")
+        if self.sketch not in SKETCH_KINDS:
+            problems.append(f"--sketch {self.sketch!r} is not one of {', '.join(SKETCH_KINDS)}")
+        if self.dtype not in fstore.STORED_DTYPES:
+            problems.append(f"--dtype {self.dtype!r} is not one of {', '.join(fstore.STORED_DTYPES)}")
+        if self.grad_kind not in GRAD_KINDS:
+            problems.append(f"--grad {self.grad_kind!r} is not one of {', '.join(GRAD_KINDS)}")
+        i, n = self.shard
+        if not (n >= 1 and 0 <= i < n):
+            problems.append(f"--shard {i}/{n}: need 0 <= i < n")
+        if self.batch_size < 1:
+            problems.append(f"--batch-size {self.batch_size} must be >= 1")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            problems.append(f"compute dtype {self.compute_dtype!r} is not one of {', '.join(COMPUTE_DTYPES)}")
+        if self.max_seq_length is not None and self.max_seq_length < 2:
+            problems.append(f"--max-seq-length {self.max_seq_length} is too small")
+        if problems:
+            raise LessdbError("; ".join(problems))
+
+
+@dataclass
+class FeaturizeSummary:
+    feature_set_id: str
+    run_id: str
+    lance_table: str
+    epochs: list[int]
+    shard: str
+    examples: int = 0          # vectors computed and written by this call
+    excluded: int = 0          # newly excluded by this call (no completion token / zero gradient)
+    already_present: int = 0   # skipped: stored (or excluded) by an earlier run
+    seconds: float = 0.0
+    bytes_written: int = 0
+    lance_version: int | None = None
+    jobs: list[dict] = field(default_factory=list)
+
+    @property
+    def examples_per_s(self) -> float:
+        return self.examples / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "examples_per_s": round(self.examples_per_s, 3)}
+
+
+# -- helpers ------------------------------------------------------------------------------------------------
+def shard_of(example_id: str, n: int) -> int:
+    """Deterministic shard of an example: sha256 of its id, mod n (independent of order and pool size)."""
+    return int(hashlib.sha256(example_id.encode("utf-8")).hexdigest()[:15], 16) % n
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    if not text:
+        return (0, 1)
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise LessdbError(f"--shard {text!r}: expected i/n, e.g. 0/4 (i from 0 to n-1)") from None
+    return (i, n)
+
+
+def _resolve_compute(compute_dtype: str, device: str) -> str:
+    if compute_dtype == "auto":
+        return "bfloat16" if device.startswith("cuda") else "float32"
+    return compute_dtype
+
+
+def _run_max_seq_length(run: dict) -> int:
+    cfg = run.get("config") or {}
+    for getter in (lambda c: c["warmup"]["training"]["max_seq_length"], lambda c: c["training"]["max_seq_length"],
+                   lambda c: c["max_seq_length"]):
+        try:
+            return int(getter(cfg))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return 2048
+
+
+@dataclass
+class _Loaded:
+    model: torch.nn.Module
+    base: object           # models.LoadedModel
+    params: list
+    autocast: torch.dtype | None
+
+
+def _load(ws, run_id: str, epoch: int, device: str, compute: str) -> _Loaded:
+    from .. import models
+
+    if device.startswith("cuda"):
+        dtype, autocast = (torch.bfloat16 if compute == "bfloat16" else torch.float32), None
+    else:  # CPU: float32 weights; bf16 GEMMs through autocast (LoRA weights and gradients stay float32)
+        dtype, autocast = torch.float32, (torch.bfloat16 if compute == "bfloat16" else None)
+    peft_model, base = models.load_checkpoint_model(ws, run_id, epoch, device=device, dtype=dtype)
+    peft_model.eval()
+    return _Loaded(peft_model, base, lora_params(peft_model), autocast)
+
+
+def _identity(run: dict, loaded: _Loaded, tokenizer_id: str, max_len: int, grad_kind: str, bias_correction: bool,
+              compute: str, dtype: str, sketch_identity: dict) -> dict:
+    return {"format": FORMAT_VERSION, "run_id": run["run_id"], "model_sha256": loaded.base.sha256,
+            "tokenizer_id": tokenizer_id, "max_seq_length": max_len, "grad_kind": grad_kind,
+            "bias_correction": bool(bias_correction) if grad_kind == "adam" else False,
+            "compute_dtype": compute, "dtype": dtype, "sketch": sketch_identity,
+            "loss": "mean CE over completion tokens per example",
+            "module_order": [[p.name, list(p.shape)] for p in loaded.params]}
+
+
+def _feature_set(ws, run: dict, loaded: _Loaded, cfg: FeaturizeConfig, max_len: int, compute: str,
+                 device: str) -> fstore.FeatureSetInfo:
+    from ..tokenization import tokenizer_id
+
+    sketch = make_sketch(cfg.sketch, [p.numel for p in loaded.params], cfg.dim, cfg.seed, "cpu", cfg.sketch_nnz)
+    ident = _identity(run, loaded, tokenizer_id(loaded.base.tokenizer), max_len, cfg.grad_kind, cfg.bias_correction,
+                      compute, cfg.dtype, sketch.identity())
+    fsid = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+    sk = ident["sketch"]
+    row = {"feature_set_id": fsid, "run_id": run["run_id"], "lance_table": fstore.table_name(fsid),
+           "grad_kind": cfg.grad_kind, "bias_correction": ident["bias_correction"], "sketch_kind": sk["kind"],
+           "sketch_seed": sk["seed"], "sketch_nnz": sk.get("nnz"), "n_params": sk["n_params"], "dim": sk["dim"],
+           "dtype": cfg.dtype, "compute_dtype": compute, "max_seq_length": max_len,
+           "tokenizer_id": ident["tokenizer_id"], "module_order": ident["module_order"],
+           "model_sha256": ident["model_sha256"], "params": ident, "lessdb_version": __version__}
+    meta_features.insert_feature_set(ws, row)
+    info = fstore.get_feature_set(ws, fsid)
+    fstore.ensure_feature_table(ws, info)
+    return info
+
+
+def _check_same_model(info: fstore.FeatureSetInfo, loaded: _Loaded) -> None:
+    order = [[p.name, list(p.shape)] for p in loaded.params]
+    if order != info.module_order or loaded.base.sha256 != info.model_sha256:
+        raise LessdbError(f"feature set {info.feature_set_id}: the checkpoint's model or LoRA layout differs from "
+                          "the one the feature set was made with")
+
+
+def _sketch_for(info: fstore.FeatureSetInfo, loaded: _Loaded, device: str):
+    return make_sketch(info.sketch_kind, [p.numel for p in loaded.params], info.dim, info.sketch_seed, device,
+                       info.sketch_nnz)
+
+
+def _optimizer_state(ckpt) -> AdamState:
+    from .. import models
+
+    return AdamState.from_dict(models.load_optimizer_state(ckpt.path))
+
+
+# -- the worker loop -----------------------------------------------------------------------------------------
+class _Writer:
+    """Buffers computed vectors and commits them (Lance insert-if-absent, then DuckDB progress)."""
+
+    def __init__(self, ws, info, epoch: int, role: str, job_id: str, commit_rows: int, commit_seconds: float):
+        self.ws, self.info, self.epoch, self.role, self.job_id = ws, info, epoch, role, job_id
+        self.commit_rows, self.commit_seconds = commit_rows, commit_seconds
+        self.ids: list[str] = []
+        self.vecs: list[np.ndarray] = []
+        self.exclusions: list[tuple[str, str]] = []
+        self.last = time.monotonic()
+        self.t0 = self.last
+        self.written = self.excluded = self.bytes = 0
+        self.version = None
+
+    def add(self, ids, vecs, exclusions) -> None:
+        self.ids.extend(ids)
+        if len(ids):
+            self.vecs.append(vecs)
+        self.exclusions.extend(exclusions)
+        if len(self.ids) + len(self.exclusions) >= self.commit_rows or \
+                time.monotonic() - self.last >= self.commit_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.ids and not self.exclusions:
+            return
+        nbytes = 0
+        if self.ids:
+            self.version, _, nbytes = fstore.write_features(self.ws, self.info, self.epoch, self.role, self.ids,
+                                                            np.concatenate(self.vecs))
+        now = time.monotonic()
+        excl = [(self.info.feature_set_id, self.role, self.epoch, e, r) for e, r in self.exclusions]
+        meta_features.record_progress(self.ws, self.job_id, done=len(self.ids), excluded=len(excl),
+                                      seconds=now - self.last, bytes_written=nbytes, lance_version=self.version,
+                                      exclusions=excl)
+        self.written += len(self.ids)
+        self.excluded += len(excl)
+        self.bytes += nbytes
+        self.ids, self.vecs, self.exclusions, self.last = [], [], [], now
+
+
+LEFT_TRUNCATION_CEILING = 1 << 15  # encode this much before keeping the tail
+TRUNCATION_SIDES = ("right", "left")
+
+
+def _compute(engine: FeatureEngine, tokenizer, items: list[tuple[str, list[dict]]], max_len: int,
+             batch_size: int, writer: _Writer, progress: Progress | None, truncation: str = "right") -> None:
+    """Encode, exclude the examples without completion tokens, batch by length, compute, hand to writer."""
+    from ..tokenization import collate, encode_conversation, keep_tail, pad_token_id
+
+    pad = pad_token_id(tokenizer)
+    encoded, excluded = [], []
+    for example_id, messages in items:
+        if truncation == "left":
+            enc = keep_tail(encode_conversation(tokenizer, messages, LEFT_TRUNCATION_CEILING), max_len)
+        else:
+            enc = encode_conversation(tokenizer, messages, max_len)
+        if sum(1 for x in enc.labels[1:] if x != -100) == 0:
+            excluded.append((example_id, EXCLUDED_NO_COMPLETION.format(n=max_len)))
+        else:
+            encoded.append((example_id, enc))
+    if excluded:
+        writer.add([], None, excluded)
+        if progress:
+            progress.update(len(excluded))
+    # length-sorted batches waste little on padding; results do not depend on the grouping
+    encoded.sort(key=lambda pair: (len(pair[1].input_ids), pair[0]))
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start:start + batch_size]
+        out = engine.features(collate([e for _, e in chunk], pad))
+        ok = out.ok.cpu().numpy()
+        vecs = out.vectors.cpu().numpy()
+        ids = [eid for (eid, _), good in zip(chunk, ok) if good]
+        bad = [(eid, EXCLUDED_ZERO) for (eid, _), good in zip(chunk, ok) if not good]
+        writer.add(ids, vecs[ok], bad)
+        if progress:
+            progress.update(len(chunk))
+
+
+def featurize_run(ws, cfg: FeaturizeConfig) -> FeaturizeSummary:
+    """Compute and append the gradient features of the run's candidates (see module docstring)."""
+    from ..models import resolve_device
+    from ..storage import meta_runs
+    from ..storage.candidates import candidates_version, read_candidates, select_candidate_ids
+
+    cfg.validate()
+    t_start = time.monotonic()
+    run = meta_runs.get_run(ws, cfg.run_id)
+    ckpts = {c.epoch: c for c in meta_runs.list_checkpoints(ws, cfg.run_id)}
+    if not ckpts:
+        raise LessdbError(f"run {cfg.run_id} has no checkpoints yet; finish `lessdb warmup` first")
+    epochs = sorted(ckpts) if cfg.checkpoints is None else sorted(set(int(e) for e in cfg.checkpoints))
+    missing = [e for e in epochs if e not in ckpts]
+    if missing:
+        raise LessdbError(f"run {cfg.run_id} has no checkpoint for epoch(s) {missing}; it has {sorted(ckpts)}")
+    device = resolve_device(cfg.device)
+    compute = _resolve_compute(cfg.compute_dtype, device)
+    max_len = cfg.max_seq_length or _run_max_seq_length(run)
+    pool = run.get("pool")
+    cand_version = candidates_version(ws)
+    all_ids = select_candidate_ids(ws, pool, cfg.where, version=cand_version)
+    i, n = cfg.shard
+    mine = [e for e in all_ids if shard_of(e, n) == i]
+
+    loaded = _load(ws, cfg.run_id, epochs[0], device, compute)
+    info = _feature_set(ws, run, loaded, cfg, max_len, compute, device)
+    summary = FeaturizeSummary(info.feature_set_id, cfg.run_id, info.lance_table, epochs, f"{i}/{n}")
+    sketch = None
+    for epoch in epochs:
+        ckpt = ckpts[epoch]
+        job_id = f"{info.feature_set_id}/candidate/{epoch}/{i}of{n}"
+        present = fstore.present_example_ids(ws, info.feature_set_id, epoch, "candidate")
+        skipped = meta_features.excluded_ids(ws, info.feature_set_id, "candidate", epoch)
+        todo = [e for e in mine if e not in present and e not in skipped]
+        summary.already_present += len(mine) - len(todo)
+        meta_features.start_job(ws, {"job_id": job_id, "feature_set_id": info.feature_set_id, "role": "candidate",
+                                     "epoch": epoch, "shard_index": i, "shard_count": n, "where_sql": cfg.where,
+                                     "candidates_version": cand_version, "adapter_sha256": ckpt.adapter_sha256,
+                                     "optimizer_sha256": ckpt.optimizer_sha256,
+                                     "optimizer_step": ckpt.optimizer_step, "n_total": len(mine)})
+        if todo:
+            if loaded is None:
+                loaded = _load(ws, cfg.run_id, epoch, device, compute)
+            _check_same_model(info, loaded)
+            sketch = sketch or _sketch_for(info, loaded, device)
+            state = _optimizer_state(ckpt) if info.grad_kind == "adam" else None
+            transform = GradTransform(info.grad_kind, loaded.params, state, info.bias_correction, device)
+            engine = FeatureEngine(loaded.model, loaded.params, transform, sketch, loaded.autocast)
+            writer = _Writer(ws, info, epoch, "candidate", job_id, cfg.commit_rows, cfg.commit_seconds)
+            progress = Progress(f"featurize epoch {epoch} shard {i}/{n}", total=len(todo),
+                                enabled=None if cfg.progress else False)  # None: on unless LESSDB_PROGRESS=0
+            chunk = max(cfg.commit_rows, cfg.batch_size * 16)
+            for start in range(0, len(todo), chunk):
+                ids = todo[start:start + chunk]
+                table = read_candidates(ws, ids, pool=pool, version=cand_version, columns=["id", "messages"])
+                items = list(zip(table.column("id").to_pylist(), table.column("messages").to_pylist()))
+                _compute(engine, loaded.base.tokenizer, items, max_len, cfg.batch_size, writer, progress)
+            writer.flush()
+            progress.close()
+            summary.examples += writer.written
+            summary.excluded += writer.excluded
+            summary.bytes_written += writer.bytes
+            summary.lance_version = writer.version or summary.lance_version
+        meta_features.finish_job(ws, job_id)
+        summary.jobs.append({"job_id": job_id, "epoch": epoch, "todo": len(todo), "shard_examples": len(mine)})
+        loaded = None  # the next epoch has its own adapter
+    summary.seconds = time.monotonic() - t_start
+    if summary.lance_version is None:
+        summary.lance_version = ws.lance.version(info.lance_table)
+    return summary
+
+
+def validation_key(messages: list[dict], set_max_len: int, max_len: int | None = None,
+                   truncation: str = "right") -> str:
+    """Id under which a validation example's features are cached: the content hash of its messages, plus the
+    token window when it differs from the feature set's (the same example in another window is another vector)."""
+    max_len = max_len or set_max_len
+    window = "" if (max_len == set_max_len and truncation == "right") else f"@{max_len}{truncation[0]}"
+    return content_hash(messages) + window
+
+
+def validation_features(ws, feature_set_id: str, epoch: int, examples: list[tuple[str, list[dict]]],
+                        device: str = "auto", batch_size: int = 8, progress: bool = False,
+                        max_seq_length: int | None = None, truncation: str = "right") -> dict[str, np.ndarray]:
+    """Plain-gradient ("sgd") features of validation examples at checkpoint `epoch`, with the feature set's
+    sketch, max_seq_length and precision: {example_id: float32 [dim]}.
+
+    Cached in the feature table with role="validation" under the content hash of the messages (so a changed
+    example under a reused id is recomputed, and equal examples of different tasks share one vector).
+    Examples with no completion token after truncation are omitted from the result (and recorded)."""
+    from ..models import resolve_device
+    from ..storage import meta_runs
+
+    info = fstore.get_feature_set(ws, feature_set_id)
+    if truncation not in TRUNCATION_SIDES:
+        raise LessdbError(f"truncation {truncation!r}: expected one of {', '.join(TRUNCATION_SIDES)}")
+    max_len = max_seq_length or info.max_seq_length
+    by_content: dict[str, list[dict]] = {}
+    caller_to_content = {}
+    for example_id, messages in examples:
+        cid = validation_key(messages, info.max_seq_length, max_len, truncation)
+        caller_to_content[example_id] = cid
+        by_content.setdefault(cid, messages)
+    cached: dict[str, np.ndarray] = {}
+    for ids, vecs in fstore.iter_feature_batches(ws, feature_set_id, epoch, "validation", ids=list(by_content)):
+        cached.update(zip(ids, vecs))
+    skipped = meta_features.excluded_ids(ws, feature_set_id, "validation", epoch)
+    todo = [c for c in sorted(by_content) if c not in cached and c not in skipped]
+    if todo:
+        ckpt = {c.epoch: c for c in meta_runs.list_checkpoints(ws, info.run_id)}.get(int(epoch))
+        if ckpt is None:
+            raise LessdbError(f"run {info.run_id} has no checkpoint for epoch {epoch}")
+        dev = resolve_device(device)
+        loaded = _load(ws, info.run_id, epoch, dev, info.compute_dtype)
+        _check_same_model(info, loaded)
+        transform = GradTransform("sgd", loaded.params)
+        engine = FeatureEngine(loaded.model, loaded.params, transform, _sketch_for(info, loaded, dev), loaded.autocast)
+        job_id = f"{feature_set_id}/validation/{int(epoch)}/0of1"
+        meta_features.start_job(ws, {"job_id": job_id, "feature_set_id": feature_set_id, "role": "validation",
+                                     "epoch": int(epoch), "shard_index": 0, "shard_count": 1,
+                                     "adapter_sha256": ckpt.adapter_sha256, "optimizer_sha256": ckpt.optimizer_sha256,
+                                     "optimizer_step": ckpt.optimizer_step, "n_total": len(by_content)})
+        writer = _Writer(ws, info, int(epoch), "validation", job_id, commit_rows=1 << 30, commit_seconds=1e9)
+        prog = Progress(f"validation features epoch {epoch}", total=len(todo), enabled=progress)
+        _compute(engine, loaded.base.tokenizer, [(c, by_content[c]) for c in todo], max_len,
+                 batch_size, writer, prog, truncation)
+        got_ids, got_vecs = list(writer.ids), list(writer.vecs)
+        writer.flush()
+        meta_features.finish_job(ws, job_id)
+        if got_ids:
+            cached.update(zip(got_ids, np.concatenate(got_vecs).astype(np.float32)))
+            if info.dtype == "float16":  # return exactly what is stored (and what a later call reads back)
+                for c in got_ids:
+                    cached[c] = cached[c].astype(np.float16).astype(np.float32)
+    return {eid: cached[cid] for eid, cid in caller_to_content.items() if cid in cached}

@@ -1,0 +1,184 @@
+"""Gradient feature vectors in LanceDB: one table per feature set, `features_<feature_set_id>`.
+
+Columns: key ("<role>/<epoch>/<example_id>", unenforced primary key), example_id, epoch (int32), role
+("candidate" | "validation"), vector (fixed_size_list<float32 | float16>[dim], L2-normalised).
+Writes are `merge_insert` on `key` inserting only absent keys, so a batch re-sent after a crash, or the same
+example written by two processes, is stored once (LanceDB keeps concurrent merge_inserts duplicate-free only
+with the primary key set; see notes/lance-duckdb-facts.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import LessdbError
+from . import meta_features
+
+ROLES = ("candidate", "validation")
+STORED_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
+_PK_METADATA = b"lance-schema:unenforced-primary-key:position"
+
+
+@dataclass(frozen=True)
+class FeatureSetInfo:
+    feature_set_id: str
+    run_id: str
+    grad_kind: str
+    bias_correction: bool
+    sketch_kind: str
+    sketch_seed: int
+    sketch_nnz: int | None
+    dim: int
+    dtype: str
+    compute_dtype: str
+    n_params: int
+    lance_table: str
+    max_seq_length: int
+    tokenizer_id: str
+    module_order: list
+    model_sha256: str
+    params: dict
+
+    @property
+    def sketch(self) -> dict:
+        """The sketch identity as selections record it."""
+        return {"kind": self.sketch_kind, "seed": self.sketch_seed, "dim": self.dim, "dtype": self.dtype,
+                "n_params": self.n_params, "nnz": self.sketch_nnz}
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def table_name(feature_set_id: str) -> str:
+    return f"features_{feature_set_id}"
+
+
+def feature_schema(dim: int, dtype: str) -> pa.Schema:
+    if dtype not in STORED_DTYPES:
+        raise LessdbError(f"stored dtype {dtype!r} is not one of {', '.join(STORED_DTYPES)}")
+    return pa.schema([
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("example_id", pa.string(), nullable=False),
+        pa.field("epoch", pa.int32(), nullable=False),
+        pa.field("role", pa.string(), nullable=False),
+        pa.field("vector", pa.list_(STORED_DTYPES[dtype], dim), nullable=False),
+    ])
+
+
+def feature_key(role: str, epoch: int, example_id: str) -> str:
+    return f"{role}/{int(epoch)}/{example_id}"
+
+
+def _info_from_row(row: dict) -> FeatureSetInfo:
+    fields = FeatureSetInfo.__dataclass_fields__
+    return FeatureSetInfo(**{k: row[k] for k in fields})
+
+
+def get_feature_set(ws, feature_set_id: str) -> FeatureSetInfo:
+    row = meta_features.feature_set_row(ws, feature_set_id)
+    if row is None:
+        raise LessdbError(f"no feature set {feature_set_id!r} in this workspace (see `lessdb feature-sets`)")
+    return _info_from_row(row)
+
+
+def list_feature_sets(ws, run_id: str | None = None) -> list[dict]:
+    return meta_features.feature_set_rows(ws, run_id)
+
+
+def ensure_feature_table(ws, info: FeatureSetInfo):
+    """Create the table with its primary key, atomically with respect to other lessdb processes
+    (a process killed between create and set_unenforced_primary_key is repaired by the next one)."""
+    schema = feature_schema(info.dim, info.dtype)
+    with ws.write_lock("features"):
+        db = ws.lance.db
+        if info.lance_table in db.list_tables().tables:
+            table = db.open_table(info.lance_table)
+        else:
+            table = db.create_table(info.lance_table, schema=schema)
+        if _PK_METADATA not in (table.schema.field("key").metadata or {}):
+            table.set_unenforced_primary_key("key")
+    return table
+
+
+def write_features(ws, info: FeatureSetInfo, epoch: int, role: str, example_ids: list[str],
+                   vectors: np.ndarray) -> tuple[int, int, int]:
+    """Insert the rows whose key is absent. Returns (table version, rows inserted, vector bytes sent)."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}")
+    vectors = np.ascontiguousarray(vectors, dtype=np.float16 if info.dtype == "float16" else np.float32)
+    if vectors.shape != (len(example_ids), info.dim):
+        raise ValueError(f"vectors {vectors.shape} do not match {len(example_ids)} ids × dim {info.dim}")
+    schema = feature_schema(info.dim, info.dtype)
+    table = pa.table({
+        "key": pa.array([feature_key(role, epoch, e) for e in example_ids], pa.string()),
+        "example_id": pa.array(example_ids, pa.string()),
+        "epoch": pa.array([int(epoch)] * len(example_ids), pa.int32()),
+        "role": pa.array([role] * len(example_ids), pa.string()),
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), info.dim),
+    }, schema=schema)
+    version, inserted = ws.lance.insert_missing(info.lance_table, table, schema)
+    return version, inserted, vectors.nbytes
+
+
+def _filter(epoch: int, role: str) -> str:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}")
+    return f"epoch = {int(epoch)} AND role = '{role}'"
+
+
+def present_example_ids(ws, feature_set_id: str, epoch: int, role: str = "candidate") -> set[str]:
+    """Example ids already stored for (epoch, role), read at the latest version."""
+    name = table_name(feature_set_id)
+    if not ws.lance.has_table(name):
+        return set()
+    ds = ws.lance.dataset(name)
+    col = ds.to_table(columns=["example_id"], filter=_filter(epoch, role)).column("example_id")
+    return set(col.to_pylist())
+
+
+def features_version(ws, feature_set_id: str) -> int:
+    name = get_feature_set(ws, feature_set_id).lance_table
+    version = ws.lance.version(name)
+    if version is None:
+        raise LessdbError(f"feature set {feature_set_id} has no feature table yet; run `lessdb featurize`")
+    return version
+
+
+def _vectors(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    flat = column.values.to_numpy(zero_copy_only=False)
+    return flat.reshape(-1, dim).astype(np.float32, copy=False)
+
+
+def iter_feature_batches(ws, feature_set_id: str, epoch: int, role: str = "candidate", version: int | None = None,
+                         ids=None, batch_rows: int = 4096) -> Iterator[tuple[list[str], np.ndarray]]:
+    """Stream (example ids, float32 [n, dim]) of one checkpoint's features, optionally only `ids`, read at
+    `version` (None: latest). Memory is bounded by `batch_rows`."""
+    info = get_feature_set(ws, feature_set_id)
+    if not ws.lance.has_table(info.lance_table):
+        return
+    ds = ws.lance.dataset(info.lance_table, version)
+    filt = _filter(epoch, role)
+    wanted = None
+    if ids is not None:
+        wanted = set(ids)
+        if not wanted:
+            return
+        if len(wanted) <= 1000:
+            filt += " AND example_id IN (" + ",".join("'" + i.replace("'", "''") + "'" for i in sorted(wanted)) + ")"
+    for batch in ds.to_batches(columns=["example_id", "vector"], filter=filt, batch_size=batch_rows):
+        if batch.num_rows == 0:
+            continue
+        got = batch.column("example_id").to_pylist()
+        vecs = _vectors(batch.column("vector"), info.dim)
+        if wanted is not None and len(wanted) > 1000:
+            keep = [i for i, e in enumerate(got) if e in wanted]
+            if not keep:
+                continue
+            got = [got[i] for i in keep]
+            vecs = vecs[keep]
+        yield got, vecs
