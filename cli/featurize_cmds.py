@@ -4,10 +4,8 @@ from __future__ import annotations
 import click
 
 from ..errors import LessdbError
-from ..featurize import FeaturizeConfig, featurize_run, parse_shard
-from ..featurize.adam import GRAD_KINDS
-from ..featurize.sketch import DEFAULT_SKETCH, SKETCH_KINDS
-from ..storage.features import STORED_DTYPES, list_feature_sets
+from ..choices import DEFAULT_SKETCH, GRAD_KINDS, SKETCH_KINDS, STORED_DTYPE_NAMES
+from ..storage.features import list_feature_sets
 from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option
 
 
@@ -28,7 +26,7 @@ def _epochs(text: str) -> tuple[int, ...] | None:
               help="Random projection; dense-rademacher is the paper's (slow on CPU at LESS sizes).")
 @click.option("--sketch-nnz", type=int, default=None, help="Nonzeros per coordinate for --sketch sparse-sign (4).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sketch seed.")
-@click.option("--dtype", type=click.Choice(sorted(STORED_DTYPES)), default="float32", show_default=True,
+@click.option("--dtype", type=click.Choice(STORED_DTYPE_NAMES), default="float32", show_default=True,
               help="Stored vector dtype (float16 halves the disk but DuckDB cannot read it).")
 @click.option("--grad", "grad_kind", type=click.Choice(GRAD_KINDS), default="adam", show_default=True,
               help="adam: LESS's Adam direction; sgd: plain gradient; sign: SignGD.")
@@ -56,6 +54,7 @@ def featurize(ctx, run_id, checkpoints, dim, sketch, sketch_nnz, seed, dtype, gr
     Example:
         lessdb featurize --run warmup-20261123-0930 --dim 8192 --shard 0/2
     """
+    from ..featurize import FeaturizeConfig, featurize_run, parse_shard
     ws = open_workspace(ctx, workspace_override)
     cfg = FeaturizeConfig(run_id=run_id, checkpoints=_epochs(checkpoints), dim=dim, sketch=sketch,
                           sketch_nnz=sketch_nnz, seed=seed, dtype=dtype, grad_kind=grad_kind,

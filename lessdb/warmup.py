@@ -105,11 +105,12 @@ def record_token_counts(ws, tokenizer, pool: str, max_seq_length: int, version: 
     return tid
 
 
-def _new_run_id() -> str:
-    return "warmup-" + time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+def new_run_id(kind: str = "warmup") -> str:
+    return kind + "-" + time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
 
-def _encode_subset(ws, loaded: LoadedModel, pool: str, subset: list[str], version: int, max_seq_length: int):
+def encode_subset(ws, loaded: LoadedModel, pool: str, subset: list[str], version: int, max_seq_length: int):
+    """(kept [(id, EncodedExample)], excluded ids): excluded examples keep no completion token."""
     table = read_candidates(ws, subset, pool=pool, version=version, columns=["id", "messages"])
     encoded = encode_rows(loaded.tokenizer, table, max_seq_length)
     kept = [(cid, e) for cid, e in encoded if completion_token_count(e) > 0]
@@ -124,19 +125,59 @@ def _register(ws, run_id: str, result: EpochResult) -> None:
         train_loss=result.train_loss))
 
 
-def _notes(n_sampled: int, excluded: list[str], plan, config: WarmupConfig) -> list[str]:
+def schedule_notes(n_sampled: int, excluded: list[str], plan, training, what: str = "sampled") -> list[str]:
+    """Notes on exclusions and on how the schedule plays out (shared by warmup and `lessdb train`)."""
     notes = []
     if excluded:
-        notes.append(f"{len(excluded)} of {n_sampled} sampled examples have no completion token within "
-                     f"max_seq_length {config.training.max_seq_length} and were excluded (e.g. {excluded[0]})")
-    if plan.batch_size < config.training.batch_size:
-        notes.append(f"{plan.n_examples} examples are fewer than the batch size {config.training.batch_size}: "
+        notes.append(f"{len(excluded)} of {n_sampled} {what} examples have no completion token within "
+                     f"max_seq_length {training.max_seq_length} and were excluded (e.g. {excluded[0]})")
+    if plan.batch_size < training.batch_size:
+        notes.append(f"{plan.n_examples} examples are fewer than the batch size {training.batch_size}: "
                      f"each epoch is one optimizer step over all {plan.n_examples} (effective batch "
                      f"{plan.batch_size})")
     if plan.warmup_steps >= plan.steps_per_epoch:
         notes.append(f"the {plan.warmup_steps} warm-up step(s) cover all of epoch 1, whose lr starts at 0 "
                      "(HF's linear warm-up): its eta-bar is small, as the schedule makes it")
     return notes
+
+
+def schedule_record(loaded: LoadedModel, plan, notes: list[str]) -> dict:
+    """The part of a run's stored config that describes tokenization, loss and schedule (warmup and train)."""
+    return {"tokenizer_id": tokenizer_id(loaded.tokenizer), "conversation_format": conversation_format(loaded.tokenizer),
+            "loss": LOSS_NORMALISATION, "steps_per_epoch": plan.steps_per_epoch, "total_steps": plan.total_steps,
+            "warmup_steps": plan.warmup_steps, "effective_batch_size": plan.batch_size,
+            "schedule": "linear warm-up from 0, then cosine to 0 (transformers get_cosine_schedule_with_warmup)",
+            "optimizer": "torch.optim.AdamW", "notes": notes}
+
+
+def train_registered_run(ws, run_id: str, lora, training, loaded: LoadedModel, kept, device: str, *,
+                         resume_from=None, progress: bool = True, on_checkpoint=None,
+                         label: str = "warmup") -> list[EpochResult]:
+    """LoRA-train a run already created with `meta_runs.create_run`: build the adapter, train with
+    `train_lora`, register each checkpoint as it lands, and set the run's status (complete / failed)."""
+    peft_model = build_lora_model(loaded.model, lora, training.seed)
+
+    def register(result: EpochResult) -> None:
+        _register(ws, run_id, result)
+        print(f"{label}: epoch {result.epoch} checkpoint {result.path} (step {result.optimizer_step}, "
+              f"eta-bar {result.mean_lr:.3e}, loss {result.train_loss:.4f})", file=sys.stderr, flush=True)
+        if on_checkpoint is not None:
+            on_checkpoint(result)
+
+    try:
+        results = train_lora(peft_model, [e for _, e in kept], training, ws.checkpoints_dir / run_id,
+                             pad_token_id=pad_token_id(loaded.tokenizer), device=device, resume_from=resume_from,
+                             on_checkpoint=register, progress_label=f"{label} {run_id}", progress=progress)
+    except BaseException:
+        meta_runs.set_run_status(ws, run_id, "failed")
+        raise
+    meta_runs.set_run_status(ws, run_id, "complete")
+    return results
+
+
+def tokens_per_second(results: list[EpochResult]) -> float | None:
+    seconds = sum(r.seconds for r in results)
+    return sum(r.tokens for r in results) / seconds if seconds > 0 else None
 
 
 # -- entry points ------------------------------------------------------------------------------------------
@@ -154,22 +195,17 @@ def run_warmup(ws, config: WarmupConfig, *, progress: bool = True, on_checkpoint
     loaded = load_base_model(ws, config.model, device=device)
     subset = sample_subset(pool_ids, config.percentage, config.seed, config.max_examples)
     max_len = config.training.max_seq_length
-    tid = tokenizer_id(loaded.tokenizer)
     if count_tokens:
         record_token_counts(ws, loaded.tokenizer, config.pool, max_len, version, pool_ids, progress)
-    kept, excluded = _encode_subset(ws, loaded, config.pool, subset, version, max_len)
+    kept, excluded = encode_subset(ws, loaded, config.pool, subset, version, max_len)
     if not kept:
         raise LessdbError(f"none of the {len(subset)} sampled examples keeps a completion token within "
                           f"max_seq_length {max_len}; raise --max-seq-length")
     plan = plan_schedule(len(kept), config.training)
-    run_id = config.run_id or _new_run_id()
-    notes = _notes(len(subset), excluded, plan, config)
-    stored = {"warmup": config.to_dict(), "candidates_version": version, "tokenizer_id": tid,
-              "conversation_format": conversation_format(loaded.tokenizer), "loss": LOSS_NORMALISATION,
-              "n_pool": len(pool_ids), "steps_per_epoch": plan.steps_per_epoch, "total_steps": plan.total_steps,
-              "warmup_steps": plan.warmup_steps, "effective_batch_size": plan.batch_size,
-              "schedule": "linear warm-up from 0, then cosine to 0 (transformers get_cosine_schedule_with_warmup)",
-              "optimizer": "torch.optim.AdamW", "notes": notes}
+    run_id = config.run_id or new_run_id("warmup")
+    notes = schedule_notes(len(subset), excluded, plan, config.training)
+    stored = {"warmup": config.to_dict(), "candidates_version": version, "n_pool": len(pool_ids),
+              **schedule_record(loaded, plan, notes)}
     meta_runs.create_run(ws, run_id=run_id, kind="warmup", pool=config.pool, model_name=loaded.name,
                          model_sha256=loaded.sha256, seed=config.seed, percentage=config.percentage,
                          n_examples=len(kept), n_excluded=len(excluded), config=stored, device=device,
@@ -237,28 +273,12 @@ def resume_warmup(ws, run_id: str | None = None, pool: str | None = None, *, dev
 
 def _train(ws, run_id, config: WarmupConfig, loaded: LoadedModel, kept, device, resume_from, notes, n_pool,
            n_sampled, n_excluded, progress, on_checkpoint, t0) -> WarmupSummary:
-    peft_model = build_lora_model(loaded.model, config.lora, config.seed)
-
-    def register(result: EpochResult) -> None:
-        _register(ws, run_id, result)
-        print(f"warmup: epoch {result.epoch} checkpoint {result.path} (step {result.optimizer_step}, "
-              f"eta-bar {result.mean_lr:.3e}, loss {result.train_loss:.4f})", file=sys.stderr, flush=True)
-        if on_checkpoint is not None:
-            on_checkpoint(result)
-
-    try:
-        results = train_lora(peft_model, [e for _, e in kept], config.training, ws.checkpoints_dir / run_id,
-                             pad_token_id=pad_token_id(loaded.tokenizer), device=device, resume_from=resume_from,
-                             on_checkpoint=register, progress_label=f"warmup {run_id}", progress=progress)
-    except BaseException:
-        meta_runs.set_run_status(ws, run_id, "failed")
-        raise
-    meta_runs.set_run_status(ws, run_id, "complete")
+    results = train_registered_run(ws, run_id, config.lora, config.training, loaded, kept, device,
+                                   resume_from=resume_from, progress=progress, on_checkpoint=on_checkpoint,
+                                   label="warmup")
     summary = _summary_from_db(ws, run_id, device, t0)
     summary.notes = notes
-    trained_tokens = sum(r.tokens for r in results)
-    train_seconds = sum(r.seconds for r in results)
-    summary.tokens_per_second = trained_tokens / train_seconds if train_seconds > 0 else None
+    summary.tokens_per_second = tokens_per_second(results)
     return summary
 
 

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import LessdbError
 
-GRAD_KINDS = ("adam", "sgd", "sign")
+from ..choices import GRAD_KINDS  # noqa: E402  (one source for --help)
 
 
 @dataclass(frozen=True)

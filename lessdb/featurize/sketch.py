@@ -24,8 +24,7 @@ import torch
 
 from ..errors import LessdbError
 
-SKETCH_KINDS = ("countsketch", "sparse-sign", "dense-rademacher")
-DEFAULT_SKETCH = "countsketch"
+from ..choices import DEFAULT_SKETCH, SKETCH_KINDS  # noqa: E402  (one source for --help)
 HASH_VERSION = "v1"
 
 _MASK64 = (1 << 64) - 1
