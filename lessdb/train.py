@@ -1,0 +1,216 @@
+"""Step 4 of LESS: LoRA fine-tuning on exactly a selection's examples — `run_train(ws, TrainConfig)`.
+
+- What is trained on: every member of a recorded selection (read at the candidates version the selection
+  read, so later appends change nothing), or `full` (every candidate of a pool) or `random:P` (a seeded
+  draw of ⌊P·N⌋ candidates, the warmup's draw), so the paper's baselines run through the same path.
+  Members that keep no completion token within max_seq_length are excluded, recorded
+  (`run_examples.excluded`) and reported, never trained on.
+- How: the warmup's trainer and bookkeeping (`warmup.train_registered_run` -> `training.train_lora`), with the
+  same LoRA/optimizer settings, presets and flags; a checkpoint per epoch, registered as it lands.
+- Recorded as a run with kind 'train', `selection_id` (NULL for full/random), config["selection"] = the
+  selection id, "full" or "random:P" (what `lessdb compare` groups by), and `is_transfer` = the trained
+  model's weights differ from those of the selection's warmup run (LESS-T).
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass, field
+
+from . import __version__
+from .config import LoraSettings, TrainingSettings, build_warmup_config
+from .errors import LessdbError
+from .models import DEFAULT_MODEL, load_base_model, resolve_device
+from .storage import meta_runs, meta_selections
+from .storage.candidates import candidates_version, select_candidate_ids
+from .storage.lance_tables import CANDIDATES
+from .training import plan_schedule
+from .warmup import (encode_subset, new_run_id, sample_subset, schedule_notes, schedule_record,
+                     tokens_per_second, train_registered_run)
+
+FULL = "full"
+RANDOM_PREFIX = "random:"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    selection: str                    # a selection id / name / unique id prefix, "full" or "random:P"
+    pool: str | None = None           # full/random: the pool (default: the only one); selections carry theirs
+    model: str | None = None          # None: the selection's warmup model, else smollm2-135m
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    device: str = "auto"
+    preset: str | None = None
+    run_id: str | None = None
+
+    @property
+    def seed(self) -> int:
+        return self.training.seed
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["lora"]["target_modules"] = list(self.lora.target_modules)
+        return d
+
+
+@dataclass
+class TrainingSet:
+    """The examples a train run is given, resolved from `--selection`."""
+    label: str                        # config["selection"]: selection id, "full" or "random:P"
+    selection_id: str | None
+    pool: str
+    version: int
+    ids: list[str]
+    percentage: float | None
+    selection_run_id: str | None = None
+    selection_model: str | None = None
+    selection_model_sha256: str | None = None
+
+
+@dataclass
+class TrainSummary:
+    run_id: str
+    selection: str
+    selection_id: str | None
+    pool: str
+    model_name: str
+    model_sha256: str
+    is_transfer: bool
+    selection_run_id: str | None
+    device: str
+    n_members: int
+    n_examples: int
+    n_excluded: int
+    excluded: list[str]
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    batch_size: int
+    checkpoints: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    tokens_per_second: float | None = None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+# -- resolving --selection ---------------------------------------------------------------------------------
+def parse_random_fraction(spec: str) -> float:
+    text = spec[len(RANDOM_PREFIX):]
+    try:
+        p = float(text)
+    except ValueError:
+        raise LessdbError(f"--selection {spec!r}: P in random:P must be a number in (0, 1], e.g. random:0.05") from None
+    if not (0.0 < p <= 1.0):
+        raise LessdbError(f"--selection {spec!r}: P must be in (0, 1] (0.05 means 5%)")
+    return p
+
+
+def _pool_or_only(ws, pool: str | None, spec: str) -> str:
+    if pool:
+        return pool
+    pools = meta_selections.pools(ws)
+    if len(pools) != 1:
+        raise LessdbError(f"--selection {spec} needs --pool" + (f" (pools: {', '.join(pools)})" if pools else
+                                                               ": ingest a pool first with `lessdb ingest`"))
+    return pools[0]
+
+
+def resolve_training_set(ws, spec: str, pool: str | None, seed: int) -> TrainingSet:
+    """The examples of `--selection SPEC` (see the module docstring), with the selection's model if any."""
+    spec = (spec or "").strip()
+    if not spec:
+        raise LessdbError("--selection is required: a selection id or name (see `lessdb selections`), "
+                          "'full' or 'random:P'")
+    if spec == FULL or spec.startswith(RANDOM_PREFIX):
+        pool = _pool_or_only(ws, pool, spec)
+        version = candidates_version(ws)
+        pool_ids = select_candidate_ids(ws, pool, version=version) if version is not None else []
+        if not pool_ids:
+            raise LessdbError(f"pool {pool!r} has no candidates; add some with `lessdb ingest FILE --pool {pool}`")
+        if spec == FULL:
+            return TrainingSet(FULL, None, pool, version, pool_ids, 1.0)
+        p = parse_random_fraction(spec)
+        return TrainingSet(f"{RANDOM_PREFIX}{p:g}", None, pool, version, sample_subset(pool_ids, p, seed), p)
+    sel = meta_selections.get_selection(ws, spec)
+    members = meta_selections.selection_members(ws, sel["selection_id"])
+    ids = members.column("candidate_id").to_pylist()
+    sel_pool = (sel.get("params") or {}).get("pool") or (members.column("pool")[0].as_py() if ids else None)
+    if pool and pool != sel_pool:
+        raise LessdbError(f"selection {sel['selection_id']} was drawn from pool {sel_pool!r}, not {pool!r}; "
+                          "drop --pool")
+    if not ids:
+        raise LessdbError(f"selection {sel['selection_id']} has no members")
+    version = (sel.get("table_versions") or {}).get(CANDIDATES)
+    out = TrainingSet(sel["selection_id"], sel["selection_id"], sel_pool, version, ids, sel.get("percentage"),
+                      selection_run_id=sel.get("run_id"))
+    if out.selection_run_id:
+        run = meta_runs.get_run(ws, out.selection_run_id)
+        out.selection_model, out.selection_model_sha256 = run["model_name"], run["model_sha256"]
+    return out
+
+
+# -- entry points ------------------------------------------------------------------------------------------
+def build_train_config(selection: str, *, pool: str | None = None, model: str | None = None,
+                       preset: str | None = None, device: str | None = None, run_id: str | None = None,
+                       **options) -> TrainConfig:
+    """A TrainConfig from flat options as the CLI has them (None = not given). LoRA, optimizer, schedule and
+    preset handling are the warmup's (`config.build_warmup_config`), so the same flag means the same thing;
+    the warmup-only subset options (percentage, max_examples) do not apply."""
+    for key in ("percentage", "max_examples"):
+        if options.pop(key, None) is not None:
+            raise LessdbError(f"--{key.replace('_', '-')} is a warmup option; `lessdb train` trains on every "
+                              "example of --selection (use random:P for a random fraction)")
+    parsed = build_warmup_config(pool or "-", preset=preset, **options)
+    return TrainConfig(selection=selection, pool=pool, model=model, lora=parsed.lora, training=parsed.training,
+                       device=device or "auto", preset=preset, run_id=run_id)
+
+
+def run_train(ws, config: TrainConfig, *, progress: bool = True, on_checkpoint=None) -> TrainSummary:
+    """Train a fresh run on `config.selection`'s examples; see the module docstring."""
+    t0 = time.monotonic()
+    config.lora.validate()
+    config.training.validate()
+    tset = resolve_training_set(ws, config.selection, config.pool, config.seed)
+    device = resolve_device(config.device)
+    model = config.model or tset.selection_model or DEFAULT_MODEL
+    loaded = load_base_model(ws, model, device=device)
+    is_transfer = tset.selection_model_sha256 is not None and loaded.sha256 != tset.selection_model_sha256
+    max_len = config.training.max_seq_length
+    kept, excluded = encode_subset(ws, loaded, tset.pool, tset.ids, tset.version, max_len)
+    if not kept:
+        raise LessdbError(f"none of the {len(tset.ids)} examples of --selection {config.selection} keeps a "
+                          f"completion token within max_seq_length {max_len}; raise --max-seq-length")
+    plan = plan_schedule(len(kept), config.training)
+    run_id = config.run_id or new_run_id("train")
+    notes = schedule_notes(len(tset.ids), excluded, plan, config.training, what="selected")
+    if is_transfer:
+        notes.append(f"LESS-T: training {loaded.name} on a selection made with {tset.selection_model} "
+                     f"(run {tset.selection_run_id})")
+    stored = {**{k: v for k, v in config.to_dict().items() if k != "selection"}, "model": loaded.name,
+              "selection": tset.label, "selection_run_id": tset.selection_run_id,
+              "selection_model_sha256": tset.selection_model_sha256, "candidates_version": tset.version,
+              "n_members": len(tset.ids), "excluded": excluded, **schedule_record(loaded, plan, notes)}
+    meta_runs.create_run(ws, run_id=run_id, kind="train", pool=tset.pool, model_name=loaded.name,
+                         model_sha256=loaded.sha256, seed=config.seed, percentage=tset.percentage,
+                         n_examples=len(kept), n_excluded=len(excluded), config=stored, device=device,
+                         lessdb_version=__version__, selection_id=tset.selection_id, is_transfer=is_transfer,
+                         examples=[(c, False) for c, _ in kept] + [(c, True) for c in excluded])
+    for note in notes:
+        print(f"train: note: {note}", file=sys.stderr)
+    results = train_registered_run(ws, run_id, config.lora, config.training, loaded, kept, device,
+                                   progress=progress, on_checkpoint=on_checkpoint, label="train")
+    return TrainSummary(
+        run_id=run_id, selection=tset.label, selection_id=tset.selection_id, pool=tset.pool, model_name=loaded.name,
+        model_sha256=loaded.sha256, is_transfer=is_transfer, selection_run_id=tset.selection_run_id, device=device,
+        n_members=len(tset.ids), n_examples=len(kept), n_excluded=len(excluded), excluded=excluded,
+        steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps, warmup_steps=plan.warmup_steps,
+        batch_size=plan.batch_size, checkpoints=[c.as_dict() for c in meta_runs.list_checkpoints(ws, run_id)],
+        notes=notes, seconds=time.monotonic() - t0, tokens_per_second=tokens_per_second(results))
+
+
+def train_command(ws, *, selection: str, progress: bool = True, **options) -> TrainSummary:
+    """What `lessdb train` does: build the config from a preset plus the given flags and train."""
+    return run_train(ws, build_train_config(selection, **options), progress=progress)
