@@ -100,7 +100,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     existing = {s["name"]: s for s in list_selections(ws)}
     names = {}
     for method in ("less", "random", "bm25"):
-        name = f"quickstart-{cfg.task}-{method}-{run_id[:8]}"
+        name = f"quickstart-{cfg.task}-{method}-{run_id[-6:]}"
         names[method] = name
         if name in existing:
             _say(f"   reusing selection {name}")
