@@ -62,3 +62,25 @@ def _fmt(value) -> str:
         return f"{value:.6g}"
     text = str(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+
+def lora_training_options(command):
+    """The LoRA and optimizer flags shared by `warmup` and `train` (same trainer, same meaning). None means
+    "not given": the preset's value, else the paper's default, applies."""
+    options = [
+        click.option("--lora-r", type=int, default=None, help="LoRA rank (default 128)."),
+        click.option("--lora-alpha", type=int, default=None, help="LoRA alpha (default 512)."),
+        click.option("--lora-dropout", type=float, default=None, help="LoRA dropout (default 0.1)."),
+        click.option("--target-modules", default=None, help="Comma-separated (default q_proj,k_proj,v_proj,o_proj)."),
+        click.option("--lr", type=float, default=None, help="Peak learning rate (default 2e-5)."),
+        click.option("--warmup-ratio", type=float, default=None, help="Linear warm-up fraction of steps (default 0.03)."),
+        click.option("--batch-size", type=int, default=None, help="Effective batch per optimizer step (default 128)."),
+        click.option("--micro-batch-size", type=int, default=None,
+                     help="Examples per forward pass (memory only; default 8)."),
+        click.option("--max-seq-length", type=int, default=None,
+                     help="Truncate examples to this many tokens (default 2048)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command

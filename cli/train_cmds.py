@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from ..config import PRESETS
-from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option
+from .common import lora_training_options, cli, emit_json, emit_table, json_option, open_workspace, workspace_option
 
 
 @cli.command()
@@ -17,16 +17,7 @@ from .common import cli, emit_json, emit_table, json_option, open_workspace, wor
               "selection's is LESS-T and is recorded as a transfer.")
 @click.option("--epochs", type=int, default=None, help="Epochs = checkpoints (default 4).")
 @click.option("--seed", type=int, default=None, help="Seed of LoRA init, order, dropout and random:P (default 0).")
-@click.option("--lora-r", type=int, default=None, help="LoRA rank (default 128).")
-@click.option("--lora-alpha", type=int, default=None, help="LoRA alpha (default 512).")
-@click.option("--lora-dropout", type=float, default=None, help="LoRA dropout (default 0.1).")
-@click.option("--target-modules", default=None, help="Comma-separated (default q_proj,k_proj,v_proj,o_proj).")
-@click.option("--lr", type=float, default=None, help="Peak learning rate (default 2e-5).")
-@click.option("--warmup-ratio", type=float, default=None, help="Linear warm-up fraction of steps (default 0.03).")
-@click.option("--batch-size", type=int, default=None, help="Effective batch per optimizer step (default 128).")
-@click.option("--micro-batch-size", type=int, default=None, help="Examples per forward pass (memory only; "
-              "default 8).")
-@click.option("--max-seq-length", type=int, default=None, help="Truncate examples to this many tokens (default 2048).")
+@lora_training_options
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
               help="The warmup's presets (cpu-small: seq 256, LoRA r 8/alpha 32, 2 epochs, batch 8 in "
                    "micro-batches of 4; its example cap does not apply). Explicit flags override it.")

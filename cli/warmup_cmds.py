@@ -5,7 +5,7 @@ import click
 
 from ..config import PRESETS
 from ..storage.meta_runs import list_runs
-from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option
+from .common import lora_training_options, cli, emit_json, emit_table, json_option, open_workspace, workspace_option
 
 
 @cli.command()
@@ -16,16 +16,7 @@ from .common import cli, emit_json, emit_table, json_option, open_workspace, wor
 @click.option("--max-examples", type=int, default=None, help="Cap on the subset size.")
 @click.option("--epochs", type=int, default=None, help="Epochs = checkpoints N (default 4).")
 @click.option("--seed", type=int, default=None, help="Seed of the subset draw, LoRA init, order, dropout (default 0).")
-@click.option("--lora-r", type=int, default=None, help="LoRA rank (default 128).")
-@click.option("--lora-alpha", type=int, default=None, help="LoRA alpha (default 512).")
-@click.option("--lora-dropout", type=float, default=None, help="LoRA dropout (default 0.1).")
-@click.option("--target-modules", default=None, help="Comma-separated (default q_proj,k_proj,v_proj,o_proj).")
-@click.option("--lr", type=float, default=None, help="Peak learning rate (default 2e-5).")
-@click.option("--warmup-ratio", type=float, default=None, help="Linear warm-up fraction of steps (default 0.03).")
-@click.option("--batch-size", type=int, default=None, help="Effective batch per optimizer step (default 128).")
-@click.option("--micro-batch-size", type=int, default=None, help="Examples per forward pass (memory only; "
-              "default 8).")
-@click.option("--max-seq-length", type=int, default=None, help="Truncate examples to this many tokens (default 2048).")
+@lora_training_options
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
               help="cpu-small: a few minutes on a 2-core CPU (seq 256, LoRA r 8/alpha 32, <=64 examples, "
                    "2 epochs, batch 8 in micro-batches of 4). Explicit flags override it.")
