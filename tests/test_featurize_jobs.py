@@ -27,14 +27,7 @@ from lessdb.storage import meta_features
 from lessdb.storage.features import get_feature_set, iter_feature_batches
 from lessdb.warmup import run_warmup
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are all overhead: with 2 intra-op threads on a shared 2-core machine a batch took 40x
-    longer (measured 29 s vs 0.7 s for the same featurize run). Restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda".split()

@@ -18,14 +18,7 @@ from lessdb.featurize.sketch import (CountSketch, DenseRademacher, IdentitySketc
 from lessdb.tiny import tiny_llama, tiny_tokenizer
 from lessdb.tokenization import collate, encode_conversation
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models are all overhead: with 2 intra-op threads on a shared 2-core machine a batch took 40x
-    longer (measured 29 s vs 0.7 s for the same featurize run). Restored after the module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TEXTS = [("hi there", "hello you"), ("what is two plus two? " * 3, "four"), ("tell me a story", "once upon a time " * 4),

@@ -306,24 +306,9 @@ def mmlu_prompt(subject: str, shots: list[dict], item: EvalItem, k: int | None =
 
 
 # -- TyDiQA -------------------------------------------------------------------------------------------------
-# (instruction, passage label, question label, answer label) per language, as LESS/open-instruct prompt them.
-TYDIQA_TEMPLATES = {
-    "english": ("Answer the following question based on the information in the given passage.", "Passage:",
-                "Question:", "Answer:"),
-    "arabic": ("أجب على السؤال التالي بناءً على المعلومات في المقطع المعطى.", "المقطع:", "السؤال:", "الإجابة:"),
-    "bengali": ("প্রদত্ত অধ্যায়ের তথ্যের উপর ভিত্তি করে নিম্নলিখিত প্রশ্নের উত্তর দিন।", "অধ্যায়:", "প্রশ্ন:",
-                "উত্তর:"),
-    "finnish": ("Vastaa seuraavaan kysymykseen annetun kappaleen tiedon perusteella.", "Kappale:", "Kysymys:",
-                "Vastaus:"),
-    "indonesian": ("Jawab pertanyaan berikut berdasarkan informasi di bagian yang diberikan.", "Bagian:",
-                   "Pertanyaan:", "Jawaban:"),
-    "korean": ("주어진 문단의 정보에 기반하여 다음 질문에 답하십시오.", "문단:", "질문:", "답변:"),
-    "russian": ("Ответьте на следующий вопрос на основе информации в данном отрывке.", "Отрывок:", "Вопрос:",
-                "Ответ:"),
-    "swahili": ("Jibu swali lifuatalo kulingana na habari kwenye kifungu kilichotolewa.", "Kifungu:", "Swali:",
-                "Jibu:"),
-    "telugu": ("ఇచ్చిన పేరాలోని సమాచారం ఆధారంగా కింది ప్రశ్నకు సమాధానం ఇవ్వండి.", "పేరా:", "ప్రశ్న:", "సమాధానం:"),
-}
+# LESS/open-instruct's per-language prompt labels: one table, shared with the validation task.
+from ..tasks import TYDIQA_TEMPLATES  # noqa: E402
+
 TYDIQA_DEV = "tydiqa-goldp-v1.1-dev.json"
 TYDIQA_TRAIN = "tydiqa-goldp-v1.1-train.json"
 TYDIQA_ONE_SHOT = "tydiqa-one-shot.json"

@@ -83,38 +83,35 @@ def _finish(messages: list[tuple[str, str]], turns_field: str, dataset: str, sou
     return Conversation(tuple(messages), source_dataset=dataset, source_id=source_id)
 
 
-def _from_messages(record: dict, default_dataset: str) -> Conversation:
-    turns = record["messages"]
+def _turns(record: dict, field: str, role_key: str, content_key: str, role_of, unknown: str) -> list[tuple[str, str]]:
+    """A list of turn objects -> [(role, content)]. `role_of` maps a turn's role value to a lessdb role
+    (None: unknown); `unknown` words the error for an unknown one."""
+    turns = record[field]
     if not isinstance(turns, list) or not turns:
-        raise RecordError("messages", "expected a non-empty list of {role, content} objects")
+        raise RecordError(field, f"expected a non-empty list of {{{role_key}, {content_key}}} objects")
     messages = []
     for i, turn in enumerate(turns):
-        where = f"messages[{i}]"
+        where = f"{field}[{i}]"
         if not isinstance(turn, dict):
             raise RecordError(where, f"expected an object, got {type(turn).__name__}")
-        role = _text(turn, "role", path=f"{where}.role")
-        if role not in ROLES:
-            raise RecordError(f"{where}.role", f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
-        messages.append((role, _text(turn, "content", path=f"{where}.content")))
+        given = _text(turn, role_key, path=f"{where}.{role_key}")
+        role = role_of(given)
+        if role is None:
+            raise RecordError(f"{where}.{role_key}", unknown.format(given=given))
+        messages.append((role, _text(turn, content_key, path=f"{where}.{content_key}")))
+    return messages
+
+
+def _from_messages(record: dict, default_dataset: str) -> Conversation:
+    messages = _turns(record, "messages", "role", "content", lambda r: r if r in ROLES else None,
+                      "unknown role {given!r} (expected one of " + ", ".join(ROLES) + ")")
     dataset = _text(record, "dataset", required=False) or default_dataset
     return _finish(messages, "messages", dataset, _optional_id(record))
 
 
 def _from_sharegpt(record: dict, default_dataset: str) -> Conversation:
-    turns = record["conversations"]
-    if not isinstance(turns, list) or not turns:
-        raise RecordError("conversations", "expected a non-empty list of {from, value} objects")
-    messages = []
-    for i, turn in enumerate(turns):
-        where = f"conversations[{i}]"
-        if not isinstance(turn, dict):
-            raise RecordError(where, f"expected an object, got {type(turn).__name__}")
-        speaker = _text(turn, "from", path=f"{where}.from")
-        role = SHAREGPT_ROLES.get(speaker.lower())
-        if role is None:
-            raise RecordError(f"{where}.from", f"unknown speaker {speaker!r} "
-                                               f"(expected one of {', '.join(sorted(SHAREGPT_ROLES))})")
-        messages.append((role, _text(turn, "value", path=f"{where}.value")))
+    messages = _turns(record, "conversations", "from", "value", lambda r: SHAREGPT_ROLES.get(r.lower()),
+                      "unknown speaker {given!r} (expected one of " + ", ".join(sorted(SHAREGPT_ROLES)) + ")")
     dataset = _text(record, "dataset", required=False) or default_dataset
     return _finish(messages, "conversations", dataset, _optional_id(record))
 
