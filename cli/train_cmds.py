@@ -8,10 +8,11 @@ from .common import lora_training_options, cli, emit_json, emit_table, json_opti
 
 
 @cli.command()
-@click.option("--selection", "selection", required=True,
+@click.option("--selection", "selection", default=None,
               help="A selection id or name (see `lessdb selections`), 'full' (every candidate of --pool) or "
-                   "'random:P' (a seeded random fraction P of --pool, e.g. random:0.05).")
-@click.option("--pool", default=None, help="Pool for full / random:P (default: the only pool).")
+                   "'random:P' (a seeded random fraction P of --pool, e.g. random:0.05). Required unless --resume.")
+@click.option("--pool", default=None, help="Pool for full / random:P (default: the only pool); with --resume, "
+              "whose latest unfinished run to continue.")
 @click.option("--model", default=None, help="smollm2-135m, tiny, or a local Hugging Face model directory "
               "(default: the selection's warmup model, else smollm2-135m). A model other than the "
               "selection's is LESS-T and is recorded as a transfer.")
@@ -22,13 +23,16 @@ from .common import lora_training_options, cli, emit_json, emit_table, json_opti
               help="The warmup's presets (cpu-small: seq 256, LoRA r 8/alpha 32, 2 epochs, batch 8 in "
                    "micro-batches of 4; its example cap does not apply). Explicit flags override it.")
 @click.option("--device", default=None, help="auto (default: cuda with bf16 if available, else cpu), cpu, cuda.")
-@click.option("--run-id", default=None, help="Name of the new run.")
+@click.option("--run-id", default=None, help="Name of the new run, or the run to --resume.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted train run (the --run-id one, else the "
+              "latest unfinished one) from its last complete checkpoint, with its recorded settings, model and "
+              "examples; only --run-id, --pool and --device may be given with it.")
 @workspace_option
 @json_option
 @click.pass_context
 def train(ctx, selection, pool, model, epochs, seed, lora_r, lora_alpha, lora_dropout, target_modules, lr,
-          warmup_ratio, batch_size, micro_batch_size, max_seq_length, preset, device, run_id, workspace_override,
-          as_json):
+          warmup_ratio, batch_size, micro_batch_size, max_seq_length, preset, device, run_id, resume,
+          workspace_override, as_json):
     """Step 4 of LESS: LoRA-train a model on exactly the examples of a selection (same trainer, settings
     and checkpoints as warmup), recorded as a 'train' run linked to the selection. Progress on stderr.
 
@@ -37,12 +41,13 @@ def train(ctx, selection, pool, model, epochs, seed, lora_r, lora_alpha, lora_dr
         lessdb train --selection bbh-less-5pct --preset cpu-small
         lessdb train --selection random:0.05 --pool mypool --seed 1
         lessdb train --selection full --pool mypool --model tiny --json
+        lessdb train --resume --run-id train-20260101-120000-abc123
     """
     from ..train import train_command  # torch/transformers load only when this command runs
 
     summary = train_command(
-        open_workspace(ctx, workspace_override), selection=selection, pool=pool, model=model, preset=preset,
-        device=device, run_id=run_id, epochs=epochs, seed=seed, lora_r=lora_r, lora_alpha=lora_alpha,
+        open_workspace(ctx, workspace_override), selection=selection, resume=resume, pool=pool, model=model,
+        preset=preset, device=device, run_id=run_id, epochs=epochs, seed=seed, lora_r=lora_r, lora_alpha=lora_alpha,
         lora_dropout=lora_dropout, target_modules=target_modules, lr=lr, warmup_ratio=warmup_ratio,
         batch_size=batch_size, micro_batch_size=micro_batch_size, max_seq_length=max_seq_length)
     if as_json:

@@ -10,6 +10,10 @@
 - Recorded as a run with kind 'train', `selection_id` (NULL for full/random), config["selection"] = the
   selection id, "full" or "random:P" (what `lessdb compare` groups by), and `is_transfer` = the trained
   model's weights differ from those of the selection's warmup run (LESS-T).
+- Resume (`resume_train`): a run killed mid-way continues from its last complete checkpoint with its recorded
+  settings, model (sha256-checked) and examples (`run_examples` at the recorded candidates version, in the
+  order it was trained on them), never re-resolving `--selection`; it ends bit-identical to an uninterrupted
+  run on the same device. The machinery is the warmup's (`warmup.prepare_resume`).
 """
 from __future__ import annotations
 
@@ -26,8 +30,8 @@ from .storage import meta_runs, meta_selections
 from .storage.candidates import candidates_version, select_candidate_ids
 from .storage.lance_tables import CANDIDATES
 from .training import plan_schedule
-from .warmup import (encode_subset, new_run_id, sample_subset, schedule_notes, schedule_record,
-                     tokens_per_second, train_registered_run)
+from .warmup import (encode_subset, new_run_id, prepare_resume, refuse_settings_with_resume, run_to_resume,
+                     sample_subset, schedule_notes, schedule_record, tokens_per_second, train_registered_run)
 
 FULL = "full"
 RANDOM_PREFIX = "random:"
@@ -52,6 +56,14 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["lora"]["target_modules"] = list(self.lora.target_modules)
         return d
+
+    @classmethod
+    def from_stored(cls, stored: dict, run_id: str) -> "TrainConfig":
+        """The config a run recorded (`run_train`'s stored config), for resuming it."""
+        lora = {**stored["lora"], "target_modules": tuple(stored["lora"]["target_modules"])}
+        return cls(selection=stored["selection"], pool=stored.get("pool"), model=stored["model"],
+                   lora=LoraSettings(**lora), training=TrainingSettings(**stored["training"]),
+                   device=stored.get("device") or "auto", preset=stored.get("preset"), run_id=run_id)
 
 
 @dataclass
@@ -89,6 +101,7 @@ class TrainSummary:
     batch_size: int
     checkpoints: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    resumed_from_epoch: int | None = None
     seconds: float = 0.0
     tokens_per_second: float | None = None
 
@@ -123,7 +136,7 @@ def resolve_training_set(ws, spec: str, pool: str | None, seed: int) -> Training
     spec = (spec or "").strip()
     if not spec:
         raise LessdbError("--selection is required: a selection id or name (see `lessdb selections`), "
-                          "'full' or 'random:P'")
+                          "'full' or 'random:P' (or --resume to continue an interrupted train run)")
     if spec == FULL or spec.startswith(RANDOM_PREFIX):
         pool = _pool_or_only(ws, pool, spec)
         version = candidates_version(ws)
@@ -202,15 +215,71 @@ def run_train(ws, config: TrainConfig, *, progress: bool = True, on_checkpoint=N
         print(f"train: note: {note}", file=sys.stderr)
     results = train_registered_run(ws, run_id, config.lora, config.training, loaded, kept, device,
                                    progress=progress, on_checkpoint=on_checkpoint, label="train")
+    summary = _summary_from_db(ws, run_id, device, t0)
+    summary.tokens_per_second = tokens_per_second(results)
+    return summary
+
+
+def training_order(ws, run: dict, ids: list[str]) -> list[str]:
+    """A train run's kept ids (given sorted by id) in the order `run_train` gave them to the trainer, whose
+    per-epoch permutation indexes that list: a selection's rank order (read from the selection the run
+    recorded, whose members never change), else by id (full and random:P are drawn sorted)."""
+    if not run["selection_id"]:
+        return ids
+    wanted = set(ids)
+    ranked = meta_selections.selection_members(ws, run["selection_id"]).column("candidate_id").to_pylist()
+    ordered = [cid for cid in ranked if cid in wanted]
+    if len(ordered) != len(ids):
+        raise LessdbError(f"run {run['run_id']}: {len(ids) - len(set(ordered))} of its examples are not members "
+                          f"of its selection {run['selection_id']}; cannot resume it in its training order")
+    return ordered
+
+
+def resume_train(ws, run_id: str | None = None, pool: str | None = None, *, device: str | None = None,
+                 progress: bool = True, on_checkpoint=None) -> TrainSummary:
+    """Continue a train run from its last complete checkpoint (the latest unfinished train run, of `pool` if
+    given, when no run id is given); see the module docstring."""
+    t0 = time.monotonic()
+    run = run_to_resume(ws, "train", run_id, pool)
+    stored = run["config"]
+    config = TrainConfig.from_stored(stored, run["run_id"])
+    dev = resolve_device(device or config.device)
+    point = prepare_resume(ws, run, model=config.model, training=config.training, device=dev, pool=run["pool"],
+                           version=stored["candidates_version"], label="train",
+                           order=lambda ids: training_order(ws, run, ids))
+    if point.complete:
+        return _summary_from_db(ws, point.run_id, dev, t0)
+    results = train_registered_run(ws, point.run_id, config.lora, config.training, point.loaded, point.kept, dev,
+                                   resume_from=point.resume_from, progress=progress, on_checkpoint=on_checkpoint,
+                                   label="train")
+    summary = _summary_from_db(ws, point.run_id, dev, t0)
+    summary.resumed_from_epoch = point.last_epoch
+    summary.tokens_per_second = tokens_per_second(results)
+    return summary
+
+
+def _summary_from_db(ws, run_id: str, device: str, t0: float) -> TrainSummary:
+    run = meta_runs.get_run(ws, run_id)
+    cfg = run["config"]
     return TrainSummary(
-        run_id=run_id, selection=tset.label, selection_id=tset.selection_id, pool=tset.pool, model_name=loaded.name,
-        model_sha256=loaded.sha256, is_transfer=is_transfer, selection_run_id=tset.selection_run_id, device=device,
-        n_members=len(tset.ids), n_examples=len(kept), n_excluded=len(excluded), excluded=excluded,
-        steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps, warmup_steps=plan.warmup_steps,
-        batch_size=plan.batch_size, checkpoints=[c.as_dict() for c in meta_runs.list_checkpoints(ws, run_id)],
-        notes=notes, seconds=time.monotonic() - t0, tokens_per_second=tokens_per_second(results))
+        run_id=run_id, selection=cfg["selection"], selection_id=run["selection_id"], pool=run["pool"],
+        model_name=run["model_name"], model_sha256=run["model_sha256"], is_transfer=bool(run["is_transfer"]),
+        selection_run_id=cfg.get("selection_run_id"), device=device, n_members=cfg["n_members"],
+        n_examples=run["n_examples"], n_excluded=run["n_excluded"], excluded=list(cfg.get("excluded", [])),
+        steps_per_epoch=cfg["steps_per_epoch"], total_steps=cfg["total_steps"], warmup_steps=cfg["warmup_steps"],
+        batch_size=cfg["effective_batch_size"],
+        checkpoints=[c.as_dict() for c in meta_runs.list_checkpoints(ws, run_id)],
+        notes=list(cfg.get("notes", [])), seconds=time.monotonic() - t0)
 
 
-def train_command(ws, *, selection: str, progress: bool = True, **options) -> TrainSummary:
-    """What `lessdb train` does: build the config from a preset plus the given flags and train."""
-    return run_train(ws, build_train_config(selection, **options), progress=progress)
+def train_command(ws, *, selection: str | None, resume: bool = False, run_id: str | None = None,
+                  pool: str | None = None, device: str | None = None, progress: bool = True,
+                  **options) -> TrainSummary:
+    """What `lessdb train` does: resume a run (`--run-id`, else the latest unfinished one, of `--pool` if
+    given), or build the config from a preset plus the given flags (None = not given) and train."""
+    if resume:
+        preset = options.pop("preset", None)
+        refuse_settings_with_resume({"selection": selection, **options}, preset)
+        return resume_train(ws, run_id, pool, device=device, progress=progress)
+    return run_train(ws, build_train_config(selection, pool=pool, device=device, run_id=run_id, **options),
+                     progress=progress)

@@ -222,21 +222,65 @@ def resume_warmup(ws, run_id: str | None = None, pool: str | None = None, *, dev
     """Continue a warmup run from its last complete checkpoint (the latest unfinished run of `pool` when
     no run id is given). With the same device, the result equals an uninterrupted run's."""
     t0 = time.monotonic()
-    if run_id is None:
-        run_id = meta_runs.latest_unfinished_run(ws, "warmup", pool)
-        if run_id is None:
-            raise LessdbError("no unfinished warmup run to resume" + (f" for pool {pool!r}" if pool else ""))
-    run = meta_runs.get_run(ws, run_id)
-    if run["kind"] != "warmup":
-        raise LessdbError(f"run {run_id} is a {run['kind']} run, not a warmup")
+    run = run_to_resume(ws, "warmup", run_id, pool)
     stored = run["config"]
     config = WarmupConfig.from_dict(stored["warmup"])
     dev = resolve_device(device or config.device)
-    # checkpoints renamed into place but not registered (killed in between) count if their hashes verify
+    point = prepare_resume(ws, run, model=config.model, training=config.training, device=dev, pool=config.pool,
+                           version=stored["candidates_version"], label="warmup")
+    if point.complete:
+        return _summary_from_db(ws, point.run_id, dev, t0)
+    summary = _train(ws, point.run_id, config, point.loaded, point.kept, dev, point.resume_from,
+                     list(stored.get("notes", [])), stored.get("n_pool", 0), run["n_examples"] + run["n_excluded"],
+                     run["n_excluded"], progress, on_checkpoint, t0)
+    summary.resumed_from_epoch = point.last_epoch
+    return summary
+
+
+# -- resuming (shared by `warmup --resume` and `train --resume`) --------------------------------------------
+@dataclass
+class ResumePoint:
+    """Where an interrupted run goes on: after `last_epoch`, from `resume_from`, with the run's model and its
+    recorded examples (encoded, in training order). `loaded` is None when every checkpoint is already there."""
+    run_id: str
+    last_epoch: int
+    loaded: LoadedModel | None = None
+    kept: list = field(default_factory=list)
+    resume_from: Path | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.loaded is None
+
+
+def refuse_settings_with_resume(options: dict, preset: str | None = None) -> None:
+    """A resumed run keeps its recorded settings: any given setting (None = not given) is an error."""
+    given = sorted(k for k, v in options.items() if v is not None) + (["preset"] if preset else [])
+    if given:
+        raise LessdbError("--resume continues a run with its recorded settings; drop "
+                          + ", ".join("--" + k.replace("_", "-") for k in given))
+
+
+def run_to_resume(ws, kind: str, run_id: str | None, pool: str | None) -> dict:
+    """The run record to resume: `run_id`, else the latest unfinished run of this kind (of `pool` if given)."""
+    if run_id is None:
+        run_id = meta_runs.latest_unfinished_run(ws, kind, pool)
+        if run_id is None:
+            raise LessdbError(f"no unfinished {kind} run to resume" + (f" for pool {pool!r}" if pool else ""))
+    run = meta_runs.get_run(ws, run_id)
+    if run["kind"] != kind:
+        raise LessdbError(f"run {run_id} is a {run['kind']} run, not a {kind} run; resume it with "
+                          f"`lessdb {run['kind']} --resume --run-id {run_id}`")
+    return run
+
+
+def register_landed_checkpoints(ws, run_id: str, epochs: int) -> int:
+    """Register checkpoints renamed into place but not registered (killed in between) if their hashes verify,
+    in epoch order; returns the last epoch of the unbroken run of complete checkpoints."""
     registered = {c.epoch for c in meta_runs.list_checkpoints(ws, run_id)}
     run_dir = ws.checkpoints_dir / run_id
     last = max(registered, default=0)
-    for epoch in range(1, config.training.epochs + 1):
+    for epoch in range(1, epochs + 1):
         if epoch in registered:
             continue
         meta = read_checkpoint_meta(checkpoint_dir(run_dir, epoch))
@@ -248,27 +292,37 @@ def resume_warmup(ws, run_id: str | None = None, pool: str | None = None, *, dev
                                           adapter_sha256=meta["sha256"]["adapter_model.safetensors"],
                                           optimizer_sha256=meta["sha256"]["optimizer.safetensors"]))
         last = epoch
-    if last >= config.training.epochs:
+    return last
+
+
+def prepare_resume(ws, run: dict, *, model: str, training, device: str, pool: str, version: int | None,
+                   label: str, order=None) -> ResumePoint:
+    """Everything a resumed run needs, read back from its record, never re-resolved: the same weights
+    (sha256-checked), the recorded examples at the recorded candidates version, encoded as before.
+    `order(ids sorted by id) -> ids` gives the order the run handed them to the trainer (default: by id),
+    which the per-epoch permutation indexes. A run with every checkpoint is marked complete and not loaded."""
+    run_id = run["run_id"]
+    last = register_landed_checkpoints(ws, run_id, training.epochs)
+    if last >= training.epochs:
         meta_runs.set_run_status(ws, run_id, "complete")
-        return _summary_from_db(ws, run_id, dev, t0)
-    loaded = load_base_model(ws, config.model, device=dev)
+        print(f"{label}: run {run_id} already has all {training.epochs} checkpoints; nothing to resume",
+              file=sys.stderr)
+        return ResumePoint(run_id, last)
+    loaded = load_base_model(ws, model, device=device)
     if loaded.sha256 != run["model_sha256"]:
-        raise LessdbError(f"run {run_id} was trained on weights {run['model_sha256'][:12]}…, but {config.model} "
+        raise LessdbError(f"run {run_id} was trained on weights {run['model_sha256'][:12]}…, but {model} "
                           f"now loads as {loaded.sha256[:12]}…; cannot resume on a different model")
     ids = meta_runs.run_examples(ws, run_id)
-    table = read_candidates(ws, ids, pool=config.pool, version=stored["candidates_version"], columns=["id", "messages"])
-    kept = encode_rows(loaded.tokenizer, table, config.training.max_seq_length)
+    if order is not None:
+        ids = order(ids)
+    table = read_candidates(ws, ids, pool=pool, version=version, columns=["id", "messages"])
+    kept = encode_rows(loaded.tokenizer, table, training.max_seq_length)
     if any(completion_token_count(e) == 0 for _, e in kept):
         raise LessdbError(f"run {run_id}: its examples no longer tokenize as recorded (tokenizer changed?)")
-    resume_from = checkpoint_dir(run_dir, last) if last else None
     meta_runs.set_run_status(ws, run_id, "running")
-    print(f"warmup: resuming {run_id} after epoch {last}" if last else f"warmup: restarting {run_id} from the start",
+    print(f"{label}: resuming {run_id} after epoch {last}" if last else f"{label}: restarting {run_id} from the start",
           file=sys.stderr)
-    summary = _train(ws, run_id, config, loaded, kept, dev, resume_from, list(stored.get("notes", [])),
-                     stored.get("n_pool", 0), run["n_examples"] + run["n_excluded"], run["n_excluded"], progress,
-                     on_checkpoint, t0)
-    summary.resumed_from_epoch = last
-    return summary
+    return ResumePoint(run_id, last, loaded, kept, checkpoint_dir(ws.checkpoints_dir / run_id, last) if last else None)
 
 
 def _train(ws, run_id, config: WarmupConfig, loaded: LoadedModel, kept, device, resume_from, notes, n_pool,
@@ -304,10 +358,7 @@ def warmup_command(ws, *, pool: str | None, resume: bool = False, run_id: str | 
     from .config import build_warmup_config
 
     if resume:
-        given = sorted(k for k, v in options.items() if v is not None)
-        if given or preset:
-            raise LessdbError("--resume continues a run with its recorded settings; drop "
-                              + ", ".join("--" + k.replace("_", "-") for k in given + (["preset"] if preset else [])))
+        refuse_settings_with_resume(options, preset)
         return resume_warmup(ws, run_id, pool, device=device, progress=progress)
     if not pool:
         raise LessdbError("--pool is required (the pool to draw the warmup subset from)")
