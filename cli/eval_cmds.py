@@ -5,15 +5,14 @@ from pathlib import Path
 
 import click
 
-from ..choices import DEFAULT_SAMPLE_SEED, METRIC_SETS
+from ..choices import DEFAULT_SAMPLE_SEED, METRIC_SETS, MODEL_HELP
 from ..storage.meta_evals import list_evals
 from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option
 
 
 @cli.command("eval")
 @click.option("--run", "run_id", default=None, help="Training run to evaluate (base model + LoRA of a checkpoint).")
-@click.option("--model", default=None, help="Evaluate a base model without LoRA instead: smollm2-135m, tiny or a "
-                                             "local HF directory.")
+@click.option("--model", default=None, help="Evaluate a base model without LoRA instead: " + MODEL_HELP + ".")
 @click.option("--task", required=True, help="bbh, mmlu, tydiqa or a custom task name (custom: target loss only).")
 @click.option("--epoch", type=int, default=None, help="Checkpoint epoch (default: the run's last).")
 @click.option("--split", default="test", show_default=True, help="Test split of the task metric.")

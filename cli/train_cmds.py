@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..choices import MODEL_HELP
 from ..config import PRESETS
 from .common import lora_training_options, cli, emit_json, emit_table, json_option, open_workspace, workspace_option
 
@@ -13,9 +14,8 @@ from .common import lora_training_options, cli, emit_json, emit_table, json_opti
                    "'random:P' (a seeded random fraction P of --pool, e.g. random:0.05). Required unless --resume.")
 @click.option("--pool", default=None, help="Pool for full / random:P (default: the only pool); with --resume, "
               "whose latest unfinished run to continue.")
-@click.option("--model", default=None, help="smollm2-135m, tiny, or a local Hugging Face model directory "
-              "(default: the selection's warmup model, else smollm2-135m). A model other than the "
-              "selection's is LESS-T and is recorded as a transfer.")
+@click.option("--model", default=None, help=MODEL_HELP + " (default: the selection's warmup model, else "
+              "smollm2-135m). A model other than the selection's is LESS-T and is recorded as a transfer.")
 @click.option("--epochs", type=int, default=None, help="Epochs = checkpoints (default 4).")
 @click.option("--seed", type=int, default=None, help="Seed of LoRA init, order, dropout and random:P (default 0).")
 @lora_training_options
@@ -41,6 +41,7 @@ def train(ctx, selection, pool, model, epochs, seed, lora_r, lora_alpha, lora_dr
         lessdb train --selection bbh-less-5pct --preset cpu-small
         lessdb train --selection random:0.05 --pool mypool --seed 1
         lessdb train --selection full --pool mypool --model tiny --json
+        lessdb train --selection bbh-less-5pct --model gemma3-270m --preset cpu-small
         lessdb train --resume --run-id train-20260101-120000-abc123
     """
     from ..train import train_command  # torch/transformers load only when this command runs

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..choices import MODEL_HELP
 from ..config import PRESETS
 from ..storage.meta_runs import list_runs
 from .common import lora_training_options, cli, emit_json, emit_table, json_option, open_workspace, workspace_option
@@ -10,8 +11,7 @@ from .common import lora_training_options, cli, emit_json, emit_table, json_opti
 
 @cli.command()
 @click.option("--pool", default=None, help="Pool to draw the warmup subset from.")
-@click.option("--model", default=None, help="smollm2-135m (default: the bundled SmolLM2-135M-Instruct), tiny, "
-              "or a local Hugging Face model directory.")
+@click.option("--model", default=None, help=MODEL_HELP + " (default: smollm2-135m).")
 @click.option("--percentage", type=float, default=None, help="Fraction of the pool to train on (default 0.05).")
 @click.option("--max-examples", type=int, default=None, help="Cap on the subset size.")
 @click.option("--epochs", type=int, default=None, help="Epochs = checkpoints N (default 4).")

