@@ -26,12 +26,15 @@ from .common import cli, emit_json, emit_table, json_option, open_workspace, wor
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--max-new-tokens", type=int, default=None, help="Generation budget (default: BBH 512, TyDiQA 50).")
 @click.option("--max-seq-length", type=int, default=2048, show_default=True, help="Truncation for the target loss.")
+@click.option("--loss-truncation", type=click.Choice(["right", "left"]), default="right", show_default=True,
+              help="left keeps the last --max-seq-length tokens of each validation example (its completion and "
+                   "question), as `select --val-truncation left`: a short window for long few-shot prompts on a CPU.")
 @click.option("--device", default=None, help="cpu, cuda (default: cuda when available).")
 @workspace_option
 @json_option
 @click.pass_context
 def eval_cmd(ctx, run_id, model, task, epoch, split, limit, sample_seed, data_dir, metrics, batch_size,
-             max_new_tokens, max_seq_length, device, workspace_override, as_json):
+             max_new_tokens, max_seq_length, loss_truncation, device, workspace_override, as_json):
     """Evaluate a trained run (or a base model) on a target task and record the results: target loss on the
     task's validation examples and the task metric on its test items (BBH exact match with 3-shot CoT,
     MMLU 5-shot accuracy, TyDiQA F1).
@@ -44,7 +47,8 @@ def eval_cmd(ctx, run_id, model, task, epoch, split, limit, sample_seed, data_di
     from ..evaluate import EvalConfig, run_eval
     cfg = EvalConfig(task=task, run_id=run_id, model=model, epoch=epoch, split=split, limit=limit,
                      sample_seed=sample_seed, data_dir=data_dir, metrics=metrics, batch_size=batch_size,
-                     max_new_tokens=max_new_tokens, max_seq_length=max_seq_length, device=device)
+                     max_new_tokens=max_new_tokens, max_seq_length=max_seq_length,
+                     loss_truncation=loss_truncation, device=device)
     summary = run_eval(open_workspace(ctx, workspace_override), cfg)
     if as_json:
         emit_json(summary.as_dict())

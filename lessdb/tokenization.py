@@ -184,6 +184,19 @@ def keep_tail(example: EncodedExample, max_seq_length: int) -> EncodedExample:
                           completion_tokens=completion, truncated=True, full_length=example.full_length)
 
 
+LEFT_TRUNCATION_CEILING = 1 << 15  # encode this much before keeping the tail
+
+
+def encode_window(tokenizer, messages: list[dict], max_seq_length: int, truncation: str = "right") -> EncodedExample:
+    """A conversation in a `max_seq_length`-token window: truncated on the right (the paper), or on the left
+    (`keep_tail`: the completion stays, the earliest prompt tokens go)."""
+    if truncation == "left":
+        return keep_tail(encode_conversation(tokenizer, messages, LEFT_TRUNCATION_CEILING), max_seq_length)
+    if truncation != "right":
+        raise LessdbError(f"truncation {truncation!r}: expected right or left")
+    return encode_conversation(tokenizer, messages, max_seq_length)
+
+
 def collate(examples: list[EncodedExample], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Right-padded LongTensors input_ids, attention_mask, labels (-100 on padding)."""
     if not examples:

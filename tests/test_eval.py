@@ -288,6 +288,24 @@ def test_conversation_losses_match_direct_computation():
     assert conversation_losses(model, tok, convs[1:], max_seq_length=5)[0] is None
 
 
+def test_left_truncated_loss_scores_the_completion_in_the_last_tokens():
+    model, tok = tiny_llama(0), tiny_tokenizer()
+    conv = [{"role": "user", "content": "a long few-shot prompt " * 6 + "question?"},
+            {"role": "assistant", "content": "the answer"}]
+    full = encode_conversation(tok, conv, 4096)
+    window = full.completion_tokens + 12
+    assert len(full.input_ids) > window
+    assert conversation_losses(model, tok, [conv], max_seq_length=window)[0] is None   # right: answer cut off
+    got = conversation_losses(model, tok, [conv], max_seq_length=window, truncation="left")[0]
+    # independently: the last `window` tokens of the full encoding, scored on the completion tokens only
+    ids, labels = full.input_ids[-window:], full.labels[-window:]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0]
+    terms = [torch.log_softmax(logits[t - 1], -1)[labels[t]].item() for t in range(1, window) if labels[t] != -100]
+    assert len(terms) == full.completion_tokens
+    assert got == pytest.approx(-sum(terms) / len(terms), rel=1e-5)
+
+
 def test_method_of_runs():
     assert method_of(None) == "base"
     assert method_of({"selection_method": "less", "config": {}}) == "less"

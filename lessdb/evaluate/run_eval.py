@@ -52,6 +52,7 @@ class EvalConfig:
     batch_size: int = 8
     max_new_tokens: int | None = None  # default: LESS's (BBH 512, TyDiQA 50)
     max_seq_length: int = 2048         # for the target loss
+    loss_truncation: str = "right"     # right | left: keep the last max_seq_length tokens (the completion)
     n_shot: int = 5                    # MMLU demonstrations
     max_prompt_tokens: int = 2048      # MMLU drops demonstrations until the prompt fits (as LESS)
     max_context_tokens: int = 512      # TyDiQA passages are clipped to this many tokens (as LESS)
@@ -63,6 +64,8 @@ class EvalConfig:
                               "model without LoRA)")
         if self.metrics not in METRIC_SETS:
             raise LessdbError(f"--metrics must be one of {', '.join(METRIC_SETS)}, got {self.metrics!r}")
+        if self.loss_truncation not in ("right", "left"):
+            raise LessdbError(f"--loss-truncation must be right or left, got {self.loss_truncation!r}")
         if self.batch_size < 1:
             raise LessdbError("--batch-size must be at least 1")
 
@@ -201,7 +204,7 @@ def target_loss(model, tokenizer, examples: dict[str, list[list[dict]]], cfg: Ev
     progress = Progress("target loss", total=len(flat), unit="examples")
     try:
         losses = conversation_losses(model, tokenizer, [m for _, m in flat], max_seq_length=cfg.max_seq_length,
-                                     batch_size=cfg.batch_size, progress=progress)
+                                     batch_size=cfg.batch_size, progress=progress, truncation=cfg.loss_truncation)
     finally:
         progress.close()
     per: dict[str, list[float]] = {}
@@ -213,7 +216,8 @@ def target_loss(model, tokenizer, examples: dict[str, list[list[dict]]], cfg: Ev
         raise LessdbError(f"no validation example has a completion token left within max_seq_length="
                           f"{cfg.max_seq_length}")
     return EvalOutcome(_metric_rows("target_loss", dict(sorted(per.items())), M.micro_mean(per), scale=1.0), [],
-                       {"loss_max_seq_length": cfg.max_seq_length, "loss_n_excluded": n_excluded})
+                       {"loss_max_seq_length": cfg.max_seq_length, "loss_truncation": cfg.loss_truncation,
+                        "loss_n_excluded": n_excluded})
 
 
 def evaluate_model(model, tokenizer, cfg: EvalConfig, test_set: TestSet | None,

@@ -9,7 +9,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ..progress import Progress
-from ..tokenization import collate, encode_conversation, pad_token_id
+from ..tokenization import collate, encode_window, pad_token_id
 from .metrics import completion_losses
 
 
@@ -116,9 +116,12 @@ def next_token_logits(model, tokenizer, prompts: Sequence[str], candidate_ids: S
 
 @torch.no_grad()
 def conversation_losses(model, tokenizer, conversations: Sequence[list[dict]], *, max_seq_length: int,
-                        batch_size: int = 8, progress: Progress | None = None) -> list[float | None]:
-    """l(z) for each conversation: mean CE over its completion tokens; None when truncation left none."""
-    encoded = [encode_conversation(tokenizer, msgs, max_seq_length) for msgs in conversations]
+                        batch_size: int = 8, progress: Progress | None = None,
+                        truncation: str = "right") -> list[float | None]:
+    """l(z) for each conversation: mean CE over its completion tokens; None when truncation left none.
+    `truncation` "left" keeps the last `max_seq_length` tokens (the completion and the question of a long
+    few-shot prompt), as `select --val-truncation left` does for the validation gradients."""
+    encoded = [encode_window(tokenizer, msgs, max_seq_length, truncation) for msgs in conversations]
     out: list[float | None] = [None] * len(encoded)
     usable = [i for i, e in enumerate(encoded) if e.completion_tokens > 0]
     device = _device(model)
