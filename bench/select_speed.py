@@ -4,7 +4,8 @@ For each shape N×C×d (candidates × checkpoints × dim, float16 unit vectors, 
 examples like BBH) it builds a real workspace (Lance candidates + feature table, DuckDB run/checkpoints/feature
 set/task), then, each in a fresh process with the page cache warm:
   raw     one Lance scan of the feature table's candidate rows (example_id + vector), batches just consumed;
-  select  the full `select(ws, SelectConfig(task=..., method="less"))`: SQL filter, validation vectors,
+  select  the full `select(ws, SelectConfig(task=..., method="less"))` (or --method unnormalized; the store
+          holds random raw norms for it): pool filter, validation vectors,
           streamed scoring, top 5%, recording members and provenance.
 It reports seconds, GB/s of vector bytes, select/raw, and peak RSS of each process.
 
@@ -95,7 +96,8 @@ def build(root: Path, n: int, checkpoints: int, dim: int, seed: int = 0, chunk: 
     def rows(role, epoch, part, vecs):
         return pa.table({"key": [f"{role}/{epoch}/{c}" for c in part], "example_id": part,
                          "epoch": pa.array([epoch] * len(part), pa.int32()), "role": [role] * len(part),
-                         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), dim)},
+                         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), dim),
+                         "norm": pa.array(rng.uniform(0.5, 5.0, len(part)), pa.float32())},   # raw norms
                         schema=schema)
 
     def unit(k):
@@ -113,7 +115,7 @@ def build(root: Path, n: int, checkpoints: int, dim: int, seed: int = 0, chunk: 
     ws.lance.open(info.lance_table).optimize()   # compact the appends, as maintenance would
 
 
-def worker(kind: str, root: Path, batch_rows: int) -> dict:
+def worker(kind: str, root: Path, batch_rows: int, method: str = "less") -> dict:
     from lessdb import Workspace
     from lessdb.storage import features as fstore
 
@@ -133,16 +135,16 @@ def worker(kind: str, root: Path, batch_rows: int) -> dict:
         out.update(rows=rows, vector_bytes=nbytes)
     else:
         sel.compute_validation_features = lambda *a, **k: None   # already stored by build()
-        res = sel.select(ws, sel.SelectConfig(task=TASK, method="less", batch_rows=batch_rows, progress=False))
+        res = sel.select(ws, sel.SelectConfig(task=TASK, method=method, batch_rows=batch_rows, progress=False))
         out.update(k=res.k, n_scored=res.n_scored, selection_id=res.selection_id)
     out["seconds"] = time.monotonic() - t0
     out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     return out
 
 
-def run_worker(kind: str, root: Path, batch_rows: int) -> dict:
+def run_worker(kind: str, root: Path, batch_rows: int, method: str = "less") -> dict:
     proc = subprocess.run([sys.executable, __file__, "--worker", kind, "--workdir", str(root),
-                           "--batch-rows", str(batch_rows)], capture_output=True, text=True,
+                           "--batch-rows", str(batch_rows), "--method", method], capture_output=True, text=True,
                           env=dict(os.environ, LESSDB_PROGRESS="0"))
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr)
@@ -157,10 +159,12 @@ def main() -> None:
     ap.add_argument("--batch-rows", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=2, help="timed runs of each (best is reported)")
     ap.add_argument("--keep", action="store_true", help="keep the synthetic workspaces")
+    ap.add_argument("--method", default="less", choices=["less", "unnormalized"],
+                    help="selection method timed (unnormalized also reads the stored raw norms)")
     ap.add_argument("--worker", choices=["raw", "select"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.workdir, args.batch_rows)))
+        print(json.dumps(worker(args.worker, args.workdir, args.batch_rows, args.method)))
         return
     results = []
     for shape in args.shapes.split(","):
@@ -171,7 +175,7 @@ def main() -> None:
         build_s = time.monotonic() - t0
         run_worker("raw", root, args.batch_rows)   # warm the page cache
         raw = min((run_worker("raw", root, args.batch_rows) for _ in range(args.repeats)), key=lambda r: r["seconds"])
-        sel = min((run_worker("select", root, args.batch_rows) for _ in range(args.repeats)),
+        sel = min((run_worker("select", root, args.batch_rows, args.method) for _ in range(args.repeats)),
                   key=lambda r: r["seconds"])
         gb = raw["vector_bytes"] / 1e9
         row = {"shape": f"{n}x{c}x{d}", "vector_gb": round(gb, 3), "build_s": round(build_s, 1),

@@ -36,7 +36,9 @@ def _checkpoints(value: str | None) -> list[int] | None:
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Also export it (.jsonl or .parquet).")
 @click.option("--max-seq-length", type=int, help="RDS/RDS+ truncation (default: the run's).")
 @click.option("--device", default="cpu", show_default=True, help="RDS/RDS+ device.")
-@click.option("--val-max-seq-length", type=int, help="Token window of validation examples (default: the feature set's).")
+@click.option("--val-max-seq-length", type=int,
+              help="Token window of validation examples, for gradient methods and RDS/RDS+ (default: the feature "
+                   "set's, or the RDS window).")
 @click.option("--val-truncation", type=click.Choice(["right", "left"]), default="right", show_default=True,
               help="right drops the end of a long example (the paper); left keeps the completion and drops the "
                    "earliest prompt tokens (for long few-shot prompts on small windows).")

@@ -19,7 +19,8 @@ class BatchFeatures:
     vectors: torch.Tensor      # [B, d] float32, rows L2-normalised (rows with ok=False are zeros)
     ok: torch.Tensor           # [B] bool: finite, nonzero norm and at least one completion token
     losses: torch.Tensor       # [B] mean completion-token loss
-    norms: torch.Tensor        # [B] norm of the sketched vector before normalisation
+    norms: torch.Tensor        # [B] norm of the sketched vector before normalisation (stored with the vector:
+                               # vectors × norms is the raw sketch the unnormalised ablation scores)
 
 
 class FeatureEngine:

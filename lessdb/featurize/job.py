@@ -29,7 +29,9 @@ from .engine import FeatureEngine
 from .per_example_grads import lora_params
 from .sketch import DEFAULT_SKETCH, SKETCH_KINDS, make_sketch
 
-FORMAT_VERSION = 1
+# 2: tables store each vector's raw norm (the `norm` column). Part of the feature set id, so featurizing
+# again after the change makes a new feature set with norms instead of appending to a table without them.
+FORMAT_VERSION = 2
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 EXCLUDED_NO_COMPLETION = "no completion token after truncation to {n} tokens"
 EXCLUDED_ZERO = "zero or non-finite gradient"
@@ -206,23 +208,26 @@ def _optimizer_state(ckpt) -> AdamState:
 
 # -- the worker loop -----------------------------------------------------------------------------------------
 class _Writer:
-    """Buffers computed vectors and commits them (Lance insert-if-absent, then DuckDB progress)."""
+    """Buffers computed vectors and their raw norms and commits them (Lance insert-if-absent, then DuckDB
+    progress)."""
 
     def __init__(self, ws, info, epoch: int, role: str, job_id: str, commit_rows: int, commit_seconds: float):
         self.ws, self.info, self.epoch, self.role, self.job_id = ws, info, epoch, role, job_id
         self.commit_rows, self.commit_seconds = commit_rows, commit_seconds
         self.ids: list[str] = []
         self.vecs: list[np.ndarray] = []
+        self.norms: list[np.ndarray] = []
         self.exclusions: list[tuple[str, str]] = []
         self.last = time.monotonic()
         self.t0 = self.last
         self.written = self.excluded = self.bytes = 0
         self.version = None
 
-    def add(self, ids, vecs, exclusions) -> None:
+    def add(self, ids, vecs, norms, exclusions) -> None:
         self.ids.extend(ids)
         if len(ids):
             self.vecs.append(vecs)
+            self.norms.append(norms)
         self.exclusions.extend(exclusions)
         if len(self.ids) + len(self.exclusions) >= self.commit_rows or \
                 time.monotonic() - self.last >= self.commit_seconds:
@@ -234,7 +239,7 @@ class _Writer:
         nbytes = 0
         if self.ids:
             self.version, _, nbytes = fstore.write_features(self.ws, self.info, self.epoch, self.role, self.ids,
-                                                            np.concatenate(self.vecs))
+                                                            np.concatenate(self.vecs), np.concatenate(self.norms))
         now = time.monotonic()
         excl = [(self.info.feature_set_id, self.role, self.epoch, e, r) for e, r in self.exclusions]
         meta_features.record_progress(self.ws, self.job_id, done=len(self.ids), excluded=len(excl),
@@ -243,31 +248,27 @@ class _Writer:
         self.written += len(self.ids)
         self.excluded += len(excl)
         self.bytes += nbytes
-        self.ids, self.vecs, self.exclusions, self.last = [], [], [], now
+        self.ids, self.vecs, self.norms, self.exclusions, self.last = [], [], [], [], now
 
 
-LEFT_TRUNCATION_CEILING = 1 << 15  # encode this much before keeping the tail
 TRUNCATION_SIDES = ("right", "left")
 
 
 def _compute(engine: FeatureEngine, tokenizer, items: list[tuple[str, list[dict]]], max_len: int,
              batch_size: int, writer: _Writer, progress: Progress | None, truncation: str = "right") -> None:
     """Encode, exclude the examples without completion tokens, batch by length, compute, hand to writer."""
-    from ..tokenization import collate, encode_conversation, keep_tail, pad_token_id
+    from ..tokenization import collate, encode_window, pad_token_id
 
     pad = pad_token_id(tokenizer)
     encoded, excluded = [], []
     for example_id, messages in items:
-        if truncation == "left":
-            enc = keep_tail(encode_conversation(tokenizer, messages, LEFT_TRUNCATION_CEILING), max_len)
-        else:
-            enc = encode_conversation(tokenizer, messages, max_len)
+        enc = encode_window(tokenizer, messages, max_len, truncation)
         if sum(1 for x in enc.labels[1:] if x != -100) == 0:
             excluded.append((example_id, EXCLUDED_NO_COMPLETION.format(n=max_len)))
         else:
             encoded.append((example_id, enc))
     if excluded:
-        writer.add([], None, excluded)
+        writer.add([], None, None, excluded)
         if progress:
             progress.update(len(excluded))
     # length-sorted batches waste little on padding; results do not depend on the grouping
@@ -277,9 +278,10 @@ def _compute(engine: FeatureEngine, tokenizer, items: list[tuple[str, list[dict]
         out = engine.features(collate([e for _, e in chunk], pad))
         ok = out.ok.cpu().numpy()
         vecs = out.vectors.cpu().numpy()
+        norms = out.norms.float().cpu().numpy()
         ids = [eid for (eid, _), good in zip(chunk, ok) if good]
         bad = [(eid, EXCLUDED_ZERO) for (eid, _), good in zip(chunk, ok) if not good]
-        writer.add(ids, vecs[ok], bad)
+        writer.add(ids, vecs[ok], norms[ok], bad)
         if progress:
             progress.update(len(chunk))
 
@@ -366,6 +368,34 @@ def validation_key(messages: list[dict], set_max_len: int, max_len: int | None =
     return content_hash(messages) + window
 
 
+def _validation_cache(ws, feature_set_id: str, epoch: int, examples: list[tuple[str, list[dict]]],
+                      max_seq_length: int | None, truncation: str):
+    """Reads only: (info, caller id -> cache key, cache key -> messages, cached vectors, keys still to compute)."""
+    info = fstore.get_feature_set(ws, feature_set_id)
+    if truncation not in TRUNCATION_SIDES:
+        raise LessdbError(f"truncation {truncation!r}: expected one of {', '.join(TRUNCATION_SIDES)}")
+    max_len = max_seq_length or info.max_seq_length
+    by_content: dict[str, list[dict]] = {}
+    caller_to_content = {}
+    for example_id, messages in examples:
+        cid = validation_key(messages, info.max_seq_length, max_len, truncation)
+        caller_to_content[example_id] = cid
+        by_content.setdefault(cid, messages)
+    cached: dict[str, np.ndarray] = {}
+    for ids, vecs in fstore.iter_feature_batches(ws, feature_set_id, epoch, "validation", ids=list(by_content),
+                                                 info=info):
+        cached.update(zip(ids, vecs))
+    skipped = meta_features.excluded_ids(ws, feature_set_id, "validation", epoch)
+    todo = [c for c in sorted(by_content) if c not in cached and c not in skipped]
+    return info, caller_to_content, by_content, cached, todo
+
+
+def validation_missing(ws, feature_set_id: str, epoch: int, examples: list[tuple[str, list[dict]]],
+                       max_seq_length: int | None = None, truncation: str = "right") -> bool:
+    """Whether `validation_features` would compute anything (reads only: the caller may batch these reads)."""
+    return bool(_validation_cache(ws, feature_set_id, epoch, examples, max_seq_length, truncation)[-1])
+
+
 def validation_features(ws, feature_set_id: str, epoch: int, examples: list[tuple[str, list[dict]]],
                         device: str = "auto", batch_size: int = 8, progress: bool = False,
                         max_seq_length: int | None = None, truncation: str = "right") -> dict[str, np.ndarray]:
@@ -378,21 +408,9 @@ def validation_features(ws, feature_set_id: str, epoch: int, examples: list[tupl
     from ..models import resolve_device
     from ..storage import meta_runs
 
-    info = fstore.get_feature_set(ws, feature_set_id)
-    if truncation not in TRUNCATION_SIDES:
-        raise LessdbError(f"truncation {truncation!r}: expected one of {', '.join(TRUNCATION_SIDES)}")
+    info, caller_to_content, by_content, cached, todo = _validation_cache(ws, feature_set_id, epoch, examples,
+                                                                          max_seq_length, truncation)
     max_len = max_seq_length or info.max_seq_length
-    by_content: dict[str, list[dict]] = {}
-    caller_to_content = {}
-    for example_id, messages in examples:
-        cid = validation_key(messages, info.max_seq_length, max_len, truncation)
-        caller_to_content[example_id] = cid
-        by_content.setdefault(cid, messages)
-    cached: dict[str, np.ndarray] = {}
-    for ids, vecs in fstore.iter_feature_batches(ws, feature_set_id, epoch, "validation", ids=list(by_content)):
-        cached.update(zip(ids, vecs))
-    skipped = meta_features.excluded_ids(ws, feature_set_id, "validation", epoch)
-    todo = [c for c in sorted(by_content) if c not in cached and c not in skipped]
     if todo:
         ckpt = {c.epoch: c for c in meta_runs.list_checkpoints(ws, info.run_id)}.get(int(epoch))
         if ckpt is None:

@@ -18,8 +18,11 @@ cannot fold into Qᵢ (it belongs to the candidate), so checkpoints stay separat
 """
 from __future__ import annotations
 
+import queue
+import threading
 import warnings
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -92,9 +95,14 @@ def build_queries(validation: dict[int, dict[str, np.ndarray]], weights: dict[in
 class ScoreAccumulator:
     """Streams candidate feature batches into an N×m float64 subtask-score array with bounded memory.
 
-    Rows of each batch are converted into one preallocated float32 buffer (fp16 -> fp32 through torch, the
+    Rows of each batch are converted into a preallocated float32 buffer (fp16 -> fp32 through torch, the
     fastest conversion measured here) and multiplied with the checkpoint's Qᵢ by BLAS. Each (row, checkpoint)
     counts once: a duplicate row in the store is ignored, so a row's score never depends on duplicates.
+
+    `add` does one batch synchronously; `add_stream` pulls batches from an iterator in a background thread
+    (the caller's Lance scan and id lookup run there, and the fp16 -> fp32 conversion) so that they overlap
+    the GEMM. Both multiply exactly the same row groups, so they give bit-identical scores (MKL's result for a
+    row depends on how many rows share its GEMM).
     """
 
     def __init__(self, n_rows: int, queries: QuerySet, row_scale: str = "inverse_norm", batch_rows: int = 4096):
@@ -112,41 +120,128 @@ class ScoreAccumulator:
         self._m = m
         m_pad = -(-m // 32) * 32
         self._q = {e: torch.from_numpy(np.pad(q, ((0, 0), (0, m_pad - m)))) for e, q in queries.matrices.items()}
-        self._buf = torch.empty((batch_rows, queries.dim), dtype=torch.float32)
-        self.n_duplicates = 0
+        self._scratch: torch.Tensor | None = None
+        self._dups_in_batch = 0    # counted by the reading thread
+        self._dups_seen = 0        # counted by the multiplying thread
+
+    @property
+    def _buf(self) -> torch.Tensor:
+        """The float32 batch buffer of `add` (and of a compacted batch in `add_stream`), made on first use."""
+        if self._scratch is None:
+            self._scratch = torch.empty((self.batch_rows, self.queries.dim), dtype=torch.float32)
+        return self._scratch
+
+    @property
+    def n_duplicates(self) -> int:
+        """Rows ignored because the same (row, checkpoint) was already added."""
+        return self._dups_in_batch + self._dups_seen
 
     def add(self, epoch: int, rows: np.ndarray, vectors: np.ndarray, scale: np.ndarray | None = None) -> None:
         """Add one batch: `rows` (int, index into the N rows) and their vectors [n, d] (float16/float32) at
         checkpoint `epoch`. `scale` is the per-row factor for row_scale="given" (e.g. raw gradient norms)."""
+        for col, rows, vectors, scale in self._chunks(epoch, rows, vectors, scale):
+            rows, idx, scale = self._unseen(col, rows, scale)
+            n = len(rows)
+            if idx is not None:
+                vectors = vectors[idx]
+            _convert(self._buf[:n], vectors)
+            self._multiply(col, rows, self._buf[:n], scale, self._norms(self._buf[:n]))
+
+    def add_stream(self, batches: Iterable[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]],
+                   on_batch: Callable[[int], None] | None = None, depth: int = 2) -> None:
+        """`add` every (epoch, rows, vectors, scale) of `batches`, read and converted `depth` batches ahead by
+        a background thread. `on_batch(n)` is called after each input batch with its row count."""
+        bufs: queue.Queue = queue.Queue()
+        for _ in range(depth + 1):
+            bufs.put(torch.empty((self.batch_rows, self.queries.dim), dtype=torch.float32))
+        ready: queue.Queue = queue.Queue()
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for epoch, rows, vectors, scale in batches:
+                    for col, r, v, s in self._chunks(epoch, rows, vectors, scale):
+                        buf = _take(bufs, stop)
+                        if buf is None:
+                            return
+                        _convert(buf[:len(r)], v)
+                        ready.put(("chunk", col, r, buf, s, self._norms(buf[:len(r)])))
+                    ready.put(("batch", len(rows)))
+                ready.put(("done",))
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+                ready.put(("error", exc))
+
+        worker = threading.Thread(target=produce, name="lessdb-score-reader", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = ready.get()
+                if item[0] == "done":
+                    break
+                if item[0] == "error":
+                    raise item[1]
+                if item[0] == "batch":
+                    if on_batch is not None:
+                        on_batch(item[1])
+                    continue
+                _, col, rows, buf, scale, norms = item
+                n = len(rows)
+                rows, idx, scale = self._unseen(col, rows, scale)
+                vecs = buf[:n]
+                if idx is not None:   # rows already added at this checkpoint: compact the rest, as `add` does
+                    vecs = torch.index_select(buf[:n], 0, torch.from_numpy(idx), out=self._buf[:len(rows)])
+                    norms = self._norms(vecs)
+                self._multiply(col, rows, vecs, scale, norms)
+                bufs.put(buf)
+        finally:
+            stop.set()
+            while worker.is_alive():   # unblock a producer waiting for a buffer, then let it finish
+                bufs.put(None)
+                worker.join(timeout=0.1)
+
+    def _chunks(self, epoch, rows, vectors, scale):
+        """(checkpoint column, rows, vectors, scale) pieces of at most `batch_rows` rows, each row's first
+        occurrence in the batch only."""
         col = self._epoch_col[epoch]
         rows = np.asarray(rows, dtype=np.int64)
-        # keep each row's first occurrence in this batch, and only rows not yet added at this checkpoint
         _, first = np.unique(rows, return_index=True)
-        first.sort()
-        keep = first[~self.seen[rows[first], col]]
-        if len(keep) != len(rows):
-            self.n_duplicates += len(rows) - len(keep)
-            rows, vectors = rows[keep], vectors[keep]
-            scale = None if scale is None else np.asarray(scale)[keep]
-        q = self._q[epoch]
+        if len(first) != len(rows):
+            first.sort()
+            self._dups_in_batch += len(rows) - len(first)
+            rows, vectors = rows[first], vectors[first]
+            scale = None if scale is None else np.asarray(scale)[first]
         for start in range(0, len(rows), self.batch_rows):
-            stop = min(start + self.batch_rows, len(rows))
-            n = stop - start
-            buf = self._buf[:n]
-            with warnings.catch_warnings():   # Arrow's zero-copy arrays are read-only; torch only reads them here
-                warnings.simplefilter("ignore", UserWarning)
-                buf.copy_(torch.from_numpy(np.ascontiguousarray(vectors[start:stop])))
-            prod = torch.mm(buf, q).numpy()[:, :self._m].astype(np.float64)
-            r = rows[start:stop]
-            if self.row_scale == "inverse_norm":
-                norms = torch.linalg.vector_norm(buf, dim=1).numpy().astype(np.float64)
-                zero = norms == 0
-                self.zero_norm[r[zero]] = True
-                prod *= np.divide(1.0, norms, out=np.zeros_like(norms), where=~zero)[:, None]
-            elif self.row_scale == "given":
-                prod *= np.asarray(scale[start:stop], dtype=np.float64)[:, None]
-            self.scores[r] += prod
-            self.seen[r, col] = True
+            stop = start + self.batch_rows
+            yield col, rows[start:stop], vectors[start:stop], None if scale is None else scale[start:stop]
+
+    def _unseen(self, col, rows, scale):
+        """Drop rows already added at this checkpoint: (rows, kept positions or None if all kept, scale)."""
+        fresh = ~self.seen[rows, col]
+        if fresh.all():
+            return rows, None, scale
+        self._dups_seen += int((~fresh).sum())
+        idx = np.flatnonzero(fresh)
+        return rows[idx], idx, None if scale is None else np.asarray(scale)[idx]
+
+    def _norms(self, buf: torch.Tensor) -> np.ndarray | None:
+        """Row norms of the float32 rows exactly as they are multiplied (only the cosine needs them)."""
+        if self.row_scale != "inverse_norm":
+            return None
+        return torch.linalg.vector_norm(buf, dim=1).numpy().astype(np.float64)
+
+    def _multiply(self, col: int, rows: np.ndarray, buf: torch.Tensor, scale, norms) -> None:
+        if not len(rows):
+            return
+        q = self._q[self.queries.epochs[col]]
+        prod = torch.mm(buf, q).numpy()[:, :self._m].astype(np.float64)
+        if self.row_scale == "inverse_norm":
+            zero = norms == 0
+            self.zero_norm[rows[zero]] = True
+            prod *= np.divide(1.0, norms, out=np.zeros_like(norms), where=~zero)[:, None]
+        elif self.row_scale == "given":
+            prod *= np.asarray(scale, dtype=np.float64)[:, None]
+        self.scores[rows] += prod
+        self.seen[rows, col] = True
 
     def result(self) -> "SubtaskScores":
         """Rows seen at every checkpoint with a nonzero vector are scored; the rest are not."""
@@ -171,6 +266,22 @@ class SubtaskScores:
     def best_subtask(self) -> np.ndarray:
         """Index of the argmax subtask (first in sorted subtask order on ties)."""
         return self.per_subtask.argmax(axis=1)
+
+
+def _convert(out: torch.Tensor, vectors: np.ndarray) -> None:
+    with warnings.catch_warnings():   # Arrow's zero-copy arrays are read-only; torch only reads them here
+        warnings.simplefilter("ignore", UserWarning)
+        out.copy_(torch.from_numpy(np.ascontiguousarray(vectors)))
+
+
+def _take(bufs: queue.Queue, stop: threading.Event):
+    """A free buffer, or None once the consumer has stopped."""
+    while not stop.is_set():
+        try:
+            return bufs.get(timeout=0.1)
+        except queue.Empty:
+            continue
+    return None
 
 
 def max_over_subtasks(per_subtask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,10 @@
 """Gradient feature vectors in LanceDB: one table per feature set, `features_<feature_set_id>`.
 
 Columns: key ("<role>/<epoch>/<example_id>", unenforced primary key), example_id, epoch (int32), role
-("candidate" | "validation"), vector (fixed_size_list<float32 | float16>[dim], L2-normalised).
+("candidate" | "validation"), vector (fixed_size_list<float32 | float16>[dim], L2-normalised), norm (float32:
+the L2 norm of the sketched vector before normalisation, so vector × norm is the raw sketch that the
+unnormalised-gradient ablation scores with; null where the writer had none). Tables created before the norm
+column existed lack it: they are still read and written as they are (see `has_norm_column`).
 Writes are `merge_insert` on `key` inserting only absent keys, so a batch re-sent after a crash, or the same
 example written by two processes, is stored once (LanceDB keeps concurrent merge_inserts duplicate-free only
 with the primary key set; see notes/lance-duckdb-facts.md).
@@ -56,16 +59,22 @@ def table_name(feature_set_id: str) -> str:
     return f"features_{feature_set_id}"
 
 
-def feature_schema(dim: int, dtype: str) -> pa.Schema:
+def feature_schema(dim: int, dtype: str, with_norm: bool = True) -> pa.Schema:
+    """The schema of a new feature table (`with_norm=False`: the layout of tables made before the norm column)."""
     if dtype not in STORED_DTYPES:
         raise LessdbError(f"stored dtype {dtype!r} is not one of {', '.join(STORED_DTYPES)}")
-    return pa.schema([
+    fields = [
         pa.field("key", pa.string(), nullable=False),
         pa.field("example_id", pa.string(), nullable=False),
         pa.field("epoch", pa.int32(), nullable=False),
         pa.field("role", pa.string(), nullable=False),
         pa.field("vector", pa.list_(STORED_DTYPES[dtype], dim), nullable=False),
-    ])
+    ]
+    if with_norm:
+        # nullable: writers that only have unit vectors (benchmarks, hand-built stores) leave it empty, and the
+        # unnormalised method refuses such rows instead of scoring them with a made-up norm
+        fields.append(pa.field("norm", pa.float32(), nullable=True))
+    return pa.schema(fields)
 
 
 def feature_key(role: str, epoch: int, example_id: str) -> str:
@@ -103,22 +112,38 @@ def ensure_feature_table(ws, info: FeatureSetInfo):
     return table
 
 
+def has_norm_column(ws, info: FeatureSetInfo) -> bool:
+    """Whether the feature table stores raw norms (True for a table not created yet: it will)."""
+    schema = ws.lance.schema(info.lance_table)
+    return schema is None or "norm" in schema.names
+
+
 def write_features(ws, info: FeatureSetInfo, epoch: int, role: str, example_ids: list[str],
-                   vectors: np.ndarray) -> tuple[int, int, int]:
-    """Insert the rows whose key is absent. Returns (table version, rows inserted, vector bytes sent)."""
+                   vectors: np.ndarray, norms: np.ndarray | None = None) -> tuple[int, int, int]:
+    """Insert the rows whose key is absent. Returns (table version, rows inserted, vector bytes sent).
+
+    `norms`: each row's norm before L2 normalisation (None: stored as null). A table made before the norm
+    column existed keeps its layout, so the norms are not stored there."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
     vectors = np.ascontiguousarray(vectors, dtype=np.float16 if info.dtype == "float16" else np.float32)
     if vectors.shape != (len(example_ids), info.dim):
         raise ValueError(f"vectors {vectors.shape} do not match {len(example_ids)} ids × dim {info.dim}")
-    schema = feature_schema(info.dim, info.dtype)
-    table = pa.table({
+    if norms is not None:
+        norms = np.asarray(norms, dtype=np.float32).reshape(-1)
+        if len(norms) != len(example_ids):
+            raise ValueError(f"{len(norms)} norms do not match {len(example_ids)} ids")
+    schema = feature_schema(info.dim, info.dtype, with_norm=has_norm_column(ws, info))
+    columns = {
         "key": pa.array([feature_key(role, epoch, e) for e in example_ids], pa.string()),
         "example_id": pa.array(example_ids, pa.string()),
         "epoch": pa.array([int(epoch)] * len(example_ids), pa.int32()),
         "role": pa.array([role] * len(example_ids), pa.string()),
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), info.dim),
-    }, schema=schema)
+    }
+    if "norm" in schema.names:
+        columns["norm"] = pa.nulls(len(example_ids), pa.float32()) if norms is None else pa.array(norms, pa.float32())
+    table = pa.table(columns, schema=schema)
     version, inserted = ws.lance.insert_missing(info.lance_table, table, schema)
     return version, inserted, vectors.nbytes
 
@@ -155,10 +180,11 @@ def _vectors(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
 
 
 def iter_feature_batches(ws, feature_set_id: str, epoch: int, role: str = "candidate", version: int | None = None,
-                         ids=None, batch_rows: int = 4096) -> Iterator[tuple[list[str], np.ndarray]]:
+                         ids=None, batch_rows: int = 4096,
+                         info: FeatureSetInfo | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
     """Stream (example ids, float32 [n, dim]) of one checkpoint's features, optionally only `ids`, read at
-    `version` (None: latest). Memory is bounded by `batch_rows`."""
-    info = get_feature_set(ws, feature_set_id)
+    `version` (None: latest). Memory is bounded by `batch_rows`. `info`: the feature set, if already read."""
+    info = info or get_feature_set(ws, feature_set_id)
     if not ws.lance.has_table(info.lance_table):
         return
     ds = ws.lance.dataset(info.lance_table, version)

@@ -67,6 +67,10 @@ class LanceStore:
             table.set_unenforced_primary_key(primary_key)
         return table
 
+    def schema(self, name: str) -> pa.Schema | None:
+        """The table's current schema (None: no such table)."""
+        return self.db.open_table(name).schema if self.has_table(name) else None
+
     def version(self, name: str) -> int | None:
         return self.db.open_table(name).version if self.has_table(name) else None
 

@@ -9,6 +9,7 @@ import json
 from typing import Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import LessdbError
 from .lance_tables import CANDIDATES
@@ -128,16 +129,29 @@ def scan_candidates(ws, version: int, pool: str, columns: list[str],
                              batch_size=batch_rows)
 
 
+def pool_candidate_ids(ws, pool: str, version: int) -> list[str]:
+    """Distinct ids of `pool`'s candidates at `version`, sorted (byte order, as DuckDB's ORDER BY id): what
+    `candidates.select_candidate_ids` returns without a filter, from one Lance scan instead of a SQL query."""
+    ds = ws.lance.dataset(CANDIDATES, version)
+    ids = ds.to_table(columns=["id"], filter=f"pool = '{_quote(pool)}'").column("id")
+    return pc.unique(ids).sort().to_pylist()
+
+
 def feature_table_columns(ws, table: str) -> list[str]:
     return list(ws.lance.dataset(table).schema.names)
 
 
-def scan_features(ws, table: str, version: int, role: str, epoch: int | None = None,
+def scan_features(ws, table: str, version: int, role: str, epoch: int | list[int] | None = None,
                   columns: tuple[str, ...] = ("example_id", "vector"),
                   batch_rows: int = 4096) -> Iterator[pa.RecordBatch]:
-    """Rows of a feature table at `version` with this role (and epoch), in the table's stored order."""
+    """Rows of a feature table at `version` with this role (and epoch, or any of a list of epochs), in the
+    table's stored order."""
     ds = ws.lance.dataset(table, version)
-    filt = f"role = '{_quote(role)}'" + (f" AND epoch = {int(epoch)}" if epoch is not None else "")
+    filt = f"role = '{_quote(role)}'"
+    if isinstance(epoch, (list, tuple)):
+        filt += " AND epoch IN (" + ", ".join(str(int(e)) for e in epoch) + ")"
+    elif epoch is not None:
+        filt += f" AND epoch = {int(epoch)}"
     yield from ds.to_batches(columns=list(columns), filter=filt, batch_size=batch_rows)
 
 
