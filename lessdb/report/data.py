@@ -21,7 +21,7 @@ from ..storage.candidates import read_candidates, select_candidate_ids
 from ..storage.features import get_feature_set, iter_feature_batches
 from ..storage.lance_tables import CANDIDATES
 
-RECOMPUTABLE = {"less": "adam", "sgd": "sgd", "sign": "sign"}   # cosine scores from unit features
+RECOMPUTABLE = ("less", "sgd", "sign", "unnormalized")   # gradient methods: scores recomputable from features
 
 
 @dataclass
@@ -94,8 +94,9 @@ def recompute_pool_scores(ws, sel: dict) -> PoolScores:
     the recorded candidates and feature-table versions with the recorded validation examples and η̄ weights."""
     params = sel["params"] or {}
     aggregation = params.get("aggregation", "paper")
-    if aggregation not in ("paper", "reference"):
-        raise LessdbError(f"cannot recompute {aggregation!r} scores (needs raw gradient norms)")
+    if aggregation not in ("paper", "reference", "dot"):
+        raise LessdbError(f"cannot recompute {aggregation!r} scores")
+    raw = aggregation == "dot"   # the unnormalized ablation scores raw sketches (unit vector × stored norm)
     fs = get_feature_set(ws, sel["feature_set_id"])
     versions = sel["table_versions"] or {}
     fversion = versions.get(fs.lance_table)
@@ -109,7 +110,8 @@ def recompute_pool_scores(ws, sel: dict) -> PoolScores:
     validation: dict[int, dict[str, np.ndarray]] = {}
     for epoch in epochs:
         got: dict[str, np.ndarray] = {}
-        for ids, vecs in iter_feature_batches(ws, fs.feature_set_id, epoch, "validation", fversion, ids=all_val):
+        for ids, vecs in iter_feature_batches(ws, fs.feature_set_id, epoch, "validation", fversion, ids=all_val,
+                                              raw=raw):
             for eid, v in zip(ids, vecs):
                 got.setdefault(eid, v)
         validation[epoch] = {s: np.stack([got[e] for e in eids]) for s, eids in wanted_val.items()}
@@ -123,14 +125,14 @@ def recompute_pool_scores(ws, sel: dict) -> PoolScores:
     zero = np.zeros(n, dtype=bool)
     for c, epoch in enumerate(epochs):
         q = queries.matrices[epoch].astype(np.float64)
-        for batch_ids, vecs in iter_feature_batches(ws, fs.feature_set_id, epoch, "candidate", fversion):
+        for batch_ids, vecs in iter_feature_batches(ws, fs.feature_set_id, epoch, "candidate", fversion, raw=raw):
             rows = np.array([row_of.get(i, -1) for i in batch_ids], dtype=np.int64)
             keep = (rows >= 0) & ~seen[np.maximum(rows, 0), c]
             rows, vecs = rows[keep], vecs[keep]
             _, first = np.unique(rows, return_index=True)   # a duplicated stored row counts once
             rows, vecs = rows[first], vecs[first]
             zero[rows[np.linalg.norm(vecs, axis=1) == 0]] = True
-            contrib[c, rows] = normalize_rows(vecs) @ q
+            contrib[c, rows] = (vecs.astype(np.float64) if raw else normalize_rows(vecs)) @ q
             seen[rows, c] = True
     valid = seen.all(axis=1) & ~zero
     per_subtask = contrib.sum(axis=0)

@@ -180,14 +180,18 @@ def _vectors(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
 
 
 def iter_feature_batches(ws, feature_set_id: str, epoch: int, role: str = "candidate", version: int | None = None,
-                         ids=None, batch_rows: int = 4096,
-                         info: FeatureSetInfo | None = None) -> Iterator[tuple[list[str], np.ndarray]]:
+                         ids=None, batch_rows: int = 4096, info: FeatureSetInfo | None = None,
+                         raw: bool = False) -> Iterator[tuple[list[str], np.ndarray]]:
     """Stream (example ids, float32 [n, dim]) of one checkpoint's features, optionally only `ids`, read at
-    `version` (None: latest). Memory is bounded by `batch_rows`. `info`: the feature set, if already read."""
+    `version` (None: latest). Memory is bounded by `batch_rows`. `info`: the feature set, if already read.
+    `raw`: the sketches before L2 normalisation (unit vector × stored norm); refused where norms are missing."""
     info = info or get_feature_set(ws, feature_set_id)
     if not ws.lance.has_table(info.lance_table):
         return
     ds = ws.lance.dataset(info.lance_table, version)
+    if raw and "norm" not in ds.schema.names:
+        raise LessdbError(f"feature set {feature_set_id} stores no gradient norms (made before lessdb stored "
+                          "them); featurize the run again into a new feature set")
     filt = _filter(epoch, role)
     wanted = None
     if ids is not None:
@@ -196,11 +200,18 @@ def iter_feature_batches(ws, feature_set_id: str, epoch: int, role: str = "candi
             return
         if len(wanted) <= 1000:
             filt += " AND example_id IN (" + ",".join("'" + i.replace("'", "''") + "'" for i in sorted(wanted)) + ")"
-    for batch in ds.to_batches(columns=["example_id", "vector"], filter=filt, batch_size=batch_rows):
+    columns = ["example_id", "vector"] + (["norm"] if raw else [])
+    for batch in ds.to_batches(columns=columns, filter=filt, batch_size=batch_rows):
         if batch.num_rows == 0:
             continue
         got = batch.column("example_id").to_pylist()
         vecs = _vectors(batch.column("vector"), info.dim)
+        if raw:
+            norms = batch.column("norm")
+            if norms.null_count:
+                raise LessdbError(f"feature set {feature_set_id}: {norms.null_count} {role} rows of checkpoint "
+                                  f"{epoch} have no stored norm")
+            vecs = vecs * norms.to_numpy(zero_copy_only=False).astype(np.float32)[:, None]
         if wanted is not None and len(wanted) > 1000:
             keep = [i for i, e in enumerate(got) if e in wanted]
             if not keep:
