@@ -18,7 +18,7 @@ from .common import cli, emit_json, json_option, workspace_option, workspace_pat
 @click.pass_context
 def quickstart(ctx, pool_size, task, device, workspace_override: Path | None, as_json):
     """Run the whole pipeline on the bundled real defaults (SmolLM2-135M, a ShareGPT V3 sample, BBH),
-    sized for a laptop CPU (estimated 12-15 minutes on 2 idle cores; see bench/RESULTS.md). Rerunning
+    sized for a laptop CPU (measured 12.5 minutes on 2 idle cores; see bench/RESULTS.md). Rerunning
     reuses what exists.
 
     \b
