@@ -1,0 +1,295 @@
+"""Does a LESS selection train a better BBH model than random, BM25 or RDS+ at the same budget? (issue #7)
+
+Runs the real CLI end to end on the real SmolLM2-135M, on this CPU:
+
+  pool     ShareGPT V3 (the bundled package) + FLAN-like BIG-bench tasks that are NOT sources of BBH, read from
+           the `bigbench` sdist on PyPI (downloaded once into bench/out/, or --bigbench-sdist FILE);
+  warmup   --preset cpu-small on 5% of the pool, 2 epochs -> 2 checkpoints with Adam state;
+  select   5% of the pool for the built-in `bbh` task: LESS, random (3 seeds), BM25, RDS+ — the same
+           filter -> score -> top-k -> record path for all;
+  train    each selection with the same budget (`lessdb train --preset cpu-small --seed 0`: same epochs,
+           batch, LoRA, learning rate; the same number of examples, 5% of the pool);
+  eval     the base model and every trained run on BBH: target loss on the task's validation examples and
+           exact match (3-shot CoT, greedy) on a fixed, recorded sample of the BBH test items (`--limit` per
+           subtask, seed 42) from a LESS `data/eval` folder;
+  report   one table: method x (target loss, EM, mean completion length of the selection), as JSON and text.
+
+Every step reuses what exists in --workspace, so an interrupted run is finished by running it again.
+
+    python bench/quality.py [--workspace /tmp/lessdb-quality] [--less-eval-dir ../shared/data/less-eval]
+                            [--sharegpt 400] [--bigbench-per-task 20] [--eval-limit 2] [--max-new-tokens 128]
+    python bench/quality.py --smoke       # tiny random model, tiny pool: checks the plumbing in ~2 minutes
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "bench" / "out"
+LESSDB = [sys.executable, "-c", "from lessdb.cli.main import main; main()"]
+
+# BIG-bench tasks that BBH's 27 subtasks were drawn from (Suzgun et al. 2022, Table 1 and the repo's task list):
+# they never enter the pool, so nothing of the target task's own distribution is selectable.
+BBH_SOURCES = {
+    "boolean_expressions", "causal_judgment", "date_understanding", "disambiguation_qa", "dyck_languages",
+    "formal_fallacies_syllogisms_negation", "geometric_shapes", "hyperbaton", "logical_deduction",
+    "movie_recommendation", "multistep_arithmetic", "navigate", "object_counting", "penguins_in_a_table",
+    "reasoning_about_colored_objects", "ruin_names", "salient_translation_error_detection", "snarks",
+    "sports_understanding", "temporal_sequences", "tracking_shuffled_objects", "web_of_lies", "word_sorting",
+}
+# English, instruction-like tasks with short inputs: a mix of reasoning (what BBH rewards) and other skills
+BIGBENCH_TASKS = [
+    "anachronisms", "analogical_similarity", "analytic_entailment", "cause_and_effect", "code_line_description",
+    "common_morpheme", "conceptual_combinations", "elementary_math_qa", "emoji_movie", "english_proverbs",
+    "epistemic_reasoning", "fantasy_reasoning", "figure_of_speech_detection", "general_knowledge", "implicatures",
+    "irony_identification", "logic_grid_puzzle", "logical_args", "logical_fallacy_detection", "logical_sequence",
+    "metaphor_boolean", "misconceptions", "moral_permissibility", "novel_concepts", "odd_one_out",
+    "physical_intuition", "presuppositions_as_nli", "riddle_sense", "similarities_abstraction",
+    "simple_ethical_questions", "social_iqa", "strategyqa", "sufficient_information", "timedial",
+    "understanding_fables", "winowhy", "word_unscrambling", "operators", "repeat_copy_logic", "tense",
+]
+assert not BBH_SOURCES & set(BIGBENCH_TASKS)
+
+METHODS = [("less", {}), ("random", {"seed": 0}), ("random", {"seed": 1}), ("random", {"seed": 2}),
+           ("bm25", {}), ("rds+", {})]
+
+
+def log(msg: str) -> None:
+    print(f"[quality {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def lessdb(ws: Path, *args: str, json_out: bool = True):
+    cmd = [*LESSDB, *args, "--workspace", str(ws)] + (["--json"] if json_out else [])
+    log("$ lessdb " + " ".join(args))
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    if proc.returncode != 0:
+        raise SystemExit(f"lessdb {' '.join(args)} failed with exit {proc.returncode}")
+    log(f"  done in {time.perf_counter() - t:.0f}s")
+    return json.loads(proc.stdout) if json_out else proc.stdout
+
+
+# -- pool --------------------------------------------------------------------------------------------------------
+
+def bigbench_sdist(given: Path | None) -> Path:
+    if given:
+        return given
+    cache = OUT / "cache"
+    found = sorted(cache.glob("bigbench-*.tar.gz"))
+    if not found:
+        cache.mkdir(parents=True, exist_ok=True)
+        log("downloading the bigbench sdist from PyPI (358 MB, once)")
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                        "bigbench==1.0.0", "-d", str(cache)], check=True)
+        found = sorted(cache.glob("bigbench-*.tar.gz"))
+    return found[-1]
+
+
+def bigbench_record(task: str, spec: dict, ex: dict) -> dict | None:
+    """One BIG-bench example as a prompt/completion record: free-form target, or the best-scored option of a
+    multiple-choice example with the options listed in the prompt (as BIG-bench's append_choices_to_input)."""
+    prefix = spec.get("task_prefix", "") or ""
+    prompt = (prefix + ex["input"]).strip()
+    if "target_scores" in ex:
+        options = list(ex["target_scores"])
+        if not options:
+            return None
+        best = max(options, key=lambda o: ex["target_scores"][o])
+        prompt += "\nOptions:\n" + "\n".join(f"- {o}" for o in options)
+        completion = best
+    else:
+        target = ex.get("target")
+        completion = target[0] if isinstance(target, list) and target else target
+    if not isinstance(completion, str) or not completion.strip() or len(prompt) > 2000:
+        return None
+    return {"dataset": f"bigbench/{task}", "prompt": prompt, "completion": completion.strip()}
+
+
+def build_bigbench_file(sdist: Path, per_task: int, seed: int, path: Path) -> dict:
+    wanted = {f"benchmark_tasks/{t}/task.json": t for t in BIGBENCH_TASKS}
+    rng = random.Random(seed)
+    counts, records = {}, []
+    with tarfile.open(sdist) as tar:
+        for member in tar:
+            task = next((t for suffix, t in wanted.items() if member.name.endswith(suffix)), None)
+            if task is None:
+                continue
+            spec = json.load(tar.extractfile(member))
+            recs = [r for r in (bigbench_record(task, spec, ex) for ex in spec.get("examples", [])) if r]
+            rng.shuffle(recs)
+            records += recs[:per_task]
+            counts[task] = min(per_task, len(recs))
+    missing = set(BIGBENCH_TASKS) - set(counts)
+    if missing:
+        raise SystemExit(f"{sdist}: tasks not found: {sorted(missing)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    return counts
+
+
+def ensure_pool(ws: Path, args) -> int:
+    pools = {p["pool"]: p for p in lessdb(ws, "pools")}
+    if args.pool in pools:
+        return pools[args.pool]["candidates"]
+    if args.smoke:
+        records = [{"dataset": f"synthetic/{i % 3}", "prompt": f"Question {i}: what is {i} plus {i % 7}?",
+                    "completion": f"{i} plus {i % 7} is {i + i % 7}."} for i in range(60)]
+        path = OUT / "quality" / "smoke.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        lessdb(ws, "ingest", str(path), "--pool", args.pool)
+    else:
+        path = OUT / "quality" / "bigbench.jsonl"
+        counts = build_bigbench_file(bigbench_sdist(args.bigbench_sdist), args.bigbench_per_task, 0, path)
+        log(f"BIG-bench: {sum(counts.values())} examples from {len(counts)} tasks")
+        lessdb(ws, "ingest", str(path), "--pool", args.pool)
+        lessdb(ws, "ingest", "--builtin", "sharegpt", "--limit", str(args.sharegpt), "--pool", args.pool)
+    return {p["pool"]: p for p in lessdb(ws, "pools")}[args.pool]["candidates"]
+
+
+# -- pipeline ----------------------------------------------------------------------------------------------------
+
+def ensure_warmup(ws: Path, args) -> str:
+    runs = [r for r in lessdb(ws, "runs") if r.get("kind") == "warmup" and r.get("pool") == args.pool]
+    if any(r.get("status") == "complete" for r in runs):
+        return [r for r in runs if r.get("status") == "complete"][-1]["run_id"]
+    if runs:   # interrupted: continue it from its last checkpoint
+        return lessdb(ws, "warmup", "--resume", "--run-id", runs[-1]["run_id"])["run_id"]
+    extra = ["--model", "tiny"] if args.smoke else []
+    out = lessdb(ws, "warmup", "--pool", args.pool, "--preset", "cpu-small", "--percentage", "0.05", "--seed", "0",
+                 "--run-id", "quality-warmup", *extra)
+    return out["run_id"]
+
+
+def ensure_selection(ws: Path, run: str, method: str, opts: dict, existing: dict, args) -> str:
+    name = f"q-{method}" + (f"-s{opts['seed']}" if "seed" in opts else "")
+    if name not in existing:
+        extra = ["--seed", str(opts["seed"])] if "seed" in opts else []
+        if method in ("less", "sgd", "sign", "unnormalized", "rds", "rds+"):
+            # BBH's 3-shot prompts are ~800 tokens: keep the last 256 (question + answer) as the quickstart does
+            extra += ["--val-max-seq-length", "256", "--val-truncation", "left"]
+        if method in ("less", "sgd", "sign", "unnormalized") and args.checkpoints:
+            extra += ["--checkpoints", args.checkpoints]
+        if args.where:
+            extra += ["--where", args.where]
+        lessdb(ws, "select", "--task", "bbh", "--run", run, "--method", method, "--percentage", "0.05",
+               "--name", name, *extra)
+    return name
+
+
+def ensure_train(ws: Path, selection: str, runs: list[dict], smoke: bool) -> str:
+    run_id = f"train-{selection}"
+    status = next((r.get("status") for r in runs if r["run_id"] == run_id), None)
+    if status == "complete":
+        return run_id
+    if status is not None:   # interrupted: continue it from its last checkpoint
+        lessdb(ws, "train", "--resume", "--run-id", run_id)
+        return run_id
+    extra = ["--model", "tiny"] if smoke else []
+    lessdb(ws, "train", "--selection", selection, "--preset", "cpu-small", "--seed", "0", "--run-id", run_id, *extra)
+    return run_id
+
+
+def ensure_eval(ws: Path, target: list[str], args, recorded: set) -> None:
+    key = target[1]
+    if key in recorded:
+        return
+    extra = [] if args.smoke else ["--data-dir", str(args.less_eval_dir)]
+    metrics = ["--metrics", "loss" if args.smoke else args.eval_metrics]
+    # the target loss in the same 256-token left-truncated windows the selections scored against
+    lessdb(ws, "eval", *target, "--task", "bbh", "--limit", str(args.eval_limit), "--max-new-tokens",
+           str(args.max_new_tokens), "--max-seq-length", "256", "--loss-truncation", "left", *metrics, *extra)
+
+
+def completion_lengths(ws: Path, names: list[str]) -> dict:
+    quoted = ", ".join(f"'{n}'" for n in names)
+    rows = lessdb(ws, "sql", f"SELECT selection_name AS name, avg(completion_chars) AS mean_completion_chars, "
+                             f"avg(prompt_chars) AS mean_prompt_chars, count(*) AS n, "
+                             f"avg(CASE WHEN source_dataset LIKE 'bigbench/%' THEN 1 ELSE 0 END) AS bigbench_share "
+                             f"FROM selection_audit WHERE selection_name IN ({quoted}) GROUP BY selection_name")
+    return {r["name"]: r for r in rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workspace", type=Path, default=Path("/tmp/lessdb-quality"))
+    ap.add_argument("--pool", default="quality")
+    ap.add_argument("--less-eval-dir", type=Path, default=REPO.parent / "shared" / "data" / "less-eval")
+    ap.add_argument("--bigbench-sdist", type=Path, default=None)
+    ap.add_argument("--sharegpt", type=int, default=400)
+    ap.add_argument("--bigbench-per-task", type=int, default=20)
+    ap.add_argument("--eval-limit", type=int, default=2, help="BBH test items per subtask (27 subtasks)")
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--eval-metrics", choices=["all", "loss", "task"], default="all",
+                    help="loss: target loss only (BBH exact match generates ~27 CoT answers per model: minutes each)")
+    ap.add_argument("--where", default="total_chars < 2000",
+                    help="SQL filter over the pool for every method (the effective pool; featurize only these)")
+    ap.add_argument("--checkpoints", default="1", help="warmup checkpoints LESS uses (featurized); '' = all")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads of each step (OMP_NUM_THREADS); 1 keeps a shared CPU from thrashing")
+    ap.add_argument("--smoke", action="store_true")
+    args = ap.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    if args.smoke:
+        args.workspace, args.eval_limit, args.max_new_tokens = Path("/tmp/lessdb-quality-smoke"), 1, 8
+        args.where = None
+    t0 = time.perf_counter()
+    log(f"load average {os.getloadavg()}; workspace {args.workspace}")
+    ws = args.workspace
+    if not (ws / "lessdb.duckdb").exists():
+        lessdb(ws, "init", json_out=False)
+    n_pool = ensure_pool(ws, args)
+    log(f"pool {args.pool}: {n_pool} candidates")
+    run = ensure_warmup(ws, args)
+    existing = {s["name"]: s for s in lessdb(ws, "selections")}
+    if "q-less" not in existing:   # once LESS has selected, its features are recorded; never featurize again
+        lessdb(ws, "featurize", "--run", run, *(["--checkpoints", args.checkpoints] if args.checkpoints else []),
+               *(["--where", args.where] if args.where else []))
+    names = [ensure_selection(ws, run, m, o, existing, args) for m, o in METHODS]
+    runs = lessdb(ws, "runs")
+    trained = {name: ensure_train(ws, name, runs, args.smoke) for name in names}
+    recorded = {e["run_id"] or e["model_name"] for e in lessdb(ws, "evals")}
+    base = "tiny" if args.smoke else "smollm2-135m"
+    ensure_eval(ws, ["--model", base], args, recorded)
+    for run_id in trained.values():
+        ensure_eval(ws, ["--run", run_id], args, recorded)
+    metrics = {}
+    for r in lessdb(ws, "sql", "SELECT coalesce(e.run_id, e.model_name) AS key, e.n_items, r.metric, r.value "
+                              "FROM evals e JOIN eval_results r ON r.eval_id = e.eval_id AND r.subtask = '' "
+                              "WHERE e.task = 'bbh' ORDER BY e.created_at"):
+        metrics.setdefault(r["key"], {})[r["metric"]] = r["value"]
+        metrics[r["key"]]["n_items"] = r["n_items"]
+    lengths = completion_lengths(ws, names)
+    rows = []
+    for label, key in [("base (no training)", base)] + [(n, trained[n]) for n in names]:
+        e = metrics.get(key, {})
+        row = {"method": label, "run": key, "target_loss": e.get("target_loss"), "exact_match": e.get("exact_match"),
+               "items": e.get("n_items"), **{k: v for k, v in lengths.get(label, {}).items() if k != "name"}}
+        rows.append(row)
+    result = {"pool": n_pool, "warmup_run": run, "eval_limit_per_subtask": args.eval_limit,
+              "max_new_tokens": args.max_new_tokens, "seconds": round(time.perf_counter() - t0),
+              "load_average_end": os.getloadavg(), "rows": rows, "compare": lessdb(ws, "compare", "--task", "bbh")}
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / ("quality-smoke.json" if args.smoke else "quality.json")).write_text(json.dumps(result, indent=2))
+    print(f"{'method':<22}{'target loss':>12}{'EM':>8}{'items':>7}{'compl. chars':>14}{'BIG-bench %':>13}")
+    for r in rows:
+        fmt = lambda v, f: format(v, f) if isinstance(v, (int, float)) else "-"  # noqa: E731
+        print(f"{r['method']:<22}{fmt(r['target_loss'], '.4f'):>12}{fmt(r['exact_match'], '.3f'):>8}"
+              f"{fmt(r['items'], 'd'):>7}{fmt(r.get('mean_completion_chars'), '.0f'):>14}"
+              f"{fmt(100 * r['bigbench_share'] if r.get('bigbench_share') is not None else None, '.0f'):>13}")
+    log(f"total {time.perf_counter() - t0:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
