@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ..choices import DEFAULT_SAMPLE_SEED, METRIC_SETS, MODEL_HELP
+from ..choices import DEFAULT_SAMPLE_SEED, METRIC_SETS, MODEL_HELP, TRUNCATION_SIDES
 from ..storage.meta_evals import list_evals
 from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option
 
@@ -26,7 +26,7 @@ from .common import cli, emit_json, emit_table, json_option, open_workspace, wor
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--max-new-tokens", type=int, default=None, help="Generation budget (default: BBH 512, TyDiQA 50).")
 @click.option("--max-seq-length", type=int, default=2048, show_default=True, help="Truncation for the target loss.")
-@click.option("--loss-truncation", type=click.Choice(["right", "left"]), default="right", show_default=True,
+@click.option("--loss-truncation", type=click.Choice(TRUNCATION_SIDES), default="right", show_default=True,
               help="left keeps the last --max-seq-length tokens of each validation example (its completion and "
                    "question), as `select --val-truncation left`: a short window for long few-shot prompts on a CPU.")
 @click.option("--device", default=None, help="cpu, cuda (default: cuda when available).")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ..choices import METHODS
+from ..choices import METHODS, TRUNCATION_SIDES
 from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option
 
 
@@ -39,7 +39,7 @@ def _checkpoints(value: str | None) -> list[int] | None:
 @click.option("--val-max-seq-length", type=int,
               help="Token window of validation examples, for gradient methods and RDS/RDS+ (default: the feature "
                    "set's, or the RDS window).")
-@click.option("--val-truncation", type=click.Choice(["right", "left"]), default="right", show_default=True,
+@click.option("--val-truncation", type=click.Choice(TRUNCATION_SIDES), default="right", show_default=True,
               help="right drops the end of a long example (the paper); left keeps the completion and drops the "
                    "earliest prompt tokens (for long few-shot prompts on small windows).")
 @click.option("--replay", help="Re-run this recorded selection at the table versions it read.")

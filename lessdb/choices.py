@@ -17,6 +17,9 @@ SKETCH_KINDS = ("countsketch", "sparse-sign", "dense-rademacher")
 DEFAULT_SKETCH = "countsketch"
 STORED_DTYPE_NAMES = ("float16", "float32")
 
+# select, featurize, eval: which end of a too-long example goes ("right": the paper; "left" keeps the completion)
+TRUNCATION_SIDES = ("right", "left")
+
 # select
 GRADIENT_METHODS = {"less": "adam", "sgd": "sgd", "sign": "sign", "unnormalized": "adam"}  # method -> grad kind
 TEXT_METHODS = ("random", "bm25", "dsir")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .choices import TRUNCATION_SIDES
 from .errors import LessdbError
 
 IGNORE_INDEX = -100
@@ -190,11 +191,15 @@ LEFT_TRUNCATION_CEILING = 1 << 15  # encode this much before keeping the tail
 def encode_window(tokenizer, messages: list[dict], max_seq_length: int, truncation: str = "right") -> EncodedExample:
     """A conversation in a `max_seq_length`-token window: truncated on the right (the paper), or on the left
     (`keep_tail`: the completion stays, the earliest prompt tokens go)."""
+    check_truncation(truncation)
     if truncation == "left":
         return keep_tail(encode_conversation(tokenizer, messages, LEFT_TRUNCATION_CEILING), max_seq_length)
-    if truncation != "right":
-        raise LessdbError(f"truncation {truncation!r}: expected right or left")
     return encode_conversation(tokenizer, messages, max_seq_length)
+
+
+def check_truncation(truncation: str) -> None:
+    if truncation not in TRUNCATION_SIDES:
+        raise LessdbError(f"truncation {truncation!r}: expected one of {', '.join(TRUNCATION_SIDES)}")
 
 
 def collate(examples: list[EncodedExample], pad_token_id: int) -> dict[str, torch.Tensor]:

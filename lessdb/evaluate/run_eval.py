@@ -24,7 +24,7 @@ from .items import (BENCHMARKS, DEFAULT_SAMPLE_SEED, MMLU_LETTERS, TestSet, bbh_
                     tydiqa_user_text)
 from .scoring import conversation_losses, generate_greedy, next_token_logits
 
-from ..choices import METRIC_SETS  # noqa: E402
+from ..choices import METRIC_SETS, TRUNCATION_SIDES  # noqa: E402
 # LESS's generation settings per task (eval/*/run_eval.py)
 MAX_NEW_TOKENS = {"bbh": 512, "tydiqa": 50}
 STOPS = {"bbh": ["\n\n"], "tydiqa": ["\n"]}
@@ -64,8 +64,9 @@ class EvalConfig:
                               "model without LoRA)")
         if self.metrics not in METRIC_SETS:
             raise LessdbError(f"--metrics must be one of {', '.join(METRIC_SETS)}, got {self.metrics!r}")
-        if self.loss_truncation not in ("right", "left"):
-            raise LessdbError(f"--loss-truncation must be right or left, got {self.loss_truncation!r}")
+        if self.loss_truncation not in TRUNCATION_SIDES:
+            raise LessdbError(f"--loss-truncation must be one of {', '.join(TRUNCATION_SIDES)}, "
+                              f"got {self.loss_truncation!r}")
         if self.batch_size < 1:
             raise LessdbError("--batch-size must be at least 1")
 

@@ -22,6 +22,7 @@ from .. import __version__
 from ..conversation import content_hash
 from ..errors import LessdbError
 from ..progress import Progress
+from ..tokenization import check_truncation
 from ..storage import features as fstore
 from ..storage import meta_features
 from .adam import GRAD_KINDS, AdamState, GradTransform
@@ -251,9 +252,6 @@ class _Writer:
         self.ids, self.vecs, self.norms, self.exclusions, self.last = [], [], [], [], now
 
 
-TRUNCATION_SIDES = ("right", "left")
-
-
 def _compute(engine: FeatureEngine, tokenizer, items: list[tuple[str, list[dict]]], max_len: int,
              batch_size: int, writer: _Writer, progress: Progress | None, truncation: str = "right") -> None:
     """Encode, exclude the examples without completion tokens, batch by length, compute, hand to writer."""
@@ -372,8 +370,7 @@ def _validation_cache(ws, feature_set_id: str, epoch: int, examples: list[tuple[
                       max_seq_length: int | None, truncation: str):
     """Reads only: (info, caller id -> cache key, cache key -> messages, cached vectors, keys still to compute)."""
     info = fstore.get_feature_set(ws, feature_set_id)
-    if truncation not in TRUNCATION_SIDES:
-        raise LessdbError(f"truncation {truncation!r}: expected one of {', '.join(TRUNCATION_SIDES)}")
+    check_truncation(truncation)   # before any model is loaded
     max_len = max_seq_length or info.max_seq_length
     by_content: dict[str, list[dict]] = {}
     caller_to_content = {}

@@ -168,11 +168,7 @@ def _metadata_reads(ws):
 
 def _prefetch(ws, plan: _Plan) -> list[str]:
     """The filtered candidate ids (sorted) and the feature set's exclusions, read with the plan's metadata."""
-    version = plan.versions[CANDIDATES]
-    if plan.where is None:   # a pool alone needs no SQL: one Lance scan of the id column (~10x faster)
-        ids = meta.pool_candidate_ids(ws, plan.pool, version)
-    else:
-        ids = select_candidate_ids(ws, plan.pool, plan.where, version)
+    ids = select_candidate_ids(ws, plan.pool, plan.where, plan.versions[CANDIDATES])
     if plan.fs is not None:
         plan.candidate_exclusions = meta.feature_exclusions(ws, plan.fs.feature_set_id)
     return ids
@@ -537,7 +533,7 @@ def _gradient_scores(ws, plan: _Plan, ids: list[str], cfg: SelectConfig, replayi
     progress.close()
     res = acc.result()
     missing = int((~acc.seen.all(axis=1)).sum())
-    excluded = _exclusions(ws, plan)
+    excluded = plan.candidate_exclusions
     no_completion = sum(1 for i in np.flatnonzero(~acc.seen.all(axis=1)) if ids[i] in excluded)
     unscorable = {"no_completion_tokens": no_completion, "missing_features": missing - no_completion,
                   "zero_gradient": int((acc.zero_norm & acc.seen.all(axis=1)).sum()),
@@ -576,17 +572,11 @@ def _unique_examples(subtasks: dict[str, list[tuple[str, list[dict]]]]) -> list[
 
 
 # -- text baselines (random, bm25, dsir) ---------------------------------------------------------------------------
-def _exclusions(ws, plan: _Plan) -> set[str]:
-    if plan.candidate_exclusions is None:
-        plan.candidate_exclusions = meta.feature_exclusions(ws, plan.fs.feature_set_id)
-    return plan.candidate_exclusions
-
-
 def _scorable_mask(ws, plan: _Plan, ids: list[str]) -> tuple[np.ndarray, dict[str, int]]:
     """Candidates a text baseline may score: some assistant text, and not excluded by the run's feature set
     (no completion token left after truncation with the selection model's tokenizer)."""
     bad = meta.candidate_ids_without_completion(ws, plan.pool, plan.where, plan.versions[CANDIDATES])
-    excluded = _exclusions(ws, plan) if plan.fs is not None else set()
+    excluded = plan.candidate_exclusions or set()
     mask = np.array([cid not in bad and cid not in excluded for cid in ids], dtype=bool)
     n_bad = sum(1 for cid in ids if cid in bad)
     return mask, {"no_completion_text": n_bad, "no_completion_tokens": int((~mask).sum()) - n_bad}

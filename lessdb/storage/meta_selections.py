@@ -9,7 +9,6 @@ import json
 from typing import Iterator
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..errors import LessdbError
 from .lance_tables import CANDIDATES
@@ -127,14 +126,6 @@ def scan_candidates(ws, version: int, pool: str, columns: list[str],
     ds = ws.lance.dataset(CANDIDATES, version)
     yield from ds.to_batches(columns=sorted(set(columns) | {"id"}), filter=f"pool = '{_quote(pool)}'",
                              batch_size=batch_rows)
-
-
-def pool_candidate_ids(ws, pool: str, version: int) -> list[str]:
-    """Distinct ids of `pool`'s candidates at `version`, sorted (byte order, as DuckDB's ORDER BY id): what
-    `candidates.select_candidate_ids` returns without a filter, from one Lance scan instead of a SQL query."""
-    ds = ws.lance.dataset(CANDIDATES, version)
-    ids = ds.to_table(columns=["id"], filter=f"pool = '{_quote(pool)}'").column("id")
-    return pc.unique(ids).sort().to_pylist()
 
 
 def feature_table_columns(ws, table: str) -> list[str]:
