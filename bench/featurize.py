@@ -302,16 +302,6 @@ def folded_buckets(sk: CountSketch, k: int, d: int):
     return (b // block) * (d // sk.nnz) + (b % block) % (d // sk.nnz), sg
 
 
-def subtask_scores(Y, groups, cand):
-    """scores() for several subtasks at once: rows normalised, cosine of each candidate with the mean of the
-    subtask's normalised validation rows. Y [..., rows, k]: sketched vectors or any factor with their Gram.
-    → [..., n_subtasks, n_candidates]"""
-    Y = Y / Y.norm(dim=-1, keepdim=True)
-    gbar = torch.stack([Y[..., g, :].mean(-2) for g in groups], -2)
-    gbar = gbar / gbar.norm(dim=-1, keepdim=True)
-    return gbar @ Y[..., cand, :].transpose(-1, -2)
-
-
 def spearman_rows(a, b):
     """spearman() along the last axis, broadcast over the others (continuous scores: no ties)."""
     ra = a.argsort(-1).argsort(-1).double()
@@ -355,12 +345,10 @@ class Replicates:
     def get(self, kind, d):
         return np.concatenate(self.sp[(kind, d)]), np.concatenate(self.h[(kind, d)])
 
-    def has(self, kind, d):
-        return (kind, d) in self.sp
-
 
 def gram_scores(Gm, groups, cand):
-    """subtask_scores() from the Gram matrix [..., rows, rows] of the vectors instead of the vectors."""
+    """scores() for several subtasks at once, from the Gram matrix [..., rows, rows] of the vectors: cosine of
+    each candidate with the mean of the subtask's normalised validation rows → [..., n_subtasks, n_candidates]."""
     n = Gm.diagonal(dim1=-2, dim2=-1).sqrt()
     C = Gm / (n[..., :, None] * n[..., None, :])
     out = []
@@ -643,7 +631,7 @@ def fidelity_only(args):
     report["comparison"] = {}
     for kind in ("countsketch", "sparse-sign", "dense-rademacher"):
         for d in FID_DIMS:
-            if reps.has(kind, d):
+            if (kind, d) in reps.sp:
                 c = compare(*reps.get(kind, d), *reps.get("dense-gaussian-limit", d))
                 c["per_subtask"] = dict(zip(args.subtasks, c.pop("per_subtask_index")))
                 report["comparison"][f"{kind}@{d}"] = c
@@ -687,9 +675,10 @@ def main():
     ap.add_argument("--workspace", type=Path, default=Path("/tmp/lessdb-bench-ws"))
     ap.add_argument("--n-speed", type=int, default=32)
     ap.add_argument("--n-reference", type=int, default=4)
-    ap.add_argument("--n-fidelity", type=int, default=64)
+    ap.add_argument("--n-fidelity", type=int, default=None, help="default 64, --fidelity-only 128")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--threads", type=int, default=None,
+                    help="default: torch's; --fidelity-only 2 (it shares the machine; not a timing benchmark)")
     ap.add_argument("--quick", action="store_true", help="fewer examples, no dense fidelity")
     ap.add_argument("--skip-fidelity", action="store_true")
     ap.add_argument("--fidelity-only", action="store_true",
@@ -707,13 +696,11 @@ def main():
     ap.add_argument("--exact-cache", type=Path, default=None,
                     help="fidelity-only: directory to keep the exact vectors in (8 GB at N=128) and reuse them from")
     args = ap.parse_args()
-    if args.fidelity_only and "--threads" not in sys.argv:
-        args.threads = 2    # it shares the machine; not a timing benchmark
+    args.threads = args.threads or (2 if args.fidelity_only else torch.get_num_threads())
+    args.n_fidelity = args.n_fidelity or (128 if args.fidelity_only else 64)
     torch.set_num_threads(args.threads)
     if args.fidelity_only:
         args.subtasks = args.subtasks.split(",")
-        if "--n-fidelity" not in sys.argv:
-            args.n_fidelity = 128
         if args.quick:
             args.n_fidelity, args.cs_seeds, args.ss_seeds, args.gauss_reps, args.gauss_direct = 8, 3, 2, 500, 40
             args.dense_columns = min(args.dense_columns, 1024)

@@ -120,9 +120,12 @@ def test_resuming_a_complete_run_changes_nothing(sel, capsys):
     with pytest.raises(LessdbError, match="no unfinished train run"):
         resume_train(ws, progress=False)
     capsys.readouterr()
+    run_dir = ws.checkpoints_dir / "done"
+    before = {p: p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
     again = resume_train(ws, "done", progress=False)
     assert "already has all 1 checkpoints; nothing to resume" in capsys.readouterr().err
     assert again.resumed_from_epoch is None and again.checkpoints == done.checkpoints
+    assert before and {p: p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()} == before
     assert meta_runs.get_run(ws, "done")["status"] == "complete"
 
 

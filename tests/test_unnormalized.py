@@ -131,9 +131,10 @@ def _expected_unnormalized(ws, run_id, info, version, cand_ids) -> dict[str, tup
     raw = {k: v * n for k, (v, n) in stored.items()}
     subs = sorted(task.subtasks)
     out = {}
+    keys = {s: [validation_key(ex.messages, info.max_seq_length) for ex in task.subtasks[s]] for s in subs}
     for cid in cand_ids:
-        per = [sum(w * float(np.mean([raw[("validation", e, content_hash(ex.messages))] for ex in task.subtasks[s]],
-                                     axis=0) @ raw[("candidate", e, cid)]) for e, w in eta.items()) for s in subs]
+        per = [sum(w * float(np.mean([raw[("validation", e, k)] for k in keys[s]], axis=0) @ raw[("candidate", e, cid)])
+                   for e, w in eta.items()) for s in subs]
         out[cid] = (max(per), subs[int(np.argmax(per))])
     return out
 
