@@ -18,6 +18,7 @@ Every step reuses what exists in --workspace, so an interrupted run is finished 
 
     python bench/quality.py [--workspace /tmp/lessdb-quality] [--less-eval-dir ../shared/data/less-eval]
                             [--sharegpt 400] [--bigbench-per-task 20] [--eval-limit 2] [--max-new-tokens 128]
+    python bench/quality.py ... --also-all-checkpoints   # add LESS over every warmup checkpoint (q-less-all)
     python bench/quality.py --smoke       # tiny random model, tiny pool: checks the plumbing in ~2 minutes
 """
 from __future__ import annotations
@@ -172,13 +173,13 @@ def ensure_warmup(ws: Path, args) -> str:
 
 
 def ensure_selection(ws: Path, run: str, method: str, opts: dict, existing: dict, args) -> str:
-    name = f"q-{method}" + (f"-s{opts['seed']}" if "seed" in opts else "")
+    name = f"q-{method}" + (f"-s{opts['seed']}" if "seed" in opts else "") + ("-all" if opts.get("all") else "")
     if name not in existing:
         extra = ["--seed", str(opts["seed"])] if "seed" in opts else []
         if method in ("less", "sgd", "sign", "unnormalized", "rds", "rds+"):
             # BBH's 3-shot prompts are ~800 tokens: keep the last 256 (question + answer) as the quickstart does
             extra += ["--val-max-seq-length", "256", "--val-truncation", "left"]
-        if method in ("less", "sgd", "sign", "unnormalized") and args.checkpoints:
+        if method in ("less", "sgd", "sign", "unnormalized") and args.checkpoints and not opts.get("all"):
             extra += ["--checkpoints", args.checkpoints]
         if args.where:
             extra += ["--where", args.where]
@@ -200,12 +201,24 @@ def ensure_train(ws: Path, selection: str, runs: list[dict], smoke: bool) -> str
     return run_id
 
 
-def ensure_eval(ws: Path, target: list[str], args, recorded: set) -> None:
-    key = target[1]
-    if key in recorded:
+def recorded_metrics(ws: Path) -> dict[str, set]:
+    """{run id or model name: {"loss", "task"}} of the BBH evaluations already recorded in the workspace."""
+    out: dict[str, set] = {}
+    for r in lessdb(ws, "sql", "SELECT DISTINCT coalesce(e.run_id, e.model_name) AS key, r.metric FROM evals e "
+                              "JOIN eval_results r ON r.eval_id = e.eval_id WHERE e.task = 'bbh'"):
+        out.setdefault(r["key"], set()).add("loss" if r["metric"] == "target_loss" else "task")
+    return out
+
+
+def ensure_eval(ws: Path, target: list[str], args, recorded: dict[str, set]) -> None:
+    """Run whichever of the wanted metrics (loss, task) is not recorded yet for this run or model."""
+    wanted = {"loss"} if args.smoke or args.eval_metrics == "loss" else \
+        {"task"} if args.eval_metrics == "task" else {"loss", "task"}
+    missing = wanted - recorded.get(target[1], set())
+    if not missing:
         return
     extra = [] if args.smoke else ["--data-dir", str(args.less_eval_dir)]
-    metrics = ["--metrics", "loss" if args.smoke else args.eval_metrics]
+    metrics = ["--metrics", "all" if len(missing) == 2 else next(iter(missing))]
     # the target loss in the same 256-token left-truncated windows the selections scored against
     lessdb(ws, "eval", *target, "--task", "bbh", "--limit", str(args.eval_limit), "--max-new-tokens",
            str(args.max_new_tokens), "--max-seq-length", "256", "--loss-truncation", "left", *metrics, *extra)
@@ -235,6 +248,8 @@ def main() -> None:
     ap.add_argument("--where", default="total_chars < 2000",
                     help="SQL filter over the pool for every method (the effective pool; featurize only these)")
     ap.add_argument("--checkpoints", default="1", help="warmup checkpoints LESS uses (featurized); '' = all")
+    ap.add_argument("--also-all-checkpoints", action="store_true",
+                    help="also select (q-less-all), train and evaluate LESS over every warmup checkpoint")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads of each step (OMP_NUM_THREADS); 1 keeps a shared CPU from thrashing")
     ap.add_argument("--smoke", action="store_true")
@@ -256,10 +271,17 @@ def main() -> None:
     if "q-less" not in existing:   # once LESS has selected, its features are recorded; never featurize again
         lessdb(ws, "featurize", "--run", run, *(["--checkpoints", args.checkpoints] if args.checkpoints else []),
                *(["--where", args.where] if args.where else []))
-    names = [ensure_selection(ws, run, m, o, existing, args) for m, o in METHODS]
+    methods = list(METHODS)
+    if args.also_all_checkpoints and args.checkpoints:
+        # LESS as the paper runs it, over every warmup checkpoint; featurize resumes, so only the checkpoints
+        # not featurized yet are computed (the feature set is the same: checkpoints are not part of its id)
+        if "q-less-all" not in existing:
+            lessdb(ws, "featurize", "--run", run, *(["--where", args.where] if args.where else []))
+        methods.insert(1, ("less", {"all": True}))
+    names = [ensure_selection(ws, run, m, o, existing, args) for m, o in methods]
     runs = lessdb(ws, "runs")
     trained = {name: ensure_train(ws, name, runs, args.smoke) for name in names}
-    recorded = {e["run_id"] or e["model_name"] for e in lessdb(ws, "evals")}
+    recorded = recorded_metrics(ws)
     base = "tiny" if args.smoke else "smollm2-135m"
     ensure_eval(ws, ["--model", base], args, recorded)
     for run_id in trained.values():
@@ -269,7 +291,8 @@ def main() -> None:
                               "FROM evals e JOIN eval_results r ON r.eval_id = e.eval_id AND r.subtask = '' "
                               "WHERE e.task = 'bbh' ORDER BY e.created_at"):
         metrics.setdefault(r["key"], {})[r["metric"]] = r["value"]
-        metrics[r["key"]]["n_items"] = r["n_items"]
+        if r["metric"] == "exact_match":   # the size of the generated test subset, not of the loss eval
+            metrics[r["key"]]["n_items"] = r["n_items"]
     lengths = completion_lengths(ws, names)
     rows = []
     for label, key in [("base (no training)", base)] + [(n, trained[n]) for n in names]:

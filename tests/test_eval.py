@@ -220,6 +220,9 @@ def test_mmlu_letter_scoring_matches_direct_unpadded_forward():
     prompts = ["Q: 2+2?\nA. 3\nB. 4\nAnswer:", "A much longer prompt so that padding is needed.\nAnswer:", "x:"]
     cand = [tok.encode(" " + L, add_special_tokens=False)[-1] for L in I.MMLU_LETTERS]
     batched = next_token_logits(model, tok, prompts, cand, batch_size=3)
+    # batches group prompts by length (longest first): rows still come back in input order
+    assert torch.equal(next_token_logits(model, tok, prompts, cand, batch_size=2)[2],
+                       next_token_logits(model, tok, prompts[2:], cand, batch_size=1)[0])
     for i, p in enumerate(prompts):
         ids = tok(p, return_tensors="pt").input_ids
         with torch.no_grad():
@@ -236,7 +239,7 @@ class _FixedLetterModel(torch.nn.Module):
         self.w = torch.nn.Parameter(torch.zeros(1))
         self.vocab, self.favourite = vocab, favourite
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, logits_to_keep=0):
         logits = torch.zeros(*input_ids.shape, self.vocab)
         logits[..., self.favourite] = 5.0
         return SimpleNamespace(logits=logits)
@@ -258,7 +261,8 @@ def test_mmlu_accuracy_with_controlled_logits():
 
 def test_greedy_generation_batched_equals_one_by_one():
     model, tok = tiny_llama(0), tiny_tokenizer()
-    prompts = ["Q: hello\nA:", "Q: a rather longer question here\nA:"]
+    # batches group prompts by length (longest first), so the first batch here is [1, 2]: rows come back in order
+    prompts = ["Q: hello\nA:", "Q: a rather longer question here\nA:", "Q: a longer one\nA:"]
     batched = generate_greedy(model, tok, prompts, max_new_tokens=6, stops=[], batch_size=2)
     single = [generate_greedy(model, tok, [p], max_new_tokens=6, stops=[], batch_size=1)[0] for p in prompts]
     assert batched == single

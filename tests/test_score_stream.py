@@ -1,5 +1,6 @@
-"""`ScoreAccumulator.add_stream` (scan and conversion in a background thread, GEMM in the caller) against the
-synchronous `add`: bit-identical scores, duplicates counted once, errors on either side end the thread."""
+"""`ScoreAccumulator.add_stream` (scan in a background thread, arithmetic in the caller) against the synchronous
+`add`: bit-identical scores, duplicates counted once, errors on either side end the thread; and scores that do
+not depend on how the rows were batched (fixed, zero-padded GEMM tiles)."""
 from __future__ import annotations
 
 import threading
@@ -7,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from lessdb.selection.scoring import ScoreAccumulator, build_queries
+from lessdb.selection.scoring import ScoreAccumulator, build_queries, tile_rows_for
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -98,3 +99,29 @@ def test_error_in_the_caller_stops_the_reader():
     with pytest.raises(RuntimeError, match="caller stops"):
         acc.add_stream(endless(), on_batch=boom, depth=1)
     assert not _threads()
+
+
+def test_tile_rows_fit_the_cache():
+    assert tile_rows_for(8192) == 128 and tile_rows_for(1024) == 1024 and tile_rows_for(16) == 4096
+    assert tile_rows_for(3000) == 320 and tile_rows_for(1 << 20) == 64
+
+
+@pytest.mark.parametrize("row_scale", ["inverse_norm", "given"])
+def test_scores_do_not_depend_on_batching(row_scale):
+    """The same rows in different batches (input batch sizes, --batch-rows) give bit-identical scores: every
+    GEMM is one fixed-size tile. d = 8192 makes the tile 128 rows, so batches straddle tiles."""
+    n, queries, batches = _setup(row_scale, np.float16, seed=3, n=300, d=8192, epochs=(1, 2))
+    results = []
+    for batch_rows, merge in ((4096, False), (7, False), (4096, True), (129, True)):
+        acc = ScoreAccumulator(n, queries, row_scale=row_scale, batch_rows=batch_rows)
+        if merge:   # one input batch per checkpoint instead of 20-odd small ones
+            for e in queries.epochs:
+                part = [b for b in batches if b[0] == e]
+                acc.add(e, np.concatenate([b[1] for b in part]), np.concatenate([b[2] for b in part]),
+                        None if part[0][3] is None else np.concatenate([b[3] for b in part]))
+        else:
+            acc.add_stream(iter(batches))
+        results.append(acc)
+    for other in results[1:]:
+        assert np.array_equal(other.scores, results[0].scores)
+        assert np.array_equal(other.result().valid, results[0].result().valid)

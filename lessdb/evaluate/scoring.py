@@ -3,7 +3,7 @@ logits, and per-example completion loss. Progress (items/s, ETA) goes to stderr.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -72,26 +72,35 @@ def cut_at_stops(text: str, stops: Sequence[str]) -> str:
 
 @torch.no_grad()
 def generate_greedy(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, stops: Sequence[str],
-                    batch_size: int = 8, add_special_tokens: bool = True, progress: Progress | None = None,
-                    on_batch: Callable[[int, list[str]], None] | None = None) -> list[str]:
+                    batch_size: int = 8, add_special_tokens: bool = True,
+                    progress: Progress | None = None) -> list[str]:
     """Greedy continuations of `prompts` (decoded, cut at the first stop string)."""
-    outputs: list[str] = []
+    outputs: list[str | None] = [None] * len(prompts)
     device = _device(model)
-    for start in range(0, len(prompts), batch_size):
-        batch = prompts[start:start + batch_size]
-        input_ids, attention_mask = _encode_left_padded(tokenizer, batch, add_special_tokens, device)
+    for _, idx in _length_sorted_batches(tokenizer, prompts, batch_size, add_special_tokens):
+        input_ids, attention_mask = _encode_left_padded(tokenizer, [prompts[i] for i in idx], add_special_tokens,
+                                                        device)
         width = input_ids.shape[1]
         generated = model.generate(
             input_ids=input_ids, attention_mask=attention_mask, do_sample=False, max_new_tokens=max_new_tokens,
             pad_token_id=pad_token_id(tokenizer), eos_token_id=tokenizer.eos_token_id,
             stopping_criteria=StoppingCriteriaList([StopOnStrings(tokenizer, width, stops)]) if stops else None)
         texts = [cut_at_stops(tokenizer.decode(row[width:], skip_special_tokens=True), stops) for row in generated]
-        outputs.extend(texts)
-        if on_batch:
-            on_batch(start, texts)
+        for i, text in zip(idx, texts):
+            outputs[i] = text
         if progress:
-            progress.update(len(batch))
+            progress.update(len(idx))
     return outputs
+
+
+def _length_sorted_batches(tokenizer, prompts: Sequence[str], batch_size: int, add_special_tokens: bool):
+    """(offset, prompt indices) in batches of similar token length, longest first: a batch is
+    padded to its longest prompt, so grouping lengths saves the padding's compute (~20% on a BBH sample with one
+    item per subtask), and the longest batch first shows the peak memory at once. Ties keep input order."""
+    lengths = [len(tokenizer(p, add_special_tokens=add_special_tokens).input_ids) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    for start in range(0, len(order), batch_size):
+        yield start, order[start:start + batch_size]
 
 
 @torch.no_grad()
@@ -103,15 +112,21 @@ def next_token_logits(model, tokenizer, prompts: Sequence[str], candidate_ids: S
     rows = []
     device = _device(model)
     cand = torch.tensor(list(candidate_ids), device=device)
-    for start in range(0, len(prompts), batch_size):
-        batch = prompts[start:start + batch_size]
-        input_ids, attention_mask = _encode_left_padded(tokenizer, batch, add_special_tokens, device)
+    order: list[int] = []
+    for _, idx in _length_sorted_batches(tokenizer, prompts, batch_size, add_special_tokens):
+        input_ids, attention_mask = _encode_left_padded(tokenizer, [prompts[i] for i in idx], add_special_tokens,
+                                                        device)
         logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                       position_ids=position_ids_for(attention_mask)).logits[:, -1, :]
+                       position_ids=position_ids_for(attention_mask), logits_to_keep=1).logits[:, -1, :]
         rows.append(torch.log_softmax(logits.float(), dim=-1)[:, cand].cpu())
+        order.extend(idx)
         if progress:
-            progress.update(len(batch))
-    return torch.cat(rows) if rows else torch.zeros((0, len(candidate_ids)))
+            progress.update(len(idx))
+    if not rows:
+        return torch.zeros((0, len(candidate_ids)))
+    out = torch.empty((len(prompts), len(candidate_ids)))
+    out[torch.tensor(order)] = torch.cat(rows)
+    return out
 
 
 @torch.no_grad()
