@@ -21,7 +21,6 @@ from __future__ import annotations
 import queue
 import threading
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -93,26 +92,25 @@ def build_queries(validation: dict[int, dict[str, np.ndarray]], weights: dict[in
     return QuerySet(subtasks, epochs, matrices, aggregation)
 
 
-def tile_rows_for(dim: int) -> int:
-    """Rows per BLAS product: ~4 MB of float32, so the converted tile, its norms and the GEMM stay in cache
-    (2x the throughput of 4,096-row products at d = 8192 here, which stream 134 MB through memory three times).
-    A multiple of 64 between 64 and 4,096."""
-    return max(64, min(4096, (1 << 20) // max(int(dim), 1)) // 64 * 64)
+# Rows of every BLAS product. MKL's result for a row can depend on how many rows share its product; with a
+# fixed count (a short tail zero-padded) it does not depend on the other rows or their positions (checked
+# here for d = 1,024-8,192), so scores do not depend on batching. 1,024 was as fast as one 4,096-row product.
+TILE_ROWS = 1024
 
 
 class ScoreAccumulator:
     """Streams candidate feature batches into an N×m float64 subtask-score array with bounded memory.
 
-    Every product has exactly `tile_rows` rows (a short tail is zero-padded): MKL's result for a row can depend
-    on how many rows share its GEMM, so fixed tiles make every score independent of how the rows arrived (Lance
-    batch boundaries, --batch-rows, duplicates dropped). Each tile is converted (fp16 -> fp32 through torch, the
-    fastest conversion measured here), normed and multiplied with the checkpoint's Qᵢ while it is in cache.
-    Each (row, checkpoint) counts once: a duplicate row in the store is ignored, so a row's score never depends
-    on duplicates.
+    Rows of each batch are converted into a preallocated float32 buffer (fp16 -> fp32 through torch, the
+    fastest conversion measured here) and multiplied with the checkpoint's Qᵢ by BLAS in products of exactly
+    `tile_rows` rows (a short tail is zero-padded): MKL's result for a row can depend on how many rows share
+    its product, so fixed tiles make every score independent of how the rows arrived (Lance batch boundaries,
+    --batch-rows, duplicates dropped). Each (row, checkpoint) counts once: a duplicate row in the store is
+    ignored, so a row's score never depends on duplicates.
 
     `add` does one batch synchronously; `add_stream` pulls batches from an iterator in a background thread
-    (the caller's Lance scan and id lookup run there) so that they overlap the arithmetic. Both give
-    bit-identical scores.
+    (the caller's Lance scan and id lookup run there, and the fp16 -> fp32 conversion and row norms) so that
+    they overlap the GEMM. Both give bit-identical scores.
     """
 
     def __init__(self, n_rows: int, queries: QuerySet, row_scale: str = "inverse_norm", batch_rows: int = 4096):
@@ -120,8 +118,8 @@ class ScoreAccumulator:
             raise ValueError(row_scale)
         self.queries = queries
         self.row_scale = row_scale
-        self.batch_rows = batch_rows   # rows per input chunk (bounds the reader's memory), not per product
-        self.tile_rows = tile_rows_for(queries.dim)
+        self.batch_rows = batch_rows
+        self.tile_rows = TILE_ROWS
         m = len(queries.subtasks)
         self.scores = np.zeros((n_rows, m), dtype=np.float64)
         self.seen = np.zeros((n_rows, len(queries.epochs)), dtype=bool)
@@ -131,9 +129,17 @@ class ScoreAccumulator:
         self._m = m
         m_pad = -(-m // 32) * 32
         self._q = {e: torch.from_numpy(np.pad(q, ((0, 0), (0, m_pad - m)))) for e, q in queries.matrices.items()}
-        self._tile = torch.empty((self.tile_rows, queries.dim), dtype=torch.float32)
+        self._scratch: torch.Tensor | None = None
+        self._tail = torch.zeros((self.tile_rows, queries.dim), dtype=torch.float32)
         self._dups_in_batch = 0    # counted by the reading thread
         self._dups_seen = 0        # counted by the multiplying thread
+
+    @property
+    def _buf(self) -> torch.Tensor:
+        """The float32 batch buffer of `add` (and of a compacted batch in `add_stream`), made on first use."""
+        if self._scratch is None:
+            self._scratch = torch.empty((self.batch_rows, self.queries.dim), dtype=torch.float32)
+        return self._scratch
 
     @property
     def n_duplicates(self) -> int:
@@ -143,55 +149,65 @@ class ScoreAccumulator:
     def add(self, epoch: int, rows: np.ndarray, vectors: np.ndarray, scale: np.ndarray | None = None) -> None:
         """Add one batch: `rows` (int, index into the N rows) and their vectors [n, d] (float16/float32) at
         checkpoint `epoch`. `scale` is the per-row factor for row_scale="given" (e.g. raw gradient norms)."""
-        for chunk in self._chunks(epoch, rows, vectors, scale):
-            self._score_chunk(*chunk)
+        for col, rows, vectors, scale in self._chunks(epoch, rows, vectors, scale):
+            rows, idx, scale = self._unseen(col, rows, scale)
+            n = len(rows)
+            if idx is not None:
+                vectors = vectors[idx]
+            _convert(self._buf[:n], vectors)
+            self._multiply(col, rows, self._buf[:n], scale, self._norms(self._buf[:n]))
 
     def add_stream(self, batches: Iterable[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]],
                    on_batch: Callable[[int], None] | None = None, depth: int = 2) -> None:
-        """`add` every (epoch, rows, vectors, scale) of `batches`, read `depth` chunks ahead by a background
-        thread. `on_batch(n)` is called after each input batch with its row count."""
-        ready: queue.Queue = queue.Queue(maxsize=depth)
+        """`add` every (epoch, rows, vectors, scale) of `batches`, read and converted `depth` batches ahead by
+        a background thread. `on_batch(n)` is called after each input batch with its row count."""
+        bufs: queue.Queue = queue.Queue()
+        for _ in range(depth + 1):
+            bufs.put(torch.empty((self.batch_rows, self.queries.dim), dtype=torch.float32))
+        ready: queue.Queue = queue.Queue()
         stop = threading.Event()
 
         def produce() -> None:
             try:
                 for epoch, rows, vectors, scale in batches:
-                    for chunk in self._chunks(epoch, rows, vectors, scale):
-                        if not _put(ready, ("chunk", chunk), stop):
+                    for col, r, v, s in self._chunks(epoch, rows, vectors, scale):
+                        buf = _take(bufs, stop)
+                        if buf is None:
                             return
-                    if not _put(ready, ("batch", len(rows)), stop):
-                        return
-                _put(ready, ("done",), stop)
+                        _convert(buf[:len(r)], v)
+                        ready.put(("chunk", col, r, buf, s, self._norms(buf[:len(r)])))
+                    ready.put(("batch", len(rows)))
+                ready.put(("done",))
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-                _put(ready, ("error", exc), stop)
+                ready.put(("error", exc))
 
         worker = threading.Thread(target=produce, name="lessdb-score-reader", daemon=True)
         worker.start()
         try:
-            with _blas_threads(max(1, torch.get_num_threads() - 1)):
-                self._consume(ready, on_batch)
+            while True:
+                item = ready.get()
+                if item[0] == "done":
+                    break
+                if item[0] == "error":
+                    raise item[1]
+                if item[0] == "batch":
+                    if on_batch is not None:
+                        on_batch(item[1])
+                    continue
+                _, col, rows, buf, scale, norms = item
+                n = len(rows)
+                rows, idx, scale = self._unseen(col, rows, scale)
+                vecs = buf[:n]
+                if idx is not None:   # rows already added at this checkpoint: compact the rest, as `add` does
+                    vecs = torch.index_select(buf[:n], 0, torch.from_numpy(idx), out=self._buf[:len(rows)])
+                    norms = None if norms is None else norms[idx]
+                self._multiply(col, rows, vecs, scale, norms)
+                bufs.put(buf)
         finally:
             stop.set()
-            while worker.is_alive():   # unblock a producer waiting for room in the queue, then let it finish
-                try:
-                    ready.get_nowait()
-                except queue.Empty:
-                    pass
+            while worker.is_alive():   # unblock a producer waiting for a buffer, then let it finish
+                bufs.put(None)
                 worker.join(timeout=0.1)
-
-    def _consume(self, ready: queue.Queue, on_batch) -> None:
-        """Score the reader's chunks as they arrive, until it is done (or raise what it raised)."""
-        while True:
-            item = ready.get()
-            if item[0] == "done":
-                break
-            if item[0] == "error":
-                raise item[1]
-            if item[0] == "batch":
-                if on_batch is not None:
-                    on_batch(item[1])
-                continue
-            self._score_chunk(*item[1])
 
     def _chunks(self, epoch, rows, vectors, scale):
         """(checkpoint column, rows, vectors, scale) pieces of at most `batch_rows` rows, each row's first
@@ -208,32 +224,48 @@ class ScoreAccumulator:
             stop = start + self.batch_rows
             yield col, rows[start:stop], vectors[start:stop], None if scale is None else scale[start:stop]
 
-    def _score_chunk(self, col: int, rows: np.ndarray, vectors: np.ndarray, scale) -> None:
-        """Drop rows already added at this checkpoint, then score the rest tile by tile."""
+    def _unseen(self, col, rows, scale):
+        """Drop rows already added at this checkpoint: (rows, kept positions or None if all kept, scale)."""
         fresh = ~self.seen[rows, col]
-        if not fresh.all():
-            self._dups_seen += int((~fresh).sum())
-            idx = np.flatnonzero(fresh)
-            rows, vectors = rows[idx], vectors[idx]
-            scale = None if scale is None else np.asarray(scale)[idx]
-        q = self._q[self.queries.epochs[col]]
-        t = self.tile_rows
-        for start in range(0, len(rows), t):
-            r = rows[start:start + t]
-            n = len(r)
-            _convert(self._tile[:n], vectors[start:start + t])
-            if n < t:
-                self._tile[n:].zero_()
-            prod = torch.mm(self._tile, q).numpy()[:n, :self._m].astype(np.float64)
-            if self.row_scale == "inverse_norm":
-                norms = torch.linalg.vector_norm(self._tile, dim=1).numpy()[:n].astype(np.float64)
-                zero = norms == 0
-                self.zero_norm[r[zero]] = True
-                prod *= np.divide(1.0, norms, out=np.zeros_like(norms), where=~zero)[:, None]
-            elif self.row_scale == "given":
-                prod *= np.asarray(scale[start:start + t], dtype=np.float64)[:, None]
-            self.scores[r] += prod
-            self.seen[r, col] = True
+        if fresh.all():
+            return rows, None, scale
+        self._dups_seen += int((~fresh).sum())
+        idx = np.flatnonzero(fresh)
+        return rows[idx], idx, None if scale is None else np.asarray(scale)[idx]
+
+    def _norms(self, buf: torch.Tensor) -> np.ndarray | None:
+        """Row norms of the float32 rows exactly as they are multiplied (only the cosine needs them; a row's
+        norm does not depend on the other rows of the call, checked like the GEMM's)."""
+        if self.row_scale != "inverse_norm":
+            return None
+        return torch.linalg.vector_norm(buf, dim=1).numpy().astype(np.float64)
+
+    def _product(self, q: torch.Tensor, buf: torch.Tensor) -> np.ndarray:
+        """buf · q in products of exactly `tile_rows` rows: full tiles are views of `buf`, the tail is copied
+        into a zero-padded tile."""
+        n, t = len(buf), self.tile_rows
+        out = np.empty((n, self._m), dtype=np.float64)
+        full = n - n % t
+        for start in range(0, full, t):
+            out[start:start + t] = torch.mm(buf[start:start + t], q).numpy()[:, :self._m]
+        if full < n:
+            self._tail[:n - full].copy_(buf[full:])
+            self._tail[n - full:].zero_()
+            out[full:] = torch.mm(self._tail, q).numpy()[:n - full, :self._m]
+        return out
+
+    def _multiply(self, col: int, rows: np.ndarray, buf: torch.Tensor, scale, norms) -> None:
+        if not len(rows):
+            return
+        prod = self._product(self._q[self.queries.epochs[col]], buf)
+        if self.row_scale == "inverse_norm":
+            zero = norms == 0
+            self.zero_norm[rows[zero]] = True
+            prod *= np.divide(1.0, norms, out=np.zeros_like(norms), where=~zero)[:, None]
+        elif self.row_scale == "given":
+            prod *= np.asarray(scale, dtype=np.float64)[:, None]
+        self.scores[rows] += prod
+        self.seen[rows, col] = True
 
     def result(self) -> "SubtaskScores":
         """Rows seen at every checkpoint with a nonzero vector are scored; the rest are not."""
@@ -266,28 +298,14 @@ def _convert(out: torch.Tensor, vectors: np.ndarray) -> None:
         out.copy_(torch.from_numpy(np.ascontiguousarray(vectors)))
 
 
-@contextmanager
-def _blas_threads(n: int):
-    """torch's intra-op threads set to `n` for the block. While the reader streams from Lance (~1.7 of this
-    VM's 2 cores in kernel reads), BLAS with every core only spins against it: one fewer thread measured
-    the same wall time here with 20-30% less CPU, and 6% less wall at d = 8192."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
-    """Put `item` once there is room; False (not put) once the consumer has stopped."""
+def _take(bufs: queue.Queue, stop: threading.Event):
+    """A free buffer, or None once the consumer has stopped."""
     while not stop.is_set():
         try:
-            q.put(item, timeout=0.1)
-            return True
-        except queue.Full:
+            return bufs.get(timeout=0.1)
+        except queue.Empty:
             continue
-    return False
+    return None
 
 
 def max_over_subtasks(per_subtask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
