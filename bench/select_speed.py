@@ -9,11 +9,13 @@ set/task), then, each in a fresh process with the page cache warm:
           streamed scoring, top 5%, recording members and provenance.
 It reports seconds, GB/s of vector bytes, select/raw, and peak RSS of each process.
 
-The paper's shape is 270,679 × 4 × 8192 (17.7 GB of float16); pass --shapes 270679x4x8192 to run it (it needs
-~18 GB of disk and ~15 min to build). Validation features are written directly (the featurizer is benchmarked
-in bench/featurize.py), so `select` finds them cached.
+The paper's shape is 270,679 × 4 × 8192 (17.7 GB of float16); pass --shapes 270679x4x8192 --no-compact to run
+it (it needs ~18 GB of disk; the build took 19 min here with other jobs sharing the 2 cores). --keep keeps a
+store and a later run reuses it. Validation features are written directly (the featurizer is benchmarked in
+bench/featurize.py), so `select` finds them cached.
 
     python bench/select_speed.py --shapes 20000x4x1024,20000x4x8192 --workdir /tmp/lessdb-bench-select
+    python bench/select_speed.py --shapes 270679x4x8192 --no-compact --keep --repeats 3
 """
 from __future__ import annotations
 
