@@ -77,7 +77,7 @@ def generate_greedy(model, tokenizer, prompts: Sequence[str], *, max_new_tokens:
     """Greedy continuations of `prompts` (decoded, cut at the first stop string)."""
     outputs: list[str | None] = [None] * len(prompts)
     device = _device(model)
-    for _, idx in _length_sorted_batches(tokenizer, prompts, batch_size, add_special_tokens):
+    for idx in _length_sorted_batches(tokenizer, prompts, batch_size, add_special_tokens):
         input_ids, attention_mask = _encode_left_padded(tokenizer, [prompts[i] for i in idx], add_special_tokens,
                                                         device)
         width = input_ids.shape[1]
@@ -94,13 +94,13 @@ def generate_greedy(model, tokenizer, prompts: Sequence[str], *, max_new_tokens:
 
 
 def _length_sorted_batches(tokenizer, prompts: Sequence[str], batch_size: int, add_special_tokens: bool):
-    """(offset, prompt indices) in batches of similar token length, longest first: a batch is
-    padded to its longest prompt, so grouping lengths saves the padding's compute (~20% on a BBH sample with one
-    item per subtask), and the longest batch first shows the peak memory at once. Ties keep input order."""
+    """Prompt indices in batches of similar token length, longest first. A batch is padded to its longest
+    prompt, so grouping lengths saves the padding's compute (~20% on a BBH sample of one item per subtask), and
+    the longest batch first shows the peak memory at once. Ties keep input order."""
     lengths = [len(tokenizer(p, add_special_tokens=add_special_tokens).input_ids) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
     for start in range(0, len(order), batch_size):
-        yield start, order[start:start + batch_size]
+        yield order[start:start + batch_size]
 
 
 @torch.no_grad()
@@ -113,7 +113,7 @@ def next_token_logits(model, tokenizer, prompts: Sequence[str], candidate_ids: S
     device = _device(model)
     cand = torch.tensor(list(candidate_ids), device=device)
     order: list[int] = []
-    for _, idx in _length_sorted_batches(tokenizer, prompts, batch_size, add_special_tokens):
+    for idx in _length_sorted_batches(tokenizer, prompts, batch_size, add_special_tokens):
         input_ids, attention_mask = _encode_left_padded(tokenizer, [prompts[i] for i in idx], add_special_tokens,
                                                         device)
         logits = model(input_ids=input_ids, attention_mask=attention_mask,
