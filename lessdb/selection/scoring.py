@@ -103,7 +103,7 @@ class ScoreAccumulator:
 
     Rows of each batch are converted into a preallocated float32 buffer (fp16 -> fp32 through torch, the
     fastest conversion measured here) and multiplied with the checkpoint's Qᵢ by BLAS in products of exactly
-    `tile_rows` rows (a short tail is zero-padded): MKL's result for a row can depend on how many rows share
+    `TILE_ROWS` rows (a short tail is zero-padded): MKL's result for a row can depend on how many rows share
     its product, so fixed tiles make every score independent of how the rows arrived (Lance batch boundaries,
     --batch-rows, duplicates dropped). Each (row, checkpoint) counts once: a duplicate row in the store is
     ignored, so a row's score never depends on duplicates.
@@ -119,7 +119,6 @@ class ScoreAccumulator:
         self.queries = queries
         self.row_scale = row_scale
         self.batch_rows = batch_rows
-        self.tile_rows = TILE_ROWS
         m = len(queries.subtasks)
         self.scores = np.zeros((n_rows, m), dtype=np.float64)
         self.seen = np.zeros((n_rows, len(queries.epochs)), dtype=bool)
@@ -130,7 +129,7 @@ class ScoreAccumulator:
         m_pad = -(-m // 32) * 32
         self._q = {e: torch.from_numpy(np.pad(q, ((0, 0), (0, m_pad - m)))) for e, q in queries.matrices.items()}
         self._scratch: torch.Tensor | None = None
-        self._tail = torch.zeros((self.tile_rows, queries.dim), dtype=torch.float32)
+        self._tail = torch.zeros((TILE_ROWS, queries.dim), dtype=torch.float32)
         self._dups_in_batch = 0    # counted by the reading thread
         self._dups_seen = 0        # counted by the multiplying thread
 
@@ -241,9 +240,9 @@ class ScoreAccumulator:
         return torch.linalg.vector_norm(buf, dim=1).numpy().astype(np.float64)
 
     def _product(self, q: torch.Tensor, buf: torch.Tensor) -> np.ndarray:
-        """buf · q in products of exactly `tile_rows` rows: full tiles are views of `buf`, the tail is copied
+        """buf · q in products of exactly `TILE_ROWS` rows: full tiles are views of `buf`, the tail is copied
         into a zero-padded tile."""
-        n, t = len(buf), self.tile_rows
+        n, t = len(buf), TILE_ROWS
         out = np.empty((n, self._m), dtype=np.float64)
         full = n - n % t
         for start in range(0, full, t):

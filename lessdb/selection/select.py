@@ -22,6 +22,7 @@ from ..errors import LessdbError
 from ..progress import Progress
 from ..storage import meta_selections as meta
 from ..storage.candidates import candidates_version, select_candidate_ids
+from ..storage.features import vector_view
 from ..storage.lance_tables import CANDIDATES
 from . import baselines
 from .scoring import ScoreAccumulator, build_queries, k_from_percentage, top_k
@@ -421,13 +422,6 @@ class IdIndex:
         return np.where(hit, self._order[pos], -1).astype(np.int64)
 
 
-def _vectors(column: pa.Array, dim: int) -> np.ndarray:
-    """Zero-copy [n, dim] view of a fixed_size_list column (float16 or float32)."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
-
-
 def _gradient_scores(ws, plan: _Plan, ids: list[str], cfg: SelectConfig, replaying: bool) -> _Scores:
     fs = plan.fs
     table = fs.lance_table
@@ -462,7 +456,7 @@ def _gradient_scores(ws, plan: _Plan, ids: list[str], cfg: SelectConfig, replayi
     val_norms: dict[int, dict[str, float]] = {e: {} for e in plan.epochs}
     # one scan for every checkpoint (each scan evaluates the filter over the whole table)
     for batch in meta.scan_features(ws, table, version, "validation", plan.epochs, val_cols, cfg.batch_rows):
-        vecs = _vectors(batch.column("vector"), fs.dim)
+        vecs = vector_view(batch.column("vector"), fs.dim)
         scale = batch.column("norm").to_numpy(zero_copy_only=False) if row_scale == "given" else None
         for r, (eid, epoch) in enumerate(zip(batch.column("example_id").to_pylist(),
                                              batch.column("epoch").to_pylist())):
@@ -520,7 +514,7 @@ def _gradient_scores(ws, plan: _Plan, ids: list[str], cfg: SelectConfig, replayi
             for batch in meta.scan_features(ws, table, version, "candidate", epoch, cols, cfg.batch_rows):
                 rows = id_index(batch.column("example_id"))
                 keep = rows >= 0
-                vecs = _vectors(batch.column("vector"), fs.dim)
+                vecs = vector_view(batch.column("vector"), fs.dim)
                 scale = batch.column("norm").to_numpy(zero_copy_only=False) if row_scale == "given" else None
                 if not keep.all():
                     rows, vecs = rows[keep], vecs[keep]

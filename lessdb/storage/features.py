@@ -172,11 +172,12 @@ def features_version(ws, feature_set_id: str) -> int:
     return version
 
 
-def _vectors(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+def vector_view(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    """[n, dim] view of a fixed_size_list vector column in its stored dtype (zero-copy where Arrow allows;
+    `flatten` honours a sliced column's offset, `.values` would not)."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
-    flat = column.values.to_numpy(zero_copy_only=False)
-    return flat.reshape(-1, dim).astype(np.float32, copy=False)
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
 
 
 def iter_feature_batches(ws, feature_set_id: str, epoch: int, role: str = "candidate", version: int | None = None,
@@ -205,7 +206,7 @@ def iter_feature_batches(ws, feature_set_id: str, epoch: int, role: str = "candi
         if batch.num_rows == 0:
             continue
         got = batch.column("example_id").to_pylist()
-        vecs = _vectors(batch.column("vector"), info.dim)
+        vecs = vector_view(batch.column("vector"), info.dim).astype(np.float32, copy=False)
         if raw:
             norms = batch.column("norm")
             if norms.null_count:
