@@ -212,8 +212,7 @@ def recorded_metrics(ws: Path) -> dict[str, set]:
 
 def ensure_eval(ws: Path, target: list[str], args, recorded: dict[str, set]) -> None:
     """Run whichever of the wanted metrics (loss, task) is not recorded yet for this run or model."""
-    wanted = {"loss"} if args.smoke or args.eval_metrics == "loss" else \
-        {"task"} if args.eval_metrics == "task" else {"loss", "task"}
+    wanted = {"loss"} if args.smoke else {"loss", "task"} if args.eval_metrics == "all" else {args.eval_metrics}
     missing = wanted - recorded.get(target[1], set())
     if not missing:
         return
