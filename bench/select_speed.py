@@ -139,7 +139,10 @@ def worker(kind: str, root: Path, batch_rows: int, method: str = "less") -> dict
 
     import importlib
 
-    sel = importlib.import_module("lessdb.selection.select")   # imports (torch, ...) are not part of the timing
+    sel = importlib.import_module("lessdb.selection.select")
+    gradient = importlib.import_module("lessdb.selection.methods.gradient")
+    for heavy in ("lessdb.selection.scoring", "lessdb.featurize.job", "lessdb.storage.features"):
+        importlib.import_module(heavy)   # the scorers import these (torch, ...) lazily: not part of the timing
     ws = Workspace.open(root)
     info = fstore.get_feature_set(ws, FSID)
     t0 = time.monotonic()
@@ -152,7 +155,7 @@ def worker(kind: str, root: Path, batch_rows: int, method: str = "less") -> dict
             nbytes += b.column("vector").values.nbytes
         out.update(rows=rows, vector_bytes=nbytes)
     else:
-        sel.compute_validation_features = lambda *a, **k: None   # already stored by build()
+        gradient.compute_validation_features = lambda *a, **k: None   # already stored by build()
         res = sel.select(ws, sel.SelectConfig(task=TASK, method=method, batch_rows=batch_rows, progress=False))
         out.update(k=res.k, n_scored=res.n_scored, selection_id=res.selection_id)
     out["seconds"] = time.monotonic() - t0

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from ..choices import METHODS, TRUNCATION_SIDES
+from ..choices import TRUNCATION_SIDES
+from ..selection.methods import method_names
 from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option
 
 
@@ -20,7 +21,7 @@ def _checkpoints(value: str | None) -> list[int] | None:
 
 @cli.command("select")
 @click.option("--task", help="Target task (see `lessdb tasks`), e.g. bbh, mmlu, tydiqa.")
-@click.option("--method", type=click.Choice(METHODS, case_sensitive=False), default="less", show_default=True,
+@click.option("--method", type=click.Choice(method_names(), case_sensitive=False), default="less", show_default=True,
               help="LESS, an ablation (sgd, sign, unnormalized) or a baseline (random, bm25, dsir, rds, rds+).")
 @click.option("--pool", help="Candidate pool (default: the run's pool).")
 @click.option("--run", "run_id", help="Warmup run (default: the newest complete one).")
@@ -43,12 +44,14 @@ def _checkpoints(value: str | None) -> list[int] | None:
               help="right drops the end of a long example (the paper); left keeps the completion and drops the "
                    "earliest prompt tokens (for long few-shot prompts on small windows).")
 @click.option("--replay", help="Re-run this recorded selection at the table versions it read.")
+@click.option("--method-param", "method_params", multiple=True, metavar="KEY=VALUE",
+              help="A parameter of the method, e.g. k1=1.2 for bm25 (repeatable; recorded with the selection).")
 @workspace_option
 @json_option
 @click.pass_context
 def select_cmd(ctx, task, method, pool, run_id, feature_set, percentage, count, where, val_aggregation, checkpoints,
-               seed, name, output, max_seq_length, device, val_max_seq_length, val_truncation, replay, workspace_override,
-               as_json):
+               seed, name, output, max_seq_length, device, val_max_seq_length, val_truncation, replay, method_params,
+               workspace_override, as_json):
     """Select the candidates most useful for a task (LESS step 3) and record the selection.
 
     \b
@@ -59,13 +62,15 @@ def select_cmd(ctx, task, method, pool, run_id, feature_set, percentage, count, 
     """
     from ..selection import SelectConfig, select
     from ..selection.audit import histogram_lines
+    from ..selection.methods import parse_method_params
     ws = open_workspace(ctx, workspace_override)
     cfg = SelectConfig(task=task, method=method.lower(), pool=pool, run=run_id, feature_set=feature_set,
                        percentage=percentage, count=count, where=where, val_aggregation=val_aggregation,
                        checkpoints=_checkpoints(checkpoints), seed=seed, name=name,
                        output=None if output is None else str(output), max_seq_length=max_seq_length,
                        device=device, val_max_seq_length=val_max_seq_length,
-                       val_truncation=val_truncation, replay=replay)
+                       val_truncation=val_truncation, replay=replay,
+                       method_params=parse_method_params(method_params) or None)
     result = select(ws, cfg)
     if as_json:
         emit_json(result.summary())

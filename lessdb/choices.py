@@ -20,8 +20,4 @@ STORED_DTYPE_NAMES = ("float16", "float32")
 # select, featurize, eval: which end of a too-long example goes ("right": the paper; "left" keeps the completion)
 TRUNCATION_SIDES = ("right", "left")
 
-# select
-GRADIENT_METHODS = {"less": "adam", "sgd": "sgd", "sign": "sign", "unnormalized": "adam"}  # method -> grad kind
-TEXT_METHODS = ("random", "bm25", "dsir")
-HIDDEN_METHODS = {"rds": "last", "rds+": "mean"}                                          # method -> pooling
-METHODS = tuple(GRADIENT_METHODS) + TEXT_METHODS + tuple(HIDDEN_METHODS)
+# select: the methods are lessdb.selection.methods.method_names() (a registry; its modules import light)

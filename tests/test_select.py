@@ -28,7 +28,7 @@ from lessdb import tasks
 
 from conftest import run_cli, write_jsonl
 
-select_module = importlib.import_module("lessdb.selection.select")  # the package re-exports select()
+gradient_methods = importlib.import_module("lessdb.selection.methods.gradient")
 
 DIM = 16
 RUN = "run-test"
@@ -98,7 +98,7 @@ def store(workspace, tmp_path, monkeypatch):
         val_ids = [eid for eid, _ in task.examples()]
         _write(workspace, epoch, "validation", val_ids, _unit(rng.standard_normal((len(val_ids), DIM))))
     # the real validation featurizer is exercised in test_real_pipeline; here the rows are already stored
-    monkeypatch.setattr(select_module, "compute_validation_features", lambda *a, **k: None)
+    monkeypatch.setattr(gradient_methods, "compute_validation_features", lambda *a, **k: None)
     return {"ws": workspace, "ids": cand_ids, "recs": recs, "task": task, "rng": rng, "tmp": tmp_path}
 
 

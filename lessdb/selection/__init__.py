@@ -1,13 +1,34 @@
 """LESS step 3 and its audit: `select(ws, SelectConfig) -> SelectionResult`, replay, show/diff, export.
 
-- `scoring`: the pure math (query folding, streamed BLAS scoring, max over subtasks, top-k with id ties).
-- `baselines`: random, BM25, DSIR, RDS/RDS+ scorers through the same path.
-- `select`: filter -> score -> top-k -> record (and exact replay at the recorded table versions).
+- `plan`: what a selection will do (task, pool, filter, run, feature set, method parameters) before scoring.
+- `methods/`: the registry of selection methods, one module per family (`gradient`: LESS and its ablations;
+  `text`: random, BM25, DSIR; `hidden`: RDS, RDS+); its docstring says how to add one.
+- `scoring`: the pure math (query folding, streamed BLAS scoring, max over subtasks, top-k with id ties);
+  `baselines`: the baselines' math (BM25, DSIR n-grams, hidden-state pooling); `reading`: candidate streams.
+- `record`: top-k, members and the selection row; `select`: plan -> score -> record, and exact replay.
 - `audit`: list / show / diff recorded selections; `export`: write the training set (JSONL/Parquet).
-"""
-from .audit import diff_selections, list_selections, show_selection
-from .export import export_selection
-from .select import METHODS, Member, SelectConfig, SelectionResult, replay, select
 
-__all__ = ["select", "replay", "SelectConfig", "SelectionResult", "Member", "METHODS", "list_selections",
-           "show_selection", "diff_selections", "export_selection"]
+The storage-bound names are imported on first use, so `lessdb --help` (which lists the methods) loads no storage or torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+# light (numpy, no storage): imported now, so that `lessdb.selection.select` is the function, as it always was,
+# even after the submodule of the same name is imported
+from .methods import Scores, method_names, register_method
+from .plan import SelectConfig
+from .record import Member, SelectionResult
+from .select import replay, select
+
+_LAZY = {"METHODS": "select", "list_selections": "audit", "show_selection": "audit",
+         "diff_selections": "audit", "export_selection": "export"}
+__all__ = ["select", "replay", "SelectConfig", "SelectionResult", "Member", "Scores", "register_method",
+           "method_names", *_LAZY]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

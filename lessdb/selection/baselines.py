@@ -19,7 +19,6 @@ from collections import Counter
 from typing import Iterable
 
 import numpy as np
-import torch
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -161,6 +160,8 @@ def hidden_state_embeddings(model, encoded: list, pad_id: int, pooling: str, bat
     ("mean", RDS+). `encoded` are EncodedExamples; batches are right-padded, so padding changes neither."""
     if pooling not in ("last", "mean"):
         raise ValueError(pooling)
+    import torch
+
     from ..tokenization import collate
 
     out = []

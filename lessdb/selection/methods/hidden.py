@@ -1,0 +1,103 @@
+"""Hidden-state baselines RDS and RDS+ (SPEC §1 "Baselines and ablations"): cosine of the warmup run's base
+model's final hidden state, at the last token (RDS) or mean-pooled over tokens (RDS+), between each candidate and
+the task's validation examples; the same query folding, max over subtasks and top k as LESS."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import LessdbError
+from ..plan import run_max_seq_length
+from ..reading import iter_messages, scorable_mask
+from . import Scores, register_method
+
+
+@dataclass(frozen=True)
+class RdsParams:
+    pooling: str = "last"   # "last": the last real token (RDS) | "mean": the mean over real tokens (RDS+)
+
+    def __post_init__(self):
+        if self.pooling not in ("last", "mean"):
+            raise LessdbError(f"pooling {self.pooling!r}: choose last or mean")
+
+
+@dataclass(frozen=True)
+class RdsPlusParams(RdsParams):
+    pooling: str = "mean"
+
+
+def prepare(ws, plan, cfg, run) -> None:
+    """The model (pinned by its weights' hash), the candidates' token window and the validation window."""
+    fs = plan.fs
+    msl = cfg.max_seq_length or (fs.max_seq_length if fs else None) or run_max_seq_length(run)
+    plan.params["aggregation"] = plan.aggregation
+    plan.params["rds"] = {"model": run["model_name"], "model_sha256": run["model_sha256"],
+                          **plan.params.get("rds", {}), "max_seq_length": int(msl), "device": cfg.device}
+    if cfg.val_max_seq_length or cfg.val_truncation != "right":
+        plan.params["validation_window"] = {"max_seq_length": int(cfg.val_max_seq_length or msl),
+                                            "truncation": cfg.val_truncation}
+
+
+_HIDDEN = dict(params_key="rds", needs_run=True, prepare=prepare)
+
+
+def hidden_scores(ws, plan, ids: list[str]) -> Scores:
+    from ...models import load_base_model
+    from ...progress import Progress
+    from ...tokenization import encode_conversation, encode_window, pad_token_id
+    from .. import baselines
+    from ..scoring import ScoreAccumulator, build_queries
+
+    rds, opts = plan.params["rds"], plan.options
+    loaded = load_base_model(ws, rds["model"], device=opts.device)
+    if loaded.sha256 != rds["model_sha256"]:
+        raise LessdbError(f"model {rds['model']} now has weights {loaded.sha256[:12]}…, not the run's "
+                          f"{rds['model_sha256'][:12]}…")
+    model, tok = loaded.model.eval(), loaded.tokenizer
+    msl, pooling, pad = rds["max_seq_length"], plan.method_params.pooling, pad_token_id(tok)
+
+    # validation embeddings per subtask (examples with no completion token left are skipped, as for gradients);
+    # older recorded selections have no validation_window: the run's window, truncated on the right
+    window = plan.params.get("validation_window") or {"max_seq_length": msl, "truncation": "right"}
+    subtask_vecs, dropped = {}, []
+    for s, exs in plan.subtasks.items():
+        enc = [encode_window(tok, m, window["max_seq_length"], window["truncation"]) for _, m in exs]
+        enc = [e for e in enc if e.completion_tokens > 0]
+        if enc:
+            subtask_vecs[s] = baselines.hidden_state_embeddings(model, enc, pad, pooling)
+        else:
+            dropped.append(s)
+    if not subtask_vecs:
+        raise LessdbError(f"task {plan.task_name}: none of its validation examples has a completion token left "
+                          f"after {window['truncation']} truncation to {window['max_seq_length']} tokens; nothing "
+                          "to score against (try --val-max-seq-length N --val-truncation left)")
+    if dropped:
+        plan.params["dropped_subtasks"] = dropped
+    queries = build_queries({1: subtask_vecs}, {1: 1.0}, plan.aggregation)
+    mask, unscorable = scorable_mask(ws, plan, ids)
+    acc = ScoreAccumulator(len(ids), queries, batch_rows=opts.batch_rows)
+    progress = Progress(f"embedding {plan.method}", total=int(mask.sum()), unit="candidates",
+                        enabled=None if opts.progress else False)
+    n_trunc = 0
+    for chunk in baselines.iter_chunks(iter_messages(ws, plan, ids, mask), 64):
+        rows, enc = [], []
+        for r, msgs in chunk:
+            e = encode_conversation(tok, msgs, msl)
+            if e.completion_tokens > 0:
+                rows.append(r)
+                enc.append(e)
+            else:
+                n_trunc += 1
+        if enc:
+            acc.add(1, np.array(rows), baselines.hidden_state_embeddings(model, enc, pad, pooling))
+        progress.update(len(chunk))
+    progress.close()
+    unscorable["no_completion_tokens"] = unscorable.get("no_completion_tokens", 0) + n_trunc
+    res = acc.result()
+    return Scores(res.per_subtask, res.valid & mask, res.subtasks, unscorable)
+
+
+register_method("rds", params=RdsParams, help="RDS: last-token hidden states of the run's base model",
+                **_HIDDEN)(hidden_scores)
+register_method("rds+", params=RdsPlusParams, help="RDS+: mean-pooled hidden states", **_HIDDEN)(hidden_scores)

@@ -1,0 +1,69 @@
+"""Streams of a plan's filtered candidates for the scorers: row numbers of ids, which candidates a text or
+hidden-state method may score, and their texts or messages from one pinned scan of the pool."""
+from __future__ import annotations
+
+import numpy as np
+
+from .plan import CANDIDATES
+
+
+class IdIndex:
+    """Row number of each id in a fixed id list, for whole Arrow columns at once (-1: not in the list).
+
+    A sorted numpy array + searchsorted: ~2 ms per 4,096 ids against 270K (pyarrow's index_in rebuilds its
+    hash table on every call: 250 ms per batch)."""
+
+    def __init__(self, ids: list[str]):
+        keys = np.array(ids, dtype=str) if ids else np.array([], dtype="<U1")
+        self._order = np.argsort(keys, kind="stable")
+        self._sorted = keys[self._order]
+
+    def __call__(self, column) -> np.ndarray:
+        values = np.array(column.to_pylist(), dtype=str) if len(column) else np.array([], dtype="<U1")
+        if len(self._sorted) == 0 or len(values) == 0:
+            return np.full(len(values), -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self._sorted, values), len(self._sorted) - 1)
+        hit = self._sorted[pos] == values
+        return np.where(hit, self._order[pos], -1).astype(np.int64)
+
+
+def scorable_mask(ws, plan, ids: list[str]) -> tuple[np.ndarray, dict[str, int]]:
+    """Candidates a text or hidden-state method may score: some assistant text, and not excluded by the run's
+    feature set (no completion token left after truncation with the selection model's tokenizer)."""
+    from ..storage import meta_selections as meta
+
+    bad = meta.candidate_ids_without_completion(ws, plan.pool, plan.where, plan.versions[CANDIDATES])
+    excluded = plan.candidate_exclusions or set()
+    mask = np.array([cid not in bad and cid not in excluded for cid in ids], dtype=bool)
+    n_bad = sum(1 for cid in ids if cid in bad)
+    return mask, {"no_completion_text": n_bad, "no_completion_tokens": int((~mask).sum()) - n_bad}
+
+
+def iter_texts(ws, plan, ids: list[str], mask: np.ndarray, batch_rows: int = 1024):
+    """(row index, text) of every scorable filtered candidate, one pinned scan of the pool (a candidate stored
+    twice comes twice: callers keep the first)."""
+    from ..storage import meta_selections as meta
+
+    from .baselines import conversation_text
+
+    id_index = IdIndex(ids)
+    for batch in meta.scan_candidates(ws, plan.versions[CANDIDATES], plan.pool, ["messages"], batch_rows):
+        rows = id_index(batch.column("id"))
+        msgs = batch.column("messages").to_pylist()
+        for r, m in zip(rows, msgs):
+            if r >= 0 and mask[r]:
+                yield int(r), conversation_text(m)
+
+
+def iter_messages(ws, plan, ids: list[str], mask: np.ndarray, batch_rows: int = 256):
+    """(row index, messages) of every scorable filtered candidate, once each, one pinned scan of the pool."""
+    from ..storage import meta_selections as meta
+
+    id_index = IdIndex(ids)
+    done = np.zeros(len(ids), dtype=bool)
+    for batch in meta.scan_candidates(ws, plan.versions[CANDIDATES], plan.pool, ["messages"], batch_rows):
+        rows = id_index(batch.column("id"))
+        for r, m in zip(rows, batch.column("messages").to_pylist()):
+            if r >= 0 and mask[r] and not done[r]:
+                done[r] = True
+                yield int(r), m

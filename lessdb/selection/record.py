@@ -1,0 +1,146 @@
+"""Recording a selection: max over subtasks, top k (ties by id), the members, and a selection row with its
+provenance (task version, run, feature set, checkpoints and weights, sketch, table versions, filter, method
+parameters, unscorable counts, score histogram) — everything a replay needs (SPEC §3)."""
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..errors import LessdbError
+from .methods import Scores
+from .plan import CANDIDATES, Plan
+
+
+@dataclass
+class Member:
+    rank: int
+    candidate_id: str
+    score: float
+    best_subtask: str | None
+
+
+@dataclass
+class SelectionResult:
+    selection_id: str
+    name: str | None
+    task: str
+    task_hash: str
+    method: str
+    pool: str
+    k: int
+    percentage: float | None
+    n_candidates: int          # passed the filter
+    n_scored: int
+    n_unscorable: int
+    members: list[Member]
+    provenance: dict
+    seconds: float
+    replay_of: str | None = None
+    identical: bool | None = None    # replays: same members, ranks and scores as the original
+    output: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self, top: int = 10) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k != "members"}
+        d["members_head"] = [asdict(m) for m in self.members[:top]]
+        return d
+
+
+def require_candidates(ws, plan: Plan, ids: list[str]) -> None:
+    """A clear error when the filter (or the pool) leaves nothing to score."""
+    from ..storage.candidates import select_candidate_ids
+
+    if ids:
+        return
+    total = len(select_candidate_ids(ws, plan.pool, None, plan.versions[CANDIDATES]))
+    if plan.where:
+        raise LessdbError(f"--where {plan.where!r} matched none of the {total:,} candidates in pool "
+                          f"{plan.pool!r}; nothing to select")
+    raise LessdbError(f"pool {plan.pool!r} has no candidates (ingest some with `lessdb ingest`)")
+
+
+def record_selection(ws, plan: Plan, ids: list[str], scores: Scores, started: float, name: str | None,
+                     output: str | None, notes: list[str]) -> SelectionResult:
+    """Top k of the scored candidates, written as one selection row plus its members."""
+    from .. import __version__
+    from ..storage import meta_selections as meta
+    from .scoring import k_from_percentage, top_k
+
+    best = scores.per_subtask.max(axis=1) if scores.per_subtask.shape[1] else np.zeros(len(ids))
+    best_j = scores.per_subtask.argmax(axis=1)
+    valid = scores.valid & np.isfinite(best)
+    n_scored = int(valid.sum())
+    n_unscorable = len(ids) - n_scored
+    if n_scored == 0:
+        reasons = ", ".join(f"{n} {r}" for r, n in scores.unscorable.items() if n) or "no scores"
+        raise LessdbError(f"none of the {len(ids):,} candidates could be scored ({reasons})")
+    if plan.count is not None:
+        k = plan.count
+        if k > n_scored:
+            raise LessdbError(f"--count {k} exceeds the {n_scored:,} candidates that have a score")
+    else:
+        k = k_from_percentage(plan.percentage, n_scored)
+        if k < 1:
+            raise LessdbError(f"--percentage {plan.percentage} of {n_scored:,} scored candidates is "
+                              f"{plan.percentage * n_scored:.2f} < 1; use --count or a larger --percentage")
+    chosen = top_k(best, ids, k, valid)
+    with_subtask = len(scores.subtasks) > 1 or scores.subtasks[0] != "*"
+    members = [Member(rank + 1, ids[i], float(best[i]), scores.subtasks[best_j[i]] if with_subtask else None)
+               for rank, i in enumerate(chosen)]
+
+    selection_id = "sel-" + uuid.uuid4().hex[:10]
+    params = {k_: v for k_, v in plan.params.items() if not k_.startswith("_")}
+    params.update({"pool": plan.pool, "count": plan.count, "subtasks": list(scores.subtasks),
+                   "n_candidates": len(ids), "unscorable": scores.unscorable,
+                   "score_histogram": _histogram(best[valid], float(best[chosen[-1]]))})
+    fs = plan.fs if plan.spec.feature_required else None
+    sketch = None if fs is None else dict(fs.sketch, grad_kind=fs.grad_kind, bias_correction=fs.bias_correction,
+                                          max_seq_length=fs.max_seq_length, model_sha256=fs.model_sha256)
+    row = {"selection_id": selection_id, "name": name, "task": plan.task_name, "task_hash": plan.task_hash,
+           "method": plan.method, "params": params, "run_id": plan.run_id,
+           "feature_set_id": None if fs is None else fs.feature_set_id,
+           "checkpoints": plan.epochs or None, "weights": plan.weights or None, "sketch": sketch,
+           "table_versions": plan.versions, "sql_filter": plan.where, "k": k,
+           "percentage": plan.percentage, "seed": plan.seed, "n_scored": n_scored, "n_unscorable": n_unscorable,
+           "replay_of": None if plan.recorded is None else plan.recorded["selection_id"],
+           "lessdb_version": __version__}
+    import pyarrow as pa
+
+    members_table = pa.table({
+        "rank": pa.array([m.rank for m in members], pa.int64()),
+        "candidate_id": pa.array([m.candidate_id for m in members], pa.string()),
+        "pool": pa.array([plan.pool] * len(members), pa.string()),
+        "score": pa.array([m.score for m in members], pa.float64()),
+        "best_subtask": pa.array([m.best_subtask for m in members], pa.string())})
+    meta.insert_selection(ws, row, members_table)
+    meta.tag_versions(ws, plan.versions, selection_id)
+    result = SelectionResult(selection_id, name, plan.task_name, plan.task_hash, plan.method, plan.pool, k,
+                             plan.percentage, len(ids), n_scored, n_unscorable, members,
+                             {k_: v for k_, v in row.items() if k_ not in ("selection_id", "name")},
+                             time.monotonic() - started, replay_of=row["replay_of"],
+                             notes=list(notes) + list(plan.params.get("_notes", [])))
+    if output:
+        from .export import export_selection
+
+        result.output = export_selection(ws, selection_id, output)["path"]
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def same_as_recorded(ws, result: SelectionResult, original_id: str) -> bool:
+    """Replay bookkeeping: the replay's members, ranks, scores and best subtasks equal the original's."""
+    from ..storage import meta_selections as meta
+
+    original = meta.selection_members(ws, original_id)
+    mine = [(m.rank, m.candidate_id, m.score, m.best_subtask) for m in result.members]
+    theirs = list(zip(*(original.column(c).to_pylist() for c in ("rank", "candidate_id", "score", "best_subtask"))))
+    return mine == theirs
+
+
+def _histogram(scores: np.ndarray, threshold: float, bins: int = 20) -> dict:
+    counts, edges = np.histogram(scores, bins=bins)
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts], "threshold": threshold,
+            "min": float(scores.min()), "max": float(scores.max()), "mean": float(scores.mean())}
