@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from .. import __version__
-from ..workspace import Workspace, default_workspace_path
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,10 +24,14 @@ def cli(ctx, workspace):
 
 
 def workspace_path(ctx: click.Context, override: Path | None = None) -> Path:
+    from ..workspace import default_workspace_path
+
     return override or ctx.find_root().obj.get("workspace") or default_workspace_path()
 
 
-def open_workspace(ctx: click.Context, override: Path | None = None) -> Workspace:
+def open_workspace(ctx: click.Context, override: Path | None = None):
+    from ..workspace import Workspace
+
     return Workspace.open(workspace_path(ctx, override))
 
 

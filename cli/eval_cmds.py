@@ -6,7 +6,6 @@ from pathlib import Path
 import click
 
 from ..choices import DEFAULT_SAMPLE_SEED, METRIC_SETS, MODEL_HELP, TRUNCATION_SIDES
-from ..storage.meta_evals import list_evals
 from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option
 
 
@@ -20,7 +19,8 @@ from .common import cli, emit_json, emit_table, json_option, open_workspace, wor
 @click.option("--seed", "sample_seed", type=int, default=DEFAULT_SAMPLE_SEED, show_default=True,
               help="Seed of the --limit sample.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="Folder with the test items (a LESS data/eval folder; TyDiQA: its dev file or folder).")
+              help="Folder with the test items (a LESS data/eval folder; TyDiQA: its dev file or folder). "
+                   "BBH and MMLU test items ship with lessdb: leave it out for those.")
 @click.option("--metrics", type=click.Choice(METRIC_SETS), default="all", show_default=True,
               help="all: target loss and task metric; loss: target loss only; task: task metric only.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
@@ -41,7 +41,7 @@ def eval_cmd(ctx, run_id, model, task, epoch, split, limit, sample_seed, data_di
 
     \b
     Example:
-        lessdb eval --run train-ab12 --task bbh --data-dir ~/LESS/data/eval --limit 10
+        lessdb eval --run train-ab12 --task bbh --limit 10
         lessdb eval --model smollm2-135m --task mmlu --limit 5
     """
     from ..evaluate import EvalConfig, run_eval
@@ -72,6 +72,7 @@ def evals_cmd(ctx, task, workspace_override, as_json):
     Example:
         lessdb evals --task bbh
     """
+    from ..storage.meta_evals import list_evals
     rows = list_evals(open_workspace(ctx, workspace_override), task)
     if as_json:
         emit_json(rows)

@@ -5,7 +5,6 @@ import click
 
 from ..errors import LessdbError
 from ..choices import DEFAULT_SKETCH, GRAD_KINDS, SKETCH_KINDS, STORED_DTYPE_NAMES
-from ..storage.features import list_feature_sets
 from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option
 
 
@@ -83,6 +82,7 @@ def feature_sets(ctx, run_id, workspace_override, as_json):
     Example:
         lessdb feature-sets --run warmup-20261123-0930 --json
     """
+    from ..storage.features import list_feature_sets
     rows = list_feature_sets(open_workspace(ctx, workspace_override), run_id)
     if as_json:
         emit_json(rows)

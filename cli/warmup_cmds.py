@@ -5,7 +5,6 @@ import click
 
 from ..choices import MODEL_HELP
 from ..config import PRESETS
-from ..storage.meta_runs import list_runs
 from .common import lora_training_options, cli, emit_json, emit_table, json_option, open_workspace, workspace_option
 
 
@@ -72,6 +71,7 @@ def runs(ctx, kind, pool, workspace_override, as_json):
     Example:
         lessdb runs --kind warmup --json
     """
+    from ..storage.meta_runs import list_runs
     rows = list_runs(open_workspace(ctx, workspace_override), kind=kind, pool=pool)
     if as_json:
         emit_json(rows)

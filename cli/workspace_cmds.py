@@ -5,9 +5,6 @@ from pathlib import Path
 
 import click
 
-from ..storage.user_sql import run_readonly_sql
-from ..workspace import Workspace
-from ..versions import workspace_versions
 from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option, workspace_path
 
 
@@ -22,6 +19,7 @@ def init(ctx, workspace_override: Path | None, as_json: bool):
     Example:
         lessdb init --workspace ./ws
     """
+    from ..workspace import Workspace
     ws = Workspace.init(workspace_path(ctx, workspace_override))
     info = {"workspace": str(ws.root), "migrations": [f"{v:04d}_{n}" for v, n, _ in ws.duck.applied_migrations()]}
     if as_json:
@@ -44,6 +42,7 @@ def sql(ctx, query: str, limit: int | None, workspace_override, as_json: bool):
     Example:
         lessdb sql "SELECT pool, source_dataset, count(*) FROM candidates GROUP BY ALL"
     """
+    from ..storage.user_sql import run_readonly_sql
     result = run_readonly_sql(open_workspace(ctx, workspace_override), query, limit)
     if as_json:
         emit_json(result.as_dicts())
@@ -62,6 +61,7 @@ def versions(ctx, workspace_override, as_json: bool):
     Example:
         lessdb versions --json
     """
+    from ..versions import workspace_versions
     rows = workspace_versions(open_workspace(ctx, workspace_override))
     if as_json:
         emit_json(rows)

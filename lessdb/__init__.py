@@ -11,6 +11,8 @@ except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0.0.0+src"
 
 from .errors import InputError, LessdbError  # noqa: E402
-from .workspace import Workspace  # noqa: E402
+from .lazy import lazy_exports  # noqa: E402
+
+__getattr__ = lazy_exports(__name__, {"Workspace": ".workspace"})   # DuckDB and pyarrow load on first use
 
 __all__ = ["Workspace", "LessdbError", "InputError", "__version__"]

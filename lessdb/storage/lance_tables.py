@@ -7,6 +7,11 @@
 
 Every write is one `add()`/`merge_insert()` = one table version; DuckDB records which version each ingest,
 job and selection produced or read, and reads can be pinned to a version (time travel) for replay.
+
+Reads go straight to pylance (`lance.dataset(<root>/<name>.lance, version)`, what lancedb's `to_lance()`
+returns): `import lancedb` costs 3-8 s on a loaded 2-core machine (its REST namespace client), `import lance`
+little more than pyarrow, so listing and audit commands never import lancedb. Writes, tags and table
+creation connect through lancedb on first use.
 """
 from __future__ import annotations
 
@@ -14,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-import lancedb
 import pyarrow as pa
 
 CANDIDATES = "candidates"
@@ -41,13 +45,28 @@ class LanceStore:
 
     def __init__(self, root: Path):
         self.root = Path(root)
-        self.db = lancedb.connect(str(self.root))
+        self._db = None
+
+    @property
+    def db(self):
+        """The lancedb connection, made on first use (writes, tags, table creation)."""
+        if self._db is None:
+            import lancedb
+
+            self._db = lancedb.connect(str(self.root))
+        return self._db
+
+    def uri(self, name: str) -> Path:
+        return self.root / f"{name}.lance"
 
     def table_names(self) -> list[str]:
-        return list(self.db.list_tables().tables)
+        """Tables with at least one committed version (a folder lancedb lists and lance can open)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name[: -len(".lance")] for p in self.root.glob("*.lance") if (p / "_versions").is_dir())
 
     def has_table(self, name: str) -> bool:
-        return name in self.table_names()
+        return (self.uri(name) / "_versions").is_dir()
 
     def open(self, name: str, version: int | None = None):
         table = self.db.open_table(name)
@@ -56,7 +75,7 @@ class LanceStore:
         return table
 
     def ensure_table(self, name: str, schema: pa.Schema, primary_key: str | None = "key"):
-        if self.has_table(name):
+        if name in self.db.list_tables().tables:
             return self.db.open_table(name)
         try:
             table = self.db.create_table(name, schema=schema)
@@ -69,20 +88,21 @@ class LanceStore:
 
     def schema(self, name: str) -> pa.Schema | None:
         """The table's current schema (None: no such table)."""
-        return self.db.open_table(name).schema if self.has_table(name) else None
+        return self.dataset(name).schema if self.has_table(name) else None
 
     def version(self, name: str) -> int | None:
-        return self.db.open_table(name).version if self.has_table(name) else None
+        """The latest committed version (None: no such table)."""
+        return self.dataset(name).version if self.has_table(name) else None
 
     def dataset(self, name: str, version: int | None = None):
-        """A pylance dataset (DuckDB scans it with filter/projection pushdown)."""
-        table = self.open(name, version)
-        return table.to_lance()
+        """A pylance dataset at `version` (None: the latest); DuckDB scans it with filter/projection pushdown."""
+        import lance
+
+        return lance.dataset(str(self.uri(name)), version=version)
 
     def versions(self, name: str) -> list[dict]:
-        table = self.db.open_table(name)
         return [{"table": name, "version": v["version"], "timestamp": v["timestamp"],
-                 "rows": (v.get("metadata") or {}).get("total_rows")} for v in table.list_versions()]
+                 "rows": (v.get("metadata") or {}).get("total_rows")} for v in self.dataset(name).versions()]
 
     def append(self, name: str, batches: Iterable[pa.RecordBatch] | pa.Table, schema: pa.Schema) -> int:
         """Append as exactly one new version; returns that version."""

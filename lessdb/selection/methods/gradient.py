@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import LessdbError
-from ..plan import metadata_reads
+from ..plan import metadata_reads, validation_window, window_hint
 from . import Scores, register_method
 
 
@@ -18,8 +18,7 @@ def prepare(ws, plan, cfg, run) -> None:
     """Checkpoints and their weights (each checkpoint's mean learning rate) and the validation token window."""
     plan.params["aggregation"] = plan.aggregation
     plan_checkpoints(ws, plan, cfg.checkpoints)
-    plan.params["validation_window"] = {"max_seq_length": int(cfg.val_max_seq_length or plan.fs.max_seq_length),
-                                        "truncation": cfg.val_truncation}
+    plan.params["validation_window"] = validation_window(cfg, plan.fs.max_seq_length)
 
 
 def prepare_unnormalized(ws, plan, cfg, run) -> None:
@@ -108,9 +107,9 @@ def gradient_scores(ws, plan, ids: list[str]) -> Scores:
             dropped.append(s)
     if not usable:
         raise LessdbError(f"task {plan.task_name}: none of its {sum(len(v) for v in plan.subtasks.values())} "
-                          f"validation examples has a completion token left after truncation to "
-                          f"{window['max_seq_length']} tokens (or their features are missing); nothing to score against; "
-                          "try --val-max-seq-length or --val-truncation left")
+                          f"validation examples has a completion token left after {window['truncation']} "
+                          f"truncation to {window['max_seq_length']} tokens (or their features are missing); "
+                          f"nothing to score against; {window_hint(window)}")
     plan.params["validation_examples"] = usable
     if dropped:
         plan.params["dropped_subtasks"] = dropped

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import LessdbError
-from ..plan import run_max_seq_length
+from ..plan import run_max_seq_length, validation_window, window_hint
 from ..reading import iter_messages, scorable_mask
 from . import Scores, register_method
 
@@ -34,9 +34,7 @@ def prepare(ws, plan, cfg, run) -> None:
     plan.params["aggregation"] = plan.aggregation
     plan.params["rds"] = {"model": run["model_name"], "model_sha256": run["model_sha256"],
                           **plan.params.get("rds", {}), "max_seq_length": int(msl), "device": cfg.device}
-    if cfg.val_max_seq_length or cfg.val_truncation != "right":
-        plan.params["validation_window"] = {"max_seq_length": int(cfg.val_max_seq_length or msl),
-                                            "truncation": cfg.val_truncation}
+    plan.params["validation_window"] = validation_window(cfg, msl)
 
 
 _HIDDEN = dict(params_key="rds", needs_run=True, prepare=prepare)
@@ -71,7 +69,7 @@ def hidden_scores(ws, plan, ids: list[str]) -> Scores:
     if not subtask_vecs:
         raise LessdbError(f"task {plan.task_name}: none of its validation examples has a completion token left "
                           f"after {window['truncation']} truncation to {window['max_seq_length']} tokens; nothing "
-                          "to score against (try --val-max-seq-length N --val-truncation left)")
+                          f"to score against; {window_hint(window)}")
     if dropped:
         plan.params["dropped_subtasks"] = dropped
     queries = build_queries({1: subtask_vecs}, {1: 1.0}, plan.aggregation)
