@@ -16,7 +16,9 @@ import pytest
 from rank_bm25 import BM25Okapi
 
 from lessdb import LessdbError
+from lessdb.choices import DEFAULT_VAL_TRUNCATION
 from lessdb.conversation import content_hash
+from lessdb.featurize import validation_key
 from lessdb.ingest.pipeline import ingest_files
 from lessdb.selection import (SelectConfig, diff_selections, export_selection, list_selections, select,
                               show_selection)
@@ -48,6 +50,12 @@ def _conv(i: int, rng) -> dict:
 
 def _unit(x):
     return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _val_key(messages) -> str:
+    """Where the featurizer caches a validation example for select's default window (the feature set's 64
+    tokens, cut on the left)."""
+    return validation_key(messages, 64, None, DEFAULT_VAL_TRUNCATION)
 
 
 def _write(ws, epoch, role, ids, vecs):
@@ -95,7 +103,7 @@ def store(workspace, tmp_path, monkeypatch):
     cand_ids = [content_hash(r["messages"]) for r in recs]
     for epoch in WEIGHTS:
         _write(workspace, epoch, "candidate", cand_ids, _unit(rng.standard_normal((60, DIM))))
-        val_ids = [eid for eid, _ in task.examples()]
+        val_ids = [_val_key(m) for _, m in task.examples()]
         _write(workspace, epoch, "validation", val_ids, _unit(rng.standard_normal((len(val_ids), DIM))))
     # the real validation featurizer is exercised in test_real_pipeline; here the rows are already stored
     monkeypatch.setattr(gradient_methods, "compute_validation_features", lambda *a, **k: None)
@@ -137,7 +145,7 @@ def _expected_scores(ws, task, aggregation, ids):
             total = 0.0
             for e, w in WEIGHTS.items():
                 x = cand[e][cid]
-                us = [val[e][ex.example_id] for ex in task.subtasks[s]]
+                us = [val[e][_val_key(ex.messages)] for ex in task.subtasks[s]]
                 cos = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
                 if aggregation == "paper":
                     total += w * cos(np.mean([u / np.linalg.norm(u) for u in us], axis=0), x)
@@ -182,7 +190,7 @@ def test_replay_after_appends_is_identical(store, tmp_path):
     ingest_files(ws, [tmp_path / "more.jsonl"], pool="p", progress=False)
     new_ids = [content_hash(r["messages"]) for r in new]
     val = _stored(ws, "validation", 1)
-    target = np.mean([val[ex.example_id] for ex in store["task"].subtasks["alpha"]], axis=0)
+    target = np.mean([val[_val_key(ex.messages)] for ex in store["task"].subtasks["alpha"]], axis=0)
     for epoch in WEIGHTS:
         _write(ws, epoch, "candidate", new_ids, _unit(np.tile(target, (20, 1)) + 0.01 * rng.standard_normal((20, DIM))))
     fresh = select(ws, SelectConfig(task="toy", count=8, where="n_turns = 2", progress=False))
@@ -247,7 +255,7 @@ def test_every_baseline_returns_k_distinct_filtered_candidates(store, method):
         info = fstore.get_feature_set(ws, fsid)
         fstore.ensure_feature_table(ws, info)
         rng = np.random.default_rng(9)
-        val_ids = [eid for eid, _ in store["task"].examples()]
+        val_ids = [_val_key(m) for _, m in store["task"].examples()]
         for e in WEIGHTS:
             fstore.write_features(ws, info, e, "candidate", store["ids"], _unit(rng.standard_normal((60, DIM))))
             fstore.write_features(ws, info, e, "validation", val_ids, _unit(rng.standard_normal((6, DIM))))
@@ -370,7 +378,9 @@ def test_real_pipeline_select_then_replay_after_appends(workspace, tmp_path):
         {"subtask": "b", "prompt": "q2: python grammar", "completion": "a2: count object"},
         {"subtask": "c", "prompt": "z" * 300, "completion": "never seen"}])   # truncates away at 128 tokens
     tasks.add_tasks(ws, "real-task", file=tmp_path / "t.jsonl")
-    res = select(ws, SelectConfig(task="real-task", run=run_id, count=5, name="real", progress=False))
+    # cut on the right (the paper), subtask c keeps no completion token and is dropped (left would keep it)
+    res = select(ws, SelectConfig(task="real-task", run=run_id, count=5, name="real", val_truncation="right",
+                                  progress=False))
     assert res.provenance["params"]["dropped_subtasks"] == ["c"]
     fs = fstore.get_feature_set(ws, res.provenance["feature_set_id"])
     ckpts = {c.epoch: c.mean_lr for c in meta_runs.list_checkpoints(ws, run_id)}
@@ -410,8 +420,12 @@ def test_real_pipeline_select_then_replay_after_appends(workspace, tmp_path):
     now = select(ws, SelectConfig(task="real-task", run=run_id, count=5, progress=False))
     assert now.n_candidates == 22 and now.n_scored == 22
 
-    # a task none of whose examples survives truncation: a clear error, not NaN
+    # a task none of whose examples survives right truncation: a clear error, not NaN; the default (left)
+    # keeps the completion and scores it
     write_jsonl(tmp_path / "long.jsonl", [{"subtask": "s", "prompt": "y" * 400, "completion": "n"}])
     tasks.add_tasks(ws, "too-long", file=tmp_path / "long.jsonl")
-    with pytest.raises(LessdbError, match="none of its 1 validation examples has a completion token"):
-        select(ws, SelectConfig(task="too-long", run=run_id, progress=False))
+    with pytest.raises(LessdbError, match="none of its 1 validation examples has a completion token.*"
+                                          "drop --val-truncation right"):
+        select(ws, SelectConfig(task="too-long", run=run_id, val_truncation="right", progress=False))
+    kept = select(ws, SelectConfig(task="too-long", run=run_id, count=3, progress=False))
+    assert kept.provenance["params"]["validation_window"] == {"max_seq_length": 128, "truncation": "left"}
