@@ -156,7 +156,9 @@ def worker(kind: str, root: Path, batch_rows: int, method: str = "less") -> dict
         out.update(rows=rows, vector_bytes=nbytes)
     else:
         gradient.compute_validation_features = lambda *a, **k: None   # already stored by build()
-        res = sel.select(ws, sel.SelectConfig(task=TASK, method=method, batch_rows=batch_rows, progress=False))
+        # build() stores the validation rows under the keys of the feature set's window cut on the right
+        res = sel.select(ws, sel.SelectConfig(task=TASK, method=method, batch_rows=batch_rows, val_truncation="right",
+                                              progress=False))
         out.update(k=res.k, n_scored=res.n_scored, selection_id=res.selection_id)
     out["seconds"] = time.monotonic() - t0
     out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20

@@ -18,6 +18,7 @@ import torch
 from conftest import write_jsonl
 from lessdb import LessdbError, Workspace, tasks
 from lessdb.config import build_warmup_config
+from lessdb.choices import DEFAULT_VAL_TRUNCATION
 from lessdb.conversation import content_hash
 from lessdb.featurize import FeaturizeConfig, featurize_run, validation_features, validation_key
 from lessdb.featurize.sketch import rademacher_block
@@ -131,7 +132,8 @@ def _expected_unnormalized(ws, run_id, info, version, cand_ids) -> dict[str, tup
     raw = {k: v * n for k, (v, n) in stored.items()}
     subs = sorted(task.subtasks)
     out = {}
-    keys = {s: [validation_key(ex.messages, info.max_seq_length) for ex in task.subtasks[s]] for s in subs}
+    keys = {s: [validation_key(ex.messages, info.max_seq_length, None, DEFAULT_VAL_TRUNCATION)   # select's default
+                for ex in task.subtasks[s]] for s in subs}
     for cid in cand_ids:
         per = [sum(w * float(np.mean([raw[("validation", e, k)] for k in keys[s]], axis=0) @ raw[("candidate", e, cid)])
                    for e, w in eta.items()) for s in subs]
