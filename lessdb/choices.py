@@ -19,6 +19,9 @@ GRAD_KINDS = ("adam", "sgd", "sign")
 SKETCH_KINDS = ("countsketch", "sparse-sign", "dense-rademacher")
 DEFAULT_SKETCH = "countsketch"
 STORED_DTYPE_NAMES = ("float16", "float32")
+# 2 bytes a value, as the paper stores them: half the disk and scan time of float32, scores within ~1e-3 of it
+# (bench/dtype_select.py). A run that already has a float32 feature set with the same settings keeps extending it.
+DEFAULT_STORED_DTYPE = "float16"
 
 # select, featurize, eval: which end of a too-long example goes ("right": the paper; "left" keeps the completion)
 TRUNCATION_SIDES = ("right", "left")

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
@@ -90,11 +91,12 @@ def test_featurize_complete_normalised_and_recorded(ws_run):
     _assert_complete(ws, s.feature_set_id)
     info = get_feature_set(ws, s.feature_set_id)
     assert (info.sketch_kind, info.dim, info.dtype, info.grad_kind, info.bias_correction) == \
-           ("countsketch", DIM, "float32", "adam", True)
+           ("countsketch", DIM, "float16", "adam", True)
+    assert ws.lance.schema(info.lance_table).field("vector").type.value_type == pa.float16()
     assert info.n_params == sum(np.prod(shape) for _, shape in info.module_order)
     for epoch in (1, 2):
         for _, vecs in iter_feature_batches(ws, s.feature_set_id, epoch):
-            np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, rtol=1e-5)
+            np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, rtol=2e-3)   # float16 unit vectors
             assert np.isfinite(vecs).all()
     # the over-long example is excluded and recorded, never stored
     excl = meta_features.excluded_ids(ws, s.feature_set_id, "candidate", 1)
@@ -109,20 +111,42 @@ def test_featurize_complete_normalised_and_recorded(ws_run):
     assert again.examples == 0 and again.already_present == 2 * (N_GOOD + 1)
     assert again.lance_version == s.lance_version
     # other settings make another feature set; the default one is not touched
-    other = featurize_run(ws, _config(run_id, checkpoints=(2,), sketch="dense-rademacher", dtype="float16",
+    other = featurize_run(ws, _config(run_id, checkpoints=(2,), sketch="dense-rademacher", dtype="float32",
                                       bias_correction=False))
     assert other.feature_set_id != s.feature_set_id and other.examples == N_GOOD
-    assert get_feature_set(ws, other.feature_set_id).dtype == "float16"
+    assert get_feature_set(ws, other.feature_set_id).dtype == "float32"
+
+
+def test_default_dtype_keeps_extending_an_existing_float32_feature_set(ws_run):
+    """Workspaces made when float32 was the default: featurizing again without --dtype extends their float32
+    set (same id, only the missing rows), instead of recomputing everything as float16."""
+    ws, run_id = ws_run
+    old = featurize_run(ws, _config(run_id, checkpoints=(1,), dtype="float32"))
+    assert get_feature_set(ws, old.feature_set_id).dtype == "float32" and old.examples == N_GOOD
+    again = featurize_run(ws, _config(run_id))            # no dtype: the existing float32 set, epoch 2 added
+    assert again.feature_set_id == old.feature_set_id and again.examples == N_GOOD
+    half = featurize_run(ws, _config(run_id, checkpoints=(1,), dtype="float16"))
+    assert half.feature_set_id != old.feature_set_id and get_feature_set(ws, half.feature_set_id).dtype == "float16"
+    # scores depend on the dtype only through rounding: the two sets hold the same unit vectors to ~1e-3
+    a = {i: v for ids, vs in iter_feature_batches(ws, old.feature_set_id, 1) for i, v in zip(ids, vs)}
+    b = {i: v for ids, vs in iter_feature_batches(ws, half.feature_set_id, 1) for i, v in zip(ids, vs)}
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k].astype(np.float16).astype(np.float32), atol=0)
+    # once a float16 set exists, it is the default one
+    assert featurize_run(ws, _config(run_id, checkpoints=(1,))).feature_set_id == half.feature_set_id
 
 
 def test_features_do_not_depend_on_batch_size(ws_run):
     ws, run_id = ws_run
-    a = featurize_run(ws, _config(run_id, checkpoints=(1,), batch_size=1, sketch="dense-rademacher"))
+    # float32: compares the arithmetic, not where float16 rounding falls
+    a = featurize_run(ws, _config(run_id, checkpoints=(1,), batch_size=1, sketch="dense-rademacher", dtype="float32"))
     # same feature set id: recompute in a copy of the workspace without the vectors, another batch size
     shutil.copytree(ws.root, ws.root.parent / "ws-b")
     ws_b = Workspace.open(ws.root.parent / "ws-b")
     ws_b.lance.db.drop_table(get_feature_set(ws, a.feature_set_id).lance_table)
-    b = featurize_run(ws_b, _config(run_id, checkpoints=(1,), batch_size=7, sketch="dense-rademacher"))
+    b = featurize_run(ws_b, _config(run_id, checkpoints=(1,), batch_size=7, sketch="dense-rademacher",
+                                    dtype="float32"))
     assert b.feature_set_id == a.feature_set_id
     va = {i: v for ids, vs in iter_feature_batches(ws, a.feature_set_id, 1) for i, v in zip(ids, vs)}
     vb = {i: v for ids, vs in iter_feature_batches(ws_b, b.feature_set_id, 1) for i, v in zip(ids, vs)}
@@ -229,8 +253,9 @@ def test_validation_features_cached_and_consistent(ws_run):
     examples = [(f"val-{k}", r["messages"]) for k, r in enumerate(recs)] + [("val-long", LONG["messages"])]
     got = validation_features(ws, s.feature_set_id, 1, examples)
     assert sorted(got) == ["val-0", "val-1", "val-2"]          # the one without completion tokens is omitted
-    for v in got.values():
-        assert v.shape == (DIM,) and abs(np.linalg.norm(v) - 1) < 1e-5
+    for v in got.values():   # float16 unit vectors (the default stored dtype), returned as stored
+        assert v.shape == (DIM,) and abs(np.linalg.norm(v) - 1) < 2e-3
+        np.testing.assert_array_equal(v, v.astype(np.float16).astype(np.float32))
     version = ws.lance.version(get_feature_set(ws, s.feature_set_id).lance_table)
     again = validation_features(ws, s.feature_set_id, 1, examples)
     assert ws.lance.version(get_feature_set(ws, s.feature_set_id).lance_table) == version   # served from cache

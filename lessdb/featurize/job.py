@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..choices import DEFAULT_STORED_DTYPE
 from ..conversation import content_hash
 from ..errors import LessdbError
 from ..progress import Progress
@@ -46,7 +47,7 @@ class FeaturizeConfig:
     sketch: str = DEFAULT_SKETCH
     sketch_nnz: int | None = None                 # sparse-sign only (default 4)
     seed: int = 0
-    dtype: str = "float32"                        # stored dtype: float32 (default) | float16
+    dtype: str | None = None                      # stored dtype: float16 | float32; None: see _stored_dtype
     grad_kind: str = "adam"                       # adam | sgd | sign
     bias_correction: bool = True                  # adam: paper (True) or reference implementation (False)
     shard: tuple[int, int] = (0, 1)               # (i, n): this process does the examples with hash % n == i
@@ -65,7 +66,7 @@ class FeaturizeConfig:
             problems.append(f"--dim {self.dim} must be positive")
         if self.sketch not in SKETCH_KINDS:
             problems.append(f"--sketch {self.sketch!r} is not one of {', '.join(SKETCH_KINDS)}")
-        if self.dtype not in fstore.STORED_DTYPES:
+        if self.dtype is not None and self.dtype not in fstore.STORED_DTYPES:
             problems.append(f"--dtype {self.dtype!r} is not one of {', '.join(fstore.STORED_DTYPES)}")
         if self.grad_kind not in GRAD_KINDS:
             problems.append(f"--grad {self.grad_kind!r} is not one of {', '.join(GRAD_KINDS)}")
@@ -173,20 +174,36 @@ def _feature_set(ws, run: dict, loaded: _Loaded, cfg: FeaturizeConfig, max_len: 
     from ..tokenization import tokenizer_id
 
     sketch = make_sketch(cfg.sketch, [p.numel for p in loaded.params], cfg.dim, cfg.seed, "cpu", cfg.sketch_nnz)
-    ident = _identity(run, loaded, tokenizer_id(loaded.base.tokenizer), max_len, cfg.grad_kind, cfg.bias_correction,
-                      compute, cfg.dtype, sketch.identity())
-    fsid = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+    def identity(dtype: str) -> tuple[dict, str]:   # the stored dtype is part of the feature set's identity
+        ident = _identity(run, loaded, tokenizer_id(loaded.base.tokenizer), max_len, cfg.grad_kind,
+                          cfg.bias_correction, compute, dtype, sketch.identity())
+        return ident, hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+    dtype = cfg.dtype or _stored_dtype(ws, lambda d: identity(d)[1])
+    ident, fsid = identity(dtype)
     sk = ident["sketch"]
     row = {"feature_set_id": fsid, "run_id": run["run_id"], "lance_table": fstore.table_name(fsid),
            "grad_kind": cfg.grad_kind, "bias_correction": ident["bias_correction"], "sketch_kind": sk["kind"],
            "sketch_seed": sk["seed"], "sketch_nnz": sk.get("nnz"), "n_params": sk["n_params"], "dim": sk["dim"],
-           "dtype": cfg.dtype, "compute_dtype": compute, "max_seq_length": max_len,
+           "dtype": dtype, "compute_dtype": compute, "max_seq_length": max_len,
            "tokenizer_id": ident["tokenizer_id"], "module_order": ident["module_order"],
            "model_sha256": ident["model_sha256"], "params": ident, "lessdb_version": __version__}
     meta_features.insert_feature_set(ws, row)
     info = fstore.get_feature_set(ws, fsid)
     fstore.ensure_feature_table(ws, info)
     return info
+
+
+def _stored_dtype(ws, feature_set_id_for) -> str:
+    """The stored dtype when --dtype is not given: float16 (DEFAULT_STORED_DTYPE), unless the run already has a
+    float32 feature set with every other setting equal and no float16 one (made before float16 became the
+    default): featurizing again then extends that set instead of recomputing everything into a new one."""
+    other = "float32" if DEFAULT_STORED_DTYPE == "float16" else "float16"
+    if meta_features.feature_set_row(ws, feature_set_id_for(DEFAULT_STORED_DTYPE)) is None and \
+            meta_features.feature_set_row(ws, feature_set_id_for(other)) is not None:
+        return other
+    return DEFAULT_STORED_DTYPE
 
 
 def _check_same_model(info: fstore.FeatureSetInfo, loaded: _Loaded) -> None:
