@@ -71,13 +71,16 @@ def main(argv=None):
 def _check_arguments(args) -> None:
     """Invalid UTF-8 in an argument reaches Python as lone surrogates (PEP 383), which DuckDB, LanceDB and
     the terminal cannot encode; refuse it up front, naming the argument."""
-    for i, arg in enumerate(args, start=1):
+    args = list(args)
+    for i, arg in enumerate(args):
         if isinstance(arg, str):
             try:
                 arg.encode("utf-8")
             except UnicodeEncodeError as exc:
-                raise InputError(f"not valid UTF-8 (byte {exc.start}: {_printable(arg)!r}); lessdb takes "
-                                 "UTF-8 names, paths and values", field=f"argument {i}") from None
+                before = args[i - 1] if i else ""
+                name = before if before.startswith("-") and "=" not in before else f"argument {i + 1}"
+                raise InputError(f"not valid UTF-8 (character {exc.start + 1} of {_printable(arg)!r}); lessdb "
+                                 "takes UTF-8 names, paths and values", field=name) from None
 
 
 def _printable(text: str) -> str:

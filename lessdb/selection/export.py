@@ -71,22 +71,32 @@ def resolve_target(output: str | os.PathLike | None, fmt: str | None, force: boo
         raise InputError(f"the suffix {path.suffix!r} means {implied}, but --format is {fmt}; use a matching "
                          "suffix or leave --format out (the suffix then decides)", file=text, field="--output")
     fmt = fmt or implied or "jsonl"
-    if text.endswith(os.sep) or path.is_dir():
-        raise InputError("is a folder; give a file path", file=text, field="--output")
+    shown = text if len(text) <= 120 else text[:100] + "…"
+    try:
+        _check_destination(path, text, shown, force)
+    except OSError as exc:     # e.g. a path longer than PATH_MAX, a folder we may not look into
+        raise InputError(exc.strerror or str(exc), file=shown, field="--output") from None
+    return path, fmt
+
+
+def _check_destination(path: Path, text: str, shown: str, force: bool) -> None:
+    if "\x00" in text:
+        raise InputError("contains a NUL character", field="--output")
     limit = _name_max(path)
     long_part = next((p for p in path.parts if len(os.fsencode(p)) > limit), None)
     if long_part is not None:
         raise InputError(f"a path component is {len(os.fsencode(long_part))} bytes; this file system allows "
-                         f"{limit}", file=text[:80] + ("…" if len(text) > 80 else ""), field="--output")
+                         f"{limit}", file=shown, field="--output")
+    if text.endswith(os.sep) or path.is_dir():
+        raise InputError("is a folder; give a file path", file=shown, field="--output")
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise InputError(f"{parent} is a file, not a folder", file=text, field="--output")
+                raise InputError(f"{parent} is a file, not a folder", file=shown, field="--output")
             break
     if (path.exists() or path.is_symlink()) and not force:
-        raise InputError("exists; pass --force to overwrite it, or choose another path", file=text,
+        raise InputError("exists; pass --force to overwrite it, or choose another path", file=shown,
                          field="--output")
-    return path, fmt
 
 
 SUFFIX_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
