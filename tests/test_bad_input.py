@@ -311,3 +311,86 @@ def test_case_count_and_tally(capsys):
               f"(of {len(CASES)} cases)")
     if TALLY["tried"]:
         assert TALLY["refused_cleanly"] == TALLY["tried"]
+
+
+# -- what bad input may still do: skip and record (--skip-invalid), overwrite on request (--force) -------------
+def test_skip_invalid_records_surrogate_and_deep_lines(env, monkeypatch):
+    monkeypatch.setenv("LESSDB_PROGRESS", "0")
+    d = env["d"]
+    path = d / "mixed.jsonl"
+    path.write_bytes(lines(msgs("fine one"), j(msgs("two")).replace('"a"', f'"{SURROGATE}"'),
+                           '{"messages": ' + "[" * DEEP + "]" * DEEP + "}",
+                           j(msgs("emoji")).replace('"a"', '"\\ud83d\\ude00 a valid pair"')))
+    code, out, err = lessdb(env, "ingest", str(path), "--pool", "mixed", "--skip-invalid", "--json")
+    assert code == 0 and "Traceback" not in err, err
+    report = json.loads(out)
+    assert report["n_added"] == 2 and report["n_invalid"] == 2
+    code, out, _ = lessdb(env, "sql", "SELECT line, field, reason FROM ingest_skipped WHERE file LIKE '%mixed.jsonl' "
+                                      "ORDER BY line", "--json")
+    skipped = json.loads(out)
+    assert [(r["line"], r["field"]) for r in skipped] == [(2, "messages[1].content"), (3, None)]
+    assert "surrogate" in skipped[0]["reason"] and "nested too deeply" in skipped[1]["reason"]
+    code, out, _ = lessdb(env, "sql", "SELECT messages[2].content AS c FROM candidates WHERE pool = 'mixed' "
+                                      "ORDER BY c", "--json")
+    assert [r["c"] for r in json.loads(out)] == ["a", "\U0001F600 a valid pair"]
+
+
+def test_export_force_suffix_rule_and_atomic_write(env, monkeypatch):
+    d = env["d"] / "exports-ok"
+    d.mkdir()
+    target = d / "sel.parquet"
+    code, out, err = lessdb(env, "export", "sel", "--output", str(target), "--json")   # suffix decides: parquet
+    assert code == 0, err
+    info = json.loads(out)
+    import pyarrow.parquet as pq
+    assert info["format"] == "parquet" and pq.read_table(target).num_rows == 3
+    assert oct(target.stat().st_mode & 0o777) != oct(0o600)      # not mkstemp's private mode
+    code, _, err = lessdb(env, "export", "sel", "--output", str(target))
+    assert code == 2 and "--force" in err
+    other = d / "plain.out"                                       # an unknown suffix: --format, else jsonl
+    assert lessdb(env, "export", "sel", "--output", str(other))[0] == 0
+    assert len(other.read_text().splitlines()) == 3
+    code, out, err = lessdb(env, "export", "sel", "--output", str(target), "--format", "parquet", "--force",
+                            "--json")
+    assert code == 0 and json.loads(out)["sha256"] == info["sha256"], err
+    # the default path in the workspace is lessdb's own: exporting again rewrites it without --force
+    assert lessdb(env, "export", "sel")[0] == 0 and lessdb(env, "export", "sel")[0] == 0
+    assert sorted(p.name for p in d.iterdir()) == ["plain.out", "sel.parquet"]   # no temp file left
+
+    # a failure while writing leaves nothing at the destination and no temp file
+    from lessdb.selection import export as export_mod
+
+    def broken(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(export_mod.pq, "write_table", broken)
+    code, _, err = lessdb(env, "export", "sel", "--output", str(d / "full.parquet"))
+    assert code == 2 and "No space left on device" in err and "full.parquet" in err
+    assert sorted(p.name for p in d.iterdir()) == ["plain.out", "sel.parquet"]
+
+
+def test_unexpected_error_is_short_unless_debug(env, monkeypatch):
+    """A bug (any exception lessdb did not expect) exits 70 with one line and a hint; LESSDB_DEBUG=1 shows the
+    traceback."""
+    from lessdb import tasks
+
+    def bug(*a, **k):
+        raise KeyError("oops")
+    monkeypatch.setattr(tasks, "list_tasks", bug)
+    monkeypatch.delenv("LESSDB_DEBUG", raising=False)
+    code, _, err = lessdb(env, "tasks")
+    assert code == EXIT_INTERNAL and "Traceback" not in err
+    assert "Internal error: KeyError" in err and "LESSDB_DEBUG=1" in err
+    monkeypatch.setenv("LESSDB_DEBUG", "1")
+    code, _, err = lessdb(env, "tasks")
+    assert code == EXIT_INTERNAL and "Traceback" in err and "KeyError" in err
+
+
+@pytest.mark.parametrize("args, expect", [
+    (("ingest", "{d}/surrogate-content.jsonl", "--pool", "bad"), "field 'messages[1].content'"),
+    (("select", "--task", "toy", "--pool", "p1", "--method", "random", "--where", "1=1) OR (1=1"), "--where"),
+])
+def test_console_script_in_a_subprocess(env, args, expect):
+    """The same refusals through the installed entry point in a real process (stderr as a user sees it)."""
+    proc = run_cli(*(a.replace("{d}", str(env["d"])) for a in args), workspace=env["root"], check=False,
+                   env={"LESSDB_DEBUG": ""})
+    assert proc.returncode == 2 and expect in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
