@@ -112,7 +112,7 @@ def selections_cmd(ctx, workspace_override, as_json):
 
 @cli.command("show")
 @click.argument("selection")
-@click.option("--top", type=int, default=10, show_default=True, help="Members to list.")
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True, help="Members to list.")
 @workspace_option
 @json_option
 @click.pass_context

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -232,6 +230,14 @@ CASES = [
     export("parquet-as-jsonl", "{d}/new.jsonl", "new.jsonl", "means jsonl", extra=("--format", "parquet")),
     export("jsonl-as-parquet", "{d}/new.parquet", "new.parquet", "means parquet", extra=("--format", "jsonl")),
     export("format-unknown", "{d}/new.csv", "--format", extra=("--format", "csv")),
+    Case("report-output-dir", ("report", "sel", "--output", "{d}/adir"), 2, ("adir", "folder")),
+    Case("report-output-under-file", ("report", "sel", "--output", "{d}/afile.txt/r.html"), 2, ("is a file",)),
+    # -- other flags and a damaged workspace
+    Case("show-top-negative", ("show", "sel", "--top", "-1"), 2, ("--top",)),
+    Case("sql-empty", ("sql", "  "), 1, ("empty query",)),
+    Case("sql-limit-negative", ("sql", "SELECT 1", "--limit", "-1"), 2, ("--limit",)),
+    Case("workspace-corrupt", ("pools", "-w", "{d}/corrupt"), 1, ("lessdb.duckdb", "not a valid DuckDB"),
+         {"corrupt/lessdb.duckdb": bytes(range(256)) * 64, "corrupt/lance/.keep": b""}),
     Case("export-no-selection", ("export", "no-such-selection", "--output", "{d}/n.jsonl"), 1,
          ("no-such-selection",)),
 ]
@@ -281,11 +287,10 @@ def snapshot(env) -> dict:
     with ws.duck.connect(read_only=True) as con:
         tables = [r[0] for r in con.execute("SELECT table_name FROM information_schema.tables "
                                             "WHERE table_type = 'BASE TABLE' ORDER BY 1").fetchall()]
-        counts = {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
-    files = {str(p.relative_to(env["d"])): (p.stat().st_size, p.read_bytes()[:64] if p.is_file() else None)
-             for p in env["d"].rglob("*")}
+        counts = con.execute(" UNION ALL ".join(f"SELECT '{t}', count(*) FROM \"{t}\"" for t in tables)).fetchall()
+    files = {str(p.relative_to(env["d"])): (p.stat().st_size, p.stat().st_mtime_ns) for p in env["d"].rglob("*")}
     exports = sorted(p.name for p in (env["root"] / "exports").iterdir())
-    return {"lance": lance, "duck": counts, "files": files, "exports": exports}
+    return {"lance": lance, "duck": dict(counts), "files": files, "exports": exports}
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
