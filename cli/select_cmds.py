@@ -1,8 +1,6 @@
 """Selection commands: select, selections, show, diff, export."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from ..choices import DEFAULT_VAL_TRUNCATION, TRUNCATION_SIDES
@@ -34,7 +32,8 @@ def _checkpoints(value: str | None) -> list[int] | None:
 @click.option("--checkpoints", help="Epochs to sum over, e.g. 1,2 (default: all).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed (random baseline).")
 @click.option("--name", help="A unique name for the selection.")
-@click.option("--output", "-o", type=click.Path(path_type=Path), help="Also export it (.jsonl or .parquet).")
+@click.option("--output", "-o", type=click.Path(), help="Also export it (.jsonl or .parquet).")
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
 @click.option("--max-seq-length", type=int, help="RDS/RDS+ truncation (default: the run's).")
 @click.option("--device", default="cpu", show_default=True, help="RDS/RDS+ device.")
 @click.option("--val-max-seq-length", type=int,
@@ -52,8 +51,8 @@ def _checkpoints(value: str | None) -> list[int] | None:
 @json_option
 @click.pass_context
 def select_cmd(ctx, task, method, pool, run_id, feature_set, percentage, count, where, val_aggregation, checkpoints,
-               seed, name, output, max_seq_length, device, val_max_seq_length, val_truncation, replay, method_params,
-               workspace_override, as_json):
+               seed, name, output, force, max_seq_length, device, val_max_seq_length, val_truncation, replay,
+               method_params, workspace_override, as_json):
     """Select the candidates most useful for a task (LESS step 3) and record the selection.
 
     \b
@@ -69,7 +68,7 @@ def select_cmd(ctx, task, method, pool, run_id, feature_set, percentage, count, 
     cfg = SelectConfig(task=task, method=method.lower(), pool=pool, run=run_id, feature_set=feature_set,
                        percentage=percentage, count=count, where=where, val_aggregation=val_aggregation,
                        checkpoints=_checkpoints(checkpoints), seed=seed, name=name,
-                       output=None if output is None else str(output), max_seq_length=max_seq_length,
+                       output=None if output is None else str(output), force=force, max_seq_length=max_seq_length,
                        device=device, val_max_seq_length=val_max_seq_length,
                        val_truncation=val_truncation, replay=replay,
                        method_params=parse_method_params(method_params) or None)
@@ -115,7 +114,7 @@ def selections_cmd(ctx, workspace_override, as_json):
 
 @cli.command("show")
 @click.argument("selection")
-@click.option("--top", type=int, default=10, show_default=True, help="Members to list.")
+@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True, help="Members to list.")
 @workspace_option
 @json_option
 @click.pass_context
@@ -160,21 +159,25 @@ def diff_cmd(ctx, a, b, workspace_override, as_json):
 @cli.command("export")
 @click.argument("selection")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default=None,
-              help="Default: from the output's suffix, else jsonl.")
-@click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
+              help="Default: from the output's suffix (.parquet/.pq: parquet), else jsonl.")
+@click.option("--output", "-o", type=click.Path(), default=None,
               help="Default: <workspace>/exports/<selection_id>.<format>.")
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists (refused otherwise).")
 @workspace_option
 @json_option
 @click.pass_context
-def export_cmd(ctx, selection, fmt, output, workspace_override, as_json):
+def export_cmd(ctx, selection, fmt, output, force, workspace_override, as_json):
     """Write a selection's training set (messages format for open-instruct / TRL) and record its sha256.
+
+    A suffix that means the other format (--format parquet --output x.jsonl) is an error; without --format
+    the suffix decides. The file is written next to its destination and renamed into place.
 
     \b
     Example:
         lessdb export bbh-5pct --format jsonl --output bbh-5pct.jsonl
     """
     from ..selection import export_selection
-    info = export_selection(open_workspace(ctx, workspace_override), selection, output, fmt)
+    info = export_selection(open_workspace(ctx, workspace_override), selection, output, fmt, force=force)
     if as_json:
         emit_json(info)
     else:

@@ -30,7 +30,7 @@ def init(ctx, workspace_override: Path | None, as_json: bool):
 
 @cli.command()
 @click.argument("query")
-@click.option("--limit", type=int, default=None, help="Return at most this many rows.")
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="Return at most this many rows.")
 @workspace_option
 @json_option
 @click.pass_context

@@ -25,7 +25,9 @@ from importlib import resources
 from pathlib import Path
 
 from .conversation import ROLES, content_hash
+from . import jsontext
 from .errors import InputError, LessdbError
+from .jsontext import unicode_problem
 # LESS's validation formats (the built-ins and the LESS-folder loader use them; re-exported for older imports)
 from .less_formats import (TYDIQA_TEMPLATES, less_bbh_examples, less_mmlu_example,  # noqa: F401
                            less_tydiqa_example, split_less_bbh_prompt)
@@ -108,7 +110,9 @@ def parse_task_file(path: Path | str) -> dict[str, list[list[dict]]]:
             if not text.strip():
                 continue
             try:
-                record = json.loads(text)
+                record = jsontext.loads(text)
+            except jsontext.JSONNestingError as exc:
+                raise InputError(str(exc), file=where, line=lineno) from None
             except json.JSONDecodeError as exc:
                 hint = " (task files are JSONL: one JSON object per line, not a JSON array)" \
                     if text.lstrip().startswith("[") else ""
@@ -136,6 +140,8 @@ def _task_record(record, where: str, line: int) -> tuple[str, list[dict]]:
         fail("missing field (every example names its subtask)", "subtask")
     if not isinstance(subtask, str) or not subtask.strip():
         fail("must be a non-empty string", "subtask")
+    if unicode_problem(subtask):
+        fail(unicode_problem(subtask), "subtask")
     has_messages = "messages" in record
     has_pc = "prompt" in record or "completion" in record
     if has_messages and has_pc:
@@ -151,6 +157,8 @@ def _task_record(record, where: str, line: int) -> tuple[str, list[dict]]:
             fail(f"must be a string, got {type(record[key]).__name__}", key)
         if not record[key].strip():
             fail("must not be empty", key)
+        if unicode_problem(record[key]):
+            fail(unicode_problem(record[key]), key)
     return subtask, [{"role": "user", "content": record["prompt"]},
                      {"role": "assistant", "content": record["completion"]}]
 
@@ -167,6 +175,8 @@ def _validate_messages(messages, fail) -> list[dict]:
             fail(f"unknown role {role!r} (expected one of {', '.join(ROLES)})", f"messages[{i}].role")
         if not isinstance(content, str):
             fail(f"must be a string, got {type(content).__name__}", f"messages[{i}].content")
+        if unicode_problem(content):
+            fail(unicode_problem(content), f"messages[{i}].content")
         if role == "assistant" and not content.strip():
             fail("empty assistant turn (the completion is what the validation loss is computed on)",
                  f"messages[{i}].content")
@@ -211,12 +221,28 @@ def load_less_eval_dir(directory: Path | str) -> list[_TaskSpec]:
     if not specs:
         raise InputError("no LESS eval data found: expected bbh/bbh-three-shot.json, mmlu/dev/*_dev.csv or "
                          "tydiqa/tydiqa-one-shot.json under it", file=str(root))
+    for spec in specs:
+        _check_unicode(spec)
     return specs
+
+
+def _check_unicode(spec: _TaskSpec) -> None:
+    """Text that cannot be stored as UTF-8 (a lone surrogate from a JSON escape), named by subtask and turn."""
+    for subtask, examples in spec.subtasks.items():
+        if unicode_problem(subtask):
+            raise InputError(unicode_problem(subtask), file=spec.source, field=f"subtask {subtask!r}")
+        for i, messages in enumerate(examples):
+            for j, m in enumerate(messages):
+                if unicode_problem(m["content"]):
+                    raise InputError(unicode_problem(m["content"]), file=spec.source,
+                                     field=f"{subtask}[{i}].messages[{j}].content")
 
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
+        return jsontext.loads(path.read_bytes().decode("utf-8"))
+    except jsontext.JSONNestingError as exc:
+        raise InputError(str(exc), file=str(path)) from None
     except UnicodeDecodeError as exc:
         raise InputError(f"invalid UTF-8 at byte {exc.start}", file=str(path)) from None
     except json.JSONDecodeError as exc:

@@ -308,6 +308,9 @@ def featurize_run(ws, cfg: FeaturizeConfig) -> FeaturizeSummary:
     from ..storage.candidates import candidates_version, read_candidates, select_candidate_ids
 
     cfg.validate()
+    if cfg.where is not None:   # before any lookup or model load: a bad filter is refused first
+        from ..storage.user_filter import check_filter
+        check_filter(cfg.where)
     t_start = time.monotonic()
     run = meta_runs.get_run(ws, cfg.run_id)
     ckpts = {c.epoch: c for c in meta_runs.list_checkpoints(ws, cfg.run_id)}

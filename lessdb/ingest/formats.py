@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..conversation import ROLES, Conversation
+from ..jsontext import unicode_problem
 
 FORMATS = ("messages", "sharegpt", "alpaca", "prompt-completion")
 
@@ -59,6 +60,9 @@ def _text(record: dict, field: str, required: bool = True, path: str | None = No
     value = record[field]
     if not isinstance(value, str):
         raise RecordError(path, f"expected a string, got {type(value).__name__}")
+    problem = unicode_problem(value)
+    if problem:
+        raise RecordError(path, problem)
     return value
 
 
@@ -66,8 +70,11 @@ def _optional_id(record: dict, field: str = "id") -> str | None:
     value = record.get(field)
     if value is None:
         return None
-    if not isinstance(value, (str, int)):
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
         raise RecordError(field, f"expected a string or integer id, got {type(value).__name__}")
+    problem = unicode_problem(str(value))
+    if problem:
+        raise RecordError(field, problem)
     return str(value)
 
 

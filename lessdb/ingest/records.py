@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from .. import jsontext
 from ..errors import InputError
 
 CHUNK_CHARS = 1 << 20
@@ -72,9 +73,9 @@ def _looks_like_jsonl(path: Path) -> bool:
     for _, text in _decode_lines(path):
         if text.strip():
             try:
-                json.loads(text)
+                jsontext.loads(text)
                 return True
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, jsontext.JSONNestingError):
                 return False
     return False
 
@@ -85,9 +86,12 @@ def _iter_jsonl(path: Path) -> Iterator[RawRecord]:
         if not text.strip():
             continue
         try:
-            value = json.loads(text)
+            value = jsontext.loads(text)
         except json.JSONDecodeError as exc:
             yield RawRecord(lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno})")
+            continue
+        except jsontext.JSONNestingError as exc:
+            yield RawRecord(lineno, None, str(exc))
             continue
         yield RawRecord(lineno, value)
 
@@ -137,8 +141,10 @@ def _iter_json_array(path: Path, stats: ReadStats, tolerate_truncation: bool,
                 return
             while True:
                 try:
-                    value, end = decoder.raw_decode(buf, pos)
+                    value, end = jsontext.raw_decode(decoder, buf, pos)
                     break
+                except jsontext.JSONNestingError as exc:
+                    raise InputError(str(exc), file=str(path), line=line) from None
                 except json.JSONDecodeError as exc:
                     if fill():
                         continue

@@ -8,12 +8,10 @@ import datetime as _dt
 import html as _html
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from .. import __version__
-from ..errors import LessdbError
+from ..output_file import check_destination, write_atomically
 from . import plots
 from .data import (SelectionData, checkpoint_contributions, completion_lengths, examples_per_subtask,
                    jaccard_matrix, length_summary, load_selection, selections_for_task, source_mix, subtask_counts)
@@ -97,22 +95,11 @@ def build_report(ws, ref: str, compare: list[str] | None = None, examples: int =
 
 
 def write_report(ws, ref: str, output: str | Path, compare: list[str] | None = None, examples: int = 2) -> dict:
-    """Write the report page to `output` atomically (a temporary file renamed into place)."""
+    """Write the report page to `output` atomically (a temporary file renamed into place; an existing report
+    is replaced). The destination is checked before the page is built."""
+    out = check_destination(output, force=True)
     page = build_report(ws, ref, compare=compare, examples=examples)
-    out = Path(output)
-    if out.parent and not out.parent.exists():
-        raise LessdbError(f"--output {output}: directory {out.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(page)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)   # mkstemp creates 0600; a report is an ordinary file
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(out, lambda fh: fh.write(page.encode("utf-8")), overwrite=True)
     return {"output": str(out), "bytes": len(page.encode("utf-8")), "images": page.count("data:image/png;base64,")}
 
 

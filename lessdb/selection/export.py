@@ -11,7 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import LessdbError
+from ..errors import InputError
+from ..output_file import check_destination, write_atomically
 from ..storage import meta_selections as meta
 from ..storage.candidates import read_candidates
 from ..storage.lance_tables import CANDIDATES, MESSAGE_TYPE
@@ -28,33 +29,53 @@ EXPORT_SCHEMA = pa.schema([
 ])
 
 
-def export_selection(ws, ref: str, output: str | os.PathLike | None = None, fmt: str | None = None) -> dict:
-    """Write selection `ref` to `output` (default: <workspace>/exports/<selection_id>.<fmt>); the format is
-    `fmt`, else the file suffix, else jsonl. Returns {selection_id, path, format, n_rows, sha256}."""
+def export_selection(ws, ref: str, output: str | os.PathLike | None = None, fmt: str | None = None,
+                     force: bool = False) -> dict:
+    """Write selection `ref` to `output` (default: <workspace>/exports/<selection_id>.<fmt>). The format is
+    `fmt`, else the output's suffix (see `resolve_target`). An existing `output` is refused unless `force`
+    (the default path inside the workspace is lessdb's own and rewritten). Written to a temporary file in the
+    same folder and renamed into place: nothing half-written on failure. Returns {selection_id, path, format,
+    n_rows, sha256}."""
+    path, fmt = resolve_target(output, fmt, force)
     sel = meta.get_selection(ws, ref)
-    if fmt is None:
-        fmt = "parquet" if output is not None and str(output).endswith(".parquet") else "jsonl"
-    if fmt not in FORMATS:
-        raise LessdbError(f"--format {fmt!r}: choose jsonl or parquet")
-    path = Path(output) if output is not None else ws.exports_dir / f"{sel['selection_id']}.{fmt}"
+    if path is None:
+        path, force = ws.exports_dir / f"{sel['selection_id']}.{fmt}", True
     table = selection_table(ws, sel)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")   # nothing half-written at `path` on error
-    try:
+
+    def write(fh) -> None:
         if fmt == "parquet":
-            pq.write_table(table, tmp)
+            pq.write_table(table, fh)
         else:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                for rec in table.to_pylist():
-                    fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        digest = _sha256(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+            for rec in table.to_pylist():
+                fh.write((json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8"))
+
+    write_atomically(path, write, overwrite=force)
+    digest = _sha256(path)
     meta.record_export(ws, sel["selection_id"], str(path.resolve()), fmt, table.num_rows, digest)
     return {"selection_id": sel["selection_id"], "path": str(path.resolve()), "format": fmt,
             "n_rows": table.num_rows, "sha256": digest}
+
+
+SUFFIX_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+
+
+def resolve_target(output: str | os.PathLike | None, fmt: str | None, force: bool = False) -> tuple[Path | None, str]:
+    """(path or None for the default, format) for an export, refused before any work if it cannot be written.
+
+    The rule: a `.parquet`/`.pq` suffix means parquet and a `.jsonl`/`.ndjson`/`.json` suffix means jsonl;
+    without `fmt` the suffix decides (anything else: jsonl); with `fmt`, a suffix meaning the other format is
+    an error. The destination must be writable (`lessdb.output_file.check_destination`); an existing file
+    needs `force`."""
+    if fmt is not None and fmt not in FORMATS:
+        raise InputError(f"{fmt!r}: choose jsonl or parquet", field="--format")
+    if output is None:
+        return None, fmt or "jsonl"
+    path = check_destination(output, force)
+    implied = SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt is not None and implied is not None and implied != fmt:
+        raise InputError(f"the suffix {path.suffix!r} means {implied}, but --format is {fmt}; use a matching "
+                         "suffix or leave --format out (the suffix then decides)", file=str(path), field="--output")
+    return path, fmt or implied or "jsonl"
 
 
 def selection_table(ws, sel: dict) -> pa.Table:

@@ -38,6 +38,7 @@ class SelectConfig:
     seed: int = 0
     name: str | None = None
     output: str | None = None               # also export the selection (JSONL, or Parquet by suffix)
+    force: bool = False                     # overwrite `output` if it exists
     max_seq_length: int | None = None       # RDS/RDS+: default the feature set's / run's
     device: str = "cpu"                     # RDS/RDS+ forward passes
     batch_rows: int = 4096                  # feature rows per BLAS product (bounds memory)

@@ -63,7 +63,7 @@ def require_candidates(ws, plan: Plan, ids: list[str]) -> None:
 
 
 def record_selection(ws, plan: Plan, ids: list[str], scores: Scores, started: float, name: str | None,
-                     output: str | None, notes: list[str]) -> SelectionResult:
+                     output: str | None, notes: list[str], force: bool = False) -> SelectionResult:
     """Top k of the scored candidates, written as one selection row plus its members."""
     from .. import __version__
     from ..storage import meta_selections as meta
@@ -125,7 +125,7 @@ def record_selection(ws, plan: Plan, ids: list[str], scores: Scores, started: fl
     if output:
         from .export import export_selection
 
-        result.output = export_selection(ws, selection_id, output)["path"]
+        result.output = export_selection(ws, selection_id, output, force=force)["path"]
     result.seconds = time.monotonic() - started
     return result
 

@@ -27,9 +27,17 @@ def __getattr__(name: str):
 
 def select(ws, config: SelectConfig) -> SelectionResult:
     """Run a selection (or, with `config.replay`, replay a recorded one) and record it."""
+    if config.output:   # refuse a bad --output before the work, not after it
+        from .export import resolve_target
+
+        resolve_target(config.output, None, config.force)
+    if config.where is not None and not config.replay:   # before anything is read or written
+        from ..storage.user_filter import check_filter
+
+        check_filter(config.where)
     if config.replay:
         return replay(ws, config.replay, name=config.name, output=config.output, progress=config.progress,
-                      batch_rows=config.batch_rows, device=config.device)
+                      batch_rows=config.batch_rows, device=config.device, force=config.force)
     started = time.monotonic()
     if config.task:
         from .. import tasks
@@ -39,11 +47,11 @@ def select(ws, config: SelectConfig) -> SelectionResult:
     with metadata_reads(ws):
         plan = make_plan(ws, config, options)
         ids = prefetch(ws, plan)
-    return _execute(ws, plan, ids, started, config.name, config.output, notes=[])
+    return _execute(ws, plan, ids, started, config.name, config.output, notes=[], force=config.force)
 
 
 def replay(ws, ref: str, name: str | None = None, output: str | None = None, progress: bool = True,
-           batch_rows: int = 4096, device: str = "cpu") -> SelectionResult:
+           batch_rows: int = 4096, device: str = "cpu", force: bool = False) -> SelectionResult:
     """Re-run recorded selection `ref` against the LanceDB versions it read; records the replay (replay_of)
     and reports whether members, ranks and scores are identical to the original."""
     from ..storage import meta_selections as meta
@@ -54,13 +62,13 @@ def replay(ws, ref: str, name: str | None = None, output: str | None = None, pro
         row = meta.get_selection(ws, ref)
         plan = plan_from_record(ws, row, options)
         ids = prefetch(ws, plan)
-    result = _execute(ws, plan, ids, started, name, output, notes=[f"replay of {row['selection_id']}"])
+    result = _execute(ws, plan, ids, started, name, output, notes=[f"replay of {row['selection_id']}"], force=force)
     result.identical = same_as_recorded(ws, result, row["selection_id"])
     return result
 
 
 def _execute(ws, plan: Plan, ids: list[str], started: float, name: str | None, output: str | None,
-             notes: list[str]) -> SelectionResult:
+             notes: list[str], force: bool = False) -> SelectionResult:
     require_candidates(ws, plan, ids)
     scores: Scores = get_method(plan.method).score(ws, plan, ids)
-    return record_selection(ws, plan, ids, scores, started, name, output, notes)
+    return record_selection(ws, plan, ids, scores, started, name, output, notes, force=force)

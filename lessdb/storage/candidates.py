@@ -7,8 +7,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import LessdbError
+from ..errors import InputError, LessdbError
 from .lance_tables import CANDIDATES
+from .user_filter import filtered_candidates, first_line
 
 
 def candidates_version(ws) -> int:
@@ -16,30 +17,26 @@ def candidates_version(ws) -> int:
 
 
 def select_candidate_ids(ws, pool: str | None = None, where: str | None = None,
-                         version: int | None = None) -> list[str]:
-    """Ids of candidates in `pool` (all pools if None) matching the SQL boolean expression `where`,
-    evaluated by DuckDB over the `candidates` relation pinned at `version`, sorted by id (byte order).
+                         version: int | None = None, extra_condition: str | None = None) -> list[str]:
+    """Ids of candidates in `pool` (all pools if None) matching the user's SQL boolean expression `where`
+    (checked by `user_filter.check_filter`; it can only narrow the pool), evaluated by DuckDB over the
+    `candidates` relation pinned at `version`, sorted by id (byte order). `extra_condition` is lessdb's own SQL.
     Without `where` no SQL is needed: one Lance scan of the id column (~10x faster than a DuckDB query)."""
-    if not where:
+    if where is None and extra_condition is None:
         if not ws.lance.has_table(CANDIDATES):
             return []
         ds = ws.lance.dataset(CANDIDATES, version)
         ids = ds.to_table(columns=["id"], filter=None if pool is None else f"pool = '{_sql_quote(pool)}'")
         return pc.unique(ids.column("id")).sort().to_pylist()
-    conditions, params = [], []
-    if pool is not None:
-        conditions.append("pool = ?")
-        params.append(pool)
-    if where:
-        conditions.append(f"({where})")
-    sql = "SELECT DISTINCT id FROM candidates" + (" WHERE " + " AND ".join(conditions) if conditions else "")
+    source = filtered_candidates(where, with_pool=pool is not None)
+    sql = f"SELECT DISTINCT id FROM {source}" + (f" WHERE {extra_condition}" if extra_condition else "")
     rels = ws.lance_relations({CANDIDATES: version} if version is not None else None)
     with ws.duck.connect(read_only=True, relations=rels) as con:
         con.execute("SET enable_external_access = false")
         try:
-            rows = con.execute(sql + " ORDER BY id", params).fetchall()
+            rows = con.execute(sql + " ORDER BY id", [] if pool is None else [pool]).fetchall()
         except duckdb.Error as exc:
-            raise LessdbError(f"--where {where!r}: {exc}") from exc
+            raise InputError(f"{first_line(exc)} (filter: {where!r})", field="--where") from exc
     return [r[0] for r in rows]
 
 

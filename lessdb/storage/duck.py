@@ -97,9 +97,12 @@ class DuckStore:
                         raise WorkspaceError(
                             f"{self.path}: another process has held the metadata database for "
                             f"{LOCK_WAIT_SECONDS:.0f} s ({exc}); try again when it finishes") from exc
-                    raise
+                    raise WorkspaceError(f"{self.path}: cannot open the metadata database: {exc}") from exc
                 time.sleep(delay)
                 delay = min(delay * 1.5, 1.0)
+            except duckdb.Error as exc:       # not a DuckDB file, or a damaged one
+                raise WorkspaceError(f"{self.path}: cannot open the metadata database: "
+                                     f"{str(exc).splitlines()[0]}") from exc
 
     # -- migrations ---------------------------------------------------------------------------------
     def applied_migrations(self) -> list[tuple[int, str, str]]:

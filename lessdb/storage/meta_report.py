@@ -5,6 +5,7 @@ candidates version the selection recorded (so a report shows what the selection 
 from __future__ import annotations
 
 from .lance_tables import CANDIDATES
+from .user_filter import filtered_candidates
 
 MEMBER_COLUMNS = ("rank", "score", "best_subtask", "candidate_id", "pool", "source_dataset", "source_id", "n_turns",
                   "prompt_chars", "completion_chars", "total_chars", "messages")
@@ -27,8 +28,8 @@ def audit_members(ws, selection_id: str, candidates_version: int | None, with_te
 
 def pool_metadata(ws, pool: str, where: str | None, candidates_version: int | None) -> list[dict]:
     """Metadata of every candidate of `pool` that passes the selection's SQL filter (one row per id)."""
-    sql = (f"SELECT {', '.join(POOL_COLUMNS)} FROM candidates WHERE pool = ?" + (f" AND ({where})" if where else "")
-           + " QUALIFY row_number() OVER (PARTITION BY id ORDER BY id) = 1 ORDER BY id")
+    sql = (f"SELECT {', '.join(POOL_COLUMNS)} FROM {filtered_candidates(where)}"
+           " QUALIFY row_number() OVER (PARTITION BY id ORDER BY id) = 1 ORDER BY id")
     with ws.duck.connect(read_only=True, relations=_relations(ws, candidates_version)) as con:
         con.execute("SET enable_external_access = false")
         return con.sql(sql, params=[pool]).to_arrow_table().to_pylist()

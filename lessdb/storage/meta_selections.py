@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from ..errors import LessdbError
 from .lance_tables import CANDIDATES
+from .user_filter import filtered_candidates
 
 
 # -- selections and members --------------------------------------------------------------------------------
@@ -115,8 +116,7 @@ def candidate_ids_without_completion(ws, pool: str, where: str | None, version: 
     """Filtered candidates with no assistant text at all (never scorable, whatever the tokenizer)."""
     from .candidates import select_candidate_ids
 
-    cond = "completion_chars = 0" + (f" AND ({where})" if where else "")
-    return set(select_candidate_ids(ws, pool, cond, version))
+    return set(select_candidate_ids(ws, pool, where, version, extra_condition="completion_chars = 0"))
 
 
 # -- pinned Lance scans ------------------------------------------------------------------------------------
@@ -179,8 +179,7 @@ def source_mix(ws, selection: dict) -> list[dict]:
     version = (selection["table_versions"] or {}).get(CANDIDATES)
     pool = selection["params"].get("pool")
     where = selection.get("sql_filter")
-    pool_sql = "SELECT source_dataset, count(*) AS n FROM candidates WHERE pool = ?" + (
-        f" AND ({where})" if where else "") + " GROUP BY ALL"
+    pool_sql = f"SELECT source_dataset, count(*) AS n FROM {filtered_candidates(where)} GROUP BY ALL"
     with ws.duck.connect(read_only=True, relations=_pinned(ws, version)) as con:
         con.execute("SET enable_external_access = false")
         rows = con.execute(
@@ -211,8 +210,7 @@ def length_stats(ws, selection: dict) -> list[dict]:
         con.execute("SET enable_external_access = false")
         sel = con.execute(f"SELECT {aggs} FROM selection_audit WHERE selection_id = ?",
                           [selection["selection_id"]]).fetchone()
-        pl = con.execute(f"SELECT {aggs} FROM candidates WHERE pool = ?" + (f" AND ({where})" if where else ""),
-                         [pool]).fetchone()
+        pl = con.execute(f"SELECT {aggs} FROM {filtered_candidates(where)}", [pool]).fetchone()
     out = []
     for i, c in enumerate(LENGTH_COLUMNS):
         for label, row in (("selection", sel), ("pool", pl)):

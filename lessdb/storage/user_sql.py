@@ -20,6 +20,8 @@ class QueryResult:
 def run_readonly_sql(workspace, query: str, limit: int | None = None) -> QueryResult:
     """Run `query` against the workspace. The connection is read-only and file/network access is switched
     off before the query runs (it cannot be switched back on), so user SQL can read only the workspace."""
+    if not query or not query.strip():
+        raise LessdbError("empty query; e.g. lessdb sql \"SELECT * FROM pool_summary\"")
     with workspace.duck.connect(read_only=True, with_relations=True) as con:
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")

@@ -1,0 +1,44 @@
+"""Two ways valid-looking JSON still breaks a pipeline, checked where input is read (ingest, task files):
+
+- nesting deeper than Python's recursion limit makes `json.loads` raise RecursionError (not a
+  JSONDecodeError), which used to escape as a traceback naming no file or line;
+- a `\\ud800`-style escape decodes to a lone UTF-16 surrogate: a Python str that cannot be encoded as UTF-8,
+  so hashing it, writing it to LanceDB/DuckDB or printing it crashed later, far from the record.
+"""
+from __future__ import annotations
+
+import json
+
+
+class JSONNestingError(ValueError):
+    """JSON nested too deeply to decode."""
+
+
+NESTING_MESSAGE = "JSON nested too deeply to decode (hundreds of levels of [ or {)"
+
+
+def loads(text: str):
+    """`json.loads`, with excessive nesting raised as JSONNestingError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise JSONNestingError(NESTING_MESSAGE) from None
+
+
+def raw_decode(decoder: json.JSONDecoder, text: str, pos: int):
+    try:
+        return decoder.raw_decode(text, pos)
+    except RecursionError:
+        raise JSONNestingError(NESTING_MESSAGE) from None
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why `text` cannot be stored as UTF-8 (a lone surrogate and where), or None when it can."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"holds a lone UTF-16 surrogate {text[exc.start]!r} at character {exc.start + 1} (a \\ud800-style "
+                "escape without its pair): not valid Unicode")
+    return None
