@@ -72,10 +72,18 @@ def build_split(args) -> dict:
     if args.smoke:
         sources, skills = rd.synthetic_split(args.n_skills, args.per_task, args.n_val)
     else:
-        skills = {s: rd.SKILLS[s] for s in args.skills} if args.skills else dict(rd.SKILLS)
+        # always drawn for every skill (the same pool and held-out examples whichever targets are scored)
+        skills = dict(rd.SKILLS)
         wanted = sorted({src for pair in skills.values() for src in pair[:2]})
         sources = rd.load_sources(bigbench_sdist(args.bigbench_sdist), wanted, args.cache)
-    return rd.build_split(sources, skills, args.per_task, args.n_val, seed=0)
+    split = rd.build_split(sources, skills, args.per_task, args.n_val, seed=0)
+    if args.skills:
+        unknown = set(args.skills) - set(split["same"])
+        if unknown:
+            raise SystemExit(f"--skills: unknown {sorted(unknown)} (known: {', '.join(split['same'])})")
+        for variant in ("same", "cross"):
+            split[variant] = {s: split[variant][s] for s in args.skills}
+    return split
 
 
 def bigbench_sdist(given: Path | None) -> Path:
@@ -150,7 +158,7 @@ def run_selections(ws, run_id: str, skills: list[str], methods: list, args, skil
     the workspace (results.jsonl), so a rerun only does what is missing."""
     from lessdb.selection import SelectConfig, select
 
-    cache = Path(ws.root) / "results.jsonl"
+    cache = Path(ws.root) / (f"results-{args.tag}.jsonl" if args.tag else "results.jsonl")
     done = {}
     if cache.exists():
         for line in cache.read_text().splitlines():
@@ -161,7 +169,7 @@ def run_selections(ws, run_id: str, skills: list[str], methods: list, args, skil
     for label, overrides, fs_key in methods:
         for variant in ("same", "cross"):
             for skill in skills:
-                name = f"{label}|{variant}|{skill}"
+                name = (f"{args.tag}|" if args.tag else "") + f"{label}|{variant}|{skill}"
                 if name not in done:
                     cfg = SelectConfig(task=f"rec-{variant}-{skill}", pool=args.pool, run=run_id, count=k_of[skill],
                                        where=args.where, name=name.replace("|", "--").replace(":", "-"),
@@ -224,7 +232,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--cache", type=Path, default=Path("/tmp/lessdb-recovery-bigbench"),
                     help="extracted task.json files (read from the tarball once)")
     ap.add_argument("--skills", type=lambda s: [x for x in s.split(",") if x], default=None,
-                    help=f"comma list (default all {len(rd.SKILLS)}: {','.join(rd.SKILLS)})")
+                    help=f"target skills scored (default all {len(rd.SKILLS)}: {','.join(rd.SKILLS)}); the pool "
+                         "always holds every skill (restrict it with --where)")
     ap.add_argument("--per-task", type=int, default=20)
     ap.add_argument("--n-val", type=int, default=3)
     ap.add_argument("--sharegpt", type=int, default=400, help="ShareGPT conversations ingested (then filtered)")
@@ -233,9 +242,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--ablations", action="store_true", help="also LESS's selection-time knobs")
     ap.add_argument("--feature-ablations", action="store_true",
                     help="also d 2048, sketch seed 1, SGD features (one featurize pass each)")
+    ap.add_argument("--methods", type=lambda s: [x for x in s.split(",") if x], default=None,
+                    help="only these method labels (default: all that the flags ask for)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads")
     ap.add_argument("--smoke", action="store_true", help="tiny random model, synthetic skills")
     ap.add_argument("--n-skills", type=int, default=4, help="--smoke: synthetic skills")
+    ap.add_argument("--tag", default="", help="names this run's selections and results (several runs, e.g. other "
+                                             "--where or --skills, in one workspace)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -263,6 +276,12 @@ def main(argv: list[str] | None = None) -> dict:
         Workspace.init(args.workspace)
     methods = list(METHODS) + (ABLATIONS if args.ablations else []) + (FEATURE_ABLATIONS if args.feature_ablations
                                                                        else [])
+    if args.methods:
+        known = {m[0] for m in METHODS + ABLATIONS + FEATURE_ABLATIONS}
+        unknown = set(args.methods) - known
+        if unknown:
+            raise SystemExit(f"--methods: unknown {sorted(unknown)} (known: {', '.join(sorted(known))})")
+        methods = [m for m in METHODS + ABLATIONS + FEATURE_ABLATIONS if m[0] in args.methods]
     args.feature_sets = sorted({m[2] for m in methods if m[2]}, key=list(FEATURE_SETS).index)
     args.fsids = {}
     timings: dict = {}

@@ -28,15 +28,15 @@ RRF_K = 60
 SIGNALS = ("less", "bm25")   # gradient score first, lexical second (the order of `weights`)
 
 
-def parameters(fusion: str = "rrf") -> dict:
-    """The recorded, complete parameters of a hybrid selection (a replay reads them back)."""
+def fusion_rule(fusion: str = "rrf", rrf_k: int = RRF_K, gradient_weight: float = 0.5) -> dict:
+    """The complete, recorded rule of a hybrid selection (a replay reads it back)."""
     if fusion not in FUSIONS:
         raise ValueError(f"fusion must be one of {FUSIONS}, not {fusion!r}")
     out = {"fusion": fusion, "signals": list(SIGNALS)}
     if fusion == "rrf":
-        out["rrf_k"] = RRF_K
+        out["rrf_k"] = int(rrf_k)
     else:
-        out["weights"] = [0.5, 0.5]
+        out["weights"] = [float(gradient_weight), 1.0 - float(gradient_weight)]
     return out
 
 
