@@ -224,6 +224,30 @@ def print_table(summary: dict, skills: list[str]) -> None:
             print(f"  {method:<22}{r['mean']:7.3f}  [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]  {secs}")
 
 
+def markdown(result: dict) -> str:
+    """The recorded result as the tables of bench/RESULTS.md (method rows; then precision per skill)."""
+    skills = result["skills"]
+    ov = result["lexical_overlap"]
+    lines = [f"{len(skills)} skills, pool {result['pool_size']} candidates ({result['distractors']} ShareGPT), "
+             f"k = each skill's pool examples; word-set Jaccard of validation examples with their own skill's pool "
+             f"/ other skills': same {ov['same']['own']:.3f} / {ov['same']['other']:.3f}, cross "
+             f"{ov['cross']['own']:.3f} / {ov['cross']['other']:.3f}", "",
+             "| method | same surface P@k [95% CI] | cross surface P@k [95% CI] | select s (same + cross) |",
+             "|---|---|---|---|"]
+    same, cross = result["summary"]["same"], result["summary"]["cross"]
+    for m in same:
+        secs = f"{same[m]['seconds'] + cross[m]['seconds']:.0f}" if "seconds" in same[m] else ""
+        lines.append(f"| {m} | {same[m]['mean']:.3f} [{same[m]['ci95'][0]:.3f}, {same[m]['ci95'][1]:.3f}] | "
+                     f"{cross[m]['mean']:.3f} [{cross[m]['ci95'][0]:.3f}, {cross[m]['ci95'][1]:.3f}] | {secs} |")
+    lines += ["", "| method | variant | " + " | ".join(skills) + " |", "|---|---|" + "---|" * len(skills)]
+    for m in same:
+        for variant, rows in (("same", same), ("cross", cross)):
+            if "per_skill" in rows[m]:
+                lines.append(f"| {m} | {variant} | " + " | ".join(f"{rows[m]['per_skill'][s]:.2f}" for s in skills)
+                             + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workspace", type=Path, default=Path("/tmp/lessdb-recovery"))
@@ -251,7 +275,11 @@ def main(argv: list[str] | None = None) -> dict:
                                              "--where or --skills, in one workspace)")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--json-out", type=Path, default=None)
+    ap.add_argument("--markdown", type=Path, default=None, help="only print the tables of a recorded result JSON")
     args = ap.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return {}
     if args.threads:
         import torch
 
