@@ -44,8 +44,8 @@ METHODS = [
     ("bm25", {"method": "bm25"}, None),
     ("dsir", {"method": "dsir"}, None),
     ("less", {"method": "less"}, "main"),
-    ("hybrid", {"method": "hybrid", "fusion": "rrf"}, "main"),
-    ("hybrid-zscore", {"method": "hybrid", "fusion": "zscore"}, "main"),
+    ("hybrid", {"method": "hybrid", "method_params": {"fusion": "rrf"}}, "main"),
+    ("hybrid-zscore", {"method": "hybrid", "method_params": {"fusion": "zscore"}}, "main"),
 ]
 # ... and LESS's selection-time knobs (--ablations; the same features, so they cost seconds)
 ABLATIONS = [

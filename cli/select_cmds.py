@@ -20,7 +20,8 @@ def _checkpoints(value: str | None) -> list[int] | None:
 @cli.command("select")
 @click.option("--task", help="Target task (see `lessdb tasks`), e.g. bbh, mmlu, tydiqa.")
 @click.option("--method", type=click.Choice(method_names(), case_sensitive=False), default="less", show_default=True,
-              help="LESS, an ablation (sgd, sign, unnormalized) or a baseline (random, bm25, dsir, rds, rds+).")
+              help="LESS, an ablation (sgd, sign, unnormalized), a baseline (random, bm25, dsir, rds, rds+) or "
+                   "hybrid (LESS and BM25 fused; --method-param fusion=rrf|zscore).")
 @click.option("--pool", help="Candidate pool (default: the run's pool).")
 @click.option("--run", "run_id", help="Warmup run (default: the newest complete one).")
 @click.option("--feature-set", help="Feature set (default: the run's newest of the method's gradient kind).")

@@ -124,7 +124,7 @@ def test_hybrid_scores_equal_a_recomputation_from_less_and_bm25(ws, fusion):
         else:
             col = 0.5 * (g - g.mean()) / g.std() + 0.5 * (b - b.mean()) / b.std()
         columns[s] = dict(zip(ids, col))
-    res, got = _all_scores(ws, "hybrid", fusion=fusion)
+    res, got = _all_scores(ws, "hybrid", method_params={"fusion": fusion})
     common = set.intersection(*(set(c) for c in columns.values()))
     assert set(got) == common and res.n_scored == len(common)
     for cid, (score, best) in got.items():
@@ -133,17 +133,20 @@ def test_hybrid_scores_equal_a_recomputation_from_less_and_bm25(ws, fusion):
         assert best == max(expect, key=expect.get)
     # parameters recorded, and the replay reads them back and reproduces members, ranks and scores exactly
     row = meta.get_selection(ws, res.selection_id)
-    assert row["method"] == "hybrid" and row["params"]["hybrid"] == hybrid.fusion_rule(fusion)
+    assert row["method"] == "hybrid"
+    assert row["params"]["hybrid"] == {"fusion": fusion, "rrf_k": 60, "gradient_weight": 0.5}
+    assert row["params"]["bm25"]["k1"] == 1.5
     assert row["feature_set_id"] and row["checkpoints"] == [1, 2]
     again = select(ws, SelectConfig(replay=res.selection_id, progress=False))
     assert again.identical is True
 
 
 def test_hybrid_from_the_command_line(ws):
-    out = run_cli("select", "--task", "t", "--method", "hybrid", "--fusion", "zscore", "--count", "5", "--json",
-                  workspace=ws.root)
+    out = run_cli("select", "--task", "t", "--method", "hybrid", "--method-param", "fusion=zscore", "--count", "5",
+                  "--json", workspace=ws.root)
     summary = json.loads(out.stdout)
     assert summary["method"] == "hybrid" and summary["k"] == 5
     assert summary["provenance"]["params"]["hybrid"]["fusion"] == "zscore"
-    bad = run_cli("select", "--task", "t", "--method", "hybrid", "--fusion", "mean", workspace=ws.root, check=False)
-    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    bad = run_cli("select", "--task", "t", "--method", "hybrid", "--method-param", "fusion=mean", workspace=ws.root,
+                  check=False)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "fusion" in bad.stderr
