@@ -153,7 +153,7 @@ def _read_json(path: Path):
         raise InputError(f"not valid JSON ({exc.msg})", file=str(path), line=exc.lineno) from exc
     except UnicodeDecodeError as exc:
         raise InputError(f"invalid UTF-8 at byte {exc.start}", file=str(path)) from None
-    except jsontext.JSONNestingError as exc:
+    except jsontext.JSONLimitError as exc:
         raise InputError(str(exc), file=str(path)) from None
 
 

@@ -75,7 +75,7 @@ def _looks_like_jsonl(path: Path) -> bool:
             try:
                 jsontext.loads(text)
                 return True
-            except (json.JSONDecodeError, jsontext.JSONNestingError):
+            except (json.JSONDecodeError, jsontext.JSONLimitError):
                 return False
     return False
 
@@ -90,7 +90,7 @@ def _iter_jsonl(path: Path) -> Iterator[RawRecord]:
         except json.JSONDecodeError as exc:
             yield RawRecord(lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno})")
             continue
-        except jsontext.JSONNestingError as exc:
+        except jsontext.JSONLimitError as exc:
             yield RawRecord(lineno, None, str(exc))
             continue
         yield RawRecord(lineno, value)
@@ -143,7 +143,7 @@ def _iter_json_array(path: Path, stats: ReadStats, tolerate_truncation: bool,
                 try:
                     value, end = jsontext.raw_decode(decoder, buf, pos)
                     break
-                except jsontext.JSONNestingError as exc:
+                except jsontext.JSONLimitError as exc:
                     raise InputError(str(exc), file=str(path), line=line) from None
                 except json.JSONDecodeError as exc:
                     if fill():
