@@ -345,6 +345,18 @@ def test_skip_invalid_records_surrogate_and_deep_lines(env, monkeypatch):
                                       "ORDER BY c", "--json")
     assert [r["c"] for r in json.loads(out)] == ["a", "\U0001F600 a valid pair"]
 
+    # a JSON array (ShareGPT's shape): an undecodable record is stepped over, the records after it still read
+    array = d / "mixed.json"
+    array.write_text("[\n" + j(msgs("array one")) + ",\n" + '{"messages": ' + "[" * DEEP + "]" * DEEP + "},\n"
+                     + '{"id": 1' + "0" * 5000 + ', "prompt": "q", "completion": "a"},\n' + j(msgs("array two"))
+                     + "\n]\n")
+    code, out, err = lessdb(env, "ingest", str(array), "--pool", "mixed-array", "--skip-invalid", "--json")
+    assert code == 0 and "Traceback" not in err, err
+    report = json.loads(out)
+    assert report["n_added"] == 2 and report["n_invalid"] == 2
+    assert [(r["line"], r["reason"][:24]) for r in report["skipped"]] == [
+        (3, "JSON nested too deeply t"), (4, "a JSON value Python cann")]
+
 
 def test_export_force_suffix_rule_and_atomic_write(env, monkeypatch):
     d = env["d"] / "exports-ok"
