@@ -111,7 +111,7 @@ def parse_task_file(path: Path | str) -> dict[str, list[list[dict]]]:
                 continue
             try:
                 record = jsontext.loads(text)
-            except jsontext.JSONNestingError as exc:
+            except jsontext.JSONLimitError as exc:
                 raise InputError(str(exc), file=where, line=lineno) from None
             except json.JSONDecodeError as exc:
                 hint = " (task files are JSONL: one JSON object per line, not a JSON array)" \
@@ -241,7 +241,7 @@ def _check_unicode(spec: _TaskSpec) -> None:
 def _read_json(path: Path):
     try:
         return jsontext.loads(path.read_bytes().decode("utf-8"))
-    except jsontext.JSONNestingError as exc:
+    except jsontext.JSONLimitError as exc:
         raise InputError(str(exc), file=str(path)) from None
     except UnicodeDecodeError as exc:
         raise InputError(f"invalid UTF-8 at byte {exc.start}", file=str(path)) from None

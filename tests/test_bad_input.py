@@ -111,6 +111,10 @@ CASES = [
     ingest("deep-object.jsonl", lines('{"a":' * DEEP + "1" + "}" * DEEP), "line 1", "nested too deeply"),
     ingest("deep-skip-only.jsonl", lines('{"messages": ' + "[" * DEEP + "]" * DEEP + "}"), "no valid record",
            extra=("--skip-invalid",)),
+    ingest("huge-int.jsonl", lines(GOOD, '{"id": 1' + "0" * 5000 + ', "prompt": "q", "completion": "a"}'), "line 2",
+           "4300 digits"),
+    ingest("huge-int-array.json", ('[{"id": 1' + "0" * 5000 + ', "prompt": "q", "completion": "a"}]').encode(),
+           "line 1", "4300 digits"),
     ingest("utf16-bom.jsonl", lines(GOOD).decode().encode("utf-16"), "line 1", "invalid UTF-8"),
     ingest("bom-mid-file.jsonl", lines(GOOD, "\ufeff" + j(GOOD)), "line 2", "invalid JSON"),
     ingest("binary.jsonl", bytes(range(255, -1, -1)) * 8, "line 1", "invalid UTF-8"),
@@ -153,6 +157,8 @@ CASES = [
     task_add("t-surrogate-prompt.jsonl", lines(j({"subtask": "a", "prompt": "x", "completion": "a"})
                                                .replace('"x"', f'"{SURROGATE}"')), "field 'prompt'", "surrogate"),
     task_add("t-deep.jsonl", lines("[" * DEEP + "]" * DEEP), "line 1", "nested too deeply"),
+    task_add("t-huge-int.jsonl", lines('{"subtask": "a", "n": 9' + "9" * 5000 + ', "prompt": "q", "completion": "a"}'),
+             "line 1", "4300 digits"),
     task_add("t-array.jsonl", lines([{"subtask": "a", "prompt": "q", "completion": "a"}]), "line 1", "JSON array"),
     task_add("t-empty.jsonl", b"", "empty"),
     task_add("t-prompt-int.jsonl", lines({"subtask": "a", "prompt": 1, "completion": "a"}), "field 'prompt'"),
@@ -338,6 +344,18 @@ def test_skip_invalid_records_surrogate_and_deep_lines(env, monkeypatch):
     code, out, _ = lessdb(env, "sql", "SELECT messages[2].content AS c FROM candidates WHERE pool = 'mixed' "
                                       "ORDER BY c", "--json")
     assert [r["c"] for r in json.loads(out)] == ["a", "\U0001F600 a valid pair"]
+
+    # a JSON array (ShareGPT's shape): an undecodable record is stepped over, the records after it still read
+    array = d / "mixed.json"
+    array.write_text("[\n" + j(msgs("array one")) + ",\n" + '{"messages": ' + "[" * DEEP + "]" * DEEP + "},\n"
+                     + '{"id": 1' + "0" * 5000 + ', "prompt": "q", "completion": "a"},\n' + j(msgs("array two"))
+                     + "\n]\n")
+    code, out, err = lessdb(env, "ingest", str(array), "--pool", "mixed-array", "--skip-invalid", "--json")
+    assert code == 0 and "Traceback" not in err, err
+    report = json.loads(out)
+    assert report["n_added"] == 2 and report["n_invalid"] == 2
+    assert [(r["line"], r["reason"][:24]) for r in report["skipped"]] == [
+        (3, "JSON nested too deeply t"), (4, "a JSON value Python cann")]
 
 
 def test_export_force_suffix_rule_and_atomic_write(env, monkeypatch):

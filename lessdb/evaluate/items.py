@@ -29,6 +29,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from .. import jsontext
 from ..errors import InputError, LessdbError
 
 BENCHMARKS = ("bbh", "mmlu", "tydiqa")
@@ -147,10 +148,13 @@ def _first_dir(candidates: list[Path], pattern: str) -> Path | None:
 
 def _read_json(path: Path):
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        return jsontext.loads(path.read_bytes().decode("utf-8"))
     except json.JSONDecodeError as exc:
         raise InputError(f"not valid JSON ({exc.msg})", file=str(path), line=exc.lineno) from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"invalid UTF-8 at byte {exc.start}", file=str(path)) from None
+    except jsontext.JSONLimitError as exc:
+        raise InputError(str(exc), file=str(path)) from None
 
 
 # -- BBH ----------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ CHUNK_CHARS = 1 << 20
 class RawRecord:
     line: int                  # 1-based line where the record starts
     value: object              # the decoded JSON value (validated later)
-    error: str | None = None   # a JSONL line that is not valid JSON (the next lines are still readable)
+    error: str | None = None   # not valid JSON, or JSON Python cannot decode (the next records stay readable)
 
 
 @dataclass
@@ -75,7 +75,7 @@ def _looks_like_jsonl(path: Path) -> bool:
             try:
                 jsontext.loads(text)
                 return True
-            except (json.JSONDecodeError, jsontext.JSONNestingError):
+            except (json.JSONDecodeError, jsontext.JSONLimitError):
                 return False
     return False
 
@@ -90,7 +90,7 @@ def _iter_jsonl(path: Path) -> Iterator[RawRecord]:
         except json.JSONDecodeError as exc:
             yield RawRecord(lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno})")
             continue
-        except jsontext.JSONNestingError as exc:
+        except jsontext.JSONLimitError as exc:
             yield RawRecord(lineno, None, str(exc))
             continue
         yield RawRecord(lineno, value)
@@ -142,9 +142,18 @@ def _iter_json_array(path: Path, stats: ReadStats, tolerate_truncation: bool,
             while True:
                 try:
                     value, end = jsontext.raw_decode(decoder, buf, pos)
+                    record = RawRecord(line, value)
                     break
-                except jsontext.JSONNestingError as exc:
-                    raise InputError(str(exc), file=str(path), line=line) from None
+                except jsontext.JSONLimitError as exc:
+                    # well-formed but undecodable (too deep, a 5,000-digit number): step over this record only,
+                    # so --skip-invalid can skip it and the next records stay readable
+                    end, _ = _scan_value(buf, pos)
+                    if end is None:
+                        if fill():
+                            continue
+                        raise InputError(str(exc), file=str(path), line=line) from None
+                    record = RawRecord(line, None, str(exc))
+                    break
                 except json.JSONDecodeError as exc:
                     if fill():
                         continue
@@ -155,7 +164,7 @@ def _iter_json_array(path: Path, stats: ReadStats, tolerate_truncation: bool,
                         return
                     err_line = line + buf.count("\n", pos, exc.pos)
                     raise InputError(f"invalid JSON ({exc.msg})", file=str(path), line=err_line) from None
-            yield RawRecord(line, value)
+            yield record
             line += buf.count("\n", pos, end)
             pos = end
             if single_object:
@@ -168,9 +177,19 @@ def _iter_json_array(path: Path, stats: ReadStats, tolerate_truncation: bool,
 def _is_json_prefix(text: str) -> bool:
     """True if `text` is an unfinished JSON value: brackets balanced so far but still open (or inside a
     string) at the end. That is a record cut off by the end of the file, not a malformed one."""
+    end, matched = _scan_value(text, 0)
+    return end is None and matched and text[:1] in ('{', '[', '"')
+
+
+def _scan_value(text: str, start: int) -> tuple[int | None, bool]:
+    """Walk the JSON value at `start` by its brackets and strings, without decoding it: (the index just past
+    it, or None if it does not end within `text`; False if a closing bracket does not match)."""
+    if start < len(text) and text[start] not in '{["':      # a scalar ends at the next delimiter
+        return next((i for i in range(start, len(text)) if text[i] in ",]} \t\r\n"), None), True
     closing = {"}": "{", "]": "["}
     stack, in_string, escaped = [], False, False
-    for ch in text:
+    for i in range(start, len(text)):
+        ch = text[i]
         if in_string:
             if escaped:
                 escaped = False
@@ -178,11 +197,15 @@ def _is_json_prefix(text: str) -> bool:
                 escaped = True
             elif ch == '"':
                 in_string = False
+                if not stack:
+                    return i + 1, True
         elif ch == '"':
             in_string = True
         elif ch in "{[":
             stack.append(ch)
         elif ch in "}]":
             if not stack or stack.pop() != closing[ch]:
-                return False
-    return bool(stack) or in_string
+                return None, False
+            if not stack:
+                return i + 1, True
+    return None, True
