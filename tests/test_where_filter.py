@@ -106,6 +106,7 @@ def test_valid_filters_select_what_python_selects(two_pools):
     ("((n_turns = 2)", "not a valid SQL expression"),
     ("", "empty"),
     ("   ", "empty"),
+    ("n_turns = 2 OR source_id = '\udcff'", "surrogate"),
 ])
 def test_check_filter_refuses(where, reason):
     with pytest.raises(InputError) as err:

@@ -21,6 +21,7 @@ import json
 import duckdb
 
 from ..errors import InputError
+from ..jsontext import unicode_problem
 
 PREFIX = "SELECT * FROM candidates WHERE "
 # Expression node classes a filter may contain (everything else -- SUBQUERY, STAR, PARAMETER, WINDOW,
@@ -47,6 +48,8 @@ def check_filter(text: str, flag: str = "--where", columns: list[str] | None = N
         fail("empty filter; leave the flag out to use every candidate")
     if "\x00" in text:
         fail("contains a NUL character")
+    if unicode_problem(text):
+        fail(unicode_problem(text))
     con = duckdb.connect(":memory:")
     try:
         tree = _parse(con, text, fail)
