@@ -39,11 +39,24 @@ def _epochs(text: str) -> tuple[int, ...] | None:
               show_default=True, help="Forward/backward precision (auto: bfloat16 on CUDA, float32 on CPU).")
 @click.option("--where", default=None, help="SQL boolean expression over `candidates` selecting a subset.")
 @click.option("--max-seq-length", type=int, default=None, help="Token limit (default: the run's).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process; ray: Ray actors compute, this process commits (see README, Scale out).")
+@click.option("--ray-address", default="local", show_default=True,
+              help="--engine ray: local (start a private cluster), auto, or HOST:PORT of a running cluster.")
+@click.option("--workers", type=int, default=2, show_default=True, help="--engine ray: actors (one model each).")
+@click.option("--gpus-per-worker", type=float, default=0.0, show_default=True,
+              help="--engine ray: GPUs per actor (0: CPU).")
+@click.option("--unit-rows", type=int, default=None,
+              help="--engine ray: examples per work unit (default: the local engine's chunk, so vectors are "
+                   "bit-identical; larger units mean fewer, bigger fragments).")
+@click.option("--commit-units", type=int, default=8, show_default=True,
+              help="--engine ray: finished units per Lance commit (a crash recomputes at most one such batch).")
 @workspace_option
 @json_option
 @click.pass_context
 def featurize(ctx, run_id, checkpoints, dim, sketch, sketch_nnz, seed, dtype, grad_kind, no_bias_correction, shard,
-              batch_size, device, compute_dtype, where, max_seq_length, workspace_override, as_json):
+              batch_size, device, compute_dtype, where, max_seq_length, engine, ray_address, workers, gpus_per_worker,
+              unit_rows, commit_units, workspace_override, as_json):
     """Compute gradient features of a run's candidates (LESS step 2) and append them to LanceDB.
 
     Resumable (rerun after an interruption: only missing examples are computed), shardable (run
@@ -60,7 +73,13 @@ def featurize(ctx, run_id, checkpoints, dim, sketch, sketch_nnz, seed, dtype, gr
                           sketch_nnz=sketch_nnz, seed=seed, dtype=dtype, grad_kind=grad_kind,
                           bias_correction=not no_bias_correction, shard=parse_shard(shard), batch_size=batch_size,
                           device=device, where=where, max_seq_length=max_seq_length, compute_dtype=compute_dtype)
-    summary = featurize_run(ws, cfg)
+    if engine == "ray":
+        from ..scale import RayOptions, featurize_ray
+        summary = featurize_ray(ws, cfg, RayOptions(address=ray_address, workers=workers,
+                                                    gpus_per_worker=gpus_per_worker, unit_rows=unit_rows,
+                                                    commit_units=commit_units))
+    else:
+        summary = featurize_run(ws, cfg)
     d = summary.as_dict()
     if as_json:
         emit_json(d)

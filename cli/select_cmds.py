@@ -48,12 +48,16 @@ def _checkpoints(value: str | None) -> list[int] | None:
 @click.option("--replay", help="Re-run this recorded selection at the table versions it read.")
 @click.option("--method-param", "method_params", multiple=True, metavar="KEY=VALUE",
               help="A parameter of the method, e.g. k1=1.2 for bm25 (repeatable; recorded with the selection).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where gradient features are scored: this process, or fragment by fragment on Ray (same result).")
+@click.option("--ray-address", default="local", show_default=True,
+              help="--engine ray: local (start a private cluster), auto, or HOST:PORT of a running cluster.")
 @workspace_option
 @json_option
 @click.pass_context
 def select_cmd(ctx, task, method, pool, run_id, feature_set, percentage, count, where, val_aggregation, checkpoints,
                seed, name, output, force, max_seq_length, device, val_max_seq_length, val_truncation, replay,
-               method_params, workspace_override, as_json):
+               method_params, engine, ray_address, workspace_override, as_json):
     """Select the candidates most useful for a task (LESS step 3) and record the selection.
 
     \b
@@ -72,7 +76,8 @@ def select_cmd(ctx, task, method, pool, run_id, feature_set, percentage, count, 
                        output=None if output is None else str(output), force=force, max_seq_length=max_seq_length,
                        device=device, val_max_seq_length=val_max_seq_length,
                        val_truncation=val_truncation, replay=replay,
-                       method_params=parse_method_params(method_params) or None)
+                       method_params=parse_method_params(method_params) or None, engine=engine,
+                       ray_address=ray_address)
     result = select(ws, cfg)
     if as_json:
         emit_json(result.summary())

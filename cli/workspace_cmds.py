@@ -9,23 +9,34 @@ from .common import cli, emit_json, emit_table, json_option, open_workspace, wor
 
 
 @cli.command()
+@click.option("--tables", default=None,
+              help="Where the LanceDB tables live: s3://BUCKET/PREFIX (object store) or a folder; default "
+                   "<workspace>/lance. Credentials come from AWS_* environment variables, never from here.")
+@click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+              help="Non-secret object-store setting, e.g. aws_endpoint=http://127.0.0.1:9000, allow_http=true "
+                   "(repeatable; recorded in the workspace's tables.json).")
 @workspace_option
 @json_option
 @click.pass_context
-def init(ctx, workspace_override: Path | None, as_json: bool):
+def init(ctx, tables, storage_options, workspace_override: Path | None, as_json: bool):
     """Create a workspace (LanceDB + DuckDB) or upgrade an existing one.
 
     \b
-    Example:
+    Examples:
         lessdb init --workspace ./ws
+        lessdb init --workspace ./ws --tables s3://my-bucket/lessdb --storage-option aws_region=eu-west-1
     """
     from ..workspace import Workspace
-    ws = Workspace.init(workspace_path(ctx, workspace_override))
-    info = {"workspace": str(ws.root), "migrations": [f"{v:04d}_{n}" for v, n, _ in ws.duck.applied_migrations()]}
+    from ..storage.object_store import parse_storage_options
+
+    ws = Workspace.init(workspace_path(ctx, workspace_override), tables=tables,
+                        storage_options=parse_storage_options(storage_options))
+    info = {"workspace": str(ws.root), "tables": ws.tables.uri,
+            "migrations": [f"{v:04d}_{n}" for v, n, _ in ws.duck.applied_migrations()]}
     if as_json:
         emit_json(info)
     else:
-        click.echo(f"Workspace ready at {ws.root} (schema {info['migrations'][-1]})")
+        click.echo(f"Workspace ready at {ws.root} (tables at {ws.tables.uri}; schema {info['migrations'][-1]})")
 
 
 @cli.command()

@@ -333,18 +333,25 @@ def load_checkpoint_model(ws, run_id: str, epoch: int, device: str = "cpu", dtyp
 
     The adapter's parameters require grad (featurization differentiates them); the model is in eval mode
     (no LoRA dropout), as gradient features are computed."""
-    from peft import PeftModel
-
     from .storage import meta_runs
 
     run = meta_runs.get_run(ws, run_id)
     ckpt = {c.epoch: c for c in meta_runs.list_checkpoints(ws, run_id)}.get(int(epoch))
     if ckpt is None:
         raise LessdbError(f"run {run_id} has no checkpoint for epoch {epoch}")
-    base = load_base_model(ws, run["model_name"], device=device, dtype=dtype, record=False)
-    if base.sha256 != run["model_sha256"]:
-        raise LessdbError(f"run {run_id} was trained on {run['model_name']} with weights sha256 "
-                          f"{run['model_sha256'][:12]}…, but those weights now hash to {base.sha256[:12]}…")
+    return load_checkpoint_model_from(ws, run_id, run["model_name"], run["model_sha256"], ckpt, device, dtype)
+
+
+def load_checkpoint_model_from(ws, run_id: str, model_name: str, model_sha256: str, ckpt, device: str = "cpu",
+                               dtype: torch.dtype | None = None):
+    """`load_checkpoint_model` from explicit facts (base model name, its sha256, the CheckpointInfo) instead of
+    catalogue reads: distributed workers call it with `ws` = an object with only `models_dir`, never DuckDB."""
+    from peft import PeftModel
+
+    base = load_base_model(ws, model_name, device=device, dtype=dtype, record=False)
+    if base.sha256 != model_sha256:
+        raise LessdbError(f"run {run_id} was trained on {model_name} with weights sha256 "
+                          f"{model_sha256[:12]}…, but those weights now hash to {base.sha256[:12]}…")
     verify_checkpoint_files(ckpt)
     import warnings
 

@@ -1,4 +1,7 @@
-"""A workspace: one directory holding a LanceDB database, a DuckDB file and checkpoint files."""
+"""A workspace: one directory holding a LanceDB database, a DuckDB file and checkpoint files.
+
+The LanceDB tables may instead live on an object store (`lessdb init --tables s3://bucket/prefix`, recorded in
+the workspace's tables.json); the DuckDB catalogue and checkpoints always stay in the directory."""
 from __future__ import annotations
 
 import fcntl
@@ -12,6 +15,8 @@ import pyarrow as pa
 from .errors import WorkspaceError
 from .storage.duck import DuckStore
 from .storage.lance_tables import CANDIDATE_SCHEMA, CANDIDATES, LanceStore
+from .storage.object_store import configure as configure_tables
+from .storage.object_store import load_location
 
 DEFAULT_WORKSPACE = "lessdb-workspace"
 DUCKDB_FILE = "lessdb.duckdb"
@@ -26,15 +31,23 @@ class Workspace:
     """Open with `Workspace.init(path)` (creates) or `Workspace.open(path)` (must exist; migrates)."""
 
     def __init__(self, root: Path):
+        if os.environ.get("LESSDB_WORKER") == "1":
+            # distributed workers (lessdb.scale) only write Lance fragments; the driver owns the catalogue
+            raise WorkspaceError("a lessdb worker process must not open the workspace's DuckDB catalogue")
         self.root = Path(root).resolve()
-        self.lance = LanceStore(self.root / LANCE_DIR)
+        self.tables = load_location(self.root, LANCE_DIR)
+        self.lance = LanceStore(self.tables.uri, self.tables.options())
         self.duck = DuckStore(self.root / DUCKDB_FILE, relations=self.lance_relations)
 
     # -- lifecycle ------------------------------------------------------------------------------
     @classmethod
-    def init(cls, path: Path | str | None = None) -> "Workspace":
+    def init(cls, path: Path | str | None = None, tables: str | None = None,
+             storage_options: dict | None = None) -> "Workspace":
+        """`tables`: where the Lance tables go (default `<path>/lance`; or s3://bucket/prefix), with non-secret
+        `storage_options` (credentials come from AWS_* environment variables)."""
         root = Path(path) if path is not None else default_workspace_path()
         root.mkdir(parents=True, exist_ok=True)
+        configure_tables(root.resolve(), LANCE_DIR, tables, storage_options or {})
         for sub in (LANCE_DIR, "checkpoints", "models", "exports", "locks"):
             (root / sub).mkdir(exist_ok=True)
         ws = cls(root)

@@ -26,6 +26,8 @@ from ..progress import Progress
 from ..tokenization import check_truncation
 from ..storage import features as fstore
 from ..storage import meta_features
+from ..storage.meta_scale import lease_owner
+from .planning import job_row, plan_run, todo_ids, unit_rows  # noqa: F401  (both engines plan through these)
 from .adam import GRAD_KINDS, AdamState, GradTransform
 from .engine import FeatureEngine
 from .per_example_grads import lora_params
@@ -97,6 +99,8 @@ class FeaturizeSummary:
     bytes_written: int = 0
     lance_version: int | None = None
     jobs: list[dict] = field(default_factory=list)
+    engine: str = "local"                                    # local | ray
+    timing: dict = field(default_factory=dict)               # engine-specific breakdown (ray: plan, commits, …)
 
     @property
     def examples_per_s(self) -> float:
@@ -147,14 +151,19 @@ class _Loaded:
     autocast: torch.dtype | None
 
 
-def _load(ws, run_id: str, epoch: int, device: str, compute: str) -> _Loaded:
+def _load(ws, run_id: str, epoch: int, device: str, compute: str, facts: tuple | None = None) -> _Loaded:
+    """`facts` = (model name, model sha256, CheckpointInfo): load without reading the catalogue (`ws` then
+    only needs `models_dir`; distributed workers)."""
     from .. import models
 
     if device.startswith("cuda"):
         dtype, autocast = (torch.bfloat16 if compute == "bfloat16" else torch.float32), None
     else:  # CPU: float32 weights; bf16 GEMMs through autocast (LoRA weights and gradients stay float32)
         dtype, autocast = torch.float32, (torch.bfloat16 if compute == "bfloat16" else None)
-    peft_model, base = models.load_checkpoint_model(ws, run_id, epoch, device=device, dtype=dtype)
+    if facts is None:
+        peft_model, base = models.load_checkpoint_model(ws, run_id, epoch, device=device, dtype=dtype)
+    else:
+        peft_model, base = models.load_checkpoint_model_from(ws, run_id, *facts, device=device, dtype=dtype)
     peft_model.eval()
     return _Loaded(peft_model, base, lora_params(peft_model), autocast)
 
@@ -222,6 +231,15 @@ def _optimizer_state(ckpt) -> AdamState:
     from .. import models
 
     return AdamState.from_dict(models.load_optimizer_state(ckpt.path))
+
+
+def _engine_for(info: fstore.FeatureSetInfo, loaded: _Loaded, ckpt, device: str, sketch=None) -> FeatureEngine:
+    """The feature engine of one checkpoint: its Adam state (for grad_kind adam), the set's sketch."""
+    _check_same_model(info, loaded)
+    sketch = sketch or _sketch_for(info, loaded, device)
+    state = _optimizer_state(ckpt) if info.grad_kind == "adam" else None
+    transform = GradTransform(info.grad_kind, loaded.params, state, info.bias_correction, device)
+    return FeatureEngine(loaded.model, loaded.params, transform, sketch, loaded.autocast)
 
 
 # -- the worker loop -----------------------------------------------------------------------------------------
@@ -303,65 +321,36 @@ def _compute(engine: FeatureEngine, tokenizer, items: list[tuple[str, list[dict]
 
 def featurize_run(ws, cfg: FeaturizeConfig) -> FeaturizeSummary:
     """Compute and append the gradient features of the run's candidates (see module docstring)."""
-    from ..models import resolve_device
-    from ..storage import meta_runs
-    from ..storage.candidates import candidates_version, read_candidates, select_candidate_ids
+    from ..storage.candidates import read_candidates
 
-    cfg.validate()
-    if cfg.where is not None:   # before any lookup or model load: a bad filter is refused first
-        from ..storage.user_filter import check_filter
-        check_filter(cfg.where)
     t_start = time.monotonic()
-    run = meta_runs.get_run(ws, cfg.run_id)
-    ckpts = {c.epoch: c for c in meta_runs.list_checkpoints(ws, cfg.run_id)}
-    if not ckpts:
-        raise LessdbError(f"run {cfg.run_id} has no checkpoints yet; finish `lessdb warmup` first")
-    epochs = sorted(ckpts) if cfg.checkpoints is None else sorted(set(int(e) for e in cfg.checkpoints))
-    missing = [e for e in epochs if e not in ckpts]
-    if missing:
-        raise LessdbError(f"run {cfg.run_id} has no checkpoint for epoch(s) {missing}; it has {sorted(ckpts)}")
-    device = resolve_device(cfg.device)
-    compute = _resolve_compute(cfg.compute_dtype, device)
-    max_len = cfg.max_seq_length or _run_max_seq_length(run)
-    pool = run.get("pool")
-    cand_version = candidates_version(ws)
-    all_ids = select_candidate_ids(ws, pool, cfg.where, version=cand_version)
-    i, n = cfg.shard
-    mine = [e for e in all_ids if shard_of(e, n) == i]
-
-    loaded = _load(ws, cfg.run_id, epochs[0], device, compute)
-    info = _feature_set(ws, run, loaded, cfg, max_len, compute, device)
-    summary = FeaturizeSummary(info.feature_set_id, cfg.run_id, info.lance_table, epochs, f"{i}/{n}")
+    plan = plan_run(ws, cfg)
+    device, i, n = plan.device, *cfg.shard
+    loaded = _load(ws, cfg.run_id, plan.epochs[0], device, plan.compute)
+    info = _feature_set(ws, plan.run, loaded, cfg, plan.max_len, plan.compute, device)
+    summary = FeaturizeSummary(info.feature_set_id, cfg.run_id, info.lance_table, plan.epochs, f"{i}/{n}")
     sketch = None
-    for epoch in epochs:
-        ckpt = ckpts[epoch]
-        job_id = f"{info.feature_set_id}/candidate/{epoch}/{i}of{n}"
-        present = fstore.present_example_ids(ws, info.feature_set_id, epoch, "candidate")
-        skipped = meta_features.excluded_ids(ws, info.feature_set_id, "candidate", epoch)
-        todo = [e for e in mine if e not in present and e not in skipped]
-        summary.already_present += len(mine) - len(todo)
-        meta_features.start_job(ws, {"job_id": job_id, "feature_set_id": info.feature_set_id, "role": "candidate",
-                                     "epoch": epoch, "shard_index": i, "shard_count": n, "where_sql": cfg.where,
-                                     "candidates_version": cand_version, "adapter_sha256": ckpt.adapter_sha256,
-                                     "optimizer_sha256": ckpt.optimizer_sha256,
-                                     "optimizer_step": ckpt.optimizer_step, "n_total": len(mine)})
+    for epoch in plan.epochs:
+        job = job_row(info, cfg, plan, epoch)
+        job_id = job["job_id"]
+        todo = todo_ids(ws, info, epoch, plan.mine)
+        summary.already_present += len(plan.mine) - len(todo)
+        # the driver lease: refused while another driver (e.g. a Ray job) works on this checkpoint
+        meta_features.start_job(ws, job, owner=lease_owner(), engine="local")
         if todo:
             if loaded is None:
-                loaded = _load(ws, cfg.run_id, epoch, device, compute)
-            _check_same_model(info, loaded)
+                loaded = _load(ws, cfg.run_id, epoch, device, plan.compute)
             sketch = sketch or _sketch_for(info, loaded, device)
-            state = _optimizer_state(ckpt) if info.grad_kind == "adam" else None
-            transform = GradTransform(info.grad_kind, loaded.params, state, info.bias_correction, device)
-            engine = FeatureEngine(loaded.model, loaded.params, transform, sketch, loaded.autocast)
+            engine = _engine_for(info, loaded, plan.ckpts[epoch], device, sketch)
             writer = _Writer(ws, info, epoch, "candidate", job_id, cfg.commit_rows, cfg.commit_seconds)
             progress = Progress(f"featurize epoch {epoch} shard {i}/{n}", total=len(todo),
                                 enabled=None if cfg.progress else False)  # None: on unless LESSDB_PROGRESS=0
-            chunk = max(cfg.commit_rows, cfg.batch_size * 16)
+            chunk = unit_rows(cfg)
             for start in range(0, len(todo), chunk):
                 ids = todo[start:start + chunk]
-                table = read_candidates(ws, ids, pool=pool, version=cand_version, columns=["id", "messages"])
+                table = read_candidates(ws, ids, pool=plan.pool, version=plan.cand_version, columns=["id", "messages"])
                 items = list(zip(table.column("id").to_pylist(), table.column("messages").to_pylist()))
-                _compute(engine, loaded.base.tokenizer, items, max_len, cfg.batch_size, writer, progress)
+                _compute(engine, loaded.base.tokenizer, items, plan.max_len, cfg.batch_size, writer, progress)
             writer.flush()
             progress.close()
             summary.examples += writer.written
@@ -369,7 +358,7 @@ def featurize_run(ws, cfg: FeaturizeConfig) -> FeaturizeSummary:
             summary.bytes_written += writer.bytes
             summary.lance_version = writer.version or summary.lance_version
         meta_features.finish_job(ws, job_id)
-        summary.jobs.append({"job_id": job_id, "epoch": epoch, "todo": len(todo), "shard_examples": len(mine)})
+        summary.jobs.append({"job_id": job_id, "epoch": epoch, "todo": len(todo), "shard_examples": len(plan.mine)})
         loaded = None  # the next epoch has its own adapter
     summary.seconds = time.monotonic() - t_start
     if summary.lance_version is None:

@@ -48,6 +48,8 @@ class SelectConfig:
     replay: str | None = None               # re-run this recorded selection instead
     progress: bool = True
     method_params: dict | None = None       # the method's parameters (e.g. {"k1": 1.2} for bm25); see methods/
+    engine: str = "local"                   # local | ray: where gradient features are scored (same result)
+    ray_address: str = "local"              # --engine ray: local, auto or HOST:PORT
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class RunOptions:
     batch_rows: int = 4096
     device: str = "cpu"
     progress: bool = True
+    engine: str = "local"                   # local | ray (lessdb.scale.select_ray): same scores either way
+    ray_address: str = "local"
 
 
 @dataclass

@@ -208,6 +208,26 @@ class ScoreAccumulator:
                 bufs.put(None)
                 worker.join(timeout=0.1)
 
+    def add_scored(self, epoch: int, rows: np.ndarray, products: np.ndarray, zero: np.ndarray) -> None:
+        """Add per-row products already computed elsewhere by an accumulator of the same queries and row_scale
+        (lessdb.scale's fragment tasks): `products` [n, m] (scaled), `zero` [n] (zero-norm rows). The same
+        first-occurrence rule for duplicate rows and the same float64 sums as `add`, so scores are identical."""
+        col = self._epoch_col[epoch]
+        rows = np.asarray(rows, dtype=np.int64)
+        _, first = np.unique(rows, return_index=True)
+        if len(first) != len(rows):
+            first.sort()
+            self._dups_in_batch += len(rows) - len(first)
+            rows, products, zero = rows[first], products[first], zero[first]
+        rows, idx, _ = self._unseen(col, rows, None)
+        if idx is not None:
+            products, zero = products[idx], zero[idx]
+        if not len(rows):
+            return
+        self.zero_norm[rows[zero]] = True
+        self.scores[rows] += products
+        self.seen[rows, col] = True
+
     def _chunks(self, epoch, rows, vectors, scale):
         """(checkpoint column, rows, vectors, scale) pieces of at most `batch_rows` rows, each row's first
         occurrence in the batch only."""

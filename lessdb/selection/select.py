@@ -37,13 +37,15 @@ def select(ws, config: SelectConfig) -> SelectionResult:
         check_filter(config.where)
     if config.replay:
         return replay(ws, config.replay, name=config.name, output=config.output, progress=config.progress,
-                      batch_rows=config.batch_rows, device=config.device, force=config.force)
+                      batch_rows=config.batch_rows, device=config.device, force=config.force,
+                      engine=config.engine, ray_address=config.ray_address)
     started = time.monotonic()
     if config.task:
         from .. import tasks
 
         tasks.ensure_builtin_tasks(ws, [config.task])   # may write: before the read-only block below
-    options = RunOptions(batch_rows=config.batch_rows, device=config.device, progress=config.progress)
+    options = RunOptions(batch_rows=config.batch_rows, device=config.device, progress=config.progress,
+                         engine=config.engine, ray_address=config.ray_address)
     with metadata_reads(ws):
         plan = make_plan(ws, config, options)
         ids = prefetch(ws, plan)
@@ -51,13 +53,15 @@ def select(ws, config: SelectConfig) -> SelectionResult:
 
 
 def replay(ws, ref: str, name: str | None = None, output: str | None = None, progress: bool = True,
-           batch_rows: int = 4096, device: str = "cpu", force: bool = False) -> SelectionResult:
+           batch_rows: int = 4096, device: str = "cpu", force: bool = False, engine: str = "local",
+           ray_address: str = "local") -> SelectionResult:
     """Re-run recorded selection `ref` against the LanceDB versions it read; records the replay (replay_of)
     and reports whether members, ranks and scores are identical to the original."""
     from ..storage import meta_selections as meta
 
     started = time.monotonic()
-    options = RunOptions(batch_rows=batch_rows, device=device, progress=progress)
+    options = RunOptions(batch_rows=batch_rows, device=device, progress=progress, engine=engine,
+                         ray_address=ray_address)
     with metadata_reads(ws):
         row = meta.get_selection(ws, ref)
         plan = plan_from_record(ws, row, options)

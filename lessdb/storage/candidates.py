@@ -43,7 +43,13 @@ def select_candidate_ids(ws, pool: str | None = None, where: str | None = None,
 def read_candidates(ws, ids: list[str] | None = None, pool: str | None = None, version: int | None = None,
                     columns: list[str] | None = None) -> pa.Table:
     """Candidate rows (optionally only `ids`, in the order given, one row per id)."""
-    ds = ws.lance.dataset(CANDIDATES, version)
+    return read_candidates_from(ws.lance.dataset(CANDIDATES, version), ids, pool, columns)
+
+
+def read_candidates_from(ds, ids: list[str] | None = None, pool: str | None = None,
+                         columns: list[str] | None = None) -> pa.Table:
+    """`read_candidates` on an opened (pinned) candidates dataset: distributed workers, which never open the
+    workspace, read through this."""
     filters = []
     if pool is not None:
         filters.append(f"pool = '{_sql_quote(pool)}'")

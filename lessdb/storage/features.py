@@ -124,28 +124,35 @@ def write_features(ws, info: FeatureSetInfo, epoch: int, role: str, example_ids:
 
     `norms`: each row's norm before L2 normalisation (None: stored as null). A table made before the norm
     column existed keeps its layout, so the norms are not stored there."""
+    schema = feature_schema(info.dim, info.dtype, with_norm=has_norm_column(ws, info))
+    table, nbytes = feature_rows(info.dim, info.dtype, schema, epoch, role, example_ids, vectors, norms)
+    version, inserted = ws.lance.insert_missing(info.lance_table, table, schema)
+    return version, inserted, nbytes
+
+
+def feature_rows(dim: int, dtype: str, schema: pa.Schema, epoch: int, role: str, example_ids: list[str],
+                 vectors: np.ndarray, norms: np.ndarray | None = None) -> tuple[pa.Table, int]:
+    """The Arrow rows of one batch in the table's `schema` (with or without the norm column) and the vector
+    bytes: shared by the local insert-if-absent and the distributed fragment writers (lessdb.scale)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
-    vectors = np.ascontiguousarray(vectors, dtype=np.float16 if info.dtype == "float16" else np.float32)
-    if vectors.shape != (len(example_ids), info.dim):
-        raise ValueError(f"vectors {vectors.shape} do not match {len(example_ids)} ids × dim {info.dim}")
+    vectors = np.ascontiguousarray(vectors, dtype=np.float16 if dtype == "float16" else np.float32)
+    if vectors.shape != (len(example_ids), dim):
+        raise ValueError(f"vectors {vectors.shape} do not match {len(example_ids)} ids × dim {dim}")
     if norms is not None:
         norms = np.asarray(norms, dtype=np.float32).reshape(-1)
         if len(norms) != len(example_ids):
             raise ValueError(f"{len(norms)} norms do not match {len(example_ids)} ids")
-    schema = feature_schema(info.dim, info.dtype, with_norm=has_norm_column(ws, info))
     columns = {
         "key": pa.array([feature_key(role, epoch, e) for e in example_ids], pa.string()),
         "example_id": pa.array(example_ids, pa.string()),
         "epoch": pa.array([int(epoch)] * len(example_ids), pa.int32()),
         "role": pa.array([role] * len(example_ids), pa.string()),
-        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), info.dim),
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
     }
     if "norm" in schema.names:
         columns["norm"] = pa.nulls(len(example_ids), pa.float32()) if norms is None else pa.array(norms, pa.float32())
-    table = pa.table(columns, schema=schema)
-    version, inserted = ws.lance.insert_missing(info.lance_table, table, schema)
-    return version, inserted, vectors.nbytes
+    return pa.table(columns, schema=schema), vectors.nbytes
 
 
 def _filter(epoch: int, role: str) -> str:

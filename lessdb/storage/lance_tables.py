@@ -43,8 +43,12 @@ CANDIDATE_SCHEMA = pa.schema([
 class LanceStore:
     """The workspace's LanceDB database."""
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
+    def __init__(self, root: Path | str, storage_options: dict | None = None):
+        # `root`: a local folder, or an object-store URI (s3://bucket/prefix; see storage/object_store.py)
+        self.location = str(root)
+        self.remote = "://" in self.location
+        self.root = None if self.remote else Path(self.location)
+        self.storage_options = storage_options
         self._db = None
 
     @property
@@ -53,19 +57,27 @@ class LanceStore:
         if self._db is None:
             import lancedb
 
-            self._db = lancedb.connect(str(self.root))
+            self._db = lancedb.connect(self.location, storage_options=self.storage_options)
         return self._db
 
-    def uri(self, name: str) -> Path:
-        return self.root / f"{name}.lance"
+    def uri(self, name: str) -> Path | str:
+        return self.root / f"{name}.lance" if not self.remote else self.table_uri(name)
+
+    def table_uri(self, name: str) -> str:
+        """The table's dataset URI, for pylance calls that take one (fragment writes, commits)."""
+        return f"{self.location.rstrip('/')}/{name}.lance"
 
     def table_names(self) -> list[str]:
         """Tables with at least one committed version (a folder lancedb lists and lance can open)."""
+        if self.remote:   # an object store has no folders to glob: ask lancedb
+            return sorted(self.db.list_tables().tables)
         if not self.root.is_dir():
             return []
         return sorted(p.name[: -len(".lance")] for p in self.root.glob("*.lance") if (p / "_versions").is_dir())
 
     def has_table(self, name: str) -> bool:
+        if self.remote:
+            return name in self.table_names()
         return (self.uri(name) / "_versions").is_dir()
 
     def open(self, name: str, version: int | None = None):
@@ -98,7 +110,7 @@ class LanceStore:
         """A pylance dataset at `version` (None: the latest); DuckDB scans it with filter/projection pushdown."""
         import lance
 
-        return lance.dataset(str(self.uri(name)), version=version)
+        return lance.dataset(str(self.uri(name)), version=version, storage_options=self.storage_options)
 
     def versions(self, name: str) -> list[dict]:
         return [{"table": name, "version": v["version"], "timestamp": v["timestamp"],

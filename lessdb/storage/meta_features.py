@@ -61,9 +61,15 @@ def feature_set_rows(ws, run_id: str | None = None) -> list[dict]:
     return out
 
 
-def start_job(ws, job: dict) -> dict:
-    """Create the job row, or mark an existing one running again (a rerun resumes it). Returns the row."""
+def start_job(ws, job: dict, owner: str | None = None, engine: str = "local") -> dict:
+    """Create the job row, or mark an existing one running again (a rerun resumes it). Returns the row.
+    `owner`: take the driver lease on the row for this process (refused while another live driver holds an
+    incompatible one; see meta_scale)."""
+    from . import meta_scale
+
     with ws.duck.transaction() as con:
+        if owner is not None:
+            meta_scale.check_lease(con, {**job, "engine": engine}, owner)
         exists = con.execute("SELECT count(*) FROM feature_jobs WHERE job_id = ?", [job["job_id"]]).fetchone()[0]
         if exists:
             con.execute("UPDATE feature_jobs SET status = 'running', where_sql = ?, candidates_version = ?, "
@@ -80,6 +86,8 @@ def start_job(ws, job: dict) -> dict:
                          job["shard_count"], job.get("where_sql"), job.get("candidates_version"),
                          job.get("adapter_sha256"), job.get("optimizer_sha256"), job.get("optimizer_step"),
                          job.get("n_total"), os.getpid()])
+        if owner is not None:
+            meta_scale.take_lease(con, job["job_id"], owner, engine)
         row = con.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM feature_jobs WHERE job_id = ?",
                           [job["job_id"]]).fetchone()
     return dict(zip(JOB_COLUMNS, row))
@@ -99,14 +107,16 @@ def record_progress(ws, job_id: str, *, done: int, excluded: int, seconds: float
             con.unregister("new_exclusions")
         con.execute("UPDATE feature_jobs SET n_done = n_done + ?, n_excluded = n_excluded + ?, "
                     "seconds = seconds + ?, bytes_written = bytes_written + ?, "
-                    "lance_version = coalesce(?, lance_version), updated_at = current_timestamp WHERE job_id = ?",
+                    "lance_version = coalesce(?, lance_version), updated_at = current_timestamp, "
+                    "lease_expires_at = CASE WHEN lease_owner IS NULL THEN NULL "
+                    "ELSE current_timestamp + INTERVAL 600 SECOND END WHERE job_id = ?",   # meta_scale TTL
                     [done, excluded, seconds, bytes_written, lance_version, job_id])
 
 
 def finish_job(ws, job_id: str) -> None:
     with ws.duck.transaction() as con:
-        con.execute("UPDATE feature_jobs SET status = 'complete', updated_at = current_timestamp WHERE job_id = ?",
-                    [job_id])
+        con.execute("UPDATE feature_jobs SET status = 'complete', updated_at = current_timestamp, lease_owner = NULL, "
+                    "lease_expires_at = NULL WHERE job_id = ?", [job_id])
 
 
 def excluded_ids(ws, feature_set_id: str, role: str, epoch: int) -> dict[str, str]:

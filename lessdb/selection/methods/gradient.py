@@ -151,7 +151,12 @@ def gradient_scores(ws, plan, ids: list[str]) -> Scores:
                     _require_norms(scale, fs)
                 yield epoch, rows, vecs, scale
 
-    acc.add_stream(batches(), on_batch=progress.update)
+    if opts.engine == "ray":   # the same products, computed fragment by fragment on the cluster
+        from ...scale.select_ray import score_ray
+        score_ray(ws, table, version, plan.epochs, cols, queries, acc, id_index, fs.dim, opts.batch_rows,
+                  opts.ray_address, progress, check_norms=lambda n: _require_norms(n, fs))
+    else:
+        acc.add_stream(batches(), on_batch=progress.update)
     progress.close()
     res = acc.result()
     missing = int((~acc.seen.all(axis=1)).sum())

@@ -1,0 +1,125 @@
+"""Where a workspace's Lance tables live: its own `lance/` folder (default) or an object store (`s3://…`).
+
+The choice is the workspace's `tables.json` beside the DuckDB file: {"uri": "s3://bucket/prefix",
+"storage_options": {non-secret options}}. The DuckDB catalogue, checkpoints and exports always stay local
+(DuckDB is a single-writer local file; it cannot live on S3).
+
+Credentials never enter that file, DuckDB, Lance transaction properties or job specs: Lance (and every Ray
+worker, which inherits or is given its own environment) reads them from the standard `AWS_*` environment
+variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT,
+AWS_ALLOW_HTTP). `--storage-option KEY=VALUE` adds non-secret settings (endpoint, region, allow_http, …);
+a secret-looking key is refused with a pointer to the environment variable instead.
+
+The object store must support conditional PUT (If-None-Match: *): Lance commits through it, and a store that
+ignores it lets concurrent commits overwrite each other (AWS S3, R2 and MinIO support it; moto 5.2.5 too).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import LessdbError
+
+CONFIG_FILE = "tables.json"
+REMOTE_SCHEMES = ("s3://", "s3a://", "gs://", "az://", "abfs://")
+# substrings of option keys that hold secrets: these come from the environment only
+SECRET_MARKERS = ("secret", "token", "password", "access_key", "key_id", "credential", "sas")
+
+
+@dataclass(frozen=True)
+class TablesLocation:
+    """The Lance tables' base URI (a local path or s3://…) and the non-secret storage options."""
+    uri: str
+    storage_options: dict = field(default_factory=dict)
+
+    @property
+    def remote(self) -> bool:
+        return is_remote(self.uri)
+
+    def table_uri(self, name: str) -> str:
+        """The URI of one table, as LanceDB lays it out (`<base>/<name>.lance`)."""
+        return f"{self.uri.rstrip('/')}/{name}.lance"
+
+    def options(self) -> dict | None:
+        """Options for lance/lancedb calls: the recorded ones (None where there are none, so the AWS_*
+        environment alone decides)."""
+        return dict(self.storage_options) or None
+
+    def public(self) -> dict:
+        return {"uri": self.uri, "storage_options": dict(self.storage_options)}
+
+
+def is_remote(uri: str) -> bool:
+    return uri.startswith(REMOTE_SCHEMES)
+
+
+def parse_storage_options(pairs) -> dict:
+    """`KEY=VALUE` strings -> dict; refuses malformed pairs and secrets (they belong in AWS_* variables)."""
+    out = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise LessdbError(f"--storage-option {pair!r}: expected KEY=VALUE, e.g. aws_endpoint=http://127.0.0.1:9000")
+        if is_secret_key(key):
+            raise LessdbError(f"--storage-option {key}: credentials are never stored in the workspace; set them in "
+                              "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)")
+        out[key] = value
+    return out
+
+
+def is_secret_key(key: str) -> bool:
+    low = key.lower()
+    return any(m in low for m in SECRET_MARKERS)
+
+
+def load_location(root: Path, default_dir: str) -> TablesLocation:
+    """The workspace's tables location: tables.json if present, else `<root>/<default_dir>`."""
+    path = Path(root) / CONFIG_FILE
+    if not path.exists():
+        return TablesLocation(str(Path(root) / default_dir))
+    try:
+        data = json.loads(path.read_text())
+        uri, opts = data["uri"], data.get("storage_options") or {}
+        if not isinstance(uri, str) or not isinstance(opts, dict):
+            raise TypeError("uri must be a string and storage_options an object")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LessdbError(f"{path}: not a valid tables location ({exc}); expected "
+                          '{"uri": "s3://bucket/prefix", "storage_options": {...}}') from None
+    bad = [k for k in opts if is_secret_key(k)]
+    if bad:
+        raise LessdbError(f"{path}: field 'storage_options' holds credentials ({', '.join(bad)}); remove them and "
+                          "set AWS_* environment variables instead")
+    return TablesLocation(uri, {str(k): str(v) for k, v in opts.items()})
+
+
+def save_location(root: Path, location: TablesLocation) -> None:
+    """Write tables.json atomically (a kill leaves the old file or the new one)."""
+    path = Path(root) / CONFIG_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(location.public(), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def configure(root: Path, default_dir: str, uri: str | None, options: dict) -> TablesLocation:
+    """Set the tables location at `lessdb init` time. Changing it on a workspace that already has tables
+    elsewhere is refused (the catalogue records their versions; they would silently vanish)."""
+    current = load_location(root, default_dir)
+    if uri is None and not options:
+        return current
+    new_uri = uri if uri is not None else current.uri
+    if not is_remote(new_uri):
+        new_uri = str(Path(new_uri).expanduser().resolve())
+    merged = {**current.storage_options, **options} if new_uri == current.uri else dict(options)
+    wanted = TablesLocation(new_uri.rstrip("/"), merged)
+    if wanted == current:
+        return current
+    duck = Path(root) / "lessdb.duckdb"
+    if duck.exists() and wanted.uri != current.uri.rstrip("/"):
+        raise LessdbError(f"{root}: this workspace's tables are at {current.uri}; moving them to {wanted.uri} is not "
+                          "supported (create a new workspace with `lessdb init --tables …`)")
+    Path(root).mkdir(parents=True, exist_ok=True)
+    save_location(root, wanted)
+    return wanted

@@ -1,0 +1,190 @@
+"""Ray engine scenarios on real components: a local Ray cluster, the real CLI as the driver, the tiny warmup's
+real checkpoints, LanceDB + DuckDB on disk. Run inside a loopback-only network namespace (see conftest)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import lance
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli
+from scale_fixtures import cli, cli_json
+from lessdb import Workspace
+from lessdb.featurize import FeaturizeConfig, featurize_run
+from lessdb.storage import meta_features, meta_scale
+from lessdb.storage.features import get_feature_set
+from test_featurize_jobs import DIM, N_GOOD
+
+FEAT = ("--dim", str(DIM), "--batch-size", "4")
+
+
+def _ray(address, *extra, workers=1):
+    # one worker unless the test needs two: every actor process imports torch, most of these tests' time
+    return ("featurize", "--engine", "ray", "--ray-address", address, "--workers", str(workers), *extra)
+
+
+def _rows(ws, fsid) -> dict[str, np.ndarray]:
+    info = get_feature_set(ws, fsid)
+    t = ws.lance.dataset(info.lance_table).to_table(columns=["key", "vector", "norm"])
+    keys = t.column("key").to_pylist()
+    assert len(keys) == len(set(keys)), "duplicate keys"
+    vecs = t.column("vector").combine_chunks().flatten().to_numpy().reshape(len(keys), -1)
+    norms = t.column("norm").to_numpy()
+    return {k: (v, n) for k, v, n in zip(keys, vecs, norms)}
+
+
+def _featurize_ray(ws_root, run_id, address, *extra, workers=1):
+    """The driver in this process (joins the session's cluster); only the kill -9 test needs a subprocess."""
+    return cli_json(ws_root, *_ray(address, *extra, workers=workers), "--run", run_id, *FEAT)
+
+
+def _lance_commits(ws, table) -> dict[str, dict]:
+    ds = ws.lance.dataset(table)
+    out = {}
+    for v in range(1, ds.latest_version + 1):
+        t = ds.read_transaction(v)
+        if t is not None and "lessdb.job" in (t.transaction_properties or {}):
+            out[t.uuid] = {"version": v, **t.transaction_properties}
+    return out
+
+
+def test_ray_equals_local_bit_for_bit(ws_copy, ray_cluster, tmp_path):
+    ws_root, run_id = ws_copy
+    local_root = tmp_path / "ws-local"
+    import shutil
+
+    shutil.copytree(ws_root, local_root)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)   # the workers compute with one thread: same BLAS path
+    try:
+        local = featurize_run(Workspace.open(local_root), FeaturizeConfig(run_id=run_id, dim=DIM, batch_size=4,
+                                                                          progress=False))
+    finally:
+        torch.set_num_threads(before)
+    summary = _featurize_ray(ws_root, run_id, ray_cluster, workers=2)
+    assert summary["feature_set_id"] == local.feature_set_id      # same feature set identity on both engines
+    assert summary["examples"] == local.examples == 2 * N_GOOD and summary["excluded"] == local.excluded == 2
+    ws, wl = Workspace.open(ws_root), Workspace.open(local_root)
+    a, b = _rows(ws, summary["feature_set_id"]), _rows(wl, local.feature_set_id)
+    assert sorted(a) == sorted(b) and len(a) == 2 * N_GOOD
+    for key in a:
+        assert np.array_equal(a[key][0], b[key][0]), key          # bit for bit
+        assert a[key][1] == b[key][1], key
+    assert meta_features.excluded_ids(ws, local.feature_set_id, "candidate", 1) == \
+        meta_features.excluded_ids(wl, local.feature_set_id, "candidate", 1)
+    jobs = meta_features.job_rows(ws, local.feature_set_id)
+    assert {j["job_id"]: j["status"] for j in jobs if j["role"] == "candidate"} == \
+        {f"{local.feature_set_id}/candidate/{e}/0of1": "complete" for e in (1, 2)}
+    with ws.duck.connect(read_only=True) as con:   # provenance records the engine; the lease is released
+        rows = con.execute("SELECT engine, lease_owner FROM feature_jobs WHERE role = 'candidate'").fetchall()
+    assert rows == [("ray", None), ("ray", None)]
+    # every DuckDB commit row is one Lance transaction with our uuid, and vice versa
+    recorded = {c["txn_uuid"]: c for c in meta_scale.commit_rows(ws)}
+    in_lance = _lance_commits(ws, summary["lance_table"])
+    assert set(recorded) == set(in_lance) and recorded
+    assert sum(c["n_rows"] for c in recorded.values()) == 2 * N_GOOD
+    assert all(recorded[u]["lance_version"] == in_lance[u]["version"] for u in recorded)
+    # a rerun finds nothing to do
+    again = _featurize_ray(ws_root, run_id, ray_cluster)
+    assert again["examples"] == 0 and again["already_present"] == 2 * (N_GOOD + 1)
+
+
+def test_kill_driver_after_lance_commit_then_rerun(ws_copy, ray_cluster):
+    """kill -9 right after a Lance commit and before DuckDB records it: the rerun records the commit from Lance
+    (recovered), computes only what is not stored, and every key is stored once."""
+    ws_root, run_id = ws_copy
+    args = ("--unit-rows", "8", "--commit-units", "1", "--checkpoints", "1")
+    proc = run_cli(*_ray(ray_cluster, *args), "--run", run_id, *FEAT, "--json", workspace=ws_root, check=False,
+                   env={"LESSDB_FAULT": "driver:2"})
+    assert proc.returncode == -9, proc.stderr
+    ws = Workspace.open(ws_root)
+    fsid = meta_features.job_rows(ws)[0]["feature_set_id"]
+    info = get_feature_set(ws, fsid)
+    stored = len(_rows(ws, fsid))
+    assert 0 < stored < N_GOOD
+    assert len(meta_scale.commit_rows(ws)) == 1            # the second commit reached Lance, not DuckDB
+    summary = _featurize_ray(ws_root, run_id, ray_cluster, *args)
+    assert summary["examples"] == N_GOOD - stored           # nothing committed is computed again
+    assert summary["jobs"][0]["recovered_commits"] == 1
+    assert sorted(_rows(ws, fsid)) == sorted(f"candidate/1/{e}" for e in _good_ids(ws, fsid, 1))
+    recorded = meta_scale.commit_rows(ws)
+    assert set(c["txn_uuid"] for c in recorded) == set(_lance_commits(ws, info.lance_table))
+    assert [c["recovered"] for c in recorded].count(True) == 1
+    job = meta_features.job_rows(ws, fsid)[0]
+    assert job["status"] == "complete" and job["n_done"] == N_GOOD and job["n_excluded"] == 1
+
+
+def _good_ids(ws, fsid, epoch):
+    from lessdb.storage.candidates import select_candidate_ids
+
+    excluded = meta_features.excluded_ids(ws, fsid, "candidate", epoch)
+    return [e for e in select_candidate_ids(ws, "p") if e not in excluded]
+
+
+def _data_files(ws, table) -> tuple[set[str], set[str]]:
+    """(data files on disk, data files referenced by the latest version)."""
+    uri = ws.lance.table_uri(table)
+    on_disk = {p.name for p in (Path(uri) / "data").glob("*.lance")}
+    ds = lance.dataset(uri)
+    referenced = {f.path.rsplit("/", 1)[-1] for frag in ds.get_fragments() for f in frag.data_files()}
+    return on_disk, referenced
+
+
+def test_kill_worker_then_complete_and_vacuum(ws_copy, ray_cluster, tmp_path):
+    ws_root, run_id = ws_copy
+    os.environ.update(LESSDB_FAULT="worker:1", LESSDB_FAULT_MARKER=str(tmp_path / "killed"))
+    try:
+        summary = _featurize_ray(ws_root, run_id, ray_cluster, "--unit-rows", "8", "--checkpoints", "1", workers=2)
+    finally:
+        del os.environ["LESSDB_FAULT"], os.environ["LESSDB_FAULT_MARKER"]
+    assert (tmp_path / "killed").exists(), "the fault did not fire"
+    ws = Workspace.open(ws_root)
+    fsid = summary["feature_set_id"]
+    before = _rows(ws, fsid)
+    assert summary["examples"] == N_GOOD and len(before) == N_GOOD
+    on_disk, referenced = _data_files(ws, summary["lance_table"])
+    assert referenced < on_disk, "the killed worker's fragment should be an orphan file"
+    # vacuum is refused while a job holds its lease (a live process: this one)
+    with ws.duck.transaction() as con:
+        con.execute("UPDATE feature_jobs SET status = 'running', lease_owner = ? WHERE role = 'candidate'",
+                    [meta_scale.lease_owner()])
+    refused = run_cli("vacuum", "--json", workspace=ws_root, check=False)   # the real CLI: a clear error
+    assert refused.returncode != 0 and "lease" in refused.stderr and "Traceback" not in refused.stderr
+    assert _data_files(ws, summary["lance_table"])[0] == on_disk
+    with ws.duck.transaction() as con:
+        con.execute("UPDATE feature_jobs SET status = 'complete', lease_owner = NULL")
+    cli(ws_root, "vacuum", "--json")
+    on_disk2, referenced2 = _data_files(ws, summary["lance_table"])
+    assert on_disk2 == referenced2 == referenced
+    after = _rows(ws, fsid)
+    assert sorted(after) == sorted(before) and all(np.array_equal(after[k][0], before[k][0]) for k in after)
+    versions = ws.lance.dataset(summary["lance_table"]).versions()
+    assert len(versions) >= 2                    # vacuum keeps every version (replay needs them)
+
+
+def test_second_driver_refused_while_first_holds_lease(ws_copy, ray_cluster):
+    """A live driver's lease (a sleeping process stands in for it) refuses a Ray driver and a local one."""
+    import subprocess
+    import sys
+
+    ws_root, run_id = ws_copy
+    ws = Workspace.open(ws_root)
+    first = featurize_run(ws, FeaturizeConfig(run_id=run_id, dim=DIM, batch_size=4, checkpoints=(1,), progress=False))
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        with ws.duck.transaction() as con:
+            con.execute("UPDATE feature_jobs SET status = 'running', engine = 'ray', lease_owner = ?, "
+                        "lease_expires_at = current_timestamp + INTERVAL 600 SECOND",
+                        [meta_scale.lease_owner(sleeper.pid)])
+        for args in (_ray(ray_cluster), ("featurize",)):
+            result = cli(ws_root, *args, "--run", run_id, *FEAT, "--checkpoints", "1", ok=False)
+            assert result.exit_code != 0 and "holds the lease" in str(result.exception), result.output
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    again = _featurize_ray(ws_root, run_id, ray_cluster, "--checkpoints", "1")   # its owner died: lease free
+    assert again["examples"] == 0 and first.examples == N_GOOD

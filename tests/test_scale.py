@@ -1,0 +1,94 @@
+"""Scale out: the tables location, the driver lease, and (in a loopback-only network namespace) the Ray and S3
+scenarios of tests/scale_cases/."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from lessdb import Workspace
+from lessdb.errors import LessdbError
+from lessdb.storage import meta_features, meta_scale
+from lessdb.storage.object_store import load_location, parse_storage_options
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_storage_options_never_take_secrets(tmp_path):
+    assert parse_storage_options(["aws_endpoint=http://127.0.0.1:9", "allow_http=true"]) == {
+        "aws_endpoint": "http://127.0.0.1:9", "allow_http": "true"}
+    for bad in ("aws_secret_access_key=x", "aws_access_key_id=AKIA", "aws_session_token=t", "noequals"):
+        with pytest.raises(LessdbError):
+            parse_storage_options([bad])
+    (tmp_path / "tables.json").write_text(json.dumps({"uri": "s3://b/p", "storage_options": {"aws_secret_access_key": "x"}}))
+    with pytest.raises(LessdbError, match="tables.json.*credentials"):
+        load_location(tmp_path, "lance")
+    (tmp_path / "tables.json").write_text("{not json")
+    with pytest.raises(LessdbError, match="tables.json"):
+        load_location(tmp_path, "lance")
+
+
+def test_tables_location_is_recorded_and_cannot_move(tmp_path):
+    other = tmp_path / "elsewhere"
+    info = json.loads(run_cli("init", "--tables", other, "--json", workspace=tmp_path / "ws").stdout)
+    assert info["tables"] == str(other.resolve())
+    ws = Workspace.open(tmp_path / "ws")
+    assert ws.lance.has_table("candidates") and (other / "candidates.lance").is_dir()
+    assert not list((tmp_path / "ws" / "lance").glob("*.lance"))
+    moved = run_cli("init", "--tables", tmp_path / "third", workspace=tmp_path / "ws", check=False)
+    assert moved.returncode != 0 and "not supported" in moved.stderr and "Traceback" not in moved.stderr
+
+
+def _job(i=0, n=1, epoch=1):
+    return {"job_id": f"fs/candidate/{epoch}/{i}of{n}", "feature_set_id": "fs", "role": "candidate", "epoch": epoch,
+            "shard_index": i, "shard_count": n}
+
+
+def test_lease_one_driver_per_checkpoint_except_disjoint_shards(workspace):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        other = meta_scale.lease_owner(sleeper.pid)          # a live driver on this host
+        me = meta_scale.lease_owner()
+        meta_features.start_job(workspace, _job(), owner=other, engine="ray")
+        for job, engine in ((_job(), "ray"), (_job(), "local"), (_job(0, 2), "local")):
+            with pytest.raises(LessdbError, match="holds the lease"):
+                meta_features.start_job(workspace, job, owner=me, engine=engine)
+        meta_features.start_job(workspace, _job(epoch=2), owner=me, engine="ray")   # another checkpoint: fine
+        meta_features.finish_job(workspace, "fs/candidate/1/0of1")
+        # local shards of one n run side by side; a different n or a Ray driver does not join them
+        meta_features.start_job(workspace, _job(0, 2), owner=other, engine="local")
+        meta_features.start_job(workspace, _job(1, 2), owner=me, engine="local")
+        with pytest.raises(LessdbError, match="holds the lease"):
+            meta_features.start_job(workspace, _job(1, 3), owner=me, engine="local")
+        assert {j["job_id"] for j in meta_scale.live_leases(workspace)} == \
+            {"fs/candidate/2/0of1", "fs/candidate/1/0of2", "fs/candidate/1/1of2"}
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # its owner died (kill -9): the lease is free at once
+    meta_features.start_job(workspace, _job(), owner=meta_scale.lease_owner(), engine="ray")
+
+
+def test_scale_scenarios_in_private_network_namespace():
+    """Ray + S3 scenarios (tests/scale_cases) in a child pytest under `unshare -n`, where only `lo` exists."""
+    pytest.importorskip("ray")
+    pytest.importorskip("moto")
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.fail("the Ray/S3 scenarios need `unshare` and `ip` (util-linux, iproute2) to confine them to "
+                    "loopback; install them rather than skipping these tests")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "scale_cases"), str(REPO / "tests")]),
+               RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", LESSDB_PROGRESS="0")
+    inner = (f"ip link set lo up && exec {sys.executable} -m pytest -q -x -p no:cacheprovider -p scale_fixtures "
+             f"-o python_files='scale_case_*.py' {REPO / 'tests' / 'scale_cases'}")
+    proc = subprocess.run(["unshare", "-n", "sh", "-c", inner], capture_output=True, text=True, env=env,
+                          cwd=REPO, timeout=1800)
+    if proc.returncode != 0 and "unshare failed" in proc.stderr:
+        pytest.fail(f"cannot create a private network namespace here (needs root or user namespaces): {proc.stderr}")
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-2000:]
