@@ -26,6 +26,7 @@ def quickstart(ctx, pool_size, task, device, workspace_override: Path | None, as
         lessdb quickstart
         lessdb quickstart --workspace ./demo --pool-size 300
     """
+    from ..phase_meter import format_phases
     from ..quickstart import QuickstartConfig, run_quickstart
     from ..selection.audit import format_show
 
@@ -36,9 +37,8 @@ def quickstart(ctx, pool_size, task, device, workspace_override: Path | None, as
         return
     click.echo(format_show(result["less"]))
     names = result["selections"]
-    t = result["timings"]
-    click.echo(f"\nDone in {t['total_s']:.0f}s (ingest {t['ingest_s']:.0f}s, warmup {t['warmup_s']:.0f}s, "
-               f"featurize {t['featurize_s']:.0f}s, select {t['select_s']:.0f}s). Workspace: {result['workspace']}")
+    click.echo(f"\nDone. Where the time and the memory went (peak RSS per phase):\n{format_phases(result['measured'])}")
+    click.echo(f"Workspace: {result['workspace']}")
     click.echo("\nNext, try:")
     for line in (f"lessdb show {names['less']}",
                  f"lessdb diff {names['less']} {names['random']}",

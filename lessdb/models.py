@@ -211,6 +211,13 @@ def _bundled_cache(ws, name: str) -> Path:
     return cache
 
 
+def prepare_model(ws, name_or_path: str) -> None:
+    """Convert a bundled model's GGUF into the workspace's safetensors cache now, if not done yet (so a caller can
+    time and measure the conversion as its own phase); nothing to do for other models."""
+    if name_or_path in BUNDLED_MODELS:
+        _bundled_cache(ws, name_or_path)
+
+
 @contextmanager
 def _parse_gguf_once():
     """transformers parses the GGUF's metadata three times (config, tokenizer, weights; ~10 s each here) and
@@ -238,35 +245,16 @@ def _parse_gguf_once():
 
 
 def convert_gguf(gguf: Path, out_dir: Path) -> dict:
-    """De-quantize a GGUF into a plain safetensors HF directory (atomic: temp dir, then rename)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """De-quantize a GGUF into a plain safetensors HF directory (atomic: temp dir, then rename), one tensor at a
+    time (lessdb.gguf_convert: peak memory about one tensor, not the whole model several times over)."""
+    from .gguf_convert import convert_gguf_streaming
 
     print(f"lessdb: converting {gguf.name} to safetensors (once per workspace, ~20-90 s)...", file=sys.stderr)
-    with _parse_gguf_once():
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                         dtype=torch.float32)
-    config_dict = quantized.config.to_dict()
-    config_dict.pop("quantization_config", None)
-    config = type(quantized.config).from_dict(config_dict)
-    model_cls = type(quantized)
-    with torch.device("meta"):
-        plain = model_cls(config)
-    plain = plain.to_empty(device="cpu")
-    missing, unexpected = plain.load_state_dict(quantized.state_dict(), strict=False)
-    # tied lm_head is not a separate entry; anything else missing would leave random weights
-    missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
-    if missing or unexpected:
-        raise LessdbError(f"{gguf}: converting the GGUF left weights unmatched (missing {missing[:3]}, "
-                          f"unexpected {unexpected[:3]})")
-    if config.tie_word_embeddings:
-        plain.tie_weights()
-    del quantized
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
     try:
-        plain.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
+        with _parse_gguf_once():
+            convert_gguf_streaming(gguf, tmp)
         info = {"source": f"gguf:{sha256_file(gguf)}", "gguf_file": gguf.name,
                 "weights_sha256": _dir_weights_sha256(tmp)}
         (tmp / SIDECAR).write_text(json.dumps(info, indent=2))
