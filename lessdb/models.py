@@ -336,16 +336,52 @@ def load_checkpoint_model_from(ws, run_id: str, model_name: str, model_sha256: s
     catalogue reads: distributed workers call it with `ws` = an object with only `models_dir`, never DuckDB."""
     from peft import PeftModel
 
+    verify_checkpoint_files(ckpt)
+    reuse_key = _reuse_key(model_name, model_sha256, ckpt, device, dtype)
+    reused = _reuse_kept_model(reuse_key, ckpt)
+    if reused is not None:
+        return reused
     base = load_base_model(ws, model_name, device=device, dtype=dtype, record=False)
     if base.sha256 != model_sha256:
         raise LessdbError(f"run {run_id} was trained on {model_name} with weights sha256 "
                           f"{model_sha256[:12]}…, but those weights now hash to {base.sha256[:12]}…")
-    verify_checkpoint_files(ckpt)
     import warnings
 
     with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5 (harmless)
         warnings.simplefilter("ignore", FutureWarning)
         peft_model = PeftModel.from_pretrained(base.model, ckpt.path, is_trainable=True)
+    peft_model.eval()
+    from .model_reuse import keep
+
+    keep(reuse_key, (peft_model, base))
+    return peft_model, base
+
+
+def _reuse_key(model_name: str, model_sha256: str, ckpt, device: str, dtype) -> tuple:
+    adapter_config = (Path(ckpt.path) / "adapter_config.json").read_text()
+    return (model_name, model_sha256, resolve_device(device), str(dtype), adapter_config)
+
+
+def _reuse_kept_model(key: tuple, ckpt):
+    """Inside `model_reuse.reuse_checkpoint_models()`: the kept model of an earlier checkpoint of the same base
+    weights and LoRA layout, with this checkpoint's adapter weights copied in; else None."""
+    from .model_reuse import kept
+
+    value = kept(key)
+    if value is None:
+        return None
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    peft_model, base = value
+    weights = load_file(str(Path(ckpt.path) / "adapter_model.safetensors"))
+    result = set_peft_model_state_dict(peft_model, weights)
+    lora_missing = [k for k in result.missing_keys if ".lora_" in k]
+    if lora_missing or result.unexpected_keys:
+        raise LessdbError(f"checkpoint {ckpt.path}: adapter weights do not match the kept model "
+                          f"(missing {lora_missing[:2]}, unexpected {list(result.unexpected_keys)[:2]})")
+    for name, p in peft_model.named_parameters():
+        p.requires_grad_(".lora_" in name)
     peft_model.eval()
     return peft_model, base
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,12 +59,13 @@ def _reusable_run(ws, pool: str, model: str) -> str | None:
 def run_quickstart(cfg: QuickstartConfig) -> dict:
     from .featurize import FeaturizeConfig, featurize_run
     from .ingest import ingest_builtin
-    from .selection import SelectConfig, list_selections, select, show_selection
+    from .model_reuse import reuse_checkpoint_models
     from .models import prepare_model
     from .phase_meter import PhaseMeter
+    from .selection import SelectConfig, list_selections, select, show_selection
     from .warmup import resume_warmup, warmup_command
 
-    meter = PhaseMeter()
+    meter, stack = PhaseMeter(), ExitStack()
     root = Path(cfg.workspace) if cfg.workspace else default_workspace_path()
     ws = Workspace.init(root)
     try:
@@ -96,6 +98,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
                     _say(f"   reusing warmup run {run_id}")
             gc.collect()   # the trainer's model and optimizer are garbage now: return them before featurize
 
+        stack.enter_context(reuse_checkpoint_models())   # featurize and select load the same checkpoints
         with meter.phase("featurize"):
             _say(f"4/5 featurize: Adam gradient features of every candidate at each checkpoint (d={cfg.dim})")
             feat = featurize_run(ws, FeaturizeConfig(run_id=run_id, dim=cfg.dim, device=cfg.device))
@@ -118,6 +121,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
                                         val_max_seq_length=cfg.val_max_seq_length, val_truncation="left",
                                         device="cpu" if cfg.device == "auto" else cfg.device))
     finally:
+        stack.close()
         meter.close()
     measured = meter.summary()
     timings = {f"{name}_s": p["seconds"] for name, p in measured["phases"].items()}
