@@ -13,7 +13,8 @@ mask) and the label-position path ("after": lessdb.completion_loss), alternating
              gradients of `select`;
   train: one forward+backward of the summed token CE (what warmup/train run per micro-batch);
   eval: the no-grad completion loss (eval's target loss).
-The features of both paths are compared (max |difference| of the L2-normalised vectors).
+The features of both paths are compared (max |difference| of the L2-normalised vectors), and the peak RSS of each
+timed run is recorded (whole process: the model's ~0.55 GB is in every figure).
 Timings depend on the machine's load (2 shared vCPUs): the load average is printed at start and end.
 """
 from __future__ import annotations
@@ -105,6 +106,7 @@ def main() -> None:
     from lessdb.featurize.per_example_grads import lora_params
     from lessdb.featurize.sketch import CountSketch
     from lessdb.models import load_base_model
+    from lessdb.phase_meter import PhaseMeter
     from lessdb.config import LoraSettings
     from lessdb.tokenization import collate, pad_token_id
     from lessdb.training import build_lora_model
@@ -122,6 +124,7 @@ def main() -> None:
                            CountSketch([p.numel for p in params], 8192, seed=0, device="cpu"))
     pad = pad_token_id(base.tokenizer)
     sets = examples(ws, base.tokenizer, args.n)
+    meter = PhaseMeter()   # peak RSS of each timed run (kernel high-water mark, reset per run)
     rows = []
     for kind, encs in sets.items():
         batches = [collate(encs[i:i + args.batch_size], pad) for i in range(0, len(encs), args.batch_size)]
@@ -129,7 +132,7 @@ def main() -> None:
         labelled = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
         feats = {}
         for comp in ("featurize", "train", "eval"):
-            times = {}
+            times, peaks = {}, {}
             for which in ("before", "after") * max(1, args.reps):
                 with path(which) as losses_fn:
                     if comp == "featurize":
@@ -145,20 +148,25 @@ def main() -> None:
                             with torch.no_grad():
                                 for b in batches:
                                     losses_fn(model, **b).per_example_mean(torch.float64)
-                    t = timed(run)
+                    with meter.phase(which):
+                        t = timed(run)
                 times[which] = min(times.get(which, float("inf")), t)
+                peaks[which] = max(peaks.get(which, 0), meter.phases[which]["peak_rss_bytes"])
             row = {"examples": kind, "computation": comp, "n": len(encs), "tokens": tokens,
                    "labelled_tokens": labelled, "before_s": round(times["before"], 3),
-                   "after_s": round(times["after"], 3), "speedup": round(times["before"] / times["after"], 3)}
+                   "after_s": round(times["after"], 3), "speedup": round(times["before"] / times["after"], 3),
+                   "before_peak_rss_gib": round(peaks["before"] / 2**30, 2),
+                   "after_peak_rss_gib": round(peaks["after"] / 2**30, 2)}
             if comp == "featurize":
                 row["max_abs_feature_diff"] = float((feats["before"] - feats["after"]).abs().max())
             rows.append(row)
             print(json.dumps(row), flush=True)
     print(f"\nload average at end: {loadavg()}")
-    print(f"{'examples':<14}{'computation':<12}{'tokens':>8}{'labelled':>9}{'before s':>10}{'after s':>9}{'speedup':>9}")
+    print(f"{'examples':<14}{'computation':<12}{'tokens':>8}{'labelled':>9}{'before s':>10}{'after s':>9}{'speedup':>9}"
+          f"{'peak GB before':>16}{'after':>7}")
     for r in rows:
         print(f"{r['examples']:<14}{r['computation']:<12}{r['tokens']:>8}{r['labelled_tokens']:>9}{r['before_s']:>10.2f}"
-              f"{r['after_s']:>9.2f}{r['speedup']:>8.2f}x"
+              f"{r['after_s']:>9.2f}{r['speedup']:>8.2f}x{r['before_peak_rss_gib']:>16.2f}{r['after_peak_rss_gib']:>7.2f}"
               + (f"  max|Δfeature| {r['max_abs_feature_diff']:.1e}" if "max_abs_feature_diff" in r else ""))
     if args.json:
         args.json.write_text(json.dumps({"load_start_end": loadavg(), "rows": rows}, indent=2))

@@ -3,6 +3,7 @@ training gradients, per-example gradients and features, eval losses — with pad
 masks of different sizes and an example without any completion token (tiny model, real peft)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -124,3 +125,22 @@ def test_models_that_ignore_the_mask_still_work(lora_model, batch):
         got = completion_token_losses(FullLogitsOnly(lora_model), **batch).per_example_mean()
         ref = per_example_losses(full_logits(lora_model, batch), batch["labels"])
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_hidden_state_embeddings_skip_the_head_and_match_a_full_forward(lora_model, encoded):
+    from lessdb.selection.baselines import hidden_state_embeddings
+
+    head = lora_model.get_output_embeddings()
+    seen = []
+    h = head.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0].shape[1]))
+    try:
+        got = hidden_state_embeddings(lora_model, encoded, 0, "mean", batch_size=2)
+    finally:
+        h.remove()
+    assert seen and all(t == 1 for t in seen)   # the head saw one position per row, not the whole sequence
+    with torch.no_grad():
+        for row, e in zip(got, encoded):
+            b = collate([e], 0)
+            hs = lora_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                            output_hidden_states=True).hidden_states[-1][0]
+            np.testing.assert_allclose(row, hs.mean(dim=0).numpy(), rtol=1e-5, atol=1e-6)
