@@ -4,11 +4,13 @@ SmolLM2-135M (vocabulary 49,152 × 576) with the quickstart's LoRA (cpu-small: r
     nice -n 15 python bench/label_head.py [--workspace /tmp/lessdb-bench-ws] [--n 8] [--reps 2] [--json out.json]
 
 Three kinds of examples, `--n` of each, batches of `--batch-size`:
-  short: BBH items cut to their last 64 tokens (left truncation): ~50-token prompts, a few completion tokens;
+  short: BBH items cut BIG-bench-like: the question's last ~250 characters, the final answer sentence as the
+         completion (~50 tokens, a few labelled);
   bbh-256: BBH items in the quickstart's validation window (last 256 tokens): long prompt, few completion tokens;
   sharegpt-256: ShareGPT conversations (the quickstart's pool) truncated to 256 tokens: many completion tokens.
 Three computations, each timed with the full-logits path ("before": logits at every position, then the loss's
-mask) and the label-position path ("after": lessdb.completion_loss), alternating, best of `--reps`:
+mask) and the label-position path ("after": lessdb.completion_loss), alternating, best of `--reps`, as wall
+time and as this process's CPU time (steadier on a shared machine):
   featurize: FeatureEngine (per-example gradients, SGD transform, CountSketch d=8192) — also the validation
              gradients of `select`;
   train: one forward+backward of the summed token CE (what warmup/train run per micro-batch);
@@ -81,15 +83,24 @@ def examples(ws, tokenizer, n: int):
             share.append(enc)
         if len(share) >= n:
             break
-    return {"short": [encode_window(tokenizer, m, 64, "left") for m in bbh],
+    return {"short": [encode_window(tokenizer, _short(m), 256) for m in bbh],
             "bbh-256": [encode_window(tokenizer, m, 256, "left") for m in bbh],
             "sharegpt-256": share}
 
 
-def timed(fn) -> float:
-    t = time.perf_counter()
+def _short(messages: list[dict]) -> list[dict]:
+    """A BBH item cut to a BIG-bench-like short example: the question's last ~250 characters, and only the final
+    answer sentence as the completion (~50 tokens, a few of them labelled)."""
+    question, answer = messages[0]["content"], messages[-1]["content"]
+    final = answer[answer.rfind("So the answer is"):] if "So the answer is" in answer else answer[-40:]
+    return [{"role": "user", "content": question[-250:]}, {"role": "assistant", "content": final}]
+
+
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process): on a shared machine the CPU time is the steadier figure."""
+    w, c = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - t
+    return time.perf_counter() - w, time.process_time() - c
 
 
 def main() -> None:
@@ -132,7 +143,7 @@ def main() -> None:
         labelled = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
         feats = {}
         for comp in ("featurize", "train", "eval"):
-            times, peaks = {}, {}
+            times, cpus, peaks = {}, {}, {}
             for which in ("before", "after") * max(1, args.reps):
                 with path(which) as losses_fn:
                     if comp == "featurize":
@@ -149,12 +160,15 @@ def main() -> None:
                                 for b in batches:
                                     losses_fn(model, **b).per_example_mean(torch.float64)
                     with meter.phase(which):
-                        t = timed(run)
-                times[which] = min(times.get(which, float("inf")), t)
+                        wall, cpu = timed(run)
+                times[which] = min(times.get(which, float("inf")), wall)
+                cpus[which] = min(cpus.get(which, float("inf")), cpu)
                 peaks[which] = max(peaks.get(which, 0), meter.phases[which]["peak_rss_bytes"])
             row = {"examples": kind, "computation": comp, "n": len(encs), "tokens": tokens,
                    "labelled_tokens": labelled, "before_s": round(times["before"], 3),
                    "after_s": round(times["after"], 3), "speedup": round(times["before"] / times["after"], 3),
+                   "before_cpu_s": round(cpus["before"], 3), "after_cpu_s": round(cpus["after"], 3),
+                   "cpu_speedup": round(cpus["before"] / cpus["after"], 3),
                    "before_peak_rss_gib": round(peaks["before"] / 2**30, 2),
                    "after_peak_rss_gib": round(peaks["after"] / 2**30, 2)}
             if comp == "featurize":
@@ -162,11 +176,13 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     print(f"\nload average at end: {loadavg()}")
-    print(f"{'examples':<14}{'computation':<12}{'tokens':>8}{'labelled':>9}{'before s':>10}{'after s':>9}{'speedup':>9}"
-          f"{'peak GB before':>16}{'after':>7}")
+    print(f"{'examples':<14}{'computation':<12}{'tokens':>8}{'labelled':>9}{'wall before/after':>19}{'speedup':>9}"
+          f"{'CPU s before/after':>20}{'speedup':>9}{'peak GB before/after':>22}")
     for r in rows:
-        print(f"{r['examples']:<14}{r['computation']:<12}{r['tokens']:>8}{r['labelled_tokens']:>9}{r['before_s']:>10.2f}"
-              f"{r['after_s']:>9.2f}{r['speedup']:>8.2f}x{r['before_peak_rss_gib']:>16.2f}{r['after_peak_rss_gib']:>7.2f}"
+        print(f"{r['examples']:<14}{r['computation']:<12}{r['tokens']:>8}{r['labelled_tokens']:>9}"
+              f"{r['before_s']:>11.2f}/{r['after_s']:<7.2f}{r['speedup']:>8.2f}x"
+              f"{r['before_cpu_s']:>12.2f}/{r['after_cpu_s']:<7.2f}{r['cpu_speedup']:>8.2f}x"
+              f"{r['before_peak_rss_gib']:>14.2f}/{r['after_peak_rss_gib']:<7.2f}"
               + (f"  max|Δfeature| {r['max_abs_feature_diff']:.1e}" if "max_abs_feature_diff" in r else ""))
     if args.json:
         args.json.write_text(json.dumps({"load_start_end": loadavg(), "rows": rows}, indent=2))

@@ -1,6 +1,8 @@
 """`lessdb quickstart` end to end in a fresh workspace: wall time, per-phase times and peak memory (issue 17).
 
-    python bench/quickstart.py [--workspace DIR] [--keep] [--json bench/out/quickstart.json]
+    python bench/quickstart.py [--workspace DIR] [--keep] [--json bench/out/quickstart.json] [-- QUICKSTART-ARGS]
+
+(anything after `--` goes to `lessdb quickstart`, e.g. `-- --model tiny --pool-size 20` for a smoke run.)
 
 Runs `python -m lessdb.cli.main quickstart --workspace <fresh dir> --json` as a child process (this checkout's
 code and this interpreter's packages, the README's defaults: nothing is scaled down further) and records
@@ -78,7 +80,9 @@ def main() -> int:
     ap.add_argument("--workspace", type=Path, help="fresh workspace directory (default: a temp dir, removed after)")
     ap.add_argument("--keep", action="store_true", help="keep the temp workspace")
     ap.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "quickstart.json")
-    args = ap.parse_args()
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
 
     ws = args.workspace or Path(tempfile.mkdtemp(prefix="lessdb-quickstart-bench-"))
     if ws.exists() and any(ws.iterdir()):
@@ -86,11 +90,13 @@ def main() -> int:
         return 2
     record = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
               "commit": commit(), "load_before": loadavg(),
-              "command": f"{Path(sys.executable).name} -m lessdb.cli.main quickstart --workspace {ws} --json"}
+              "command": " ".join([Path(sys.executable).name, "-m lessdb.cli.main quickstart --workspace", str(ws),
+                                   "--json", *extra])}
     print(f"quickstart benchmark: {record['date']}, {record['machine']}, commit {record['commit']}, "
           f"load average before {record['load_before']}", flush=True)
     t0 = time.monotonic()
-    child = subprocess.Popen([sys.executable, "-m", "lessdb.cli.main", "quickstart", "--workspace", str(ws), "--json"],
+    child = subprocess.Popen([sys.executable, "-m", "lessdb.cli.main", "quickstart", "--workspace", str(ws), "--json",
+                              *extra],
                              cwd=REPO, stdout=subprocess.PIPE, text=True)
     sampler = RssSampler(child.pid)
     sampler.start()

@@ -144,3 +144,17 @@ def test_hidden_state_embeddings_skip_the_head_and_match_a_full_forward(lora_mod
             hs = lora_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
                             output_hidden_states=True).hidden_states[-1][0]
             np.testing.assert_allclose(row, hs.mean(dim=0).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_batches_by_length_respect_count_and_token_budget():
+    from lessdb.featurize.batching import batches_by_length, token_budget
+
+    lengths = [10, 20, 200, 250, 256, 256, 256, 256, 256, 900]
+    items = list(range(len(lengths)))
+    got = batches_by_length(items, lengths, 8, 1024)
+    assert [i for b in got for i in b] == items                       # every item once, order kept
+    for b in got:
+        assert len(b) <= 8 and (len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 1024)
+    assert got[-1] == [9]                                             # longer than the budget: alone
+    assert batches_by_length(items, lengths, 4, None) == [items[0:4], items[4:8], items[8:10]]
+    assert token_budget("cpu") == 1024 and token_budget("cuda:0") is None
