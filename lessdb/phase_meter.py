@@ -44,6 +44,21 @@ def _reset_hwm() -> bool:
         return False
 
 
+def release_freed_memory() -> None:
+    """Collect Python garbage and hand freed heap pages back to the OS (glibc's malloc_trim; elsewhere only the
+    collection). Between phases: glibc keeps large freed blocks (a finished phase's activations, the trainer's
+    optimizer state) in the process, and the next phase's peak would stack on top of them."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class PhaseMeter:
     def __init__(self, sample_every: float = 0.05):
         self.phases: dict[str, dict] = {}

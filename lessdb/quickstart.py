@@ -15,7 +15,6 @@ What is scaled down from the paper, and why (the GPU recipe in the README uses t
 """
 from __future__ import annotations
 
-import gc
 import sys
 import time
 from contextlib import ExitStack
@@ -61,7 +60,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     from .ingest import ingest_builtin
     from .model_reuse import reuse_checkpoint_models
     from .models import prepare_model
-    from .phase_meter import PhaseMeter
+    from .phase_meter import PhaseMeter, release_freed_memory
     from .selection import SelectConfig, list_selections, select, show_selection
     from .warmup import resume_warmup, warmup_command
 
@@ -96,13 +95,13 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
                     resume_warmup(ws, run_id)
                 else:
                     _say(f"   reusing warmup run {run_id}")
-            gc.collect()   # the trainer's model and optimizer are garbage now: return them before featurize
+            release_freed_memory()   # the trainer's model and optimizer are garbage now: return them first
 
         stack.enter_context(reuse_checkpoint_models())   # featurize and select load the same checkpoints
         with meter.phase("featurize"):
             _say(f"4/5 featurize: Adam gradient features of every candidate at each checkpoint (d={cfg.dim})")
             feat = featurize_run(ws, FeaturizeConfig(run_id=run_id, dim=cfg.dim, device=cfg.device))
-            gc.collect()
+            release_freed_memory()
 
         with meter.phase("select"):
             _say(f"5/5 select: top {cfg.percentage:.0%} for task {cfg.task!r} with LESS, then random and BM25 "

@@ -1,6 +1,8 @@
 """Per-phase wall time and peak RSS (lessdb.phase_meter), and the quickstart reporting them (tiny model)."""
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 
@@ -41,3 +43,19 @@ def test_quickstart_reports_phases_and_peak_memory(tmp_path):
     assert result["measured"]["peak_rss_bytes"] == max(p["peak_rss_bytes"] for p in phases.values())
     assert result["timings"]["featurize_s"] == phases["featurize"]["seconds"]
     assert result["less"] and set(result["selections"]) == {"less", "random", "bm25"}
+
+
+def test_release_freed_memory_returns_a_freed_heap_to_the_os():
+    from lessdb.phase_meter import release_freed_memory
+
+    release_freed_memory()
+    before = current_rss()
+    chunks = [bytearray(64 * 1024) for _ in range(3000)]   # ~190 MB of small heap blocks, then freed
+    pinned = [bytearray(64 * 1024) for _ in range(20)]      # allocated above them: free() alone cannot trim
+    del chunks
+    gc.collect()
+    if current_rss() < before + 100 * 2**20:
+        pytest.skip("this allocator returned the memory by itself")
+    release_freed_memory()
+    assert current_rss() < before + 100 * 2**20
+    del pinned
