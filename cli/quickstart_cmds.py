@@ -13,32 +13,36 @@ from .common import cli, emit_json, json_option, workspace_option, workspace_pat
               help="How many ShareGPT conversations to put in the pool.")
 @click.option("--task", default="bbh", show_default=True, help="Target task.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--model", default="smollm2-135m", show_default=True,
+              help="Base model: smollm2-135m, gemma3-270m, tiny (a random tiny Llama, for smoke runs) or a local "
+                   "Hugging Face model directory.")
 @workspace_option
 @json_option
 @click.pass_context
-def quickstart(ctx, pool_size, task, device, workspace_override: Path | None, as_json):
+def quickstart(ctx, pool_size, task, device, model, workspace_override: Path | None, as_json):
     """Run the whole pipeline on the bundled real defaults (SmolLM2-135M, a ShareGPT V3 sample, BBH),
-    sized for a laptop CPU (measured 12.5 minutes on 2 idle cores; see bench/RESULTS.md). Rerunning
-    reuses what exists.
+    sized for a laptop CPU (time and peak memory on 2 cores: bench/RESULTS.md, measured by
+    bench/quickstart.py). Prints each phase's time and peak memory at the end. Rerunning reuses what exists.
 
     \b
     Example:
         lessdb quickstart
         lessdb quickstart --workspace ./demo --pool-size 300
     """
+    from ..phase_meter import format_phases
     from ..quickstart import QuickstartConfig, run_quickstart
     from ..selection.audit import format_show
 
     result = run_quickstart(QuickstartConfig(workspace=workspace_path(ctx, workspace_override),
-                                             pool_size=pool_size, task=task, device=device))
+                                             pool_size=pool_size, task=task, device=device,
+                                             model=model))
     if as_json:
         emit_json(result)
         return
     click.echo(format_show(result["less"]))
     names = result["selections"]
-    t = result["timings"]
-    click.echo(f"\nDone in {t['total_s']:.0f}s (ingest {t['ingest_s']:.0f}s, warmup {t['warmup_s']:.0f}s, "
-               f"featurize {t['featurize_s']:.0f}s, select {t['select_s']:.0f}s). Workspace: {result['workspace']}")
+    click.echo(f"\nDone. Where the time and the memory went (peak RSS per phase):\n{format_phases(result['measured'])}")
+    click.echo(f"Workspace: {result['workspace']}")
     click.echo("\nNext, try:")
     for line in (f"lessdb show {names['less']}",
                  f"lessdb diff {names['less']} {names['random']}",

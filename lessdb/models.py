@@ -211,6 +211,13 @@ def _bundled_cache(ws, name: str) -> Path:
     return cache
 
 
+def prepare_model(ws, name_or_path: str) -> None:
+    """Convert a bundled model's GGUF into the workspace's safetensors cache now, if not done yet (so a caller can
+    time and measure the conversion as its own phase); nothing to do for other models."""
+    if name_or_path in BUNDLED_MODELS:
+        _bundled_cache(ws, name_or_path)
+
+
 @contextmanager
 def _parse_gguf_once():
     """transformers parses the GGUF's metadata three times (config, tokenizer, weights; ~10 s each here) and
@@ -238,35 +245,16 @@ def _parse_gguf_once():
 
 
 def convert_gguf(gguf: Path, out_dir: Path) -> dict:
-    """De-quantize a GGUF into a plain safetensors HF directory (atomic: temp dir, then rename)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """De-quantize a GGUF into a plain safetensors HF directory (atomic: temp dir, then rename), one tensor at a
+    time (lessdb.gguf_convert: peak memory about one tensor, not the whole model several times over)."""
+    from .gguf_convert import convert_gguf_streaming
 
     print(f"lessdb: converting {gguf.name} to safetensors (once per workspace, ~20-90 s)...", file=sys.stderr)
-    with _parse_gguf_once():
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                         dtype=torch.float32)
-    config_dict = quantized.config.to_dict()
-    config_dict.pop("quantization_config", None)
-    config = type(quantized.config).from_dict(config_dict)
-    model_cls = type(quantized)
-    with torch.device("meta"):
-        plain = model_cls(config)
-    plain = plain.to_empty(device="cpu")
-    missing, unexpected = plain.load_state_dict(quantized.state_dict(), strict=False)
-    # tied lm_head is not a separate entry; anything else missing would leave random weights
-    missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
-    if missing or unexpected:
-        raise LessdbError(f"{gguf}: converting the GGUF left weights unmatched (missing {missing[:3]}, "
-                          f"unexpected {unexpected[:3]})")
-    if config.tie_word_embeddings:
-        plain.tie_weights()
-    del quantized
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
     try:
-        plain.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
+        with _parse_gguf_once():
+            convert_gguf_streaming(gguf, tmp)
         info = {"source": f"gguf:{sha256_file(gguf)}", "gguf_file": gguf.name,
                 "weights_sha256": _dir_weights_sha256(tmp)}
         (tmp / SIDECAR).write_text(json.dumps(info, indent=2))
@@ -348,16 +336,52 @@ def load_checkpoint_model_from(ws, run_id: str, model_name: str, model_sha256: s
     catalogue reads: distributed workers call it with `ws` = an object with only `models_dir`, never DuckDB."""
     from peft import PeftModel
 
+    verify_checkpoint_files(ckpt)
+    reuse_key = _reuse_key(model_name, model_sha256, ckpt, device, dtype)
+    reused = _reuse_kept_model(reuse_key, ckpt)
+    if reused is not None:
+        return reused
     base = load_base_model(ws, model_name, device=device, dtype=dtype, record=False)
     if base.sha256 != model_sha256:
         raise LessdbError(f"run {run_id} was trained on {model_name} with weights sha256 "
                           f"{model_sha256[:12]}…, but those weights now hash to {base.sha256[:12]}…")
-    verify_checkpoint_files(ckpt)
     import warnings
 
     with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5 (harmless)
         warnings.simplefilter("ignore", FutureWarning)
         peft_model = PeftModel.from_pretrained(base.model, ckpt.path, is_trainable=True)
+    peft_model.eval()
+    from .model_reuse import keep
+
+    keep(reuse_key, (peft_model, base))
+    return peft_model, base
+
+
+def _reuse_key(model_name: str, model_sha256: str, ckpt, device: str, dtype) -> tuple:
+    adapter_config = (Path(ckpt.path) / "adapter_config.json").read_text()
+    return (model_name, model_sha256, resolve_device(device), str(dtype), adapter_config)
+
+
+def _reuse_kept_model(key: tuple, ckpt):
+    """Inside `model_reuse.reuse_checkpoint_models()`: the kept model of an earlier checkpoint of the same base
+    weights and LoRA layout, with this checkpoint's adapter weights copied in; else None."""
+    from .model_reuse import kept
+
+    value = kept(key)
+    if value is None:
+        return None
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    peft_model, base = value
+    weights = load_file(str(Path(ckpt.path) / "adapter_model.safetensors"))
+    result = set_peft_model_state_dict(peft_model, weights)
+    lora_missing = [k for k in result.missing_keys if ".lora_" in k]
+    if lora_missing or result.unexpected_keys:
+        raise LessdbError(f"checkpoint {ckpt.path}: adapter weights do not match the kept model "
+                          f"(missing {lora_missing[:2]}, unexpected {list(result.unexpected_keys)[:2]})")
+    for name, p in peft_model.named_parameters():
+        p.requires_grad_(".lora_" in name)
     peft_model.eval()
     return peft_model, base
 

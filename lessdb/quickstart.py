@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,60 +58,73 @@ def _reusable_run(ws, pool: str, model: str) -> str | None:
 def run_quickstart(cfg: QuickstartConfig) -> dict:
     from .featurize import FeaturizeConfig, featurize_run
     from .ingest import ingest_builtin
+    from .model_reuse import reuse_checkpoint_models
+    from .models import prepare_model
+    from .phase_meter import PhaseMeter, release_freed_memory
     from .selection import SelectConfig, list_selections, select, show_selection
     from .warmup import resume_warmup, warmup_command
 
-    t0 = time.monotonic()
+    meter, stack = PhaseMeter(), ExitStack()
     root = Path(cfg.workspace) if cfg.workspace else default_workspace_path()
     ws = Workspace.init(root)
-    timings = {}
+    try:
+        with meter.phase("ingest"):
+            _say(f"1/5 ingest: first {cfg.pool_size} valid ShareGPT V3 conversations into pool {cfg.pool!r}")
+            have = _pool_size(ws, cfg.pool)
+            if have < cfg.pool_size:
+                ingest_builtin(ws, "sharegpt", pool=cfg.pool, limit=cfg.pool_size - have)
+            else:
+                _say(f"   reusing pool {cfg.pool!r} ({have} candidates)")
 
-    _say(f"1/4 ingest: first {cfg.pool_size} valid ShareGPT V3 conversations into pool {cfg.pool!r}")
-    t = time.monotonic()
-    have = _pool_size(ws, cfg.pool)
-    if have < cfg.pool_size:
-        ingest_builtin(ws, "sharegpt", pool=cfg.pool, limit=cfg.pool_size - have)
-    else:
-        _say(f"   reusing pool {cfg.pool!r} ({have} candidates)")
-    timings["ingest_s"] = time.monotonic() - t
+        with meter.phase("convert"):
+            _say(f"2/5 model: {cfg.model} (its GGUF is converted to safetensors once per workspace)")
+            prepare_model(ws, cfg.model)
 
-    _say(f"2/4 warmup: {cfg.model}, preset cpu-small, {cfg.warmup_percentage:.0%} of the pool")
-    t = time.monotonic()
-    run_id = _reusable_run(ws, cfg.pool, cfg.model)
-    if run_id is None:
-        summary = warmup_command(ws, pool=cfg.pool, preset="cpu-small", model=cfg.model,
-                                 percentage=cfg.warmup_percentage, device=cfg.device)
-        run_id = summary.run_id
-    else:
-        from .storage.meta_runs import get_run
-        if get_run(ws, run_id)["status"] != "complete":
-            _say(f"   resuming warmup run {run_id}")
-            resume_warmup(ws, run_id)
-        else:
-            _say(f"   reusing warmup run {run_id}")
-    timings["warmup_s"] = time.monotonic() - t
+        with meter.phase("warmup"):
+            _say(f"3/5 warmup: {cfg.model}, preset cpu-small, {cfg.warmup_percentage:.0%} of the pool")
+            run_id = _reusable_run(ws, cfg.pool, cfg.model)
+            if run_id is None:
+                summary = warmup_command(ws, pool=cfg.pool, preset="cpu-small", model=cfg.model,
+                                         percentage=cfg.warmup_percentage, device=cfg.device)
+                run_id = summary.run_id
+                del summary
+            else:
+                from .storage.meta_runs import get_run
+                if get_run(ws, run_id)["status"] != "complete":
+                    _say(f"   resuming warmup run {run_id}")
+                    resume_warmup(ws, run_id)
+                else:
+                    _say(f"   reusing warmup run {run_id}")
+            release_freed_memory()   # the trainer's model and optimizer are garbage now: return them first
 
-    _say(f"3/4 featurize: Adam gradient features of every candidate at each checkpoint (d={cfg.dim})")
-    t = time.monotonic()
-    feat = featurize_run(ws, FeaturizeConfig(run_id=run_id, dim=cfg.dim, device=cfg.device))
-    timings["featurize_s"] = time.monotonic() - t
+        stack.enter_context(reuse_checkpoint_models())   # featurize and select load the same checkpoints
+        with meter.phase("featurize"):
+            _say(f"4/5 featurize: Adam gradient features of every candidate at each checkpoint (d={cfg.dim})")
+            feat = featurize_run(ws, FeaturizeConfig(run_id=run_id, dim=cfg.dim, device=cfg.device))
+            release_freed_memory()
 
-    _say(f"4/4 select: top {cfg.percentage:.0%} for task {cfg.task!r} with LESS, then random and BM25 to compare")
-    t = time.monotonic()
-    existing = {s["name"]: s for s in list_selections(ws)}
-    names = {}
-    for method in ("less", "random", "bm25"):
-        name = f"quickstart-{cfg.task}-{method}-{run_id[-6:]}"
-        names[method] = name
-        if name in existing:
-            _say(f"   reusing selection {name}")
-            continue
-        select(ws, SelectConfig(task=cfg.task, method=method, run=run_id, feature_set=feat.feature_set_id
-                                if method == "less" else None, percentage=cfg.percentage, name=name,
-                                val_max_seq_length=cfg.val_max_seq_length, val_truncation="left",
-                                device="cpu" if cfg.device == "auto" else cfg.device))
-    timings["select_s"] = time.monotonic() - t
-    timings["total_s"] = time.monotonic() - t0
+        with meter.phase("select"):
+            _say(f"5/5 select: top {cfg.percentage:.0%} for task {cfg.task!r} with LESS, then random and BM25 "
+                 "to compare")
+            existing = {s["name"]: s for s in list_selections(ws)}
+            names = {}
+            for method in ("less", "random", "bm25"):
+                name = f"quickstart-{cfg.task}-{method}-{run_id[-6:]}"
+                names[method] = name
+                if name in existing:
+                    _say(f"   reusing selection {name}")
+                    continue
+                select(ws, SelectConfig(task=cfg.task, method=method, run=run_id,
+                                        feature_set=feat.feature_set_id if method == "less" else None,
+                                        percentage=cfg.percentage, name=name,
+                                        val_max_seq_length=cfg.val_max_seq_length, val_truncation="left",
+                                        device="cpu" if cfg.device == "auto" else cfg.device))
+    finally:
+        stack.close()
+        meter.close()
+    measured = meter.summary()
+    timings = {f"{name}_s": p["seconds"] for name, p in measured["phases"].items()}
+    timings["total_s"] = measured["total_seconds"]
     return {"workspace": str(ws.root), "run_id": run_id, "feature_set_id": feat.feature_set_id,
             "selections": names, "less": show_selection(ws, names["less"], top=5),
-            "timings": {k: round(v, 1) for k, v in timings.items()}}
+            "timings": timings, "measured": measured}

@@ -36,6 +36,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .completion_loss import completion_token_losses
 from .config import LoraSettings, TrainingSettings
 from .errors import LessdbError
 from .tokenization import IGNORE_INDEX, EncodedExample, collate
@@ -373,8 +374,7 @@ class LoraTrainer:
                 batch_loss = 0.0
                 for mb in micro_batches(batch, lengths, micro):
                     t = {k: v.to(self.device) for k, v in collate([examples[i] for i in mb], self.pad_token_id).items()}
-                    logits = self.model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits
-                    ce_sum, _ = token_ce_sum(logits, t["labels"])
+                    ce_sum = completion_token_losses(self.model, **t).total()  # LM head at label positions only
                     (ce_sum / n_tokens).backward()  # token mean over the whole effective batch
                     batch_loss += float(ce_sum.detach())
                     seq_tokens += sum(lengths[i] for i in mb)

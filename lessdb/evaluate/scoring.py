@@ -8,9 +8,9 @@ from typing import Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
+from ..completion_loss import completion_token_losses
 from ..progress import Progress
 from ..tokenization import collate, encode_window, pad_token_id
-from .metrics import completion_losses
 
 
 @contextmanager
@@ -144,9 +144,8 @@ def conversation_losses(model, tokenizer, conversations: Sequence[list[dict]], *
     for start in range(0, len(usable), batch_size):
         idx = usable[start:start + batch_size]
         batch = collate([encoded[i] for i in idx], pad)
-        logits = model(input_ids=batch["input_ids"].to(device),
-                       attention_mask=batch["attention_mask"].to(device)).logits
-        for i, loss in zip(idx, completion_losses(logits, batch["labels"].to(device)).tolist()):
+        losses = completion_token_losses(model, **{k: v.to(device) for k, v in batch.items()})
+        for i, loss in zip(idx, losses.per_example_mean(torch.float64).tolist()):
             out[i] = loss
         if progress:
             progress.update(len(idx))

@@ -29,6 +29,7 @@ from ..storage import meta_features
 from ..storage.meta_scale import lease_owner
 from .planning import job_row, plan_run, todo_ids, unit_rows  # noqa: F401  (both engines plan through these)
 from .adam import GRAD_KINDS, AdamState, GradTransform
+from .batching import batches_by_length, token_budget
 from .engine import FeatureEngine
 from .per_example_grads import lora_params
 from .sketch import DEFAULT_SKETCH, SKETCH_KINDS, make_sketch
@@ -306,8 +307,8 @@ def _compute(engine: FeatureEngine, tokenizer, items: list[tuple[str, list[dict]
             progress.update(len(excluded))
     # length-sorted batches waste little on padding; results do not depend on the grouping
     encoded.sort(key=lambda pair: (len(pair[1].input_ids), pair[0]))
-    for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start:start + batch_size]
+    for chunk in batches_by_length(encoded, [len(e.input_ids) for _, e in encoded], batch_size,
+                                   token_budget(engine.sketch.device)):
         out = engine.features(collate([e for _, e in chunk], pad))
         ok = out.ok.cpu().numpy()
         vecs = out.vectors.cpu().numpy()

@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from ..completion_loss import completion_token_losses
 from ..errors import LessdbError
 
 IGNORE_INDEX = -100
@@ -74,7 +75,8 @@ def completion_token_counts(labels: torch.Tensor) -> torch.Tensor:
 
 
 def per_example_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """[B] mean cross-entropy over each example's own completion tokens (next-token shift, -100 masked)."""
+    """[B] mean cross-entropy over each example's own completion tokens (next-token shift, -100 masked), from
+    full logits. The reference the label-position path (`completion_token_losses`) is checked against."""
     shift_logits = logits[:, :-1, :].float()
     shift_labels = labels[:, 1:]
     ce = nn.functional.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
@@ -156,9 +158,8 @@ def forward_backward(model: nn.Module, batch: dict[str, torch.Tensor], emb_box: 
     ctx = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None
            else _nullcontext())
     with torch.enable_grad(), ctx:
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-        losses = per_example_losses(out.logits, batch["labels"])
-        del out
+        losses = completion_token_losses(model, batch["input_ids"], batch["attention_mask"],
+                                         batch["labels"]).per_example_mean()
         torch.autograd.grad(losses.sum(), emb_box[0])
     return losses.detach()
 

@@ -170,8 +170,8 @@ def hidden_state_embeddings(model, encoded: list, pad_id: int, pooling: str, bat
         for start in range(0, len(encoded), batch_size):
             batch = collate(encoded[start:start + batch_size], pad_id)
             mask = batch["attention_mask"].to(device)
-            hs = model(input_ids=batch["input_ids"].to(device), attention_mask=mask,
-                       output_hidden_states=True).hidden_states[-1].float()
+            hs = model(input_ids=batch["input_ids"].to(device), attention_mask=mask, output_hidden_states=True,
+                       logits_to_keep=1).hidden_states[-1].float()   # hidden states only: skip the vocabulary head
             if pooling == "last":
                 last = mask.sum(dim=1) - 1
                 emb = hs[torch.arange(hs.shape[0], device=device), last]
