@@ -186,6 +186,7 @@ def test_text_dedup_uses_minhash_signatures_stored_at_ingest(real):
     assert {frozenset((s["candidate_id"], s["similar_to"])) for s in skips} == {frozenset(p) for p in pairs}
     assert {s["reason"] for s in skips} == {"near_duplicate_text"}
     assert len(res.members) == 24 and res.provenance["params"]["dedup"]["minhash"]["scheme"] == minhash.SCHEME_DS
+    assert select(ws, SelectConfig(replay=res.selection_id, progress=False)).identical is True
 
 
 def test_signatures_missing_for_old_workspaces_are_computed_lazily(real, tmp_path):
