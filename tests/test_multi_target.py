@@ -13,8 +13,8 @@ from lessdb.selection.scoring import top_k
 from lessdb.selection.targets import parse_targets
 
 from conftest import write_jsonl
-from test_select import (WEIGHTS, WORDS, _expected_scores, _stored, _unit, _write, cli, cli_json,  # noqa: F401
-                         store)
+from test_select import (WEIGHTS, WORDS, _expected_scores, _stored, _unit, _val_key, _write, cli,  # noqa: F401
+                         cli_json, store)
 
 
 # -- the picker, pure ------------------------------------------------------------------------------------------
@@ -88,7 +88,7 @@ def two_tasks(store):
     tasks.add_tasks(ws, "toy2", file=tmp / "task2.jsonl")
     task2 = tasks.load_task(ws, "toy2")
     for epoch in WEIGHTS:
-        val_ids = [eid for eid, _ in task2.examples()]
+        val_ids = [_val_key(m) for _, m in task2.examples()]
         _write(ws, epoch, "validation", val_ids, _unit(rng.standard_normal((len(val_ids), 16))))
     return dict(store, task2=task2)
 

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from lessdb import Workspace, tasks
+from lessdb.choices import DEFAULT_VAL_TRUNCATION
 from lessdb.conversation import content_hash
+from lessdb.featurize import validation_key
 from lessdb.ingest.pipeline import ingest_files
 from lessdb.selection import SelectConfig, select
 from lessdb.selection.diagnose import gap_vs_noise
@@ -216,7 +218,8 @@ def test_explanations_sum_back_to_the_recorded_scores(real):
         for s in got["subtasks"]:
             # independently: eta-bar x cos(mean unit validation gradient, candidate) per checkpoint
             for part, e, w in zip(s["checkpoints"], epochs, weights):
-                us = [val[(content_hash(ex.messages), e)] for ex in task.subtasks[s["subtask"]]]
+                us = [val[(validation_key(ex.messages, MSL, None, DEFAULT_VAL_TRUNCATION), e)]
+                      for ex in task.subtasks[s["subtask"]]]
                 g = np.mean([u / np.linalg.norm(u) for u in us], axis=0)
                 x = vec[(m.candidate_id, e)]
                 assert part["part"] == pytest.approx(w * g @ x / np.linalg.norm(g) / np.linalg.norm(x), rel=1e-6)

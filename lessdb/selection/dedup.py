@@ -4,8 +4,9 @@
 With several checkpoints the cosine is their η̄-weighted mean, Σᵢ wᵢ cos(xᵢ(a), xᵢ(b)) / Σᵢ wᵢ — the same
 weighting the score uses — computed as one cosine of concatenated vectors √(wᵢ/Σw)·x̂ᵢ. Vectors are read from
 the feature table at the version the selection pins, in blocks along the ranking (only the candidates the picker
-actually looks at are read). Cost: one product with the members so far per candidate looked at (k² · d · #ckpt
-flops in all), fine to tens of thousands of members on a CPU.
+actually looks at are read). Cost: one product with the members so far per candidate looked at (about
+k² · d · #ckpt / 2 flops in all) and k · d · #ckpt float32 of memory: 5,000 members at d = 8192 over 4 checkpoints
+are 650 MB and 4·10¹¹ flops (minutes on a laptop CPU); for larger k use --dedup-text or a smaller d.
 
 `--dedup-text j`: the estimated Jaccard similarity of word-3-gram MinHash signatures (minhash.py) exceeds j.
 """
@@ -16,6 +17,25 @@ import numpy as np
 from ..errors import LessdbError
 
 FETCH_BLOCK = 512
+
+
+class GrowingRows:
+    """The members' vectors so far, in a buffer that doubles when full (appending by np.vstack would copy
+    every member again for each new one)."""
+
+    def __init__(self, width: int, dtype):
+        self.buf = np.zeros((64, width), dtype=dtype)
+        self.n = 0
+
+    def append(self, row: np.ndarray) -> None:
+        if self.n == len(self.buf):
+            self.buf = np.concatenate([self.buf, np.zeros_like(self.buf)])
+        self.buf[self.n] = row
+        self.n += 1
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self.buf[:self.n]
 
 
 class FeatureDedup:
@@ -40,7 +60,7 @@ class FeatureDedup:
         self.order = order
         self.position = {int(r): p for p, r in enumerate(order)}
         self.vectors: dict[int, np.ndarray] = {}
-        self.members = np.zeros((0, fs.dim * len(epochs)), dtype=np.float32)
+        self.members = GrowingRows(fs.dim * len(epochs), np.float32)
         self.member_rows: list[int] = []      # every member seen so far
         self._member_index: list[int] = []    # the members with features: row of each line of self.members
         self.record = {"feature_cosine": threshold, "feature_set_id": fs.feature_set_id, "checkpoints": epochs,
@@ -78,12 +98,12 @@ class FeatureDedup:
             v = self._vector(r)
             self.member_rows.append(r)
             if v is not None:
-                self.members = np.vstack([self.members, v[None, :]])
+                self.members.append(v)
                 self._member_index.append(r)
         v = self._vector(row)
-        if v is None or not len(self.members):
+        if v is None or not self.members.n:
             return None
-        sims = self.members @ v
+        sims = self.members.rows @ v
         j = int(np.argmax(sims))
         if sims[j] > self.threshold:
             return ("near_duplicate_features", self._member_index[j], float(sims[j]))

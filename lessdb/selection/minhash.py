@@ -122,7 +122,9 @@ class TextDedup:
         self.sigs: dict[str, np.ndarray] = {}
         self.order = order
         self.position = {int(r): p for p, r in enumerate(order)}
-        self.members = np.zeros((0, NUM_PERM), dtype=np.uint32)
+        from .dedup import GrowingRows
+
+        self.members = GrowingRows(NUM_PERM, np.uint32)
         self.member_rows: list[int] = []
         self.record = {"text_jaccard": threshold, "minhash": dict(PARAMS, signature_id=SIGNATURE_ID)}
 
@@ -139,10 +141,10 @@ class TextDedup:
         while len(self.member_rows) < len(chosen):
             r = chosen[len(self.member_rows)]
             self.member_rows.append(r)
-            self.members = np.vstack([self.members, self._sig(r)[None, :]])
-        if not len(self.members):
+            self.members.append(self._sig(r))
+        if not self.members.n:
             return None
-        sims = jaccard(self._sig(row), self.members)
+        sims = jaccard(self._sig(row), self.members.rows)
         j = int(np.argmax(sims))
         if sims[j] > self.threshold:
             return ("near_duplicate_text", self.member_rows[j], float(sims[j]))
