@@ -18,7 +18,23 @@ def _checkpoints(value: str | None) -> list[int] | None:
 
 
 @cli.command("select")
-@click.option("--task", help="Target task (see `lessdb tasks`), e.g. bbh, mmlu, tydiqa.")
+@click.option("--task", multiple=True,
+              help="Target task (see `lessdb tasks`), e.g. bbh, mmlu, tydiqa. Repeat for several targets in one "
+                   "selection; NAME:WEIGHT weights a target for --balance proportional.")
+@click.option("--balance", type=click.Choice(["max", "round-robin", "proportional"]), default="max",
+              show_default=True,
+              help="Several targets: max over all their subtasks (the paper), round-robin turns, or k split by "
+                   "target weights.")
+@click.option("--max-tokens", type=int,
+              help="Token budget: take candidates best first until the next one would exceed it (run's tokenizer "
+                   "and window). With --count/--percentage, whichever is reached first.")
+@click.option("--budget-on", type=click.Choice(["completion", "total"]), default="completion", show_default=True,
+              help="Which tokens --max-tokens counts.")
+@click.option("--dedup", type=float,
+              help="Skip a candidate whose feature cosine (at the selection's checkpoints) with a selected member "
+                   "exceeds this, e.g. 0.9.")
+@click.option("--dedup-text", type=float,
+              help="Skip a candidate whose MinHash Jaccard estimate with a selected member exceeds this, e.g. 0.8.")
 @click.option("--method", type=click.Choice(method_names(), case_sensitive=False), default="less", show_default=True,
               help="LESS, an ablation (sgd, sign, unnormalized), a baseline (random, bm25, dsir, rds, rds+) or "
                    "hybrid (LESS and BM25 fused; --method-param fusion=rrf|zscore).")
@@ -55,22 +71,27 @@ def _checkpoints(value: str | None) -> list[int] | None:
 @workspace_option
 @json_option
 @click.pass_context
-def select_cmd(ctx, task, method, pool, run_id, feature_set, percentage, count, where, val_aggregation, checkpoints,
-               seed, name, output, force, max_seq_length, device, val_max_seq_length, val_truncation, replay,
-               method_params, engine, ray_address, workspace_override, as_json):
+def select_cmd(ctx, task, balance, max_tokens, budget_on, dedup, dedup_text, method, pool, run_id, feature_set,
+               percentage, count, where, val_aggregation, checkpoints, seed, name, output, force, max_seq_length,
+               device, val_max_seq_length, val_truncation, replay, method_params, engine, ray_address,
+               workspace_override, as_json):
     """Select the candidates most useful for a task (LESS step 3) and record the selection.
 
     \b
     Example:
         lessdb select --task bbh --percentage 0.05 --where "source_dataset <> 'sharegpt'" --name bbh-5pct
         lessdb select --task bbh --method bm25 --count 500
+        lessdb select --task bbh:2 --task mmlu --balance proportional --max-tokens 200000 --dedup 0.9
         lessdb select --replay bbh-5pct
     """
     from ..selection import SelectConfig, select
     from ..selection.audit import histogram_lines
     from ..selection.methods import parse_method_params
+    from ..selection.feature_audit import selection_feature_lines
     ws = open_workspace(ctx, workspace_override)
-    cfg = SelectConfig(task=task, method=method.lower(), pool=pool, run=run_id, feature_set=feature_set,
+    task = list(task) if len(task) > 1 else (task[0] if task else None)
+    cfg = SelectConfig(task=task, balance=balance, max_tokens=max_tokens, budget_on=budget_on, dedup=dedup,
+                       dedup_text=dedup_text, method=method.lower(), pool=pool, run=run_id, feature_set=feature_set,
                        percentage=percentage, count=count, where=where, val_aggregation=val_aggregation,
                        checkpoints=_checkpoints(checkpoints), seed=seed, name=name,
                        output=None if output is None else str(output), force=force, max_seq_length=max_seq_length,
@@ -90,6 +111,8 @@ def select_cmd(ctx, task, method, pool, run_id, feature_set, percentage, count, 
     if result.replay_of:
         click.echo(f"replay of {result.replay_of}: " + ("identical members, ranks and scores" if result.identical
                                                         else "DIFFERENT from the original"))
+    for line in selection_feature_lines(result.provenance["params"]):
+        click.echo("  " + line)
     for line in histogram_lines(result.provenance["params"].get("score_histogram")):
         click.echo("  " + line)
     if result.output:

@@ -1,6 +1,6 @@
 """A small real workspace for the report and notebook tests, built through the real pipeline with the tiny
 model: ingest -> warmup -> featurize -> select (less, random, bm25, rds; and the unnormalized ablation when the
-feature set stores raw gradient norms). Built once per test process and cached (both test modules use it).
+feature set stores raw gradient norms; and a two-target LESS mix "mix" of arith and quiz). Built once per test process and cached (both test modules use it).
 
 The pool mixes three source datasets with different answer styles and lengths, so the audit plots have
 something to show: "math" (arithmetic, like the task), "chat" (long free-form answers) and "trivia" (one-word
@@ -82,6 +82,13 @@ def build(root: Path) -> dict:
             info["skipped"][method] = str(exc)
             continue
         info["selections"][method] = res.selection_id
+    # a second target and a two-target mix (round-robin), for the multi-target notebook cell
+    add_tasks(ws, "quiz", file=write_jsonl(root.parent / "quiz.jsonl", [
+        {"subtask": "capitals", "prompt": "Quiz: the capital of Italy?", "completion": "Rome"},
+        {"subtask": "capitals", "prompt": "Quiz: the capital of Spain?", "completion": "Madrid"},
+        {"subtask": "science", "prompt": "Quiz: the smallest planet?", "completion": "Mercury"}]))
+    info["mix"] = select(ws, SelectConfig(task=[TASK, "quiz"], balance="round-robin", percentage=0.1, name="mix",
+                                          progress=False)).selection_id
     return info
 
 

@@ -12,6 +12,8 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = {"audit_selection.ipynb": 3, "compare_methods.ipynb": 3}   # notebook -> plots it must draw
+SHOWS = {"audit_selection.ipynb": "top validation examples",           # the explanations cell ran
+         "compare_methods.ipynb": "task arith+quiz"}                   # the multi-target cell found the mix
 
 
 @pytest.fixture(scope="module")
@@ -40,3 +42,4 @@ def test_notebook_runs_end_to_end(name, demo_path, tmp_path, monkeypatch):
     assert str(demo_path) in text   # it opened the workspace it was pointed at
     tables = [o for o in outputs if "text/html" in o.get("data", {})]
     assert tables, "no tables shown"
+    assert SHOWS[name] in text + "".join(o["data"]["text/html"] for o in tables)

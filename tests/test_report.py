@@ -152,8 +152,13 @@ def test_report_cli_writes_one_self_contained_page(demo, tmp_path):
         assert w >= 500 and h >= 200
     sid = info["selections"]["less"]
     for text in (sid, "Provenance", "table versions read", info["feature_set_id"], "Scores of the 90 scored",
-                 "Source-dataset mix", "Top and bottom examples per subtask", "arith-random", "arith-rds"):
+                 "Source-dataset mix", "Top and bottom examples per subtask", "arith-random", "arith-rds",
+                 "Top members, explained"):
         assert text in page, text
+    # the explanation section's rows are the stored explanations of the top members
+    rows = run_readonly_sql(ws, f"SELECT rank, subtask FROM selection_explain WHERE selection_id = '{sid}' "
+                                "AND is_best_subtask ORDER BY rank").as_dicts()
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
     assert oct(out.stat().st_mode & 0o777) != "0o600"
 
 
@@ -161,6 +166,7 @@ def test_report_of_a_baseline_and_bad_references(demo, tmp_path):
     ws, info = demo
     page = report.build_report(ws, "arith-random", compare=[])
     assert len(_pngs(page)) == 3          # scores (recorded histogram), source mix, lengths; no comparison
+    assert "Top members, explained" not in page   # no gradient score to explain
     assert "recorded 20-bin histogram" in page
     with pytest.raises(LessdbError, match="no selection"):
         report.build_report(ws, "no-such-selection")

@@ -32,6 +32,24 @@ padding: 6px 10px; margin: 8px 0; font-size: 0.9em; } .yes { color: #2ca02c; fon
 """
 
 
+def explanation_rows(ws, sel: dict, top: int = 5) -> list[dict]:
+    """The report's explanation table for the top members (none for selections without gradient scores)."""
+    from ..selection.explain import explainable, explain_selection
+
+    if not explainable(sel):
+        return []
+    rows = []
+    for m in explain_selection(ws, sel["selection_id"], top=top, top_examples=2)["members"]:
+        best = m["subtasks"][0]
+        rows.append({"rank": m["rank"], "score": m["recorded_score"], "best_subtask": best["subtask"],
+                     "checkpoint parts": " + ".join(f"{p['weight']:.3g}×{p['cosine']:.4f}"
+                                                    for p in best["checkpoints"]),
+                     "top validation examples": "; ".join(f"{x['example'] or x['example_key']} "
+                                                          f"({x['contribution']:+.3g})" for x in best["top_examples"]),
+                     "candidate_id": m["candidate_id"]})
+    return rows
+
+
 def build_report(ws, ref: str, compare: list[str] | None = None, examples: int = 2) -> str:
     """The report page for selection `ref` as an HTML string. `compare`: other selections (ids or names) for
     the comparison plots; default the newest selection of every other method for the same task and pool."""
@@ -85,6 +103,14 @@ def build_report(ws, ref: str, compare: list[str] | None = None, examples: int =
                                                        methods=[d.selection["method"] for d in [data] + others]),
                              "Members per best-matching subtask."))
 
+    explained = explanation_rows(ws, sel)
+    if explained:
+        parts += ["<h2>Top members, explained</h2>",
+                  "<p class='sub'>Each score is its best subtask's sum over checkpoints of η̄ᵢ × cosine; the "
+                  "validation examples listed contributed most to that subtask (`lessdb explain`, the "
+                  "<code>selection_explain</code> view).</p>",
+                  _table(explained, ["rank", "score", "best_subtask", "checkpoint parts", "top validation examples",
+                                     "candidate_id"])]
     parts.append(f"<h2>Top and bottom examples per subtask</h2>")
     rows = examples_per_subtask(ws, data, n=examples)
     parts.append(_table(rows, ["subtask", "end", "score", "selected", "source_dataset", "completion_chars", "text"],

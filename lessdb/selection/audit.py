@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..storage import meta_selections as meta
 from ..storage.lance_tables import CANDIDATES
+from .feature_audit import format_extras, show_extras
 
 
 def list_selections(ws) -> list[dict]:
@@ -36,6 +37,7 @@ def show_selection(ws, ref: str, top: int = 10) -> dict:
         "score_histogram": params.get("score_histogram"),
         "top": meta.audit_rows(ws, sel["selection_id"], version, limit=top),
         "exports": meta.list_exports(ws, sel["selection_id"]),
+        **show_extras(ws, sel["selection_id"]),
     }
 
 
@@ -126,6 +128,7 @@ def format_show(report: dict) -> str:
         for r in report["top"]:
             lines.append(f"  {r['rank']:>5}  {r['score']:.6g}  {r['candidate_id']}  {r['source_dataset']}  "
                          f"{r['total_chars']:,} chars" + (f"  [{r['best_subtask']}]" if r["best_subtask"] else ""))
+    lines += format_extras(report)
     for e in report["exports"]:
         lines.append(f"exported: {e['path']} ({e['format']}, {e['n_rows']:,} rows, sha256 {e['sha256'][:16]}…)")
     return "\n".join(lines)

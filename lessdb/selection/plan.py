@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, field
 
 from ..choices import DEFAULT_VAL_TRUNCATION, TRUNCATION_SIDES
 from ..errors import LessdbError
+from .choose import picking_options
 from .methods import Method, get_method
+from .targets import check_balance, parse_targets, plan_targets, recorded_targets
 
 # storage (lancedb, duckdb) is imported inside the functions: `lessdb --help` imports the method modules, which
 # import this one
@@ -25,7 +27,7 @@ DEFAULT_MAX_SEQ_LENGTH = 2048   # a run that recorded no window
 
 @dataclass
 class SelectConfig:
-    task: str | None = None
+    task: str | list[str] | None = None     # one target, or several ("bbh:2" weights one for proportional)
     method: str = "less"
     pool: str | None = None                 # default: the run's pool (or the only pool)
     run: str | None = None                  # default: the feature set's run, else the newest complete warmup
@@ -50,6 +52,11 @@ class SelectConfig:
     method_params: dict | None = None       # the method's parameters (e.g. {"k1": 1.2} for bm25); see methods/
     engine: str = "local"                   # local | ray: where gradient features are scored (same result)
     ray_address: str = "local"              # --engine ray: local, auto or HOST:PORT
+    balance: str = "max"                    # several targets: max | round-robin | proportional (choose.py)
+    max_tokens: int | None = None           # token budget instead of (or as well as) k (budget.py)
+    budget_on: str = "completion"           # completion | total tokens
+    dedup: float | None = None              # skip candidates whose feature cosine with a member exceeds this
+    dedup_text: float | None = None         # ... or whose MinHash Jaccard with a member exceeds this (dedup.py)
 
 
 @dataclass(frozen=True)
@@ -136,12 +143,14 @@ def make_plan(ws, cfg: SelectConfig, options: RunOptions | None = None) -> Plan:
     if cfg.count is not None and cfg.count < 1:
         raise LessdbError(f"--count {cfg.count}: must be at least 1")
     percentage = None if cfg.count is not None else (DEFAULT_PERCENTAGE if cfg.percentage is None
-                                                      else cfg.percentage)
+                                                      and cfg.max_tokens is None else cfg.percentage)
     if percentage is not None and not (0 < percentage <= 1):
         raise LessdbError(f"--percentage {percentage}: must be in (0, 1] (0.05 means 5%)")
     method_params = method.make_params(cfg.method_params)
     notes: list[str] = []
-    task = tasks.load_task(ws, cfg.task)
+    check_balance(cfg.balance or "max", parse_targets(cfg.task))
+    task_name, task_hash, subtasks, targets = plan_targets(ws, cfg.task)   # one target or several (targets.py)
+    picking = picking_options(cfg)
 
     needs_run = method.needs_run
     fs, run_id = None, cfg.run
@@ -187,11 +196,15 @@ def make_plan(ws, cfg: SelectConfig, options: RunOptions | None = None) -> Plan:
         raise LessdbError(f"--method {method.name} needs {wanted} features; feature set {fs.feature_set_id} "
                           f"holds {fs.grad_kind}")
 
-    plan = Plan(task.name, task.task_hash, _task_subtasks(task), method.name, cfg.val_aggregation, pool,
+    plan = Plan(task_name, task_hash, subtasks, method.name, cfg.val_aggregation, pool,
                 cfg.where, cfg.seed, percentage, cfg.count, run_id=run_id, fs=fs, method_params=method_params,
                 options=options or RunOptions())
     plan.versions[CANDIDATES] = candidates_version(ws)
     plan.params = {"pool": pool, "count": cfg.count, "_notes": notes}
+    if targets:
+        plan.params["targets"] = targets
+    if picking:
+        plan.params["picking"] = picking
     if method_params is not None:
         plan.params[method.record_key] = asdict(method_params)
     if method.prepare is not None:
@@ -204,8 +217,10 @@ def plan_from_record(ws, row: dict, options: RunOptions | None = None) -> Plan:
     from .. import tasks
 
     method = get_method(row["method"])
-    task = tasks.load_task_version(ws, row["task_hash"], row["task"])
     params = dict(row["params"])
+    subtasks = recorded_targets(ws, row)   # several targets; else the one task's version
+    if subtasks is None:
+        subtasks = _task_subtasks(tasks.load_task_version(ws, row["task_hash"], row["task"]))
     fsid = row.get("feature_set_id") or params.get("exclusions_from")
     fs = feature_set(ws, fsid) if fsid else None
     count = params.get("count")
@@ -213,10 +228,11 @@ def plan_from_record(ws, row: dict, options: RunOptions | None = None) -> Plan:
     known = {f for f in (method.params.__dataclass_fields__ if method.params else ())}
     method_params = method.make_params({k: v for k, v in recorded_params.items() if k in known},
                                        where=f"selection {row['selection_id']}")
-    return Plan(row["task"], row["task_hash"], _task_subtasks(task), row["method"],
+    return Plan(row["task"], row["task_hash"], subtasks, row["method"],
                 params.get("aggregation", "paper"), params["pool"], row.get("sql_filter"), row["seed"],
                 row.get("percentage"),
-                count if count is not None else (None if row.get("percentage") is not None else row["k"]),
+                count if count is not None else (None if row.get("percentage") is not None
+                                                 or "budget" in params.get("picking", {}) else row["k"]),
                 run_id=row.get("run_id"), fs=fs, epochs=list(row.get("checkpoints") or []),
                 weights=list(row.get("weights") or []), versions=dict(row["table_versions"]),
                 params=params, recorded=row, method_params=method_params, options=options or RunOptions())

@@ -20,6 +20,7 @@ class Member:
     candidate_id: str
     score: float
     best_subtask: str | None
+    target: str | None = None    # the target task that claimed it (choose.py)
 
 
 @dataclass
@@ -67,10 +68,11 @@ def record_selection(ws, plan: Plan, ids: list[str], scores: Scores, started: fl
     """Top k of the scored candidates, written as one selection row plus its members."""
     from .. import __version__
     from ..storage import meta_selections as meta
-    from .scoring import k_from_percentage, top_k
+    from .choose import choose
+    from .diagnose import quick as sketch_noise_line
+    from .scoring import k_from_percentage
 
     best = scores.per_subtask.max(axis=1) if scores.per_subtask.shape[1] else np.zeros(len(ids))
-    best_j = scores.per_subtask.argmax(axis=1)
     valid = scores.valid & np.isfinite(best)
     n_scored = int(valid.sum())
     n_unscorable = len(ids) - n_scored
@@ -81,21 +83,28 @@ def record_selection(ws, plan: Plan, ids: list[str], scores: Scores, started: fl
         k = plan.count
         if k > n_scored:
             raise LessdbError(f"--count {k} exceeds the {n_scored:,} candidates that have a score")
-    else:
+    elif plan.percentage is not None:
         k = k_from_percentage(plan.percentage, n_scored)
         if k < 1:
             raise LessdbError(f"--percentage {plan.percentage} of {n_scored:,} scored candidates is "
                               f"{plan.percentage * n_scored:.2f} < 1; use --count or a larger --percentage")
-    chosen = top_k(best, ids, k, valid)
-    with_subtask = len(scores.subtasks) > 1 or scores.subtasks[0] != "*"
-    members = [Member(rank + 1, ids[i], float(best[i]), scores.subtasks[best_j[i]] if with_subtask else None)
-               for rank, i in enumerate(chosen)]
+    else:
+        k = None   # a token budget alone decides
+    # the top k, or targets taking turns, a token budget, near-duplicates skipped (choose.py)
+    choice = choose(ws, plan, ids, scores.per_subtask, scores.subtasks, valid, k)
+    k = len(choice.members)
+    members = [Member(rank + 1, ids[row], score, sub, target)
+               for rank, (row, target, score, sub) in enumerate(choice.members)]
+    plan.params.update(choice.record)
+    noise = sketch_noise_line(plan, best, valid, min(m.score for m in members))
+    if noise:
+        plan.params["diagnostics"] = noise
 
     selection_id = "sel-" + uuid.uuid4().hex[:10]
     params = {k_: v for k_, v in plan.params.items() if not k_.startswith("_")}
     params.update({"pool": plan.pool, "count": plan.count, "subtasks": list(scores.subtasks),
                    "n_candidates": len(ids), "unscorable": scores.unscorable,
-                   "score_histogram": _histogram(best[valid], float(best[chosen[-1]]))})
+                   "score_histogram": _histogram(best[valid], members[-1].score)})
     fs = plan.fs if plan.spec.feature_required else None
     sketch = None if fs is None else dict(fs.sketch, grad_kind=fs.grad_kind, bias_correction=fs.bias_correction,
                                           max_seq_length=fs.max_seq_length, model_sha256=fs.model_sha256)
@@ -115,7 +124,7 @@ def record_selection(ws, plan: Plan, ids: list[str], scores: Scores, started: fl
         "pool": pa.array([plan.pool] * len(members), pa.string()),
         "score": pa.array([m.score for m in members], pa.float64()),
         "best_subtask": pa.array([m.best_subtask for m in members], pa.string())})
-    meta.insert_selection(ws, row, members_table)
+    meta.insert_selection(ws, row, members_table, extras=choice.tables(selection_id, ids))
     meta.tag_versions(ws, plan.versions, selection_id)
     result = SelectionResult(selection_id, name, plan.task_name, plan.task_hash, plan.method, plan.pool, k,
                              plan.percentage, len(ids), n_scored, n_unscorable, members,

@@ -43,7 +43,10 @@ def select(ws, config: SelectConfig) -> SelectionResult:
     if config.task:
         from .. import tasks
 
-        tasks.ensure_builtin_tasks(ws, [config.task])   # may write: before the read-only block below
+        from .targets import parse_targets
+
+        tasks.ensure_builtin_tasks(ws, [t.name for t in parse_targets(config.task)])   # may write: before the
+        # read-only block below
     options = RunOptions(batch_rows=config.batch_rows, device=config.device, progress=config.progress,
                          engine=config.engine, ray_address=config.ray_address)
     with metadata_reads(ws):

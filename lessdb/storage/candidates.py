@@ -91,5 +91,12 @@ def ingest_ids_present(ws) -> set[int]:
     return set(ws.lance.dataset(CANDIDATES).to_table(columns=["ingest_id"]).column("ingest_id").to_pylist())
 
 
+def read_ingest_rows(ws, version: int, ingest_ids, columns: list[str], batch_rows: int = 1024):
+    """Batches of the rows these ingests wrote, at `version`."""
+    ds = ws.lance.dataset(CANDIDATES, version)
+    filt = "ingest_id IN (" + ",".join(str(int(i)) for i in ingest_ids) + ")"
+    yield from ds.to_batches(columns=columns, filter=filt, batch_size=batch_rows)
+
+
 def delete_ingests(ws, ingest_ids) -> None:
     ws.lance.delete(CANDIDATES, "ingest_id IN (" + ",".join(str(int(i)) for i in ingest_ids) + ")")

@@ -22,8 +22,9 @@ SELECTION_COLUMNS = ["selection_id", "name", "task", "task_hash", "method", "par
 _JSON_COLUMNS = ("params", "checkpoints", "weights", "sketch", "table_versions")
 
 
-def insert_selection(ws, row: dict, members: pa.Table) -> None:
-    """One selection and its members (rank, candidate_id, pool, score, best_subtask), atomically."""
+def insert_selection(ws, row: dict, members: pa.Table, extras: dict[str, pa.Table] | None = None) -> None:
+    """One selection and its members (rank, candidate_id, pool, score, best_subtask), atomically; `extras`:
+    claiming targets, budget tokens and skipped candidates (meta_selection_extras.py)."""
     cols = [c for c in SELECTION_COLUMNS if c != "created_at"]
     values = [json.dumps(row[c]) if c in _JSON_COLUMNS and row.get(c) is not None else row.get(c) for c in cols]
     with ws.duck.transaction() as con:
@@ -36,6 +37,10 @@ def insert_selection(ws, row: dict, members: pa.Table) -> None:
                     "SELECT ?, rank, candidate_id, pool, score, best_subtask FROM new_members",
                     [row["selection_id"]])
         con.unregister("new_members")
+        if extras:
+            from .meta_selection_extras import insert_extras
+
+            insert_extras(con, extras)
 
 
 def _decode(row: dict) -> dict:
@@ -112,6 +117,12 @@ def feature_exclusions(ws, feature_set_id: str) -> set[str]:
                                           [feature_set_id]).fetchall()}
 
 
+def excluded_examples(ws, feature_set_id: str, epoch: int, role: str = "candidate") -> list[str]:
+    with ws.duck.connect(read_only=True) as con:
+        return [r[0] for r in con.execute("SELECT example_id FROM feature_exclusions WHERE feature_set_id = ? "
+                                          "AND role = ? AND epoch = ?", [feature_set_id, role, epoch]).fetchall()]
+
+
 def candidate_ids_without_completion(ws, pool: str, where: str | None, version: int) -> set[str]:
     """Filtered candidates with no assistant text at all (never scorable, whatever the tokenizer)."""
     from .candidates import select_candidate_ids
@@ -144,6 +155,17 @@ def scan_features(ws, table: str, version: int, role: str, epoch: int | list[int
     elif epoch is not None:
         filt += f" AND epoch = {int(epoch)}"
     yield from ds.to_batches(columns=list(columns), filter=filt, batch_size=batch_rows)
+
+
+def scan_feature_rows(ws, table: str, version: int, role: str, epochs: list[int],
+                      example_ids: list[str]) -> Iterator[pa.RecordBatch]:
+    """example_id, epoch, vector of the given examples at these epochs, in the table's stored order."""
+    if not example_ids:
+        return
+    ds = ws.lance.dataset(table, version)
+    filt = (f"role = '{_quote(role)}' AND epoch IN ({', '.join(str(int(e)) for e in epochs)}) AND example_id IN ("
+            + ", ".join(f"'{_quote(i)}'" for i in example_ids) + ")")
+    yield from ds.to_batches(columns=["example_id", "epoch", "vector"], filter=filt)
 
 
 def feature_epochs(ws, table: str, version: int, role: str = "candidate") -> list[int]:

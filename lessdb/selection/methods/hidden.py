@@ -74,7 +74,13 @@ def hidden_scores(ws, plan, ids: list[str]) -> Scores:
         plan.params["dropped_subtasks"] = dropped
     queries = build_queries({1: subtask_vecs}, {1: 1.0}, plan.aggregation)
     mask, unscorable = scorable_mask(ws, plan, ids)
-    acc = ScoreAccumulator(len(ids), queries, batch_rows=opts.batch_rows)
+    if not plan.replaying or rds.get("feature_set_id"):   # the stored embedding feature set (hidden_features.py)
+        from ..hidden_features import stored_hidden_scores
+
+        per, valid, unscorable = stored_hidden_scores(ws, plan, ids, queries, mask, unscorable, loaded,
+                                                      opts.batch_rows, opts.progress)
+        return Scores(per, valid, queries.subtasks, unscorable)
+    acc = ScoreAccumulator(len(ids), queries, batch_rows=opts.batch_rows)   # selections recorded before it
     progress = Progress(f"embedding {plan.method}", total=int(mask.sum()), unit="candidates",
                         enabled=None if opts.progress else False)
     n_trunc = 0

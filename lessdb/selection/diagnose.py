@@ -1,0 +1,164 @@
+"""Do a selection's scores mean anything? (`lessdb diagnose SEL`, and one line in `select`'s summary.)
+
+- Sketch noise. A JL sketch to d dimensions estimates a cosine c with variance ≈ (1 − c²)/d, so a LESS score
+  Σᵢ η̄ᵢ cᵢ carries noise with standard deviation σ ≈ √(Σᵢ η̄ᵢ² (1 − cᵢ²) / d). The gap between the k-th
+  member's score and the pool's median, in units of the noise of a difference of two scores (√2·σ), says
+  whether the cut-off separates anything: below 2 the members near the cut-off are not distinguishable from
+  the median candidate by this sketch, and a warning says so in plain words.
+- Rank agreement between checkpoints: Spearman correlation of each checkpoint's term η̄ᵢ·cos over the scored
+  pool (recomputed from the stored vectors at the recorded versions).
+- Excluded or unscorable candidates and why, subtasks dropped, near-duplicates skipped.
+- Overlap with random and BM25 at the same k: random from the recorded seed's draw over the same scored pool
+  (expected overlap k²/N), BM25 from a recorded BM25 selection of the same task, pool, filter and k
+  (computed and recorded once if there is none).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+NOISE_Z_WARN = 2.0
+
+
+def sketch_noise(weights: list[float], cosines: np.ndarray | float, dim: int) -> float:
+    """σ of a score Σᵢ wᵢ cᵢ estimated through a d-dimensional JL sketch (cosines per checkpoint)."""
+    w = np.asarray(weights, dtype=np.float64)
+    c = np.broadcast_to(np.asarray(cosines, dtype=np.float64), w.shape)
+    return float(np.sqrt(np.sum(w ** 2 * (1 - np.clip(c, -1, 1) ** 2)) / dim))
+
+
+def gap_vs_noise(scores: np.ndarray, kth: float, weights: list[float], dim: int,
+                 kth_cosines=None, median_cosines=None) -> dict:
+    """The k-th-vs-median gap in units of the noise of a score difference. Without per-checkpoint cosines the
+    mean cosine s/Σw stands in (cosines are small, so 1 − c² ≈ 1 anyway)."""
+    median = float(np.median(scores))
+    total = float(sum(weights)) or 1.0
+    sk = sketch_noise(weights, kth / total if kth_cosines is None else kth_cosines, dim)
+    sm = sketch_noise(weights, median / total if median_cosines is None else median_cosines, dim)
+    noise = float(np.hypot(sk, sm))
+    z = (kth - median) / noise if noise > 0 else float("inf")
+    out = {"kth_score": kth, "median_score": median, "gap": kth - median, "noise_sd_of_difference": noise,
+           "gap_in_noise_sd": z, "dim": dim}
+    if z < NOISE_Z_WARN:
+        out["warning"] = (f"the k-th member's score is only {z:.2f} noise standard deviations above the median "
+                          f"candidate's (sketch d = {dim}): near the cut-off this ranking is indistinguishable "
+                          "from sketch noise; use a larger d, more checkpoints, or read the ranking as a coarse one")
+    return out
+
+
+def quick(plan, best: np.ndarray, valid: np.ndarray, kth: float) -> dict | None:
+    """The select-time line (gradient methods: a sketch with a known d)."""
+    fs = plan.fs
+    if fs is None or not plan.weights or plan.aggregation == "dot":
+        return None
+    return gap_vs_noise(best[valid], kth, plan.weights, int(fs.dim))
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def diagnose_selection(ws, ref: str) -> dict:
+    from ..report.data import recompute_pool_scores
+    from ..storage import meta_selections as meta
+    from ..storage.features import get_feature_set
+    from . import baselines
+
+    sel = meta.get_selection(ws, ref)
+    params = sel["params"] or {}
+    members = meta.selection_members(ws, sel["selection_id"]).column("candidate_id").to_pylist()
+    k = len(members)
+    out: dict = {"selection_id": sel["selection_id"], "name": sel["name"], "method": sel["method"], "k": k,
+                 "n_scored": sel["n_scored"], "n_unscorable": sel["n_unscorable"],
+                 "unscorable": params.get("unscorable") or {}, "dropped_subtasks": params.get("dropped_subtasks")
+                 or [], "skipped": params.get("skipped") or {}, "warnings": []}
+    ids = None
+    if sel.get("feature_set_id") and params.get("aggregation") in ("paper", "reference"):
+        ps = recompute_pool_scores(ws, sel)
+        ids, valid = ps.ids, ps.valid
+        fs = get_feature_set(ws, sel["feature_set_id"])
+        pc = ps.per_checkpoint[valid]
+        agreement = []
+        for a in range(len(ps.epochs)):
+            for b in range(a + 1, len(ps.epochs)):
+                agreement.append({"checkpoints": [ps.epochs[a], ps.epochs[b]],
+                                  "spearman": spearman(pc[:, a], pc[:, b])})
+        out["checkpoint_rank_agreement"] = agreement
+        scores = ps.score[valid]
+        kth = float(min(m for m in meta.selection_members(ws, sel["selection_id"]).column("score").to_pylist()))
+        w = np.asarray(ps.weights)
+        row_of = {c: i for i, c in enumerate(ps.ids)}
+        kth_row = min((row_of[c] for c in members if c in row_of), key=lambda r: ps.score[r])
+        med_row = np.flatnonzero(valid)[np.argsort(ps.score[valid], kind="stable")[len(scores) // 2]]
+        out["noise"] = gap_vs_noise(scores, kth, list(w), int(fs.dim), ps.per_checkpoint[kth_row] / w,
+                                    ps.per_checkpoint[med_row] / w)
+        if "warning" in out["noise"]:
+            out["warnings"].append(out["noise"]["warning"])
+        low = [a for a in agreement if a["spearman"] < 0.2]
+        if low:
+            out["warnings"].append("checkpoints disagree on the ranking (Spearman < 0.2 for " + ", ".join(
+                f"{a['checkpoints'][0]} vs {a['checkpoints'][1]}" for a in low) + "): the score is dominated by "
+                "whichever checkpoint weighs most")
+        scored_ids = [c for c, ok in zip(ids, valid) if ok]
+    else:
+        scored_ids = None
+    # overlap with random at the same k over the same scored candidates
+    if scored_ids is not None:
+        draw = baselines.random_scores(scored_ids, int(sel["seed"]))
+        order = np.lexsort((np.asarray(scored_ids, dtype=object).astype(str), -draw))[:k]
+        rnd = {scored_ids[i] for i in order}
+        out["overlap_random"] = {"overlap": len(rnd & set(members)), "expected": k * k / len(scored_ids)}
+    bm25 = _bm25_at_k(ws, sel, k)
+    if bm25 is not None:
+        other = set(meta.selection_members(ws, bm25).column("candidate_id").to_pylist())
+        out["overlap_bm25"] = {"overlap": len(other & set(members)), "bm25_selection": bm25}
+    return out
+
+
+def _bm25_at_k(ws, sel: dict, k: int) -> str | None:
+    """A recorded BM25 selection of the same task, pool, filter and k (recorded here if there is none)."""
+    from ..storage import meta_selections as meta
+    from .select import SelectConfig, select
+
+    if sel["method"] == "bm25":
+        return None
+    pool = (sel["params"] or {}).get("pool")
+    for s in meta.list_selections(ws):
+        if (s["method"] == "bm25" and s["task_hash"] == sel["task_hash"] and s["k"] == k
+                and (s["params"] or {}).get("pool") == pool and s["sql_filter"] == sel["sql_filter"]
+                and s["replay_of"] is None):
+            return s["selection_id"]
+    targets = (sel["params"] or {}).get("targets")
+    if targets:
+        return None   # BM25 of a multi-target mix: compare per target instead
+    res = select(ws, SelectConfig(task=sel["task"], method="bm25", pool=pool, where=sel["sql_filter"], count=k,
+                                  run=sel["run_id"], progress=False))
+    return res.selection_id
+
+
+def format_diagnosis(d: dict) -> str:
+    lines = [f"{d['selection_id']}" + (f" ({d['name']})" if d["name"] else "") +
+             f": {d['method']}, k = {d['k']:,} of {d['n_scored']:,} scored; {d['n_unscorable']:,} unscorable"]
+    why = ", ".join(f"{n:,} {r}" for r, n in d["unscorable"].items() if n)
+    if why:
+        lines.append(f"  unscorable: {why}")
+    if d["dropped_subtasks"]:
+        lines.append(f"  subtasks without a usable validation example: {', '.join(d['dropped_subtasks'])}")
+    if d["skipped"]:
+        lines.append("  skipped near-duplicates: " + ", ".join(f"{n:,} {r}" for r, n in d["skipped"].items()))
+    for a in d.get("checkpoint_rank_agreement", []):
+        lines.append(f"  checkpoints {a['checkpoints'][0]} vs {a['checkpoints'][1]}: Spearman {a['spearman']:.3f}")
+    n = d.get("noise")
+    if n:
+        lines.append(f"  k-th score {n['kth_score']:.4g} vs median {n['median_score']:.4g}: gap {n['gap']:.3g} = "
+                     f"{n['gap_in_noise_sd']:.2f} x sketch noise sd {n['noise_sd_of_difference']:.3g} (d = {n['dim']})")
+    r = d.get("overlap_random")
+    if r:
+        lines.append(f"  overlap with random at the same k: {r['overlap']:,} (expected by chance {r['expected']:.1f})")
+    b = d.get("overlap_bm25")
+    if b:
+        lines.append(f"  overlap with BM25 at the same k: {b['overlap']:,} ({b['bm25_selection']})")
+    for w in d["warnings"]:
+        lines.append(f"WARNING: {w}")
+    return "\n".join(lines)
