@@ -83,7 +83,11 @@ class LanceStore:
 
     @contextmanager
     def writing(self) -> Iterator[None]:
-        """Mark a Lance write in flight (shared: any number of writers at once, across processes)."""
+        """Mark a Lance write in flight (shared: any number of writers at once, across processes). Object
+        stores have no temp files (a put is atomic): nothing to mark there."""
+        if self.remote:
+            yield
+            return
         self._writers_lock.parent.mkdir(parents=True, exist_ok=True)
         with open(self._writers_lock, "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_SH)
@@ -93,6 +97,9 @@ class LanceStore:
     def temp_files_quiesced(self) -> Iterator[bool]:
         """Try to hold off every writer: yields True if no write was in flight (then, until the block ends,
         none starts), False if some process is writing now."""
+        if self.remote:
+            yield True
+            return
         self._writers_lock.parent.mkdir(parents=True, exist_ok=True)
         with open(self._writers_lock, "a") as handle:
             try:
@@ -104,7 +111,7 @@ class LanceStore:
 
     def temp_files(self) -> list[Path]:
         """Staging files Lance left in table directories (in flight or abandoned: see `temp_files_quiesced`)."""
-        if not self.root.exists():
+        if self.remote or not self.root.exists():
             return []
         return sorted(p for table in self.root.glob("*.lance") for p in table.rglob(TEMP_PREFIX + "*")
                       if p.is_file())

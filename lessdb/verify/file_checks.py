@@ -125,7 +125,7 @@ def check_selections(ws, report: VerifyReport) -> None:
         sid = sel["selection_id"]
         readable = {}
         for table, version in (sel["table_versions"] or {}).items():
-            where = f"{ws.lance.root}/{table}.lance@{version}"
+            where = f"{ws.lance.location}/{table}.lance@{version}"
             try:
                 readable[table] = ws.lance.dataset(table, int(version))
             except Exception as exc:  # noqa: BLE001 - a version cleaned up or a table dropped
@@ -174,11 +174,11 @@ def check_lance_temp_files(ws, report: VerifyReport) -> None:
             return
         if not quiet:
             report.add(INFO, "files", f"{len(files)} Lance temp files, but a write is in flight now, so they may be "
-                       "its own; not checked", str(ws.lance.root), "run `lessdb verify` again when writers finish")
+                       "its own; not checked", ws.lance.location, "run `lessdb verify` again when writers finish")
             return
         empty = sum(1 for f in files if f.stat().st_size == 0)
         finding = report.add(WARNING, "files", f"{len(files)} temp files of Lance writes that were killed "
-                             f"({empty} empty), e.g. {files[0].relative_to(ws.lance.root)}", str(ws.lance.root),
+                             f"({empty} empty), e.g. {files[0].relative_to(ws.lance.root)}", ws.lance.location,
                              "`lessdb verify --repair` (or the next write command) deletes them")
         if report.repair:
             for f in files:   # still holding the writers' lock: no write can start meanwhile

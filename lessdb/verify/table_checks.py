@@ -20,7 +20,7 @@ _DELETE_CHUNK = 1000
 
 # -- candidates -----------------------------------------------------------------------------------------------
 def check_candidates(ws, report: VerifyReport) -> None:
-    where = f"{ws.lance.root}/{CANDIDATES}.lance"
+    where = f"{ws.lance.location}/{CANDIDATES}.lance"
     if not ws.lance.has_table(CANDIDATES):
         report.add(ERROR, "candidates", "the candidates table is missing", where, "`lessdb init` creates it")
         return
@@ -85,7 +85,7 @@ def _duplicate_keys(table: pa.Table) -> list[str]:
 def check_features(ws, report: VerifyReport) -> None:
     for fs in meta_features.feature_set_rows(ws):
         report.count("feature sets")
-        where = f"{ws.lance.root}/{fs['lance_table']}.lance"
+        where = f"{ws.lance.location}/{fs['lance_table']}.lance"
         jobs = meta_features.job_rows(ws, fs["feature_set_id"])
         if not ws.lance.has_table(fs["lance_table"]):
             if any(j["n_done"] for j in jobs):
