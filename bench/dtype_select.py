@@ -41,7 +41,8 @@ def build(root: Path, n: int, checkpoints: int, dim: int, signal: float, seed: i
     from lessdb.featurize import validation_key
     from lessdb.storage import features as fstore
     from lessdb.storage import meta_features, meta_runs
-    from lessdb.storage.lance_tables import CANDIDATE_SCHEMA, CANDIDATES
+    from lessdb.ingest.pipeline import ingest_rows
+    from lessdb.storage.lance_tables import CANDIDATE_SCHEMA
 
     if root.exists():
         shutil.rmtree(root)
@@ -49,7 +50,7 @@ def build(root: Path, n: int, checkpoints: int, dim: int, signal: float, seed: i
     rng = np.random.default_rng(seed)
     ids = [f"{i:024x}" for i in range(n)]
     m = n
-    ws.lance.append(CANDIDATES, pa.table({
+    ingest_rows(ws, pa.table({
         "key": [f"bench/{c}" for c in ids], "id": ids, "pool": ["bench"] * m,
         "ingest_id": pa.array([1] * m, pa.int64()), "source_dataset": ["flan"] * m,
         "source_id": [str(i) for i in range(m)],
@@ -57,7 +58,7 @@ def build(root: Path, n: int, checkpoints: int, dim: int, signal: float, seed: i
                      for i in range(m)],
         "n_turns": pa.array([2] * m, pa.int32()), "prompt_chars": pa.array([5] * m, pa.int32()),
         "completion_chars": pa.array([5] * m, pa.int32()), "total_chars": pa.array([10] * m, pa.int32())},
-        schema=CANDIDATE_SCHEMA), CANDIDATE_SCHEMA)
+        schema=CANDIDATE_SCHEMA), "bench")
     task_file = root / "task.jsonl"
     with open(task_file, "w") as fh:
         for s in range(N_SUBTASKS):

@@ -59,7 +59,8 @@ def build(root: Path, n: int, checkpoints: int, dim: int, seed: int = 0, chunk: 
     from lessdb import Workspace, tasks
     from lessdb.storage import features as fstore
     from lessdb.storage import meta_features, meta_runs
-    from lessdb.storage.lance_tables import CANDIDATE_SCHEMA, CANDIDATES
+    from lessdb.ingest.pipeline import ingest_rows
+    from lessdb.storage.lance_tables import CANDIDATE_SCHEMA
 
     if root.exists():
         shutil.rmtree(root)
@@ -72,7 +73,7 @@ def build(root: Path, n: int, checkpoints: int, dim: int, seed: int = 0, chunk: 
         m = len(part)
         msgs = [[{"role": "user", "content": f"prompt {i}"}, {"role": "assistant", "content": f"answer {i}"}]
                 for i in range(start, start + m)]
-        ws.lance.append(CANDIDATES, pa.table({
+        ingest_rows(ws, pa.table({
             "key": [f"bench/{c}" for c in part], "id": part, "pool": ["bench"] * m,
             "ingest_id": pa.array([1] * m, pa.int64()),
             "source_dataset": [["flan", "cot", "dolly", "oasst"][i % 4] for i in range(start, start + m)],
@@ -80,8 +81,7 @@ def build(root: Path, n: int, checkpoints: int, dim: int, seed: int = 0, chunk: 
             "n_turns": pa.array([2] * m, pa.int32()),
             "prompt_chars": pa.array(rng.integers(10, 2000, m), pa.int32()),
             "completion_chars": pa.array(rng.integers(1, 3000, m), pa.int32()),
-            "total_chars": pa.array(rng.integers(11, 5000, m), pa.int32())}, schema=CANDIDATE_SCHEMA),
-            CANDIDATE_SCHEMA)
+            "total_chars": pa.array(rng.integers(11, 5000, m), pa.int32())}, schema=CANDIDATE_SCHEMA), "bench")
     task_file = root / "task.jsonl"
     with open(task_file, "w") as fh:
         for s in range(N_SUBTASKS):

@@ -96,7 +96,8 @@ def featurize(ctx, run_id, checkpoints, dim, sketch, sketch_nnz, seed, dtype, gr
 @json_option
 @click.pass_context
 def feature_sets(ctx, run_id, workspace_override, as_json):
-    """List feature sets: sketch, dimension, dtype, gradient kind and how many vectors per checkpoint.
+    """List feature sets: sketch, dimension, dtype, gradient kind and how many vectors per checkpoint (counted
+    in the table), with [running] / [interrupted] where a job is unfinished.
 
     \b
     Example:
@@ -111,5 +112,6 @@ def feature_sets(ctx, run_id, workspace_override, as_json):
               "bias_corr": r["bias_correction"], "sketch": r["sketch_kind"], "seed": r["sketch_seed"],
               "dim": r["dim"], "dtype": r["dtype"], "P": r["n_params"],
               "vectors": ", ".join(f"{k}: {v['done']}" + (f" (+{v['excluded']} excl)" if v["excluded"] else "")
+                                   + ("" if v.get("status", "complete") == "complete" else f" [{v['status']}]")
                                    for k, v in r["jobs"].items())} for r in rows]
     emit_table(table)

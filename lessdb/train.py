@@ -26,6 +26,7 @@ from . import __version__
 from .config import LoraSettings, TrainingSettings, build_warmup_config
 from .errors import LessdbError
 from .models import DEFAULT_MODEL, load_base_model, resolve_device
+from .recovery import clean_up_after_kills
 from .storage import meta_runs, meta_selections
 from .storage.candidates import candidates_version, select_candidate_ids
 from .storage.lance_tables import CANDIDATES
@@ -186,6 +187,7 @@ def run_train(ws, config: TrainConfig, *, progress: bool = True, on_checkpoint=N
     t0 = time.monotonic()
     config.lora.validate()
     config.training.validate()
+    clean_up_after_kills(ws)   # every write command first clears what killed processes left
     tset = resolve_training_set(ws, config.selection, config.pool, config.seed)
     device = resolve_device(config.device)
     model = config.model or tset.selection_model or DEFAULT_MODEL

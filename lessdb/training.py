@@ -36,6 +36,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from . import faults
 from .completion_loss import completion_token_losses
 from .config import LoraSettings, TrainingSettings
 from .errors import LessdbError
@@ -245,6 +246,7 @@ def write_checkpoint(peft_model, optimizer, named_params, run_dir: Path, result:
         if final.exists():  # an unregistered leftover of an interrupted run being redone
             shutil.rmtree(final)
         os.rename(tmp, final)
+        faults.point("train.after_checkpoint")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

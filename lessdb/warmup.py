@@ -24,12 +24,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from . import __version__
+from . import __version__, owners
 from .config import WarmupConfig
 from .errors import LessdbError
 from .models import LoadedModel, load_base_model, resolve_device
+from .recovery import clean_up_after_kills
 from .storage import meta_runs
-from .storage.candidates import candidates_version, iter_candidate_batches, read_candidates, select_candidate_ids
+from .storage.candidates import (candidates_version, iter_candidate_batches, read_candidates,
+                                 select_candidate_ids)
 from .tokenization import (EncodedExample, conversation_format, encode_conversation, pad_token_id,
                            tokenizer_id)
 from .training import (EpochResult, build_lora_model, checkpoint_dir, completion_token_count, plan_schedule,
@@ -164,14 +166,16 @@ def train_registered_run(ws, run_id: str, lora, training, loaded: LoadedModel, k
         if on_checkpoint is not None:
             on_checkpoint(result)
 
-    try:
-        results = train_lora(peft_model, [e for _, e in kept], training, ws.checkpoints_dir / run_id,
-                             pad_token_id=pad_token_id(loaded.tokenizer), device=device, resume_from=resume_from,
-                             on_checkpoint=register, progress_label=f"{label} {run_id}", progress=progress)
-    except BaseException:
-        meta_runs.set_run_status(ws, run_id, "failed")
-        raise
-    meta_runs.set_run_status(ws, run_id, "complete")
+    # the owner lock lets `lessdb runs` / `verify` tell a live run from one killed mid-training (`interrupted`)
+    with owners.owning(ws, owners.RUN, run_id, what=f"{label} run {run_id}"):
+        try:
+            results = train_lora(peft_model, [e for _, e in kept], training, ws.checkpoints_dir / run_id,
+                                 pad_token_id=pad_token_id(loaded.tokenizer), device=device, resume_from=resume_from,
+                                 on_checkpoint=register, progress_label=f"{label} {run_id}", progress=progress)
+        except BaseException:
+            meta_runs.set_run_status(ws, run_id, "failed")
+            raise
+        meta_runs.set_run_status(ws, run_id, "complete")
     return results
 
 
@@ -187,6 +191,7 @@ def run_warmup(ws, config: WarmupConfig, *, progress: bool = True, on_checkpoint
     checkpoint is registered (tests use it to simulate a kill)."""
     config.validate()
     t0 = time.monotonic()
+    clean_up_after_kills(ws)   # every write command first clears what killed processes left
     version = candidates_version(ws)
     pool_ids = select_candidate_ids(ws, config.pool, version=version) if version is not None else []
     if not pool_ids:
@@ -302,6 +307,10 @@ def prepare_resume(ws, run: dict, *, model: str, training, device: str, pool: st
     `order(ids sorted by id) -> ids` gives the order the run handed them to the trainer (default: by id),
     which the per-epoch permutation indexes. A run with every checkpoint is marked complete and not loaded."""
     run_id = run["run_id"]
+    if owners.is_alive(ws, owners.RUN, run_id):
+        owner = owners.last_owner(ws, owners.RUN, run_id)
+        raise LessdbError(f"run {run_id} is still running (pid {owner.get('pid')} on {owner.get('host')} since "
+                          f"{owner.get('started')}); resume it only after that process ends")
     last = register_landed_checkpoints(ws, run_id, training.epochs)
     if last >= training.epochs:
         meta_runs.set_run_status(ws, run_id, "complete")

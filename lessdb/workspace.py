@@ -82,11 +82,15 @@ class Workspace:
 
     # -- Lance relations visible in DuckDB ----------------------------------------------------------
     def lance_relations(self, versions: dict[str, int] | None = None) -> dict[str, object]:
-        """Lance tables DuckDB can query by name (`candidates`), optionally pinned to versions."""
+        """Lance tables DuckDB can query by name (`candidates`), optionally pinned to versions. Unpinned,
+        `candidates` is read at the version of the last recorded ingest (storage/candidates.py says why)."""
+        from .storage.candidates import candidates_version
+
         versions = versions or {}
         rels = {}
         if self.lance.has_table(CANDIDATES):
-            rels[CANDIDATES] = self.lance.dataset(CANDIDATES, versions.get(CANDIDATES))
+            version = versions.get(CANDIDATES)
+            rels[CANDIDATES] = self.lance.dataset(CANDIDATES, candidates_version(self) if version is None else version)
         return rels
 
     @staticmethod

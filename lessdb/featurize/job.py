@@ -1,5 +1,5 @@
 """`featurize_run`: gradient features of a warmup run's candidates, as resumable, shardable jobs;
-`validation_features`: plain-gradient features of task examples through the same code path, cached.
+`validation_features` (validation.py): plain-gradient features of task examples through the same code path.
 
 A job is one (feature set, role, checkpoint, shard). Its example list is recomputed on every run — the
 shard's candidates (pool + optional SQL filter, split by a hash of the example id) minus those already in
@@ -18,12 +18,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from .. import __version__
+from .. import __version__, faults, owners
 from ..choices import DEFAULT_STORED_DTYPE
-from ..conversation import content_hash
 from ..errors import LessdbError
 from ..progress import Progress
-from ..tokenization import check_truncation
 from ..storage import features as fstore
 from ..storage import meta_features
 from ..storage.meta_scale import lease_owner
@@ -277,6 +275,7 @@ class _Writer:
         if self.ids:
             self.version, _, nbytes = fstore.write_features(self.ws, self.info, self.epoch, self.role, self.ids,
                                                             np.concatenate(self.vecs), np.concatenate(self.norms))
+            faults.point(f"{self.role if self.role == 'validation' else 'featurize'}.after_lance_write")
         now = time.monotonic()
         excl = [(self.info.feature_set_id, self.role, self.epoch, e, r) for e, r in self.exclusions]
         meta_features.record_progress(self.ws, self.job_id, done=len(self.ids), excluded=len(excl),
@@ -320,11 +319,20 @@ def _compute(engine: FeatureEngine, tokenizer, items: list[tuple[str, list[dict]
             progress.update(len(chunk))
 
 
+def _shard_counts(ws, info, epoch: int, mine: list[str]) -> dict:
+    """A job's n_done / n_excluded as the stored rows and recorded exclusions say."""
+    present = fstore.present_example_ids(ws, info.feature_set_id, epoch, "candidate")
+    skipped = meta_features.excluded_ids(ws, info.feature_set_id, "candidate", epoch)
+    return {"n_done": sum(1 for e in mine if e in present), "n_excluded": sum(1 for e in mine if e in skipped)}
+
+
 def featurize_run(ws, cfg: FeaturizeConfig) -> FeaturizeSummary:
     """Compute and append the gradient features of the run's candidates (see module docstring)."""
+    from ..recovery import clean_up_after_kills
     from ..storage.candidates import read_candidates
 
     t_start = time.monotonic()
+    clean_up_after_kills(ws)   # every write command first clears what killed processes left
     plan = plan_run(ws, cfg)
     device, i, n = plan.device, *cfg.shard
     loaded = _load(ws, cfg.run_id, plan.epochs[0], device, plan.compute)
@@ -334,31 +342,36 @@ def featurize_run(ws, cfg: FeaturizeConfig) -> FeaturizeSummary:
     for epoch in plan.epochs:
         job = job_row(info, cfg, plan, epoch)
         job_id = job["job_id"]
-        todo = todo_ids(ws, info, epoch, plan.mine)
-        summary.already_present += len(plan.mine) - len(todo)
-        # the driver lease: refused while another driver (e.g. a Ray job) works on this checkpoint
-        meta_features.start_job(ws, job, owner=lease_owner(), engine="local")
-        if todo:
-            if loaded is None:
-                loaded = _load(ws, cfg.run_id, epoch, device, plan.compute)
-            sketch = sketch or _sketch_for(info, loaded, device)
-            engine = _engine_for(info, loaded, plan.ckpts[epoch], device, sketch)
-            writer = _Writer(ws, info, epoch, "candidate", job_id, cfg.commit_rows, cfg.commit_seconds)
-            progress = Progress(f"featurize epoch {epoch} shard {i}/{n}", total=len(todo),
-                                enabled=None if cfg.progress else False)  # None: on unless LESSDB_PROGRESS=0
-            chunk = unit_rows(cfg)
-            for start in range(0, len(todo), chunk):
-                ids = todo[start:start + chunk]
-                table = read_candidates(ws, ids, pool=plan.pool, version=plan.cand_version, columns=["id", "messages"])
-                items = list(zip(table.column("id").to_pylist(), table.column("messages").to_pylist()))
-                _compute(engine, loaded.base.tokenizer, items, plan.max_len, cfg.batch_size, writer, progress)
-            writer.flush()
-            progress.close()
-            summary.examples += writer.written
-            summary.excluded += writer.excluded
-            summary.bytes_written += writer.bytes
-            summary.lance_version = writer.version or summary.lance_version
-        meta_features.finish_job(ws, job_id)
+        # one live process per job: a second one waits, then finds the work done (the lock dies with its owner)
+        with owners.owning(ws, owners.FEATURE_JOB, job_id, wait=True, what=f"featurize job {job_id}"):
+            todo = todo_ids(ws, info, epoch, plan.mine)
+            summary.already_present += len(plan.mine) - len(todo)
+            # counts from the stored rows; the driver lease: refused while another driver (e.g. Ray) works here
+            meta_features.start_job(ws, {**job, **_shard_counts(ws, info, epoch, plan.mine)}, owner=lease_owner(),
+                                    engine="local")
+            if todo:
+                if loaded is None:
+                    loaded = _load(ws, cfg.run_id, epoch, device, plan.compute)
+                sketch = sketch or _sketch_for(info, loaded, device)
+                engine = _engine_for(info, loaded, plan.ckpts[epoch], device, sketch)
+                writer = _Writer(ws, info, epoch, "candidate", job_id, cfg.commit_rows, cfg.commit_seconds)
+                progress = Progress(f"featurize epoch {epoch} shard {i}/{n}", total=len(todo),
+                                    enabled=None if cfg.progress else False)  # None: on unless LESSDB_PROGRESS=0
+                chunk = unit_rows(cfg)
+                for start in range(0, len(todo), chunk):
+                    ids = todo[start:start + chunk]
+                    table = read_candidates(ws, ids, pool=plan.pool, version=plan.cand_version,
+                                            columns=["id", "messages"])
+                    items = list(zip(table.column("id").to_pylist(), table.column("messages").to_pylist()))
+                    _compute(engine, loaded.base.tokenizer, items, plan.max_len, cfg.batch_size, writer, progress)
+                writer.flush()
+                progress.close()
+                summary.examples += writer.written
+                summary.excluded += writer.excluded
+                summary.bytes_written += writer.bytes
+                summary.lance_version = writer.version or summary.lance_version
+            # recount: another job over the same examples (e.g. another --shard split) may have stored some
+            meta_features.finish_job(ws, job_id, counts=_shard_counts(ws, info, epoch, plan.mine))
         summary.jobs.append({"job_id": job_id, "epoch": epoch, "todo": len(todo), "shard_examples": len(plan.mine)})
         loaded = None  # the next epoch has its own adapter
     summary.seconds = time.monotonic() - t_start
@@ -367,81 +380,6 @@ def featurize_run(ws, cfg: FeaturizeConfig) -> FeaturizeSummary:
     return summary
 
 
-def validation_key(messages: list[dict], set_max_len: int, max_len: int | None = None,
-                   truncation: str = "right") -> str:
-    """Id under which a validation example's features are cached: the content hash of its messages, plus the
-    token window when it differs from the feature set's (the same example in another window is another vector)."""
-    max_len = max_len or set_max_len
-    window = "" if (max_len == set_max_len and truncation == "right") else f"@{max_len}{truncation[0]}"
-    return content_hash(messages) + window
-
-
-def _validation_cache(ws, feature_set_id: str, epoch: int, examples: list[tuple[str, list[dict]]],
-                      max_seq_length: int | None, truncation: str):
-    """Reads only: (info, caller id -> cache key, cache key -> messages, cached vectors, keys still to compute)."""
-    info = fstore.get_feature_set(ws, feature_set_id)
-    check_truncation(truncation)   # before any model is loaded
-    max_len = max_seq_length or info.max_seq_length
-    by_content: dict[str, list[dict]] = {}
-    caller_to_content = {}
-    for example_id, messages in examples:
-        cid = validation_key(messages, info.max_seq_length, max_len, truncation)
-        caller_to_content[example_id] = cid
-        by_content.setdefault(cid, messages)
-    cached: dict[str, np.ndarray] = {}
-    for ids, vecs in fstore.iter_feature_batches(ws, feature_set_id, epoch, "validation", ids=list(by_content),
-                                                 info=info):
-        cached.update(zip(ids, vecs))
-    skipped = meta_features.excluded_ids(ws, feature_set_id, "validation", epoch)
-    todo = [c for c in sorted(by_content) if c not in cached and c not in skipped]
-    return info, caller_to_content, by_content, cached, todo
-
-
-def validation_missing(ws, feature_set_id: str, epoch: int, examples: list[tuple[str, list[dict]]],
-                       max_seq_length: int | None = None, truncation: str = "right") -> bool:
-    """Whether `validation_features` would compute anything (reads only: the caller may batch these reads)."""
-    return bool(_validation_cache(ws, feature_set_id, epoch, examples, max_seq_length, truncation)[-1])
-
-
-def validation_features(ws, feature_set_id: str, epoch: int, examples: list[tuple[str, list[dict]]],
-                        device: str = "auto", batch_size: int = 8, progress: bool = False,
-                        max_seq_length: int | None = None, truncation: str = "right") -> dict[str, np.ndarray]:
-    """Plain-gradient ("sgd") features of validation examples at checkpoint `epoch`, with the feature set's
-    sketch, max_seq_length and precision: {example_id: float32 [dim]}.
-
-    Cached in the feature table with role="validation" under the content hash of the messages (so a changed
-    example under a reused id is recomputed, and equal examples of different tasks share one vector).
-    Examples with no completion token after truncation are omitted from the result (and recorded)."""
-    from ..models import resolve_device
-    from ..storage import meta_runs
-
-    info, caller_to_content, by_content, cached, todo = _validation_cache(ws, feature_set_id, epoch, examples,
-                                                                          max_seq_length, truncation)
-    max_len = max_seq_length or info.max_seq_length
-    if todo:
-        ckpt = {c.epoch: c for c in meta_runs.list_checkpoints(ws, info.run_id)}.get(int(epoch))
-        if ckpt is None:
-            raise LessdbError(f"run {info.run_id} has no checkpoint for epoch {epoch}")
-        dev = resolve_device(device)
-        loaded = _load(ws, info.run_id, epoch, dev, info.compute_dtype)
-        _check_same_model(info, loaded)
-        transform = GradTransform("sgd", loaded.params)
-        engine = FeatureEngine(loaded.model, loaded.params, transform, _sketch_for(info, loaded, dev), loaded.autocast)
-        job_id = f"{feature_set_id}/validation/{int(epoch)}/0of1"
-        meta_features.start_job(ws, {"job_id": job_id, "feature_set_id": feature_set_id, "role": "validation",
-                                     "epoch": int(epoch), "shard_index": 0, "shard_count": 1,
-                                     "adapter_sha256": ckpt.adapter_sha256, "optimizer_sha256": ckpt.optimizer_sha256,
-                                     "optimizer_step": ckpt.optimizer_step, "n_total": len(by_content)})
-        writer = _Writer(ws, info, int(epoch), "validation", job_id, commit_rows=1 << 30, commit_seconds=1e9)
-        prog = Progress(f"validation features epoch {epoch}", total=len(todo), enabled=progress)
-        _compute(engine, loaded.base.tokenizer, [(c, by_content[c]) for c in todo], max_len,
-                 batch_size, writer, prog, truncation)
-        got_ids, got_vecs = list(writer.ids), list(writer.vecs)
-        writer.flush()
-        meta_features.finish_job(ws, job_id)
-        if got_ids:
-            cached.update(zip(got_ids, np.concatenate(got_vecs).astype(np.float32)))
-            if info.dtype == "float16":  # return exactly what is stored (and what a later call reads back)
-                for c in got_ids:
-                    cached[c] = cached[c].astype(np.float16).astype(np.float32)
-    return {eid: cached[cid] for eid, cid in caller_to_content.items() if cid in cached}
+# validation features live in validation.py; re-exported here for older imports
+from .validation import (settle_validation_jobs, validation_features, validation_key,  # noqa: E402,F401
+                         validation_missing)

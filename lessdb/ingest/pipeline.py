@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from .. import __version__
+from .. import __version__, faults
 from ..conversation import Conversation
 from ..errors import InputError, LessdbError
 from ..progress import Progress
@@ -125,7 +125,8 @@ def _ingest(ws, sources: list[_Source], pool: str, skip_invalid: bool, limit: in
     with ws.write_lock("candidates"):
         # ids are never reused, not even those of ingests that died before being recorded
         next_id = meta_pools.next_ingest_id(ws, floor=max(candidate_store.ingest_ids_present(ws), default=0))
-        _remove_uncommitted_rows(ws)
+        candidate_store.roll_back_locked(ws)   # rows of an ingest killed before DuckDB recorded it
+        ws.lance.remove_abandoned_temp_files()  # and files of Lance writes killed mid-file
         in_pool, in_other_pools = candidate_store.ids_by_pool_membership(ws, pool)
         reports, skipped, plans = [], [], []
         seen: set[str] = set()
@@ -144,6 +145,7 @@ def _ingest(ws, sources: list[_Source], pool: str, skip_invalid: bool, limit: in
         version = None
         if n_new:
             version = _write_rows(ws, plans, reports, pool)
+        faults.point("ingest.after_lance_write")
         try:
             meta_pools.record_ingests(ws, pool, [asdict(r) for r in reports], CANDIDATES, version, __version__,
                                       skipped)
@@ -156,6 +158,23 @@ def _ingest(ws, sources: list[_Source], pool: str, skip_invalid: bool, limit: in
 
             record_at_ingest(ws, version, [r.ingest_id for r in reports])
     return IngestReport(pool, reports, version, time.monotonic() - started, skipped)
+
+
+def ingest_rows(ws, rows: pa.Table, pool: str, source: str = "generated") -> int:
+    """Append ready-made candidate rows (CANDIDATE_SCHEMA; their ingest_id is set here) as one recorded ingest,
+    for benchmarks that build pools directly. Readers only see rows of recorded ingests (storage/candidates.py),
+    so rows appended without a record would stay invisible. Returns the ingest id."""
+    _validate_pool_name(pool)
+    with ws.write_lock("candidates"):
+        candidate_store.roll_back_locked(ws)
+        ingest_id = meta_pools.next_ingest_id(ws, floor=max(candidate_store.ingest_ids_present(ws), default=0))
+        rows = rows.set_column(rows.schema.get_field_index("ingest_id"), CANDIDATE_SCHEMA.field("ingest_id"),
+                               pa.array([ingest_id] * rows.num_rows, pa.int64()))
+        version = ws.lance.append(CANDIDATES, rows, CANDIDATE_SCHEMA)
+        report = FileReport(ingest_id, source, source, 0, "", "generated", n_records=rows.num_rows,
+                            n_added=rows.num_rows)
+        meta_pools.record_ingests(ws, pool, [asdict(report)], CANDIDATES, version, __version__, [])
+    return ingest_id
 
 
 def _file_identity(path: Path) -> tuple[int, str]:
@@ -250,11 +269,3 @@ def _row(conv: Conversation, pool: str, ingest_id: int) -> dict:
             "source_dataset": conv.source_dataset, "source_id": conv.source_id, "messages": conv.message_dicts(),
             "n_turns": conv.n_turns, "prompt_chars": prompt, "completion_chars": completion,
             "total_chars": prompt + completion}
-
-
-def _remove_uncommitted_rows(ws) -> None:
-    """Rows whose ingest never got recorded (the process died between the Lance write and the DuckDB
-    commit) are removed before anything new is written, so every visible row has a recorded ingest."""
-    orphans = candidate_store.ingest_ids_present(ws) - meta_pools.committed_ingest_ids(ws)
-    if orphans:
-        candidate_store.delete_ingests(ws, orphans)

@@ -206,6 +206,8 @@ def featurize_ray(ws, cfg, opts: RayOptions):
     owner = meta_scale.lease_owner()
     size = opts.unit_rows or unit_rows(cfg)
     with contextlib.ExitStack() as stack:
+        # workers' Lance temp files are in flight until the driver commits: no cleanup may take them meanwhile
+        stack.enter_context(ws.lance.writing())
         _run_epochs(ws, cfg, opts, plan, info, schema, summary, owner, size, stack, t_start)
     summary.seconds = time.monotonic() - t_start
     if summary.lance_version is None:

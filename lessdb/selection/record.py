@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .. import faults
 from ..errors import LessdbError
 from .methods import Scores
 from .plan import CANDIDATES, Plan
@@ -124,7 +125,9 @@ def record_selection(ws, plan: Plan, ids: list[str], scores: Scores, started: fl
         "pool": pa.array([plan.pool] * len(members), pa.string()),
         "score": pa.array([m.score for m in members], pa.float64()),
         "best_subtask": pa.array([m.best_subtask for m in members], pa.string())})
+    faults.point("select.before_record")
     meta.insert_selection(ws, row, members_table, extras=choice.tables(selection_id, ids))
+    faults.point("select.before_tag")
     meta.tag_versions(ws, plan.versions, selection_id)
     result = SelectionResult(selection_id, name, plan.task_name, plan.task_hash, plan.method, plan.pool, k,
                              plan.percentage, len(ids), n_scored, n_unscorable, members,

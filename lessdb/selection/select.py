@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+from ..recovery import clean_up_after_kills
 from .methods import Scores, get_method, method_names
 from .methods.gradient import compute_validation_features  # noqa: F401  (re-exported: older imports)
 from .plan import (DEFAULT_PERCENTAGE, Plan, RunOptions, SelectConfig, make_plan, metadata_reads,  # noqa: F401
@@ -40,6 +41,7 @@ def select(ws, config: SelectConfig) -> SelectionResult:
                       batch_rows=config.batch_rows, device=config.device, force=config.force,
                       engine=config.engine, ray_address=config.ray_address)
     started = time.monotonic()
+    clean_up_after_kills(ws)   # every write command first clears what killed processes left
     if config.task:
         from .. import tasks
 

@@ -1,6 +1,16 @@
-"""Reading candidates from the LanceDB `candidates` table, filtered by pool and user SQL."""
+"""Reading candidates from the LanceDB `candidates` table, filtered by pool and user SQL.
+
+What readers see (one definition, here): an ingest writes its rows to Lance first and records itself in
+DuckDB second, so a process killed in between leaves rows no ingest owns. Every reader therefore reads
+`candidates` at the version the last *recorded* ingest produced (`candidates_version`), never the latest:
+ingests are serialised by the workspace's `candidates` write lock, so that version holds exactly the rows of
+recorded ingests. `sql`'s `candidates` relation, select, featurize, warmup, train, report and export all go
+through `candidates_version` / `Workspace.lance_relations`. The orphan rows themselves are deleted by the
+next write command (`roll_back_unrecorded_ingests`) and reported by `lessdb verify`.
+"""
 from __future__ import annotations
 
+import fcntl
 from typing import Iterator
 
 import duckdb
@@ -12,16 +22,66 @@ from .lance_tables import CANDIDATES
 from .user_filter import filtered_candidates, first_line
 
 
-def candidates_version(ws) -> int:
-    return ws.lance.version(CANDIDATES)
+def candidates_version(ws) -> int | None:
+    """The version of `candidates` every reader reads: the one the newest recorded ingest produced (the empty
+    first version before any; None: no table). Rows of an ingest that died before DuckDB recorded it are
+    never in it (see the module docstring)."""
+    from . import meta_pools
+
+    recorded = meta_pools.recorded_candidates_version(ws, CANDIDATES)
+    if recorded is not None:
+        return int(recorded)
+    if not ws.lance.has_table(CANDIDATES):
+        return None
+    return min(v["version"] for v in ws.lance.versions(CANDIDATES))
+
+
+def unrecorded_ingest_ids(ws) -> set[int]:
+    """Ingest ids with rows in the latest `candidates` version but no DuckDB record (orphans of a kill, or of an
+    ingest still running: callers hold the `candidates` write lock to tell them apart)."""
+    from . import meta_pools
+
+    if not ws.lance.has_table(CANDIDATES):
+        return set()
+    return ingest_ids_present(ws) - meta_pools.committed_ingest_ids(ws)
+
+
+def roll_back_unrecorded_ingests(ws, wait: bool = True) -> set[int] | None:
+    """Delete rows whose ingest was never recorded; returns the ingest ids removed. Takes the `candidates`
+    write lock (an ingest holds it from before its Lance write until after its DuckDB record, so rows found
+    unrecorded under the lock are orphans). `wait=False`: None if an ingest holds the lock now."""
+    lock = ws.root / "locks" / "candidates.lock"
+    lock.parent.mkdir(exist_ok=True)
+    with open(lock, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return None
+        try:
+            return roll_back_locked(ws)
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def roll_back_locked(ws) -> set[int]:
+    """`roll_back_unrecorded_ingests` for a caller that already holds the `candidates` write lock."""
+    if not ws.lance.has_table(CANDIDATES) or ws.lance.version(CANDIDATES) == candidates_version(ws):
+        return set()   # nothing was written after the last recorded ingest
+    orphans = unrecorded_ingest_ids(ws)
+    if orphans:
+        delete_ingests(ws, orphans)
+    return orphans
 
 
 def select_candidate_ids(ws, pool: str | None = None, where: str | None = None,
                          version: int | None = None, extra_condition: str | None = None) -> list[str]:
     """Ids of candidates in `pool` (all pools if None) matching the user's SQL boolean expression `where`
     (checked by `user_filter.check_filter`; it can only narrow the pool), evaluated by DuckDB over the
-    `candidates` relation pinned at `version`, sorted by id (byte order). `extra_condition` is lessdb's own SQL.
+    `candidates` relation pinned at `version` (None: the recorded version, `candidates_version`), sorted by id
+    (byte order). `extra_condition` is lessdb's own SQL.
     Without `where` no SQL is needed: one Lance scan of the id column (~10x faster than a DuckDB query)."""
+    if version is None:
+        version = candidates_version(ws)
     if where is None and extra_condition is None:
         if not ws.lance.has_table(CANDIDATES):
             return []
@@ -42,8 +102,10 @@ def select_candidate_ids(ws, pool: str | None = None, where: str | None = None,
 
 def read_candidates(ws, ids: list[str] | None = None, pool: str | None = None, version: int | None = None,
                     columns: list[str] | None = None) -> pa.Table:
-    """Candidate rows (optionally only `ids`, in the order given, one row per id)."""
-    return read_candidates_from(ws.lance.dataset(CANDIDATES, version), ids, pool, columns)
+    """Candidate rows (optionally only `ids`, in the order given, one row per id) at `version` (None: the
+    recorded version, `candidates_version`)."""
+    return read_candidates_from(ws.lance.dataset(CANDIDATES, candidates_version(ws) if version is None else version),
+                                ids, pool, columns)
 
 
 def read_candidates_from(ds, ids: list[str] | None = None, pool: str | None = None,
@@ -88,6 +150,7 @@ def ids_by_pool_membership(ws, pool: str) -> tuple[set[str], set[str]]:
 
 
 def ingest_ids_present(ws) -> set[int]:
+    """Ingest ids with rows in the *latest* version (writers and repair only; readers use candidates_version)."""
     return set(ws.lance.dataset(CANDIDATES).to_table(columns=["ingest_id"]).column("ingest_id").to_pylist())
 
 

@@ -62,13 +62,13 @@ class DuckStore:
     @contextmanager
     def connect(self, read_only: bool = False, with_relations: bool = False,
                 relations: dict[str, object] | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        # relations first: resolving them may read metadata through a connection of its own
+        rels = dict(self._relations() if (with_relations and self._relations) else {})
+        rels.update(relations or {})
         con = self._open(read_only)
         try:
-            if with_relations or relations:
-                rels = dict(self._relations() if (with_relations and self._relations) else {})
-                rels.update(relations or {})
-                for name, rel in rels.items():
-                    con.register(name, rel)
+            for name, rel in rels.items():
+                con.register(name, rel)
             yield con
         finally:
             con.close()

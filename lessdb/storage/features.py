@@ -94,14 +94,52 @@ def get_feature_set(ws, feature_set_id: str) -> FeatureSetInfo:
 
 
 def list_feature_sets(ws, run_id: str | None = None) -> list[dict]:
-    return meta_features.feature_set_rows(ws, run_id)
+    """Feature sets with, per "<role>/<epoch>", the vectors stored (counted in the table, not taken from job
+    progress, which a kill between a Lance write and its DuckDB record leaves behind), the examples excluded,
+    and the jobs' status (`interrupted`: marked running, but no live process owns it)."""
+    from .. import owners
+
+    rows = meta_features.feature_set_rows(ws, run_id)
+    for row in rows:
+        fsid = row["feature_set_id"]
+        stored = stored_counts(ws, row["lance_table"])
+        excluded = meta_features.exclusion_counts(ws, fsid)
+        status: dict[tuple[str, int], set] = {}
+        for job in meta_features.job_rows(ws, fsid):
+            status.setdefault((job["role"], int(job["epoch"])), set()).add(
+                owners.live_status(ws, owners.FEATURE_JOB, job["job_id"], job["status"]))
+        keys = sorted(set(stored) | set(excluded) | set(status))
+        row["jobs"] = {f"{role}/{epoch}": {"done": stored.get((role, epoch), 0),
+                                           "excluded": excluded.get((role, epoch), 0),
+                                           "status": _overall(status.get((role, epoch), set()))}
+                       for role, epoch in keys}
+    return rows
+
+
+def _overall(statuses: set) -> str:
+    for status in ("running", "interrupted", "failed"):
+        if status in statuses:
+            return status
+    return "complete" if statuses else "no job"
+
+
+def stored_counts(ws, lance_table: str, version: int | None = None) -> dict[tuple[str, int], int]:
+    """(role, epoch) -> rows stored in a feature table (reads two small columns)."""
+    if not ws.lance.has_table(lance_table):
+        return {}
+    table = ws.lance.dataset(lance_table, version).to_table(columns=["role", "epoch"])
+    if table.num_rows == 0:
+        return {}
+    grouped = table.group_by(["role", "epoch"]).aggregate([([], "count_all")])
+    return {(r, int(e)): int(n) for r, e, n in zip(grouped.column("role").to_pylist(), grouped.column("epoch").to_pylist(),
+                                                  grouped.column("count_all").to_pylist())}
 
 
 def ensure_feature_table(ws, info: FeatureSetInfo):
     """Create the table with its primary key, atomically with respect to other lessdb processes
     (a process killed between create and set_unenforced_primary_key is repaired by the next one)."""
     schema = feature_schema(info.dim, info.dtype)
-    with ws.write_lock("features"):
+    with ws.write_lock("features"), ws.lance.writing():
         db = ws.lance.db
         if info.lance_table in db.list_tables().tables:
             table = db.open_table(info.lance_table)

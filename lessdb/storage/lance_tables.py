@@ -12,16 +12,25 @@ Reads go straight to pylance (`lance.dataset(<root>/<name>.lance, version)`, wha
 returns): `import lancedb` costs 3-8 s on a loaded 2-core machine (its REST namespace client), `import lance`
 little more than pyarrow, so listing and audit commands never import lancedb. Writes, tags and table
 creation connect through lancedb on first use.
+
+Lance writes each data and transaction file under a temp name (`.tmpXXXXXX`, renamed when complete); a
+process killed mid-write leaves that file behind, often empty. Every lessdb write to Lance therefore runs
+inside `LanceStore.writing()`, a shared flock: whoever gets the exclusive lock (`temp_files_quiesced`) knows
+no write is in flight, so every temp file left is garbage (`lessdb verify --repair` and each write command
+remove them).
 """
 from __future__ import annotations
 
+import fcntl
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import pyarrow as pa
 
 CANDIDATES = "candidates"
+TEMP_PREFIX = ".tmp"   # Lance's (Rust tempfile) staging names inside a table directory
 
 MESSAGE_TYPE = pa.struct([pa.field("role", pa.string()), pa.field("content", pa.string())])
 
@@ -67,6 +76,60 @@ class LanceStore:
         """The table's dataset URI, for pylance calls that take one (fragment writes, commits)."""
         return f"{self.location.rstrip('/')}/{name}.lance"
 
+    # -- writer registry (see the module docstring) ----------------------------------------------------------
+    @property
+    def _writers_lock(self) -> Path:
+        return self.root.parent / "locks" / "lance-writers.lock"
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Mark a Lance write in flight (shared: any number of writers at once, across processes). Object
+        stores have no temp files (a put is atomic): nothing to mark there."""
+        if self.remote:
+            yield
+            return
+        self._writers_lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._writers_lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            yield   # closing the file releases the lock, also when the process is killed
+
+    @contextmanager
+    def temp_files_quiesced(self) -> Iterator[bool]:
+        """Try to hold off every writer: yields True if no write was in flight (then, until the block ends,
+        none starts), False if some process is writing now."""
+        if self.remote:
+            yield True
+            return
+        self._writers_lock.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._writers_lock, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+
+    def temp_files(self) -> list[Path]:
+        """Staging files Lance left in table directories (in flight or abandoned: see `temp_files_quiesced`)."""
+        if self.remote or not self.root.exists():
+            return []
+        return sorted(p for table in self.root.glob("*.lance") for p in table.rglob(TEMP_PREFIX + "*")
+                      if p.is_file())
+
+    def remove_abandoned_temp_files(self) -> list[Path] | None:
+        """Delete the temp files of killed writes if no write is in flight now (None: writers active)."""
+        with self.temp_files_quiesced() as quiet:
+            if not quiet:
+                return None
+            removed = []
+            for path in self.temp_files():
+                try:
+                    path.unlink()
+                    removed.append(path)
+                except FileNotFoundError:
+                    pass
+            return removed
+
     def table_names(self) -> list[str]:
         """Tables with at least one committed version (a folder lancedb lists and lance can open)."""
         if self.remote:   # an object store has no folders to glob: ask lancedb
@@ -89,13 +152,14 @@ class LanceStore:
     def ensure_table(self, name: str, schema: pa.Schema, primary_key: str | None = "key"):
         if name in self.db.list_tables().tables:
             return self.db.open_table(name)
-        try:
-            table = self.db.create_table(name, schema=schema)
-        except (ValueError, OSError, RuntimeError):
-            # another process created it between our check and our create
-            return self.db.open_table(name)
-        if primary_key:
-            table.set_unenforced_primary_key(primary_key)
+        with self.writing():
+            try:
+                table = self.db.create_table(name, schema=schema)
+            except (ValueError, OSError, RuntimeError):
+                # another process created it between our check and our create
+                return self.db.open_table(name)
+            if primary_key:
+                table.set_unenforced_primary_key(primary_key)
         return table
 
     def schema(self, name: str) -> pa.Schema | None:
@@ -123,7 +187,8 @@ class LanceStore:
             data = batches
         else:
             data = pa.RecordBatchReader.from_batches(schema, iter(batches))
-        table.add(data)
+        with self.writing():
+            table.add(data)
         return table.version
 
     def insert_missing(self, name: str, data: pa.Table, schema: pa.Schema, key: str = "key") -> tuple[int, int]:
@@ -131,7 +196,8 @@ class LanceStore:
         table = self.ensure_table(name, schema)
         for attempt in range(8):
             try:
-                result = table.merge_insert(key).when_not_matched_insert_all().execute(data)
+                with self.writing():
+                    result = table.merge_insert(key).when_not_matched_insert_all().execute(data)
                 return result.version, result.num_inserted_rows
             except (OSError, RuntimeError) as exc:  # lancedb #1597: commit conflicts need a retry
                 if "onflict" not in str(exc) or attempt == 7:
@@ -142,4 +208,5 @@ class LanceStore:
 
     def delete(self, name: str, where: str) -> None:
         if self.has_table(name):
-            self.db.open_table(name).delete(where)
+            with self.writing():
+                self.db.open_table(name).delete(where)

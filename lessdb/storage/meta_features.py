@@ -64,9 +64,12 @@ def feature_set_rows(ws, run_id: str | None = None) -> list[dict]:
 def start_job(ws, job: dict, owner: str | None = None, engine: str = "local") -> dict:
     """Create the job row, or mark an existing one running again (a rerun resumes it). Returns the row.
     `owner`: take the driver lease on the row for this process (refused while another live driver holds an
-    incompatible one; see meta_scale)."""
+    incompatible one; see meta_scale). `n_done` / `n_excluded`: the job's examples already stored / excluded,
+    counted from the stored rows (so a job killed between its Lance write and its DuckDB progress record
+    starts again from the truth)."""
     from . import meta_scale
 
+    counts = [job.get("n_done"), job.get("n_excluded")]   # None: keep what the row says
     with ws.duck.transaction() as con:
         if owner is not None:
             meta_scale.check_lease(con, {**job, "engine": engine}, owner)
@@ -74,18 +77,19 @@ def start_job(ws, job: dict, owner: str | None = None, engine: str = "local") ->
         if exists:
             con.execute("UPDATE feature_jobs SET status = 'running', where_sql = ?, candidates_version = ?, "
                         "adapter_sha256 = ?, optimizer_sha256 = ?, optimizer_step = ?, n_total = ?, pid = ?, "
+                        "n_done = coalesce(?, n_done), n_excluded = coalesce(?, n_excluded), "
                         "updated_at = current_timestamp WHERE job_id = ?",
                         [job.get("where_sql"), job.get("candidates_version"), job.get("adapter_sha256"),
                          job.get("optimizer_sha256"), job.get("optimizer_step"), job.get("n_total"), os.getpid(),
-                         job["job_id"]])
+                         *counts, job["job_id"]])
         else:
             con.execute("INSERT INTO feature_jobs (job_id, feature_set_id, role, epoch, shard_index, shard_count, "
                         "where_sql, candidates_version, adapter_sha256, optimizer_sha256, optimizer_step, status, "
-                        "n_total, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                        "n_total, pid, n_done, n_excluded) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
                         [job["job_id"], job["feature_set_id"], job["role"], job["epoch"], job["shard_index"],
                          job["shard_count"], job.get("where_sql"), job.get("candidates_version"),
                          job.get("adapter_sha256"), job.get("optimizer_sha256"), job.get("optimizer_step"),
-                         job.get("n_total"), os.getpid()])
+                         job.get("n_total"), os.getpid(), *[c or 0 for c in counts]])
         if owner is not None:
             meta_scale.take_lease(con, job["job_id"], owner, engine)
         row = con.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM feature_jobs WHERE job_id = ?",
@@ -113,10 +117,23 @@ def record_progress(ws, job_id: str, *, done: int, excluded: int, seconds: float
                     [done, excluded, seconds, bytes_written, lance_version, job_id])
 
 
-def finish_job(ws, job_id: str) -> None:
+def finish_job(ws, job_id: str, status: str = "complete", counts: dict | None = None) -> None:
+    """Set the job's status and, with `counts` ({n_total, n_done, n_excluded}, any subset), its counts as
+    recounted from the stored rows."""
+    counts = counts or {}
+    sets = "".join(f", {c} = ?" for c in ("n_total", "n_done", "n_excluded") if c in counts)
+    values = [counts[c] for c in ("n_total", "n_done", "n_excluded") if c in counts]
     with ws.duck.transaction() as con:
-        con.execute("UPDATE feature_jobs SET status = 'complete', updated_at = current_timestamp, lease_owner = NULL, "
-                    "lease_expires_at = NULL WHERE job_id = ?", [job_id])
+        con.execute(f"UPDATE feature_jobs SET status = ?{sets}, updated_at = current_timestamp, lease_owner = NULL, "
+                    "lease_expires_at = NULL WHERE job_id = ?", [status, *values, job_id])
+
+
+def exclusion_counts(ws, feature_set_id: str) -> dict[tuple[str, int], int]:
+    """(role, epoch) -> examples recorded as excluded."""
+    with ws.duck.connect(read_only=True) as con:
+        rows = con.execute("SELECT role, epoch, count(*) FROM feature_exclusions WHERE feature_set_id = ? "
+                           "GROUP BY ALL", [feature_set_id]).fetchall()
+    return {(r, int(e)): int(n) for r, e, n in rows}
 
 
 def excluded_ids(ws, feature_set_id: str, role: str, epoch: int) -> dict[str, str]:

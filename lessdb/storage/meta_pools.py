@@ -15,6 +15,20 @@ def version_producers(ws) -> dict[tuple[str, int], str]:
     return out
 
 
+def recorded_candidates_version(ws, lance_table: str = "candidates") -> int | None:
+    """The newest `candidates` version a recorded ingest produced (None: no ingest wrote rows yet)."""
+    with ws.duck.connect(read_only=True) as con:
+        return con.execute("SELECT max(lance_version) FROM ingests WHERE lance_table = ?", [lance_table]).fetchone()[0]
+
+
+def ingest_rows(ws) -> list[dict]:
+    """Every recorded ingest: ingest_id, pool, n_added, lance_table, lance_version."""
+    cols = ["ingest_id", "pool", "n_added", "lance_table", "lance_version"]
+    with ws.duck.connect(read_only=True) as con:
+        rows = con.execute(f"SELECT {', '.join(cols)} FROM ingests ORDER BY ingest_id").fetchall()
+    return [dict(zip(cols, r)) for r in rows]
+
+
 def committed_ingest_ids(ws) -> set[int]:
     with ws.duck.connect(read_only=True) as con:
         return {r[0] for r in con.execute("SELECT ingest_id FROM ingests").fetchall()}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from .. import owners
 from ..errors import LessdbError
 
 
@@ -117,6 +118,8 @@ def list_runs(ws, kind: str | None = None, pool: str | None = None) -> list[dict
         runs = [_run_row(con, rid) for rid in ids]
         for run in runs:
             run["checkpoints"] = [c.as_dict() for c in _checkpoints(con, run["run_id"])]
+    for run in runs:   # `running` with no live owner process: killed (resume it with --resume)
+        run["status"] = owners.live_status(ws, owners.RUN, run["run_id"], run["status"])
     return runs
 
 

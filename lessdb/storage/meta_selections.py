@@ -181,7 +181,8 @@ def tag_versions(ws, versions: dict[str, int], tag: str) -> None:
     for name, version in versions.items():
         table = ws.lance.open(name)
         try:
-            table.tags.create(tag, version)
+            with ws.lance.writing():
+                table.tags.create(tag, version)
         except Exception as exc:  # an existing tag of that name: fine if it points at the same version
             try:
                 if table.tags.get_version(tag) == version:

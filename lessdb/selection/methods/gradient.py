@@ -43,7 +43,7 @@ def plan_checkpoints(ws, plan, wanted: list[int] | None) -> None:
 def gradient_scores(ws, plan, ids: list[str]) -> Scores:
     """Per-subtask scores of every filtered candidate from the plan's feature set (one streamed scan per
     checkpoint); validation features are computed and cached on first use, read back from the pinned version."""
-    from ...featurize.job import validation_key, validation_missing
+    from ...featurize.job import settle_validation_jobs, validation_key, validation_missing
     from ...progress import Progress
     from ...storage import meta_selections as meta
     from ...storage.features import vector_view
@@ -75,6 +75,7 @@ def gradient_scores(ws, plan, ids: list[str]) -> Scores:
                        if validation_missing(ws, fs.feature_set_id, e, examples, **window)]
         for epoch in missing:
             compute_validation_features(ws, fs.feature_set_id, epoch, examples, **window)
+        settle_validation_jobs(ws, fs.feature_set_id, plan.epochs)   # rows a killed fill left `running`
         plan.versions[table] = ws.lance.version(table)
     version = plan.versions[table]
 
