@@ -1,4 +1,5 @@
-"""One LoRA trainer, used by warmup (step 1) and later by `lessdb train` (step 4).
+"""The LoRA trainer (loop, optimizer, schedule), used by warmup (step 1) and `lessdb train` (step 4); the stage
+entries are warmup.py and train.py, the run lifecycle runs.py and the checkpoint files checkpoints.py.
 
 What it does, and why:
 - peft LoRA on the configured modules; LoRA A is initialised from `torch.manual_seed(seed)` (B = 0).

@@ -136,8 +136,8 @@ def _identity(run: dict, loaded: _Loaded, tokenizer_id: str, max_len: int, grad_
             "module_order": [[p.name, list(p.shape)] for p in loaded.params]}
 
 
-def _feature_set(ws, run: dict, loaded: _Loaded, cfg: FeaturizeConfig, max_len: int, compute: str,
-                 device: str) -> fstore.FeatureSetInfo:
+def _ensure_feature_set(ws, run: dict, loaded: _Loaded, cfg: FeaturizeConfig, max_len: int, compute: str,
+                        device: str) -> fstore.FeatureSetInfo:
     from ..tokenization import tokenizer_id
 
     sketch = make_sketch(cfg.sketch, [p.numel for p in loaded.params], cfg.dim, cfg.seed, "cpu", cfg.sketch_nnz)
@@ -285,7 +285,7 @@ def featurize_run(ws, cfg: FeaturizeConfig) -> FeaturizeSummary:
     plan = plan_run(ws, cfg)
     device, i, n = plan.device, *cfg.shard
     loaded = _load(ws, cfg.run_id, plan.epochs[0], device, plan.compute)
-    info = _feature_set(ws, plan.run, loaded, cfg, plan.max_len, plan.compute, device)
+    info = _ensure_feature_set(ws, plan.run, loaded, cfg, plan.max_len, plan.compute, device)
     summary = FeaturizeSummary(info.feature_set_id, cfg.run_id, info.lance_table, plan.epochs, f"{i}/{n}")
     sketch = None
     for epoch in plan.epochs:
