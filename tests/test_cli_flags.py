@@ -25,6 +25,9 @@ FOREIGN = {"--no-deps", "--upgrade", "--index-url", "--extra-index-url", "--user
            "--no-cache-dir", "--quiet", "--pre", "--with-gemma"}   # --with-gemma: .ci/setup-venv's
 
 
+OTHER_PROGRAM = re.compile(r"\s*(?:\$ )?(?:ray|pip|python|git|aws|docker|pytest)\b")
+
+
 def _commands(group: click.Group, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], set[str]]:
     out = {}
     for name, cmd in group.commands.items():
@@ -49,8 +52,9 @@ def _sources() -> list[Path]:
 
 
 def _quoted_commands(text: str):
-    """(command path, flags) of each `lessdb CMD [SUB] ...` on one line (up to a closing quote or backtick)."""
-    for m in re.finditer(r"lessdb ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?([^`\"'\n]*)", text):
+    """(command path, flags) of each `lessdb CMD [SUB] ...` on one line (up to a closing quote or backtick, a
+    shell separator or a comment)."""
+    for m in re.finditer(r"lessdb ([a-z][a-z-]*)(?: ([a-z][a-z-]*))?([^`\"'\n&;|#]*)", text):
         first, second, rest = m.group(1), m.group(2), m.group(3)
         if (first, second) in COMMANDS:
             yield (first, second), FLAG.findall(rest)
@@ -63,8 +67,9 @@ def test_every_quoted_flag_exists():
     for path in _sources():
         for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             where = f"{path.relative_to(ROOT)}:{lineno}"
-            # a line running a bench/ script quotes that script's own flags
-            for flag in ([] if "bench/" in line else FLAG.findall(line)):
+            # a line running a bench/ script or another program quotes that program's own flags
+            foreign_line = "bench/" in line or OTHER_PROGRAM.match(line)
+            for flag in ([] if foreign_line else FLAG.findall(line)):
                 if flag not in ALL_FLAGS and flag not in FOREIGN:
                     unknown.append(f"{where}: {flag}")
             for cmd, flags in _quoted_commands(line):
