@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from ..choices import DEFAULT_VAL_TRUNCATION, TRUNCATION_SIDES
 from ..errors import LessdbError
 from ..settings import DEFAULT_MAX_SEQ_LENGTH, SettingError, check_choices, raise_problems, setting
+from .choose import picking_options
 from .methods import Method, get_method
 from .targets import check_balance, parse_targets, plan_targets, recorded_targets
 
@@ -167,7 +168,7 @@ def make_plan(ws, cfg: SelectConfig, options: RunOptions | None = None) -> Plan:
     if not cfg.task:
         raise SettingError(SelectConfig, [("task", "is required (see `lessdb tasks`)")])
     percentage = None if cfg.count is not None else (DEFAULT_PERCENTAGE if cfg.percentage is None
-                                                      else cfg.percentage)
+                                                      and cfg.max_tokens is None else cfg.percentage)
     method_params = method.make_params(cfg.method_params)
     notes: list[str] = []
     check_balance(cfg.balance or "max", parse_targets(cfg.task))
