@@ -13,7 +13,7 @@ import pyarrow as pa
 from ..errors import LessdbError
 from .lance_tables import CANDIDATES
 from .user_filter import filtered_candidates
-from .sql_text import sql_literal
+from .sql_text import sql_in_list, sql_literal
 
 
 # -- selections and members --------------------------------------------------------------------------------
@@ -164,8 +164,8 @@ def scan_feature_rows(ws, table: str, version: int, role: str, epochs: list[int]
     if not example_ids:
         return
     ds = ws.lance.dataset(table, version)
-    filt = (f"role = '{_quote(role)}' AND epoch IN ({', '.join(str(int(e)) for e in epochs)}) AND example_id IN ("
-            + ", ".join(f"'{_quote(i)}'" for i in example_ids) + ")")
+    filt = (f"role = {sql_literal(role)} AND epoch IN ({', '.join(str(int(e)) for e in epochs)}) AND example_id IN "
+            + sql_in_list(example_ids))
     yield from ds.to_batches(columns=["example_id", "epoch", "vector"], filter=filt)
 
 
