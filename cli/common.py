@@ -69,21 +69,11 @@ def _fmt(value) -> str:
 
 
 def lora_training_options(command):
-    """The LoRA and optimizer flags shared by `warmup` and `train` (same trainer, same meaning). None means
-    "not given": the preset's value, else the paper's default, applies."""
-    options = [
-        click.option("--lora-r", type=int, default=None, help="LoRA rank (default 128)."),
-        click.option("--lora-alpha", type=int, default=None, help="LoRA alpha (default 512)."),
-        click.option("--lora-dropout", type=float, default=None, help="LoRA dropout (default 0.1)."),
-        click.option("--target-modules", default=None, help="Comma-separated (default q_proj,k_proj,v_proj,o_proj)."),
-        click.option("--lr", type=float, default=None, help="Peak learning rate (default 2e-5)."),
-        click.option("--warmup-ratio", type=float, default=None, help="Linear warm-up fraction of steps (default 0.03)."),
-        click.option("--batch-size", type=int, default=None, help="Effective batch per optimizer step (default 128)."),
-        click.option("--micro-batch-size", type=int, default=None,
-                     help="Examples per forward pass (memory only; default 8)."),
-        click.option("--max-seq-length", type=int, default=None,
-                     help="Truncate examples to this many tokens (default 2048)."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    """The LoRA and optimizer flags shared by `warmup` and `train` (same trainer, same meaning), generated from
+    LoraSettings and TrainingSettings. None means "not given": the preset's value, else the field's default."""
+    from ..config import LORA_PREFIX, LoraSettings, TrainingSettings
+    from .options import options_from_dataclass
+
+    command = options_from_dataclass(TrainingSettings, only=["lr", "warmup_ratio", "batch_size", "micro_batch_size",
+                                                             "max_seq_length"], unset=True)(command)
+    return options_from_dataclass(LoraSettings, prefix=LORA_PREFIX, unset=True)(command)

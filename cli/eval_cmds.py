@@ -1,40 +1,20 @@
 """Evaluation commands: eval, evals, compare."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from ..choices import DEFAULT_SAMPLE_SEED, METRIC_SETS, MODEL_HELP, TRUNCATION_SIDES
+from ..evaluate.config import EvalConfig
+from .options import options_from_dataclass
 from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option
 
 
 @cli.command("eval")
-@click.option("--run", "run_id", default=None, help="Training run to evaluate (base model + LoRA of a checkpoint).")
-@click.option("--model", default=None, help="Evaluate a base model without LoRA instead: " + MODEL_HELP + ".")
-@click.option("--task", required=True, help="bbh, mmlu, tydiqa or a custom task name (custom: target loss only).")
-@click.option("--epoch", type=int, default=None, help="Checkpoint epoch (default: the run's last).")
-@click.option("--split", default="test", show_default=True, help="Test split of the task metric.")
-@click.option("--limit", type=int, default=None, help="At most N test items per subtask (seeded sample, recorded).")
-@click.option("--seed", "sample_seed", type=int, default=DEFAULT_SAMPLE_SEED, show_default=True,
-              help="Seed of the --limit sample.")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="Folder with the test items (a LESS data/eval folder; TyDiQA: its dev file or folder). "
-                   "BBH and MMLU test items ship with lessdb: leave it out for those.")
-@click.option("--metrics", type=click.Choice(METRIC_SETS), default="all", show_default=True,
-              help="all: target loss and task metric; loss: target loss only; task: task metric only.")
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--max-new-tokens", type=int, default=None, help="Generation budget (default: BBH 512, TyDiQA 50).")
-@click.option("--max-seq-length", type=int, default=2048, show_default=True, help="Truncation for the target loss.")
-@click.option("--loss-truncation", type=click.Choice(TRUNCATION_SIDES), default="right", show_default=True,
-              help="left keeps the last --max-seq-length tokens of each validation example (its completion and "
-                   "question), as `select --val-truncation left`: a short window for long few-shot prompts on a CPU.")
-@click.option("--device", default=None, help="cpu, cuda (default: cuda when available).")
+@options_from_dataclass(EvalConfig, only=["run_id", "model", "task"], required={"task"})
+@options_from_dataclass(EvalConfig, exclude={"run_id", "model", "task"})
 @workspace_option
 @json_option
 @click.pass_context
-def eval_cmd(ctx, run_id, model, task, epoch, split, limit, sample_seed, data_dir, metrics, batch_size,
-             max_new_tokens, max_seq_length, loss_truncation, device, workspace_override, as_json):
+def eval_cmd(ctx, task, workspace_override, as_json, **settings):
     """Evaluate a trained run (or a base model) on a target task and record the results: target loss on the
     task's validation examples and the task metric on its test items (BBH exact match with 3-shot CoT,
     MMLU 5-shot accuracy, TyDiQA F1).
@@ -44,12 +24,7 @@ def eval_cmd(ctx, run_id, model, task, epoch, split, limit, sample_seed, data_di
         lessdb eval --run train-ab12 --task bbh --limit 10
         lessdb eval --model smollm2-135m --task mmlu --limit 5
     """
-    from ..evaluate import EvalConfig, run_eval
-    cfg = EvalConfig(task=task, run_id=run_id, model=model, epoch=epoch, split=split, limit=limit,
-                     sample_seed=sample_seed, data_dir=data_dir, metrics=metrics, batch_size=batch_size,
-                     max_new_tokens=max_new_tokens, max_seq_length=max_seq_length,
-                     loss_truncation=loss_truncation, device=device)
-    summary = run_eval(open_workspace(ctx, workspace_override), cfg)
+    summary = open_workspace(ctx, workspace_override).evaluate(task, **settings)
     if as_json:
         emit_json(summary.as_dict())
         return

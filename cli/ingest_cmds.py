@@ -33,19 +33,14 @@ def ingest(ctx, files, pool, fmt, builtin, skip_invalid, limit, workspace_overri
         lessdb ingest data/alpaca.jsonl --pool mix
         lessdb ingest --builtin sharegpt --limit 2000
     """
-    ws = open_workspace(ctx, workspace_override)
-    if builtin:
-        if files:
-            raise click.UsageError("give either FILES or --builtin, not both")
-        from ..ingest import ingest_builtin
-        report = ingest_builtin(ws, builtin, pool=pool, limit=limit)
-    else:
-        if not files:
-            raise click.UsageError("no input files (or use --builtin sharegpt)")
-        if not pool:
-            raise click.UsageError("--pool is required when ingesting files")
-        from ..ingest import ingest_files
-        report = ingest_files(ws, list(files), pool, fmt=fmt, skip_invalid=skip_invalid, limit=limit)
+    if builtin and files:
+        raise click.UsageError("give either FILES or --builtin, not both")
+    if not builtin and not files:
+        raise click.UsageError("no input files (or use --builtin sharegpt)")
+    if not builtin and not pool:
+        raise click.UsageError("--pool is required when ingesting files")
+    report = open_workspace(ctx, workspace_override).ingest(list(files), pool=pool, format=fmt, builtin=builtin,
+                                                            skip_invalid=skip_invalid, limit=limit)
     summary = report.as_dict()
     if as_json:
         emit_json(summary)

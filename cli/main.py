@@ -16,7 +16,9 @@ import traceback
 import click
 
 from ..errors import InputError, LessdbError
+from ..settings import SettingError
 from .common import cli
+from .options import setting_error_message
 
 EXIT_INTERNAL = 70          # EX_SOFTWARE (sysexits.h)
 DEBUG_ENV = "LESSDB_DEBUG"
@@ -41,6 +43,10 @@ def main(argv=None):
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
+        sys.exit(exc.exit_code)
+    except SettingError as exc:   # the library names fields; the user typed flags
+        _debug_traceback()
+        _say(f"Error: {setting_error_message(exc)}")
         sys.exit(exc.exit_code)
     except LessdbError as exc:
         _debug_traceback()

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import click
 
-from ..choices import DEFAULT_VAL_TRUNCATION, TRUNCATION_SIDES
 from ..selection.methods import method_names
+from ..selection.plan import SelectConfig
+from ..settings import help_of
+from .options import options_from_dataclass
 from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option
 
 
@@ -18,63 +20,21 @@ def _checkpoints(value: str | None) -> list[int] | None:
 
 
 @cli.command("select")
-@click.option("--task", multiple=True,
-              help="Target task (see `lessdb tasks`), e.g. bbh, mmlu, tydiqa. Repeat for several targets in one "
-                   "selection; NAME:WEIGHT weights a target for --balance proportional.")
-@click.option("--balance", type=click.Choice(["max", "round-robin", "proportional"]), default="max",
-              show_default=True,
-              help="Several targets: max over all their subtasks (the paper), round-robin turns, or k split by "
-                   "target weights.")
-@click.option("--max-tokens", type=int,
-              help="Token budget: take candidates best first until the next one would exceed it (run's tokenizer "
-                   "and window). With --count/--percentage, whichever is reached first.")
-@click.option("--budget-on", type=click.Choice(["completion", "total"]), default="completion", show_default=True,
-              help="Which tokens --max-tokens counts.")
-@click.option("--dedup", type=float,
-              help="Skip a candidate whose feature cosine (at the selection's checkpoints) with a selected member "
-                   "exceeds this, e.g. 0.9.")
-@click.option("--dedup-text", type=float,
-              help="Skip a candidate whose MinHash Jaccard estimate with a selected member exceeds this, e.g. 0.8.")
+@click.option("--task", multiple=True, help=help_of(SelectConfig, "task"))
+@options_from_dataclass(SelectConfig, only=["balance", "max_tokens", "budget_on", "dedup", "dedup_text"])
 @click.option("--method", type=click.Choice(method_names(), case_sensitive=False), default="less", show_default=True,
-              help="LESS, an ablation (sgd, sign, unnormalized), a baseline (random, bm25, dsir, rds, rds+) or "
-                   "hybrid (LESS and BM25 fused; --method-param fusion=rrf|zscore).")
-@click.option("--pool", help="Candidate pool (default: the run's pool).")
-@click.option("--run", "run_id", help="Warmup run (default: the newest complete one).")
-@click.option("--feature-set", help="Feature set (default: the run's newest of the method's gradient kind).")
-@click.option("--percentage", "-p", type=float, help="Select ⌊p·N⌋ of the N scored candidates (default 0.05).")
-@click.option("--count", "-k", type=int, help="Select exactly this many instead.")
-@click.option("--where", help="SQL condition on candidate metadata, applied before scoring.")
-@click.option("--val-aggregation", type=click.Choice(["paper", "reference"]), default="paper", show_default=True,
-              help="paper: cosine with the subtask's mean gradient; reference: mean of per-example cosines.")
-@click.option("--checkpoints", help="Epochs to sum over, e.g. 1,2 (default: all).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed (random baseline).")
-@click.option("--name", help="A unique name for the selection.")
-@click.option("--output", "-o", type=click.Path(), help="Also export it (.jsonl or .parquet).")
-@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
-@click.option("--max-seq-length", type=int, help="RDS/RDS+ truncation (default: the run's).")
-@click.option("--device", default="cpu", show_default=True, help="RDS/RDS+ device.")
-@click.option("--val-max-seq-length", type=int,
-              help="Token window of validation examples, for gradient methods and RDS/RDS+ (default: the feature "
-                   "set's, or the RDS window).")
-@click.option("--val-truncation", type=click.Choice(TRUNCATION_SIDES), default=DEFAULT_VAL_TRUNCATION,
-              show_default=True,
-              help="left keeps each validation example's completion and drops the earliest prompt tokens when it "
-                   "does not fit (long few-shot prompts on small windows); right drops the end instead (the "
-                   "paper's cut, which can leave no completion). An example that fits is the same either way.")
-@click.option("--replay", help="Re-run this recorded selection at the table versions it read.")
+              help=help_of(SelectConfig, "method"))
+@options_from_dataclass(SelectConfig, only=["pool", "run", "feature_set", "percentage", "count", "where",
+                                            "val_aggregation", "checkpoints", "seed", "name", "output", "force",
+                                            "max_seq_length", "device", "val_max_seq_length", "val_truncation",
+                                            "replay"])
 @click.option("--method-param", "method_params", multiple=True, metavar="KEY=VALUE",
               help="A parameter of the method, e.g. k1=1.2 for bm25 (repeatable; recorded with the selection).")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="Where gradient features are scored: this process, or fragment by fragment on Ray (same result).")
-@click.option("--ray-address", default="local", show_default=True,
-              help="--engine ray: local (start a private cluster), auto, or HOST:PORT of a running cluster.")
+@options_from_dataclass(SelectConfig, only=["engine", "ray_address"])
 @workspace_option
 @json_option
 @click.pass_context
-def select_cmd(ctx, task, balance, max_tokens, budget_on, dedup, dedup_text, method, pool, run_id, feature_set,
-               percentage, count, where, val_aggregation, checkpoints, seed, name, output, force, max_seq_length,
-               device, val_max_seq_length, val_truncation, replay, method_params, engine, ray_address,
-               workspace_override, as_json):
+def select_cmd(ctx, task, method, checkpoints, output, method_params, workspace_override, as_json, **settings):
     """Select the candidates most useful for a task (LESS step 3) and record the selection.
 
     \b
@@ -84,22 +44,13 @@ def select_cmd(ctx, task, balance, max_tokens, budget_on, dedup, dedup_text, met
         lessdb select --task bbh:2 --task mmlu --balance proportional --max-tokens 200000 --dedup 0.9
         lessdb select --replay bbh-5pct
     """
-    from ..selection import SelectConfig, select
     from ..selection.audit import histogram_lines
     from ..selection.methods import parse_method_params
     from ..selection.feature_audit import selection_feature_lines
-    ws = open_workspace(ctx, workspace_override)
     task = list(task) if len(task) > 1 else (task[0] if task else None)
-    cfg = SelectConfig(task=task, balance=balance, max_tokens=max_tokens, budget_on=budget_on, dedup=dedup,
-                       dedup_text=dedup_text, method=method.lower(), pool=pool, run=run_id, feature_set=feature_set,
-                       percentage=percentage, count=count, where=where, val_aggregation=val_aggregation,
-                       checkpoints=_checkpoints(checkpoints), seed=seed, name=name,
-                       output=None if output is None else str(output), force=force, max_seq_length=max_seq_length,
-                       device=device, val_max_seq_length=val_max_seq_length,
-                       val_truncation=val_truncation, replay=replay,
-                       method_params=parse_method_params(method_params) or None, engine=engine,
-                       ray_address=ray_address)
-    result = select(ws, cfg)
+    result = open_workspace(ctx, workspace_override).select(
+        task, method=method.lower(), checkpoints=_checkpoints(checkpoints), output=None if output is None else str(output),
+        method_params=parse_method_params(method_params) or None, **settings)
     if as_json:
         emit_json(result.summary())
         return
@@ -205,8 +156,7 @@ def export_cmd(ctx, selection, fmt, output, force, workspace_override, as_json):
     Example:
         lessdb export bbh-5pct --format jsonl --output bbh-5pct.jsonl
     """
-    from ..selection import export_selection
-    info = export_selection(open_workspace(ctx, workspace_override), selection, output, fmt, force=force)
+    info = open_workspace(ctx, workspace_override).export(selection, output, format=fmt, force=force)
     if as_json:
         emit_json(info)
     else:

@@ -3,32 +3,24 @@ from __future__ import annotations
 
 import click
 
-from ..choices import MODEL_HELP
-from ..config import PRESETS
+from ..config import PRESETS, TrainingSettings, WarmupConfig, flat_settings
+from .options import options_from_dataclass, preset_help
 from .common import lora_training_options, cli, emit_json, emit_table, json_option, open_workspace, workspace_option
 
 
 @cli.command()
-@click.option("--pool", default=None, help="Pool to draw the warmup subset from.")
-@click.option("--model", default=None, help=MODEL_HELP + " (default: smollm2-135m).")
-@click.option("--percentage", type=float, default=None, help="Fraction of the pool to train on (default 0.05).")
-@click.option("--max-examples", type=int, default=None, help="Cap on the subset size.")
-@click.option("--epochs", type=int, default=None, help="Epochs = checkpoints N (default 4).")
-@click.option("--seed", type=int, default=None, help="Seed of the subset draw, LoRA init, order, dropout (default 0).")
+@options_from_dataclass(WarmupConfig, only=["pool", "model", "percentage", "max_examples"], unset=True)
+@options_from_dataclass(TrainingSettings, only=["epochs", "seed"], unset=True)
 @lora_training_options
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
-              help="cpu-small: a few minutes on a 2-core CPU (seq 256, LoRA r 8/alpha 32, <=64 examples, "
-                   "2 epochs, batch 8 in micro-batches of 4). Explicit flags override it.")
-@click.option("--device", default=None, help="auto (default: cuda with bf16 if available, else cpu), cpu, cuda.")
-@click.option("--run-id", default=None, help="Name of the new run, or the run to --resume.")
+@options_from_dataclass(WarmupConfig, only=["preset"], unset=True,
+                        helps={"preset": preset_help(PRESETS, flat_settings(), WarmupConfig)})
+@options_from_dataclass(WarmupConfig, only=["device", "run_id"], unset=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run (the --run-id one, else the latest "
               "unfinished run of --pool) from its last complete checkpoint.")
 @workspace_option
 @json_option
 @click.pass_context
-def warmup(ctx, pool, model, percentage, max_examples, epochs, seed, lora_r, lora_alpha, lora_dropout,
-           target_modules, lr, warmup_ratio, batch_size, micro_batch_size, max_seq_length, preset, device, run_id,
-           resume, workspace_override, as_json):
+def warmup(ctx, pool, resume, preset, run_id, device, workspace_override, as_json, **settings):
     """Step 1 of LESS: LoRA-train the base model on a random p% of a pool, saving a checkpoint (adapter +
     Adam state by parameter name) after every epoch and recording the mean learning rate of each epoch.
     Paper defaults; progress on stderr.
@@ -39,14 +31,8 @@ def warmup(ctx, pool, model, percentage, max_examples, epochs, seed, lora_r, lor
         lessdb warmup --pool mypool --percentage 0.05 --epochs 4 --seed 0
         lessdb warmup --resume --run-id warmup-20260101-120000-abc123
     """
-    from ..warmup import warmup_command  # torch/transformers load only when this command runs
-
-    summary = warmup_command(
-        open_workspace(ctx, workspace_override), pool=pool, resume=resume, run_id=run_id, preset=preset,
-        device=device, model=model, percentage=percentage, max_examples=max_examples, epochs=epochs, seed=seed,
-        lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules, lr=lr,
-        warmup_ratio=warmup_ratio, batch_size=batch_size, micro_batch_size=micro_batch_size,
-        max_seq_length=max_seq_length)
+    summary = open_workspace(ctx, workspace_override).warmup(pool, resume=resume, preset=preset, run_id=run_id,
+                                                             device=device, **settings)
     if as_json:
         emit_json(summary.as_dict())
         return

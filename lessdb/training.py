@@ -1,4 +1,5 @@
-"""One LoRA trainer, used by warmup (step 1) and later by `lessdb train` (step 4).
+"""The LoRA trainer (loop, optimizer, schedule), used by warmup (step 1) and `lessdb train` (step 4); the stage
+entries are warmup.py and train.py, the run lifecycle runs.py and the checkpoint files checkpoints.py.
 
 What it does, and why:
 - peft LoRA on the configured modules; LoRA A is initialised from `torch.manual_seed(seed)` (B = 0).
@@ -21,12 +22,7 @@ What it does, and why:
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -36,18 +32,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import faults
 from .completion_loss import completion_token_losses
 from .config import LoraSettings, TrainingSettings
 from .errors import LessdbError
+from .checkpoints import (ADAPTER_FILE, OPTIMIZER_FILE, RNG_FILE, EpochResult, optimizer_state_by_name,  # noqa: F401
+                          read_checkpoint_meta, read_optimizer_state, remove_temp_dirs, restore_optimizer_state,
+                          restore_rng_state, write_checkpoint)
+from .progress import Progress
 from .tokenization import IGNORE_INDEX, EncodedExample, collate
 
-OPTIMIZER_FORMAT = "lessdb-adamw/1"
-ADAPTER_FILE = "adapter_model.safetensors"
-OPTIMIZER_FILE = "optimizer.safetensors"
-RNG_FILE = "rng_state.safetensors"
-CHECKPOINT_FILE = "checkpoint.json"
-TMP_PREFIX = ".tmp-"
 
 
 # -- schedule -----------------------------------------------------------------------------------------------
@@ -126,185 +119,6 @@ def trainable_named_parameters(peft_model) -> list[tuple[str, torch.nn.Parameter
 
 
 # -- optimizer state by name ---------------------------------------------------------------------------------
-def optimizer_state_by_name(optimizer, named_params) -> dict:
-    """The live AdamW state keyed by parameter name (the form checkpoints store)."""
-    group = optimizer.param_groups[0]
-    exp_avg, exp_avg_sq, steps = {}, {}, set()
-    for name, p in named_params:
-        st = optimizer.state.get(p)
-        if not st:
-            raise LessdbError(f"optimizer has no state for {name} (no step taken yet?)")
-        exp_avg[name] = st["exp_avg"].detach().float().cpu().contiguous()
-        exp_avg_sq[name] = st["exp_avg_sq"].detach().float().cpu().contiguous()
-        steps.add(int(st["step"].item() if torch.is_tensor(st["step"]) else st["step"]))
-    if len(steps) != 1:
-        raise LessdbError(f"parameters disagree on the Adam step: {sorted(steps)}")
-    return {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq, "step": steps.pop(),
-            "betas": tuple(float(b) for b in group["betas"]), "eps": float(group["eps"]),
-            "weight_decay": float(group.get("weight_decay", 0.0))}
-
-
-def write_optimizer_state(path: Path, state: dict) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {f"exp_avg.{n}": t for n, t in state["exp_avg"].items()}
-    tensors.update({f"exp_avg_sq.{n}": t for n, t in state["exp_avg_sq"].items()})
-    meta = {"format": OPTIMIZER_FORMAT, "step": str(state["step"]), "betas": json.dumps(list(state["betas"])),
-            "eps": repr(state["eps"]), "weight_decay": repr(state.get("weight_decay", 0.0))}
-    save_file(tensors, str(path), metadata=meta)
-
-
-def read_optimizer_state(path: Path) -> dict:
-    from safetensors import safe_open
-
-    if not Path(path).exists():
-        raise LessdbError(f"{path}: no optimizer state here")
-    exp_avg, exp_avg_sq = {}, {}
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
-        if meta.get("format") != OPTIMIZER_FORMAT:
-            raise LessdbError(f"{path}: not a lessdb optimizer state (format {meta.get('format')!r})")
-        for key in fh.keys():
-            kind, name = key.split(".", 1)
-            (exp_avg if kind == "exp_avg" else exp_avg_sq)[name] = fh.get_tensor(key)
-    return {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq, "step": int(meta["step"]),
-            "betas": tuple(json.loads(meta["betas"])), "eps": float(meta["eps"]),
-            "weight_decay": float(meta.get("weight_decay", "0.0"))}
-
-
-def restore_optimizer_state(optimizer, named_params, state: dict, device) -> None:
-    names = {n for n, _ in named_params}
-    if set(state["exp_avg"]) != names:
-        raise LessdbError("checkpoint optimizer state does not match this model's LoRA parameters")
-    for name, p in named_params:
-        optimizer.state[p] = {"step": torch.tensor(float(state["step"])),
-                              "exp_avg": state["exp_avg"][name].to(device=device, dtype=p.dtype).clone(),
-                              "exp_avg_sq": state["exp_avg_sq"][name].to(device=device, dtype=p.dtype).clone()}
-
-
-# -- RNG state (safetensors, never pickle) ---------------------------------------------------------------
-def rng_state_tensors() -> dict[str, torch.Tensor]:
-    out = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            out[f"torch_cuda.{i}"] = s
-    return out
-
-
-def restore_rng_state(tensors: dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(tensors["torch_cpu"])
-    cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("torch_cuda."))]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
-
-
-# -- checkpoints --------------------------------------------------------------------------------------------
-@dataclass
-class EpochResult:
-    epoch: int
-    optimizer_step: int
-    mean_lr: float
-    train_loss: float
-    lrs: list[float]
-    path: str
-    adapter_sha256: str
-    optimizer_sha256: str
-    seconds: float = 0.0
-    tokens: int = 0
-
-
-def checkpoint_dir(run_dir: Path, epoch: int) -> Path:
-    return Path(run_dir) / f"epoch-{epoch}"
-
-
-def write_checkpoint(peft_model, optimizer, named_params, run_dir: Path, result: EpochResult, extra: dict) -> EpochResult:
-    """Write the checkpoint into a temp dir, hash its files, then rename it to epoch-<i> (atomic)."""
-    from safetensors.torch import save_file
-
-    from .models import sha256_file
-
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    final = checkpoint_dir(run_dir, result.epoch)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}epoch-{result.epoch}-", dir=run_dir))
-    try:
-        peft_model.save_pretrained(str(tmp), safe_serialization=True)
-        write_optimizer_state(tmp / OPTIMIZER_FILE, optimizer_state_by_name(optimizer, named_params))
-        save_file(rng_state_tensors(), str(tmp / RNG_FILE))
-        result.adapter_sha256 = sha256_file(tmp / ADAPTER_FILE)
-        result.optimizer_sha256 = sha256_file(tmp / OPTIMIZER_FILE)
-        result.path = str(final)
-        meta = {"epoch": result.epoch, "optimizer_step": result.optimizer_step, "mean_lr": result.mean_lr,
-                "train_loss": result.train_loss, "lrs": result.lrs, "tokens": result.tokens,
-                "seconds": result.seconds,
-                "sha256": {ADAPTER_FILE: result.adapter_sha256, OPTIMIZER_FILE: result.optimizer_sha256,
-                           RNG_FILE: sha256_file(tmp / RNG_FILE)}, **extra}
-        with open(tmp / CHECKPOINT_FILE, "w") as fh:
-            json.dump(meta, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if final.exists():  # an unregistered leftover of an interrupted run being redone
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        faults.point("train.after_checkpoint")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return result
-
-
-def read_checkpoint_meta(path: Path, verify: bool = True) -> dict | None:
-    """checkpoint.json of a complete checkpoint dir (files present, hashes matching), else None."""
-    from .models import sha256_file
-
-    path = Path(path)
-    try:
-        meta = json.loads((path / CHECKPOINT_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if verify:
-        for fname, want in meta.get("sha256", {}).items():
-            if not (path / fname).exists() or sha256_file(path / fname) != want:
-                return None
-    return meta
-
-
-def remove_temp_dirs(run_dir: Path) -> None:
-    for p in Path(run_dir).glob(TMP_PREFIX + "*"):
-        shutil.rmtree(p, ignore_errors=True)
-
-
-# -- progress ------------------------------------------------------------------------------------------------
-class Progress:
-    """Throttled one-line progress on stderr: examples/s, tokens/s, loss, ETA."""
-
-    def __init__(self, total_examples: int, label: str, enabled: bool = True, every: float = 2.0):
-        self.total, self.label, self.enabled, self.every = total_examples, label, enabled, every
-        self.done = self.tokens = 0
-        self.start = self.last = time.monotonic()
-
-    def update(self, examples: int, tokens: int, loss: float | None, epoch: int, force: bool = False) -> None:
-        self.done += examples
-        self.tokens += tokens
-        now = time.monotonic()
-        if not self.enabled or (not force and now - self.last < self.every):
-            return
-        self.last = now
-        elapsed = max(now - self.start, 1e-9)
-        rate = self.done / elapsed
-        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-        loss_txt = f" loss {loss:.4f}" if loss is not None else ""
-        print(f"{self.label}: epoch {epoch}, {self.done}/{self.total} examples, {rate:.2f} ex/s, "
-              f"{self.tokens / elapsed:.0f} tok/s,{loss_txt} ETA {_fmt_seconds(eta)}", file=sys.stderr, flush=True)
-
-
-def _fmt_seconds(s: float) -> str:
-    if not math.isfinite(s):
-        return "?"
-    s = int(round(s))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
 # -- the loop ------------------------------------------------------------------------------------------------
 @dataclass
 class TrainerState:
@@ -366,7 +180,7 @@ class LoraTrainer:
         lengths = [len(e.input_ids) for e in examples]
         micro = max(1, settings.micro_batch_size)
         remaining = (plan.epochs - self.state.next_epoch + 1) * plan.n_examples
-        prog = Progress(remaining, self.progress_label, enabled=self.progress)
+        prog = Progress(self.progress_label, remaining, enabled=self.progress, every_seconds=2.0)
         self.model.train()
         for epoch in range(self.state.next_epoch, plan.epochs + 1):
             t0 = time.monotonic()
@@ -380,8 +194,8 @@ class LoraTrainer:
                     (ce_sum / n_tokens).backward()  # token mean over the whole effective batch
                     batch_loss += float(ce_sum.detach())
                     seq_tokens += sum(lengths[i] for i in mb)
-                    prog.update(len(mb), sum(lengths[i] for i in mb),
-                                loss_sum / tok_sum if tok_sum else None, epoch)
+                    prog.update(len(mb), tokens=sum(lengths[i] for i in mb),
+                                note=f"epoch {epoch}" + (f", loss {loss_sum / tok_sum:.4f}" if tok_sum else ""))
                 if settings.max_grad_norm and settings.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_([p for _, p in self.named], settings.max_grad_norm)
                 lrs.append(float(self.optimizer.param_groups[0]["lr"]))  # the lr this step applies
@@ -394,11 +208,12 @@ class LoraTrainer:
             result = EpochResult(epoch=epoch, optimizer_step=self.state.step, mean_lr=float(np.mean(lrs)),
                                  train_loss=loss_sum / tok_sum, lrs=lrs, path="", adapter_sha256="",
                                  optimizer_sha256="", seconds=time.monotonic() - t0, tokens=seq_tokens)
-            prog.update(0, 0, result.train_loss, epoch, force=True)
+            prog.update(0, note=f"epoch {epoch}, loss {result.train_loss:.4f}", force=True)
             write_checkpoint(self.model, self.optimizer, self.named, self.run_dir, result, self.extra)
             self.state.results.append(result)
             if on_checkpoint is not None:
                 on_checkpoint(result)
+        prog.close()
         self.model.eval()
         return self.state.results
 

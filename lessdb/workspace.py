@@ -12,6 +12,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
+from .api import WorkspaceAPI
 from .errors import WorkspaceError
 from .storage.duck import DuckStore
 from .storage.lance_tables import CANDIDATE_SCHEMA, CANDIDATES, LanceStore
@@ -27,8 +28,9 @@ def default_workspace_path() -> Path:
     return Path(os.environ.get("LESSDB_WORKSPACE", DEFAULT_WORKSPACE))
 
 
-class Workspace:
-    """Open with `Workspace.init(path)` (creates) or `Workspace.open(path)` (must exist; migrates)."""
+class Workspace(WorkspaceAPI):
+    """Open with `Workspace.init(path)` (creates) or `Workspace.open(path)` (must exist; migrates). The
+    pipeline's methods (`ingest`, `warmup`, `featurize`, `select`, ..., `sql`) are in `lessdb/api.py`."""
 
     def __init__(self, root: Path):
         if os.environ.get("LESSDB_WORKER") == "1":

@@ -166,8 +166,9 @@ def test_bad_selection_flags_are_clear_errors(store):
     assert "Traceback" not in proc.stderr
     for cfg, msg in ((dict(dedup=1.5), r"--dedup 1.5: a similarity threshold in \(0, 1\]"),
                      (dict(dedup_text=0), "--dedup-text 0"),
-                     (dict(balance="zigzag"), "--balance 'zigzag'"),
-                     (dict(budget_on="prompt", max_tokens=10), "--budget-on 'prompt'"),
+                     # SelectConfig's own checks name the field (the CLI shows the flag)
+                     (dict(balance="zigzag"), "balance 'zigzag'"),
+                     (dict(budget_on="prompt", max_tokens=10), "budget_on 'prompt'"),
                      (dict(task=["toy", "nosuchtask"]), "no task named 'nosuchtask'")):
         with pytest.raises(LessdbError, match=msg):
             select(ws, SelectConfig(**{"task": "toy", **cfg}, progress=False))

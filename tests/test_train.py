@@ -154,7 +154,7 @@ def test_bad_selection_specs_are_user_errors(sel):
             parse_random_fraction(spec)
     with pytest.raises(LessdbError, match="no selection"):
         run_train(sel["ws"], build_train_config("nope", **SMALL), progress=False)
-    with pytest.raises(LessdbError, match="warmup option"):
+    with pytest.raises(LessdbError, match="percentage is a warmup setting"):
         build_train_config("full", percentage=0.1)
     with pytest.raises(LessdbError, match="not 'other'"):
         run_train(sel["ws"], build_train_config("rand16", pool="other", **SMALL), progress=False)

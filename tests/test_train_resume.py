@@ -15,7 +15,7 @@ from lessdb.ingest import ingest_files
 from lessdb.storage import meta_runs, meta_selections
 from lessdb.storage.candidates import candidates_version, select_candidate_ids
 from lessdb.tiny import tiny_llama, tiny_tokenizer
-from lessdb.train import build_train_config, resume_train, run_train, train_command
+from lessdb.train import build_train_config, resume_train, run_train
 from lessdb.models import load_optimizer_state
 from lessdb.warmup import sample_subset
 from test_train import POOL, SMALL, sel  # noqa: F401  (sel: the shared pool/warmup/selection fixture)
@@ -102,15 +102,17 @@ def test_resume_reads_back_the_recorded_random_draw_not_a_new_one(sel):
 def test_resume_refuses_settings_other_kinds_and_missing_runs(sel):
     ws = sel["ws"]
     with pytest.raises(LessdbError, match="no unfinished train run to resume"):
-        train_command(ws, selection=None, resume=True, progress=False)
+        ws.train(resume=True, progress=False)
     with pytest.raises(LessdbError, match="--selection is required"):
-        train_command(ws, selection=None, progress=False)
+        ws.train(progress=False)
     with pytest.raises(LessdbError, match=f"is a warmup run, not a train run.*--run-id {sel['warmup']}"):
-        train_command(ws, selection=None, resume=True, run_id=sel["warmup"], progress=False)
-    with pytest.raises(LessdbError, match="drop --epochs, --selection, --preset"):
-        train_command(ws, selection="rand16", resume=True, epochs=2, preset="cpu-small", progress=False)
-    proc = run_cli("train", "--resume", "--lora-r", "8", workspace=ws.root, check=False, env=ONE_THREAD)
-    assert proc.returncode != 0 and "drop --lora-r" in proc.stderr
+        ws.train(resume=True, run_id=sel["warmup"], progress=False)
+    # the library names the settings; the CLI names the flags
+    with pytest.raises(LessdbError, match="epochs or selection or preset cannot be given when resuming"):
+        ws.train("rand16", resume=True, epochs=2, preset="cpu-small", progress=False)
+    proc = run_cli("train", "--resume", "--lora-r", "8", "--target-modules", "q_proj", workspace=ws.root,
+                   check=False, env=ONE_THREAD)
+    assert proc.returncode != 0 and "--lora-r or --target-modules cannot be given when resuming" in proc.stderr
     assert meta_runs.list_runs(ws, kind="train") == []
 
 

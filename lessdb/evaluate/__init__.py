@@ -1,6 +1,12 @@
-"""Evaluation of trained models on target tasks (SPEC §1 step 4): `run_eval`, `compare`, and the metrics."""
-from .items import EvalItem, TestSet, load_test_set
-from .run_eval import EvalConfig, EvalSummary, compare, compare_table, evaluate_model, run_eval
+"""Evaluation of trained models on target tasks (SPEC §1 step 4): `run_eval`, `compare`, and the metrics.
+`config` (the settings) is light; the rest (torch) is imported on first use, so `lessdb --help` stays fast."""
+from __future__ import annotations
 
-__all__ = ["EvalConfig", "EvalSummary", "EvalItem", "TestSet", "load_test_set", "run_eval", "evaluate_model",
-           "compare", "compare_table"]
+from ..lazy import lazy_exports
+from .config import EvalConfig
+
+_LAZY = {"EvalItem": "items", "TestSet": "items", "load_test_set": "items",
+         **{name: "run_eval" for name in ("EvalSummary", "run_eval", "evaluate_model", "compare", "compare_table")}}
+__all__ = ["EvalConfig", *_LAZY]
+
+__getattr__ = lazy_exports(__name__, {name: "." + module for name, module in _LAZY.items()})

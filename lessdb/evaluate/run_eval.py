@@ -22,6 +22,7 @@ from ..storage.meta_evals import EvalRecord, ItemResult, MetricValue
 from . import metrics as M
 from .items import (BENCHMARKS, DEFAULT_SAMPLE_SEED, MMLU_LETTERS, TestSet, bbh_prompt, load_test_set, mmlu_prompt,
                     tydiqa_user_text)
+from .config import EvalConfig  # noqa: F401 (re-exported)
 from .scoring import conversation_losses, generate_greedy, next_token_logits
 
 from ..choices import METRIC_SETS, TRUNCATION_SIDES  # noqa: E402
@@ -36,39 +37,6 @@ def benchmark_of(task: str) -> str | None:
     """The benchmark whose test metric applies to a task name, None for a custom task."""
     task = BENCHMARK_ALIASES.get(task, task)
     return task if task in BENCHMARKS else None
-
-
-@dataclass
-class EvalConfig:
-    task: str
-    run_id: str | None = None          # evaluate this run's checkpoint (base + LoRA) ...
-    model: str | None = None           # ... or this base model without LoRA
-    epoch: int | None = None           # default: the run's last checkpoint
-    split: str = "test"
-    limit: int | None = None           # items per subtask (seeded sample, recorded)
-    sample_seed: int = DEFAULT_SAMPLE_SEED
-    data_dir: Path | None = None
-    metrics: str = "all"               # all | loss (target loss only) | task (task metric only)
-    batch_size: int = 8
-    max_new_tokens: int | None = None  # default: LESS's (BBH 512, TyDiQA 50)
-    max_seq_length: int = 2048         # for the target loss
-    loss_truncation: str = "right"     # right | left: keep the last max_seq_length tokens (the completion)
-    n_shot: int = 5                    # MMLU demonstrations
-    max_prompt_tokens: int = 2048      # MMLU drops demonstrations until the prompt fits (as LESS)
-    max_context_tokens: int = 512      # TyDiQA passages are clipped to this many tokens (as LESS)
-    device: str | None = None
-
-    def validate(self) -> None:
-        if (self.run_id is None) == (self.model is None):
-            raise LessdbError("give exactly one of --run RUN (a trained run's checkpoint) or --model NAME (a base "
-                              "model without LoRA)")
-        if self.metrics not in METRIC_SETS:
-            raise LessdbError(f"--metrics must be one of {', '.join(METRIC_SETS)}, got {self.metrics!r}")
-        if self.loss_truncation not in TRUNCATION_SIDES:
-            raise LessdbError(f"--loss-truncation must be one of {', '.join(TRUNCATION_SIDES)}, "
-                              f"got {self.loss_truncation!r}")
-        if self.batch_size < 1:
-            raise LessdbError("--batch-size must be at least 1")
 
 
 @dataclass

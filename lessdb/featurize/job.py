@@ -22,6 +22,7 @@ from .. import __version__, faults, owners
 from ..choices import DEFAULT_STORED_DTYPE
 from ..errors import LessdbError
 from ..progress import Progress
+from ..settings import DEFAULT_MAX_SEQ_LENGTH, SettingError
 from ..storage import features as fstore
 from ..storage import meta_features
 from ..storage.meta_scale import lease_owner
@@ -30,58 +31,14 @@ from .adam import GRAD_KINDS, AdamState, GradTransform
 from .batching import batches_by_length, token_budget
 from .engine import FeatureEngine
 from .per_example_grads import lora_params
+from .config import COMPUTE_DTYPES, FeaturizeConfig  # noqa: F401 (re-exported)
 from .sketch import DEFAULT_SKETCH, SKETCH_KINDS, make_sketch
 
 # 2: tables store each vector's raw norm (the `norm` column). Part of the feature set id, so featurizing
 # again after the change makes a new feature set with norms instead of appending to a table without them.
 FORMAT_VERSION = 2
-COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 EXCLUDED_NO_COMPLETION = "no completion token after truncation to {n} tokens"
 EXCLUDED_ZERO = "zero or non-finite gradient"
-
-
-@dataclass(frozen=True)
-class FeaturizeConfig:
-    run_id: str
-    checkpoints: tuple[int, ...] | None = None   # epochs; None: all of the run's checkpoints
-    dim: int = 8192
-    sketch: str = DEFAULT_SKETCH
-    sketch_nnz: int | None = None                 # sparse-sign only (default 4)
-    seed: int = 0
-    dtype: str | None = None                      # stored dtype: float16 | float32; None: see _stored_dtype
-    grad_kind: str = "adam"                       # adam | sgd | sign
-    bias_correction: bool = True                  # adam: paper (True) or reference implementation (False)
-    shard: tuple[int, int] = (0, 1)               # (i, n): this process does the examples with hash % n == i
-    batch_size: int = 8
-    device: str = "auto"
-    where: str | None = None                      # SQL boolean expression over `candidates`
-    max_seq_length: int | None = None             # None: the run's training max_seq_length
-    compute_dtype: str = "auto"                   # auto: bfloat16 on CUDA, float32 on CPU
-    commit_rows: int = 64
-    commit_seconds: float = 60.0
-    progress: bool = True
-
-    def validate(self) -> None:
-        problems = []
-        if self.dim < 1:
-            problems.append(f"--dim {self.dim} must be positive")
-        if self.sketch not in SKETCH_KINDS:
-            problems.append(f"--sketch {self.sketch!r} is not one of {', '.join(SKETCH_KINDS)}")
-        if self.dtype is not None and self.dtype not in fstore.STORED_DTYPES:
-            problems.append(f"--dtype {self.dtype!r} is not one of {', '.join(fstore.STORED_DTYPES)}")
-        if self.grad_kind not in GRAD_KINDS:
-            problems.append(f"--grad {self.grad_kind!r} is not one of {', '.join(GRAD_KINDS)}")
-        i, n = self.shard
-        if not (n >= 1 and 0 <= i < n):
-            problems.append(f"--shard {i}/{n}: need 0 <= i < n")
-        if self.batch_size < 1:
-            problems.append(f"--batch-size {self.batch_size} must be >= 1")
-        if self.compute_dtype not in COMPUTE_DTYPES:
-            problems.append(f"compute dtype {self.compute_dtype!r} is not one of {', '.join(COMPUTE_DTYPES)}")
-        if self.max_seq_length is not None and self.max_seq_length < 2:
-            problems.append(f"--max-seq-length {self.max_seq_length} is too small")
-        if problems:
-            raise LessdbError("; ".join(problems))
 
 
 @dataclass
@@ -121,7 +78,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise LessdbError(f"--shard {text!r}: expected i/n, e.g. 0/4 (i from 0 to n-1)") from None
+        raise SettingError(FeaturizeConfig, [("shard", f"{text!r}: expected i/n, e.g. 0/4 (i from 0 to n-1)")]) from None
     return (i, n)
 
 
@@ -139,7 +96,7 @@ def _run_max_seq_length(run: dict) -> int:
             return int(getter(cfg))
         except (KeyError, TypeError, ValueError):
             continue
-    return 2048
+    return DEFAULT_MAX_SEQ_LENGTH
 
 
 @dataclass
@@ -177,8 +134,8 @@ def _identity(run: dict, loaded: _Loaded, tokenizer_id: str, max_len: int, grad_
             "module_order": [[p.name, list(p.shape)] for p in loaded.params]}
 
 
-def _feature_set(ws, run: dict, loaded: _Loaded, cfg: FeaturizeConfig, max_len: int, compute: str,
-                 device: str) -> fstore.FeatureSetInfo:
+def _ensure_feature_set(ws, run: dict, loaded: _Loaded, cfg: FeaturizeConfig, max_len: int, compute: str,
+                        device: str) -> fstore.FeatureSetInfo:
     from ..tokenization import tokenizer_id
 
     sketch = make_sketch(cfg.sketch, [p.numel for p in loaded.params], cfg.dim, cfg.seed, "cpu", cfg.sketch_nnz)
@@ -336,7 +293,7 @@ def featurize_run(ws, cfg: FeaturizeConfig) -> FeaturizeSummary:
     plan = plan_run(ws, cfg)
     device, i, n = plan.device, *cfg.shard
     loaded = _load(ws, cfg.run_id, plan.epochs[0], device, plan.compute)
-    info = _feature_set(ws, plan.run, loaded, cfg, plan.max_len, plan.compute, device)
+    info = _ensure_feature_set(ws, plan.run, loaded, cfg, plan.max_len, plan.compute, device)
     summary = FeaturizeSummary(info.feature_set_id, cfg.run_id, info.lance_table, plan.epochs, f"{i}/{n}")
     sketch = None
     for epoch in plan.epochs:

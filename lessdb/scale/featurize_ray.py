@@ -188,7 +188,7 @@ def _actors(ray, opts: RayOptions, n_units: int, stack) -> list:
 
 def featurize_ray(ws, cfg, opts: RayOptions):
     """The Ray engine of `featurize_run` (same arguments plus RayOptions; same summary)."""
-    from ..featurize.job import FeaturizeSummary, _feature_set, _load
+    from ..featurize.job import FeaturizeSummary, _ensure_feature_set, _load
     from ..featurize.planning import plan_run, unit_rows
 
     if opts.workers < 1 or opts.gpus_per_worker < 0 or opts.commit_units < 1:
@@ -198,7 +198,7 @@ def featurize_ray(ws, cfg, opts: RayOptions):
     plan = plan_run(ws, cfg, device=device)
     # the driver loads the model only for the feature set's identity (module order, sha256, tokenizer): on CPU
     loaded = _load(ws, cfg.run_id, plan.epochs[0], "cpu", plan.compute)
-    info = _feature_set(ws, plan.run, loaded, cfg, plan.max_len, plan.compute, device)
+    info = _ensure_feature_set(ws, plan.run, loaded, cfg, plan.max_len, plan.compute, device)
     del loaded
     schema = fstore.feature_schema(info.dim, info.dtype, with_norm=fstore.has_norm_column(ws, info))
     i, n = cfg.shard

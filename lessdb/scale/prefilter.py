@@ -20,9 +20,9 @@ def parse_prefilter(text: str, dim: int) -> tuple[int, int]:
     try:
         low, factor = (int(x) for x in text.lower().split("x"))
     except ValueError:
-        raise LessdbError(f"--prefilter {text!r}: expected LOWDIMxFACTOR, e.g. 1024x20") from None
+        raise LessdbError(f"prefilter {text!r}: expected LOWDIMxFACTOR, e.g. 1024x20") from None
     if low < 1 or factor < 1 or dim % low or low >= dim:
-        raise LessdbError(f"--prefilter {text!r}: the low dimension must divide the feature dimension {dim} and be "
+        raise LessdbError(f"prefilter {text!r}: the low dimension must divide the feature dimension {dim} and be "
                           "smaller than it; the factor must be >= 1")
     return low, factor
 

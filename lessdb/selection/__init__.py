@@ -12,8 +12,7 @@ The storage-bound names are imported on first use, so `lessdb --help` (which lis
 """
 from __future__ import annotations
 
-import importlib
-
+from ..lazy import lazy_exports
 # light (numpy, no storage): imported now, so that `lessdb.selection.select` is the function, as it always was,
 # even after the submodule of the same name is imported
 from .methods import Scores, method_names, register_method
@@ -26,9 +25,4 @@ _LAZY = {"METHODS": "select", "list_selections": "audit", "show_selection": "aud
 __all__ = ["select", "replay", "SelectConfig", "SelectionResult", "Member", "Scores", "register_method",
            "method_names", *_LAZY]
 
-
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__ = lazy_exports(__name__, {name: "." + module for name, module in _LAZY.items()})

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..choices import DEFAULT_VAL_TRUNCATION, TRUNCATION_SIDES
 from ..errors import LessdbError
+from ..settings import DEFAULT_MAX_SEQ_LENGTH, SettingError, check_choices, raise_problems, setting
 from .choose import picking_options
 from .methods import Method, get_method
 from .targets import check_balance, parse_targets, plan_targets, recorded_targets
@@ -22,41 +23,70 @@ from .targets import check_balance, parse_targets, plan_targets, recorded_target
 CANDIDATES = "candidates"   # storage.lance_tables.CANDIDATES (a test keeps the two equal)
 
 DEFAULT_PERCENTAGE = 0.05
-DEFAULT_MAX_SEQ_LENGTH = 2048   # a run that recorded no window
+VAL_AGGREGATIONS = ("paper", "reference")
 
 
 @dataclass
 class SelectConfig:
-    task: str | list[str] | None = None     # one target, or several ("bbh:2" weights one for proportional)
-    method: str = "less"
-    pool: str | None = None                 # default: the run's pool (or the only pool)
-    run: str | None = None                  # default: the feature set's run, else the newest complete warmup
-    feature_set: str | None = None          # default: the newest feature set of the run with the method's kind
-    percentage: float | None = None         # k = ⌊p·N⌋ over the scored candidates (default 5%)
-    count: int | None = None                # or an exact k
-    where: str | None = None                # SQL boolean expression over `candidates` columns
-    val_aggregation: str = "paper"          # paper | reference (see scoring.py)
-    checkpoints: list[int] | None = None    # default: every checkpoint of the run
-    seed: int = 0
-    name: str | None = None
-    output: str | None = None               # also export the selection (JSONL, or Parquet by suffix)
-    force: bool = False                     # overwrite `output` if it exists
-    max_seq_length: int | None = None       # RDS/RDS+: default the feature set's / run's
-    device: str = "cpu"                     # RDS/RDS+ forward passes
-    batch_rows: int = 4096                  # feature rows per BLAS product (bounds memory)
-    val_max_seq_length: int | None = None   # validation token window (default: the feature set's)
-    val_truncation: str = DEFAULT_VAL_TRUNCATION  # left: keep the completion, drop the earliest prompt tokens
-    #                                       (equal to right when the example fits) | right: the paper's cut
-    replay: str | None = None               # re-run this recorded selection instead
-    progress: bool = True
-    method_params: dict | None = None       # the method's parameters (e.g. {"k1": 1.2} for bm25); see methods/
-    engine: str = "local"                   # local | ray: where gradient features are scored (same result)
-    ray_address: str = "local"              # --engine ray: local, auto or HOST:PORT
-    balance: str = "max"                    # several targets: max | round-robin | proportional (choose.py)
-    max_tokens: int | None = None           # token budget instead of (or as well as) k (budget.py)
-    budget_on: str = "completion"           # completion | total tokens
-    dedup: float | None = None              # skip candidates whose feature cosine with a member exceeds this
-    dedup_text: float | None = None         # ... or whose MinHash Jaccard with a member exceeds this (dedup.py)
+    task: str | list[str] | None = setting(None, "Target task (see `lessdb tasks`), e.g. bbh, mmlu, tydiqa. Repeat for "
+                                           "several targets in one selection; NAME:WEIGHT weights a target for "
+                                           "--balance proportional.")
+    method: str = setting("less", "LESS, an ablation (sgd, sign, unnormalized), a baseline (random, bm25, dsir, rds, "
+                          "rds+) or hybrid (LESS and BM25 fused; --method-param fusion=rrf|zscore).")
+    pool: str | None = setting(None, "Candidate pool.", show="the run's pool")
+    run: str | None = setting(None, "Warmup run.", show="the feature set's run, else the newest complete one")
+    feature_set: str | None = setting(None, "Feature set.", show="the run's newest of the method's gradient kind")
+    percentage: float | None = setting(None, "Select floor(p*N) of the N scored candidates.",
+                                       show=str(DEFAULT_PERCENTAGE), short="-p")
+    count: int | None = setting(None, "Select exactly this many instead.", short="-k")
+    where: str | None = setting(None, "SQL condition on candidate metadata, applied before scoring.")
+    val_aggregation: str = setting("paper", "paper: cosine with the subtask's mean gradient; reference: mean of "
+                                   "per-example cosines.", choices=VAL_AGGREGATIONS)
+    checkpoints: list[int] | None = setting(None, "Epochs to sum over, e.g. 1,2.", show="all")
+    seed: int = setting(0, "Seed (random baseline).")
+    name: str | None = setting(None, "A unique name for the selection.")
+    output: str | None = setting(None, "Also export it (.jsonl or .parquet).", short="-o")
+    force: bool = setting(False, "Overwrite --output if it exists.")
+    max_seq_length: int | None = setting(None, "RDS/RDS+ truncation.", show="the run's")
+    device: str = setting("cpu", "RDS/RDS+ device.")
+    batch_rows: int = setting(4096, "Feature rows per BLAS product (bounds memory).", cli=False)
+    val_max_seq_length: int | None = setting(None, "Token window of validation examples, for gradient methods and "
+                                             "RDS/RDS+.", show="the feature set's, or the RDS window")
+    val_truncation: str = setting(DEFAULT_VAL_TRUNCATION, "left keeps each validation example's completion and drops "
+                                  "the earliest prompt tokens when it does not fit (long few-shot prompts on small "
+                                  "windows); right drops the end instead (the paper's cut, which can leave no "
+                                  "completion). An example that fits is the same either way.", choices=TRUNCATION_SIDES)
+    replay: str | None = setting(None, "Re-run this recorded selection at the table versions it read.")
+    progress: bool = setting(True, "Progress on stderr.", cli=False)
+    method_params: dict | None = setting(None, "The method's parameters, e.g. {'k1': 1.2} for bm25 (recorded with "
+                                         "the selection).", flag="--method-param")
+    engine: str = setting("local", "Where gradient features are scored: this process, or fragment by fragment on Ray "
+                          "(same result).", choices=("local", "ray"))
+    ray_address: str = setting("local", "--engine ray: local (start a private cluster), auto, or HOST:PORT of a "
+                               "running cluster.")
+    balance: str = setting("max", "Several targets: max over all their subtasks (the paper), round-robin turns, or k "
+                           "split by target weights.", choices=("max", "round-robin", "proportional"))
+    max_tokens: int | None = setting(None, "Token budget: take candidates best first until the next one would exceed "
+                                     "it (run's tokenizer and window). With --count/--percentage, whichever is "
+                                     "reached first.")
+    budget_on: str = setting("completion", "Which tokens --max-tokens counts.", choices=("completion", "total"))
+    dedup: float | None = setting(None, "Skip a candidate whose feature cosine (at the selection's checkpoints) with a "
+                                  "selected member exceeds this, e.g. 0.9.")
+    dedup_text: float | None = setting(None, "Skip a candidate whose MinHash Jaccard estimate with a selected member "
+                                       "exceeds this, e.g. 0.8.")
+
+    def validate(self) -> None:
+        problems: list[tuple[str, str]] = []
+        check_choices(self, problems)
+        if not self.task and not self.replay:
+            problems.append(("task", "is required (see `lessdb tasks`)"))
+        if self.count is not None and self.percentage is not None:
+            problems.append((("percentage", "count"), "may be given, not both"))
+        if self.count is not None and self.count < 1:
+            problems.append(("count", f"{self.count}: must be at least 1"))
+        if self.percentage is not None and not (0 < self.percentage <= 1):
+            problems.append(("percentage", f"{self.percentage}: must be in (0, 1] (0.05 means 5%)"))
+        raise_problems(self, problems)
 
 
 @dataclass(frozen=True)
@@ -134,18 +164,11 @@ def make_plan(ws, cfg: SelectConfig, options: RunOptions | None = None) -> Plan:
     from ..storage.candidates import candidates_version
 
     method = get_method(cfg.method)
-    if cfg.val_aggregation not in ("paper", "reference"):
-        raise LessdbError(f"--val-aggregation {cfg.val_aggregation!r}: choose paper or reference")
+    cfg.validate()
     if not cfg.task:
-        raise LessdbError("--task is required (see `lessdb tasks`)")
-    if cfg.count is not None and cfg.percentage is not None:
-        raise LessdbError("give --percentage or --count, not both")
-    if cfg.count is not None and cfg.count < 1:
-        raise LessdbError(f"--count {cfg.count}: must be at least 1")
+        raise SettingError(SelectConfig, [("task", "is required (see `lessdb tasks`)")])
     percentage = None if cfg.count is not None else (DEFAULT_PERCENTAGE if cfg.percentage is None
                                                       and cfg.max_tokens is None else cfg.percentage)
-    if percentage is not None and not (0 < percentage <= 1):
-        raise LessdbError(f"--percentage {percentage}: must be in (0, 1] (0.05 means 5%)")
     method_params = method.make_params(cfg.method_params)
     notes: list[str] = []
     check_balance(cfg.balance or "max", parse_targets(cfg.task))

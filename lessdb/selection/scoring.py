@@ -105,7 +105,7 @@ class ScoreAccumulator:
     fastest conversion measured here) and multiplied with the checkpoint's Qᵢ by BLAS in products of exactly
     `TILE_ROWS` rows (a short tail is zero-padded): MKL's result for a row can depend on how many rows share
     its product, so fixed tiles make every score independent of how the rows arrived (Lance batch boundaries,
-    --batch-rows, duplicates dropped). Each (row, checkpoint) counts once: a duplicate row in the store is
+    SelectConfig.batch_rows, duplicates dropped). Each (row, checkpoint) counts once: a duplicate row in the store is
     ignored, so a row's score never depends on duplicates.
 
     `add` does one batch synchronously; `add_stream` pulls batches from an iterator in a background thread

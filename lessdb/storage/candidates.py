@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import InputError, LessdbError
+from .sql_text import sql_in_list, sql_literal
 from .lance_tables import CANDIDATES
 from .user_filter import filtered_candidates, first_line
 
@@ -86,7 +87,7 @@ def select_candidate_ids(ws, pool: str | None = None, where: str | None = None,
         if not ws.lance.has_table(CANDIDATES):
             return []
         ds = ws.lance.dataset(CANDIDATES, version)
-        ids = ds.to_table(columns=["id"], filter=None if pool is None else f"pool = '{_sql_quote(pool)}'")
+        ids = ds.to_table(columns=["id"], filter=None if pool is None else f"pool = {sql_literal(pool)}")
         return pc.unique(ids.column("id")).sort().to_pylist()
     source = filtered_candidates(where, with_pool=pool is not None)
     sql = f"SELECT DISTINCT id FROM {source}" + (f" WHERE {extra_condition}" if extra_condition else "")
@@ -114,9 +115,9 @@ def read_candidates_from(ds, ids: list[str] | None = None, pool: str | None = No
     workspace, read through this."""
     filters = []
     if pool is not None:
-        filters.append(f"pool = '{_sql_quote(pool)}'")
+        filters.append(f"pool = {sql_literal(pool)}")
     if ids is not None:
-        filters.append("id IN (" + ",".join(f"'{_sql_quote(i)}'" for i in ids) + ")")
+        filters.append("id IN " + sql_in_list(ids))
     filt = " AND ".join(filters) or None
     wanted_cols = None if columns is None else sorted(set(columns) | {"id"})
     table = ds.to_table(columns=wanted_cols, filter=filt)
@@ -136,10 +137,6 @@ def iter_candidate_batches(ws, ids: list[str], pool: str | None = None, version:
                            batch_size: int = 1024) -> Iterator[pa.Table]:
     for start in range(0, len(ids), batch_size):
         yield read_candidates(ws, ids[start:start + batch_size], pool=pool, version=version)
-
-
-def _sql_quote(text: str) -> str:
-    return text.replace("'", "''")
 
 
 def ids_by_pool_membership(ws, pool: str) -> tuple[set[str], set[str]]:

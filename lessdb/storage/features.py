@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from ..errors import LessdbError
 from . import meta_features
+from .sql_text import sql_in_list
 
 ROLES = ("candidate", "validation")
 STORED_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
@@ -245,7 +246,7 @@ def iter_feature_batches(ws, feature_set_id: str, epoch: int, role: str = "candi
         if not wanted:
             return
         if len(wanted) <= 1000:
-            filt += " AND example_id IN (" + ",".join("'" + i.replace("'", "''") + "'" for i in sorted(wanted)) + ")"
+            filt += " AND example_id IN " + sql_in_list(sorted(wanted))
     columns = ["example_id", "vector"] + (["norm"] if raw else [])
     for batch in ds.to_batches(columns=columns, filter=filt, batch_size=batch_rows):
         if batch.num_rows == 0:

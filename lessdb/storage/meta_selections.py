@@ -13,6 +13,7 @@ import pyarrow as pa
 from ..errors import LessdbError
 from .lance_tables import CANDIDATES
 from .user_filter import filtered_candidates
+from .sql_text import sql_in_list, sql_literal
 
 
 # -- selections and members --------------------------------------------------------------------------------
@@ -135,7 +136,7 @@ def scan_candidates(ws, version: int, pool: str, columns: list[str],
                     batch_rows: int = 2048) -> Iterator[pa.RecordBatch]:
     """Every candidate row of `pool` at `version` (one sequential scan; callers drop unwanted ids)."""
     ds = ws.lance.dataset(CANDIDATES, version)
-    yield from ds.to_batches(columns=sorted(set(columns) | {"id"}), filter=f"pool = '{_quote(pool)}'",
+    yield from ds.to_batches(columns=sorted(set(columns) | {"id"}), filter=f"pool = {sql_literal(pool)}",
                              batch_size=batch_rows)
 
 
@@ -149,7 +150,7 @@ def scan_features(ws, table: str, version: int, role: str, epoch: int | list[int
     """Rows of a feature table at `version` with this role (and epoch, or any of a list of epochs), in the
     table's stored order."""
     ds = ws.lance.dataset(table, version)
-    filt = f"role = '{_quote(role)}'"
+    filt = f"role = {sql_literal(role)}"
     if isinstance(epoch, (list, tuple)):
         filt += " AND epoch IN (" + ", ".join(str(int(e)) for e in epoch) + ")"
     elif epoch is not None:
@@ -163,15 +164,15 @@ def scan_feature_rows(ws, table: str, version: int, role: str, epochs: list[int]
     if not example_ids:
         return
     ds = ws.lance.dataset(table, version)
-    filt = (f"role = '{_quote(role)}' AND epoch IN ({', '.join(str(int(e)) for e in epochs)}) AND example_id IN ("
-            + ", ".join(f"'{_quote(i)}'" for i in example_ids) + ")")
+    filt = (f"role = {sql_literal(role)} AND epoch IN ({', '.join(str(int(e)) for e in epochs)}) AND example_id IN "
+            + sql_in_list(example_ids))
     yield from ds.to_batches(columns=["example_id", "epoch", "vector"], filter=filt)
 
 
 def feature_epochs(ws, table: str, version: int, role: str = "candidate") -> list[int]:
     ds = ws.lance.dataset(table, version)
     epochs = set()
-    for batch in ds.to_batches(columns=["epoch"], filter=f"role = '{_quote(role)}'", batch_size=65536):
+    for batch in ds.to_batches(columns=["epoch"], filter=f"role = {sql_literal(role)}", batch_size=65536):
         epochs.update(batch.column(0).unique().to_pylist())
     return sorted(epochs)
 
@@ -259,7 +260,4 @@ def member_metadata(ws, selection_id: str, candidates_version: int | None) -> di
                            "WHERE selection_id = ?", [selection_id]).fetchall()
     return {r[0]: {"source_dataset": r[1], "total_chars": r[2]} for r in rows}
 
-
-def _quote(text: str) -> str:
-    return text.replace("'", "''")
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from .sql_text import sql_in_list, sql_literal
+
 TABLE = "text_minhash"
 
 
@@ -24,7 +26,7 @@ def read_signatures(ws, scheme: str, ids: list[str], num_perm: int) -> dict[str,
     out: dict[str, np.ndarray] = {}
     for start in range(0, len(ids), 2048):
         chunk = ids[start:start + 2048]
-        filt = f"scheme = '{_quote(scheme)}' AND candidate_id IN (" + ", ".join(f"'{_quote(i)}'" for i in chunk) + ")"
+        filt = f"scheme = {sql_literal(scheme)} AND candidate_id IN " + sql_in_list(chunk)
         for batch in ds.to_batches(columns=["candidate_id", "signature"], filter=filt):
             flat = batch.column("signature").values.to_numpy(zero_copy_only=False).reshape(-1, num_perm)
             for cid, sig in zip(batch.column("candidate_id").to_pylist(), flat):
@@ -40,7 +42,3 @@ def write_signatures(ws, scheme: str, ids: list[str], signatures: np.ndarray) ->
     data = pa.table({"key": [f"{scheme}/{i}" for i in ids], "scheme": [scheme] * len(ids), "candidate_id": ids,
                      "signature": pa.FixedSizeListArray.from_arrays(flat, num_perm)}, schema=schema(num_perm))
     ws.lance.insert_missing(TABLE, data, schema(num_perm))
-
-
-def _quote(text: str) -> str:
-    return text.replace("'", "''")

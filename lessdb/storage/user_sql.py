@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import duckdb
+import pyarrow as pa
 
 from ..errors import LessdbError
 
@@ -17,23 +18,32 @@ class QueryResult:
         return [dict(zip(self.columns, row)) for row in self.rows]
 
 
-def run_readonly_sql(workspace, query: str, limit: int | None = None) -> QueryResult:
+def run_readonly_sql(workspace, query: str, limit: int | None = None, params=None) -> QueryResult:
     """Run `query` against the workspace. The connection is read-only and file/network access is switched
-    off before the query runs (it cannot be switched back on), so user SQL can read only the workspace."""
+    off before the query runs (it cannot be switched back on), so user SQL can read only the workspace.
+    `params`: values for `?` (a list) or `$name` (a dict) placeholders, bound by DuckDB, never pasted in."""
+    return _sandboxed(workspace, query, params, lambda rel: QueryResult(
+        list(rel.columns), (rel.limit(limit) if limit is not None else rel).fetchall()), QueryResult([], []))
+
+
+def readonly_arrow(workspace, query: str, params=None) -> pa.Table:
+    """`query`'s result as an Arrow table, through the same sandbox as `run_readonly_sql`."""
+    return _sandboxed(workspace, query, params, lambda rel: rel.to_arrow_table(), pa.table({}))
+
+
+def _sandboxed(workspace, query: str, params, read, empty):
     if not query or not query.strip():
         raise LessdbError("empty query; e.g. lessdb sql \"SELECT * FROM pool_summary\"")
     with workspace.duck.connect(read_only=True, with_relations=True) as con:
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         try:
-            rel = con.sql(query)
+            rel = con.sql(query, params=params) if params is not None else con.sql(query)
         except duckdb.Error as exc:
             raise LessdbError(f"SQL error: {exc}") from exc
         if rel is None:  # a statement with no result (e.g. SET) -- nothing to show
-            return QueryResult([], [])
+            return empty
         try:
-            if limit is not None:
-                rel = rel.limit(limit)
-            return QueryResult(list(rel.columns), rel.fetchall())
+            return read(rel)
         except duckdb.Error as exc:
             raise LessdbError(f"SQL error: {exc}") from exc

@@ -1,0 +1,53 @@
+"""The settings of `featurize` (light: no torch), declared once — the CLI's options are generated from them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..choices import DEFAULT_SKETCH, GRAD_KINDS, SKETCH_KINDS, STORED_DTYPE_NAMES
+from ..settings import check_choices, raise_problems, setting
+
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
+
+
+@dataclass(frozen=True)
+class FeaturizeConfig:
+    run_id: str = setting(help="Warmup run whose checkpoints give the gradients.", flag="--run")
+    checkpoints: tuple[int, ...] | None = setting(
+        None, "Epochs to featurize: all, or e.g. 1,2.", show="all")
+    dim: int = setting(8192, "Sketch dimension d.")
+    sketch: str = setting(DEFAULT_SKETCH, "Random projection; dense-rademacher is the paper's (slow on CPU at LESS "
+                          "sizes).", choices=SKETCH_KINDS)
+    sketch_nnz: int | None = setting(None, "Nonzeros per coordinate of the sparse-sign sketch.", show="4")
+    seed: int = setting(0, "Sketch seed.")
+    dtype: str | None = setting(None, "Stored vector dtype: float16 (as the paper: half the disk and scan time of "
+                                "float32) unless a run's existing float32 feature set with the same settings keeps "
+                                "float32.", choices=STORED_DTYPE_NAMES, show="float16")
+    grad_kind: str = setting("adam", "adam: LESS's Adam direction; sgd: plain gradient; sign: SignGD.",
+                             flag="--grad", choices=GRAD_KINDS)
+    bias_correction: bool = setting(True, "Adam bias correction is the paper's; --no-bias-correction drops it (the "
+                                    "reference implementation's variant).", flag="--no-bias-correction")
+    shard: tuple[int, int] = setting((0, 1), "i/n: do only the examples whose id hashes to shard i (0-based).",
+                                     show="0/1")
+    batch_size: int = setting(8, "Examples per forward+backward.")
+    device: str = setting("auto", "auto, cpu or cuda.")
+    where: str | None = setting(None, "SQL boolean expression over `candidates` selecting a subset.")
+    max_seq_length: int | None = setting(None, "Token limit.", show="the run's")
+    compute_dtype: str = setting("auto", "Forward/backward precision (auto: bfloat16 on CUDA, float32 on CPU).",
+                                 flag="--precision", choices=COMPUTE_DTYPES)
+    commit_rows: int = setting(64, "Vectors per commit.", cli=False)
+    commit_seconds: float = setting(60.0, "Commit at least this often.", cli=False)
+    progress: bool = setting(True, "Progress on stderr.", cli=False)
+
+    def validate(self) -> None:
+        problems: list[tuple[str, str]] = []
+        check_choices(self, problems)
+        if self.dim < 1:
+            problems.append(("dim", f"{self.dim} must be positive"))
+        i, n = self.shard
+        if not (n >= 1 and 0 <= i < n):
+            problems.append(("shard", f"{i}/{n}: need 0 <= i < n"))
+        if self.batch_size < 1:
+            problems.append(("batch_size", f"{self.batch_size} must be >= 1"))
+        if self.max_seq_length is not None and self.max_seq_length < 2:
+            problems.append(("max_seq_length", f"{self.max_seq_length} is too small"))
+        raise_problems(self, problems)
