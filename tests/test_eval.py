@@ -359,7 +359,7 @@ def test_eval_cli_end_to_end_on_tiny_model(workspace, tmp_path):
 
     with pytest.raises(LessdbError, match="--data-dir"):
         run_eval(workspace, EvalConfig(task="tydiqa", model="tiny", metrics="task"))
-    with pytest.raises(LessdbError, match="exactly one of --run"):
+    with pytest.raises(LessdbError, match="run_id or model must be given, exactly one"):  # field names: the CLI says --run/--model
         run_eval(workspace, EvalConfig(task="bbh", model="tiny", run_id="r"))
     with pytest.raises(LessdbError, match="no test metric"):
         run_eval(workspace, EvalConfig(task="mytask", model="tiny", metrics="task"))
