@@ -199,21 +199,15 @@ def _engine_for(info: fstore.FeatureSetInfo, loaded: _Loaded, ckpt, device: str,
 
 
 # -- the worker loop -----------------------------------------------------------------------------------------
-class _Writer:
-    """Buffers computed vectors and their raw norms and commits them (Lance insert-if-absent, then DuckDB
-    progress)."""
+class RowBuffer:
+    """What `_compute` hands on: computed ids, vectors, raw norms and exclusions, kept until taken. The local
+    `_Writer` commits it every few rows; a Ray worker keeps a whole work unit in it (lessdb/scale/worker.py)."""
 
-    def __init__(self, ws, info, epoch: int, role: str, job_id: str, commit_rows: int, commit_seconds: float):
-        self.ws, self.info, self.epoch, self.role, self.job_id = ws, info, epoch, role, job_id
-        self.commit_rows, self.commit_seconds = commit_rows, commit_seconds
+    def __init__(self):
         self.ids: list[str] = []
         self.vecs: list[np.ndarray] = []
         self.norms: list[np.ndarray] = []
         self.exclusions: list[tuple[str, str]] = []
-        self.last = time.monotonic()
-        self.t0 = self.last
-        self.written = self.excluded = self.bytes = 0
-        self.version = None
 
     def add(self, ids, vecs, norms, exclusions) -> None:
         self.ids.extend(ids)
@@ -221,6 +215,23 @@ class _Writer:
             self.vecs.append(vecs)
             self.norms.append(norms)
         self.exclusions.extend(exclusions)
+
+
+class _Writer(RowBuffer):
+    """Buffers computed vectors and their raw norms and commits them (Lance insert-if-absent, then DuckDB
+    progress)."""
+
+    def __init__(self, ws, info, epoch: int, role: str, job_id: str, commit_rows: int, commit_seconds: float):
+        super().__init__()
+        self.ws, self.info, self.epoch, self.role, self.job_id = ws, info, epoch, role, job_id
+        self.commit_rows, self.commit_seconds = commit_rows, commit_seconds
+        self.last = time.monotonic()
+        self.t0 = self.last
+        self.written = self.excluded = self.bytes = 0
+        self.version = None
+
+    def add(self, ids, vecs, norms, exclusions) -> None:
+        super().add(ids, vecs, norms, exclusions)
         if len(self.ids) + len(self.exclusions) >= self.commit_rows or \
                 time.monotonic() - self.last >= self.commit_seconds:
             self.flush()
@@ -245,7 +256,7 @@ class _Writer:
 
 
 def _compute(engine: FeatureEngine, tokenizer, items: list[tuple[str, list[dict]]], max_len: int,
-             batch_size: int, writer: _Writer, progress: Progress | None, truncation: str = "right") -> None:
+             batch_size: int, writer: RowBuffer, progress: Progress | None, truncation: str = "right") -> None:
     """Encode, exclude the examples without completion tokens, batch by length, compute, hand to writer."""
     from ..tokenization import collate, encode_window, pad_token_id
 

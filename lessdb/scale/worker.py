@@ -16,20 +16,6 @@ from types import SimpleNamespace
 import numpy as np
 
 
-class _Collector:
-    """The `_compute` writer of a worker: keeps the unit's rows in memory until the unit is done."""
-
-    def __init__(self):
-        self.ids, self.vecs, self.norms, self.exclusions = [], [], [], []
-
-    def add(self, ids, vecs, norms, exclusions) -> None:
-        self.ids.extend(ids)
-        if len(ids):
-            self.vecs.append(vecs)
-            self.norms.append(norms)
-        self.exclusions.extend(exclusions)
-
-
 _UNITS_DONE = 0   # units this worker process finished (fault injection counts them)
 
 
@@ -87,7 +73,7 @@ class FeaturizeWorker:
         exclusions, bytes, seconds, write_seconds, load_seconds}."""
         from lance.fragment import write_fragments
 
-        from ..featurize.job import _compute
+        from ..featurize.job import RowBuffer, _compute
         from ..storage.candidates import read_candidates_from
         from ..storage.features import feature_rows
 
@@ -96,7 +82,7 @@ class FeaturizeWorker:
         load_seconds = time.monotonic() - t0     # a checkpoint (re)load: once per actor and checkpoint
         table = read_candidates_from(self.candidates, ids, pool=spec["pool"], columns=["id", "messages"])
         items = list(zip(table.column("id").to_pylist(), table.column("messages").to_pylist()))
-        out = _Collector()
+        out = RowBuffer()   # the whole unit stays in memory until its fragments are written
         _compute(self.engine, self.tokenizer, items, spec["max_len"], spec["batch_size"], out, None)
         fragments, nbytes = [], 0
         t_write = time.monotonic()

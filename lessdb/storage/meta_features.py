@@ -97,18 +97,25 @@ def start_job(ws, job: dict, owner: str | None = None, engine: str = "local") ->
     return dict(zip(JOB_COLUMNS, row))
 
 
+def insert_exclusions(con, exclusions) -> None:
+    """Record (feature_set_id, role, epoch, example_id, reason) rows inside the caller's transaction; a row
+    already recorded (a recomputed batch) is kept as it was."""
+    if not exclusions:
+        return
+    table = pa.table({"feature_set_id": [e[0] for e in exclusions], "role": [e[1] for e in exclusions],
+                      "epoch": pa.array([e[2] for e in exclusions], pa.int32()),
+                      "example_id": [e[3] for e in exclusions], "reason": [e[4] for e in exclusions]})
+    con.register("new_exclusions", table)
+    con.execute("INSERT INTO feature_exclusions SELECT * FROM new_exclusions ON CONFLICT DO NOTHING")
+    con.unregister("new_exclusions")
+
+
 def record_progress(ws, job_id: str, *, done: int, excluded: int, seconds: float, bytes_written: int,
                     lance_version: int | None, exclusions: list[tuple[str, str, int, str, str]] = ()) -> None:
     """Add one committed batch's counts to the job, and record its exclusions, in one transaction.
     `exclusions`: (feature_set_id, role, epoch, example_id, reason)."""
     with ws.duck.transaction() as con:
-        if exclusions:
-            table = pa.table({"feature_set_id": [e[0] for e in exclusions], "role": [e[1] for e in exclusions],
-                              "epoch": pa.array([e[2] for e in exclusions], pa.int32()),
-                              "example_id": [e[3] for e in exclusions], "reason": [e[4] for e in exclusions]})
-            con.register("new_exclusions", table)
-            con.execute("INSERT INTO feature_exclusions SELECT * FROM new_exclusions ON CONFLICT DO NOTHING")
-            con.unregister("new_exclusions")
+        insert_exclusions(con, exclusions)
         con.execute("UPDATE feature_jobs SET n_done = n_done + ?, n_excluded = n_excluded + ?, "
                     "seconds = seconds + ?, bytes_written = bytes_written + ?, "
                     "lance_version = coalesce(?, lance_version), updated_at = current_timestamp, "

@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import socket
 
-import pyarrow as pa
 
 from ..errors import LessdbError
+from .meta_features import insert_exclusions
 
 LEASE_TTL_SECONDS = 600
 
@@ -123,13 +123,7 @@ def record_commit(ws, commit: dict, owner: str, seconds: float, bytes_written: i
             return
         con.execute(f"INSERT INTO feature_commits ({', '.join(COMMIT_COLUMNS)}) "
                     f"VALUES ({', '.join('?' * len(COMMIT_COLUMNS))})", [commit[c] for c in COMMIT_COLUMNS])
-        if exclusions:
-            table = pa.table({"feature_set_id": [e[0] for e in exclusions], "role": [e[1] for e in exclusions],
-                              "epoch": pa.array([e[2] for e in exclusions], pa.int32()),
-                              "example_id": [e[3] for e in exclusions], "reason": [e[4] for e in exclusions]})
-            con.register("new_exclusions", table)
-            con.execute("INSERT INTO feature_exclusions SELECT * FROM new_exclusions ON CONFLICT DO NOTHING")
-            con.unregister("new_exclusions")
+        insert_exclusions(con, exclusions)
         con.execute("UPDATE feature_jobs SET n_done = n_done + ?, n_excluded = n_excluded + ?, seconds = seconds + ?, "
                     "bytes_written = bytes_written + ?, lance_version = greatest(coalesce(lance_version, 0), ?), "
                     "updated_at = current_timestamp WHERE job_id = ?",
