@@ -213,12 +213,7 @@ class ScoreAccumulator:
         (lessdb.scale's fragment tasks): `products` [n, m] (scaled), `zero` [n] (zero-norm rows). The same
         first-occurrence rule for duplicate rows and the same float64 sums as `add`, so scores are identical."""
         col = self._epoch_col[epoch]
-        rows = np.asarray(rows, dtype=np.int64)
-        _, first = np.unique(rows, return_index=True)
-        if len(first) != len(rows):
-            first.sort()
-            self._dups_in_batch += len(rows) - len(first)
-            rows, products, zero = rows[first], products[first], zero[first]
+        rows, products, zero = self._first_occurrences(rows, products, zero)
         rows, idx, _ = self._unseen(col, rows, None)
         if idx is not None:
             products, zero = products[idx], zero[idx]
@@ -228,17 +223,22 @@ class ScoreAccumulator:
         self.scores[rows] += products
         self.seen[rows, col] = True
 
+    def _first_occurrences(self, rows, *columns):
+        """`rows` (as int64) and each column (None stays None) cut to each row's first occurrence in the batch,
+        in batch order; the dropped repeats are counted."""
+        rows = np.asarray(rows, dtype=np.int64)
+        _, first = np.unique(rows, return_index=True)
+        if len(first) == len(rows):
+            return (rows, *columns)
+        first.sort()
+        self._dups_in_batch += len(rows) - len(first)
+        return (rows[first], *(None if c is None else np.asarray(c)[first] for c in columns))
+
     def _chunks(self, epoch, rows, vectors, scale):
         """(checkpoint column, rows, vectors, scale) pieces of at most `batch_rows` rows, each row's first
         occurrence in the batch only."""
         col = self._epoch_col[epoch]
-        rows = np.asarray(rows, dtype=np.int64)
-        _, first = np.unique(rows, return_index=True)
-        if len(first) != len(rows):
-            first.sort()
-            self._dups_in_batch += len(rows) - len(first)
-            rows, vectors = rows[first], vectors[first]
-            scale = None if scale is None else np.asarray(scale)[first]
+        rows, vectors, scale = self._first_occurrences(rows, vectors, scale)
         for start in range(0, len(rows), self.batch_rows):
             stop = start + self.batch_rows
             yield col, rows[start:stop], vectors[start:stop], None if scale is None else scale[start:stop]
