@@ -33,6 +33,9 @@ import tarfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recovery_data import bigbench_sdist  # noqa: E402  (the sdist download both BIG-bench benches share)
+
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
 LESSDB = [sys.executable, "-c", "from lessdb.cli.main import main; main()"]
@@ -80,18 +83,6 @@ def lessdb(ws: Path, *args: str, json_out: bool = True):
 
 # -- pool --------------------------------------------------------------------------------------------------------
 
-def bigbench_sdist(given: Path | None) -> Path:
-    if given:
-        return given
-    cache = OUT / "cache"
-    found = sorted(cache.glob("bigbench-*.tar.gz"))
-    if not found:
-        cache.mkdir(parents=True, exist_ok=True)
-        log("downloading the bigbench sdist from PyPI (358 MB, once)")
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                        "bigbench==1.0.0", "-d", str(cache)], check=True)
-        found = sorted(cache.glob("bigbench-*.tar.gz"))
-    return found[-1]
 
 
 def bigbench_record(task: str, spec: dict, ex: dict) -> dict | None:
@@ -151,7 +142,7 @@ def ensure_pool(ws: Path, args) -> int:
         lessdb(ws, "ingest", str(path), "--pool", args.pool)
     else:
         path = OUT / "quality" / "bigbench.jsonl"
-        counts = build_bigbench_file(bigbench_sdist(args.bigbench_sdist), args.bigbench_per_task, 0, path)
+        counts = build_bigbench_file(bigbench_sdist(args.bigbench_sdist, OUT / "cache", log), args.bigbench_per_task, 0, path)
         log(f"BIG-bench: {sum(counts.values())} examples from {len(counts)} tasks")
         lessdb(ws, "ingest", str(path), "--pool", args.pool)
         lessdb(ws, "ingest", "--builtin", "sharegpt", "--limit", str(args.sharegpt), "--pool", args.pool)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -75,7 +74,7 @@ def build_split(args) -> dict:
         # always drawn for every skill (the same pool and held-out examples whichever targets are scored)
         skills = dict(rd.SKILLS)
         wanted = sorted({src for pair in skills.values() for src in pair[:2]})
-        sources = rd.load_sources(bigbench_sdist(args.bigbench_sdist), wanted, args.cache)
+        sources = rd.load_sources(rd.bigbench_sdist(args.bigbench_sdist, OUT / "cache", log), wanted, args.cache)
     split = rd.build_split(sources, skills, args.per_task, args.n_val, seed=0)
     if args.skills:
         unknown = set(args.skills) - set(split["same"])
@@ -86,18 +85,6 @@ def build_split(args) -> dict:
     return split
 
 
-def bigbench_sdist(given: Path | None) -> Path:
-    if given:
-        return given
-    cache = OUT / "cache"
-    found = sorted(cache.glob("bigbench-*.tar.gz"))
-    if not found:
-        cache.mkdir(parents=True, exist_ok=True)
-        log("downloading the bigbench sdist from PyPI (358 MB, once)")
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                        "bigbench==1.0.0", "-d", str(cache)], check=True)
-        found = sorted(cache.glob("bigbench-*.tar.gz"))
-    return found[-1]
 
 
 def prepare(ws, split: dict, args, timings: dict) -> str:
