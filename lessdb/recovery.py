@@ -8,11 +8,13 @@ Both steps skip silently when another process is busy; `lessdb verify` reports w
 """
 from __future__ import annotations
 
-from .storage.candidates import roll_back_unrecorded_ingests
-
 
 def clean_up_after_kills(ws) -> dict:
     """Returns what was removed: {"ingests": [ids], "temp_files": n} (empty lists / 0 when nothing or busy)."""
+    # imported here: every write command imports this module at its top, and `lessdb --help` reaches one of them
+    # (selection.select, through the method registry) without needing storage (duckdb, pyarrow)
+    from .storage.candidates import roll_back_unrecorded_ingests
+
     rolled_back = roll_back_unrecorded_ingests(ws, wait=False) or set()
     removed = ws.lance.remove_abandoned_temp_files() or []
     return {"ingests": sorted(rolled_back), "temp_files": len(removed)}
