@@ -32,20 +32,11 @@ def setting(default=MISSING, help: str = "", *, default_factory=MISSING, flag: s
     return field(default=default, metadata=metadata)
 
 
-def fields_of(cls) -> list[dataclasses.Field]:
-    return list(dataclasses.fields(cls))
-
-
 def field_named(cls, name: str) -> dataclasses.Field:
     for f in dataclasses.fields(cls):
         if f.name == name:
             return f
     raise KeyError(f"{cls.__name__} has no field {name!r}")
-
-
-def default_of(cls, name: str):
-    f = field_named(cls, name)
-    return f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
 
 
 def help_of(cls, name: str) -> str:

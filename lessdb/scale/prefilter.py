@@ -12,20 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import LessdbError
-
-
-def parse_prefilter(text: str, dim: int) -> tuple[int, int]:
-    """'1024x20' -> (low_dim 1024, factor 20); low_dim must divide the feature dimension."""
-    try:
-        low, factor = (int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise LessdbError(f"prefilter {text!r}: expected LOWDIMxFACTOR, e.g. 1024x20") from None
-    if low < 1 or factor < 1 or dim % low or low >= dim:
-        raise LessdbError(f"prefilter {text!r}: the low dimension must divide the feature dimension {dim} and be "
-                          "smaller than it; the factor must be >= 1")
-    return low, factor
-
 
 def fold(vectors: np.ndarray, low_dim: int) -> np.ndarray:
     """[n, d] -> [n, low_dim]: sum of the buckets b with b mod low_dim equal (exact CountSketch fold)."""
