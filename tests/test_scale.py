@@ -92,3 +92,51 @@ def test_scale_scenarios_in_private_network_namespace():
         pytest.fail(f"cannot create a private network namespace here (needs root or user namespaces): {proc.stderr}")
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-2000:]
+
+
+def _checkpoint(tmp_path, adapter=b"adapter-bytes", optimizer=b"adam-bytes"):
+    import hashlib
+
+    from lessdb.scale.shipping import SHIPPED_FILES
+    from lessdb.storage.meta_runs import CheckpointInfo
+
+    folder = tmp_path / "ws" / "runs" / "r" / "epoch-1"
+    folder.mkdir(parents=True)
+    for name, data in zip(SHIPPED_FILES, (adapter, b'{"r": 4}', optimizer)):
+        (folder / name).write_bytes(data)
+    return CheckpointInfo("r", 1, str(folder), hashlib.sha256(adapter).hexdigest(),
+                          hashlib.sha256(optimizer).hexdigest(), 3, 1e-4, 1.0)
+
+
+def test_checkpoint_shipping_checks_hashes_and_never_passes_the_driver_path(tmp_path, monkeypatch):
+    """The files a Ray worker gets instead of the driver's checkpoint path (lessdb/scale/shipping.py)."""
+    from lessdb.scale.shipping import SHIPPED_FILES, materialize_checkpoint, pack_checkpoint
+
+    monkeypatch.setenv("LESSDB_CACHE_DIR", str(tmp_path / "node-cache"))
+    ckpt = _checkpoint(tmp_path)
+    shipment, files = pack_checkpoint(ckpt)
+    assert str(tmp_path / "ws") not in repr(shipment) and shipment["info"].path == ""
+    assert set(files) == set(SHIPPED_FILES) and files[SHIPPED_FILES[0]] == b"adapter-bytes"
+    fetched = []
+
+    def fetch(payload=files):
+        fetched.append(1)
+        return payload
+
+    local = materialize_checkpoint(shipment, fetch)
+    assert Path(local.path).parent == tmp_path / "node-cache" / "checkpoints" and fetched == [1]
+    assert {n: (Path(local.path) / n).read_bytes() for n in SHIPPED_FILES} == files
+    assert (local.adapter_sha256, local.epoch) == (ckpt.adapter_sha256, 1)
+    assert materialize_checkpoint(shipment, fetch).path == local.path and fetched == [1]   # node cache hit
+    (Path(local.path) / SHIPPED_FILES[2]).write_bytes(b"damaged")                          # a bad cached copy
+    assert materialize_checkpoint(shipment, fetch).path == local.path and fetched == [1, 1]
+    assert (Path(local.path) / SHIPPED_FILES[2]).read_bytes() == b"adam-bytes"
+    # bytes changed in transit (or a different object): refused, and nothing is left in the cache
+    shutil.rmtree(local.path)
+    with pytest.raises(LessdbError, match="arrived with sha256"):
+        materialize_checkpoint(shipment, lambda: {**files, SHIPPED_FILES[0]: b"tampered"})
+    assert not Path(local.path).exists() and not list(Path(local.path).parent.glob(".tmp-*"))
+    # the driver refuses a checkpoint whose files no longer match the catalogue's sha256
+    (Path(ckpt.path) / SHIPPED_FILES[0]).write_bytes(b"modified after training")
+    with pytest.raises(LessdbError, match="adapter_model.safetensors does not match its recorded sha256"):
+        pack_checkpoint(ckpt)

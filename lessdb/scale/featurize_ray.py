@@ -32,6 +32,7 @@ from ..storage import features as fstore
 from ..storage.lance_tables import CANDIDATES
 from . import commits
 from .cluster import ray_session, remote_error
+from .shipping import pack_checkpoint
 
 
 @dataclass(frozen=True)
@@ -71,10 +72,13 @@ def reconcile(ws, info, job_id: str, owner: str) -> int:
     return n
 
 
-def _spec(ws, info, plan, cfg, opts: RayOptions, epoch: int, schema) -> dict:
+def _spec(ws, info, plan, cfg, opts: RayOptions, epoch: int, schema, shipment: dict) -> dict:
     run = plan.run
     return {"run_id": cfg.run_id, "epoch": epoch, "model_name": run["model_name"], "model_sha256": run["model_sha256"],
-            "ckpt": plan.ckpts[epoch], "models_dir": str(ws.models_dir), "info": info,
+            "checkpoint": shipment, "info": info,
+            # a private cluster started here may reuse the workspace's converted base model; any other cluster's
+            # workers convert theirs from the model packages on their own node (shipping.py)
+            "models_dir": str(ws.models_dir) if opts.address == "local" else None,
             "device": "cuda" if opts.gpus_per_worker > 0 else "cpu", "compute": plan.compute,
             "threads": max(1, int(opts.cpus_per_worker)), "max_len": plan.max_len, "batch_size": cfg.batch_size,
             "pool": plan.pool, "candidates_uri": ws.lance.table_uri(CANDIDATES), "candidates_version": plan.cand_version,
@@ -93,12 +97,15 @@ class _Committer:
         self.last = time.monotonic()
         self.n_commits = self.written = self.excluded = self.bytes = 0
         self.version = None
+        self.nodes: set[str] = set()   # Ray nodes whose actors wrote this job's rows
         # where the time went (bench/scale.py): worker compute and fragment writes, driver commits
         self.timing = {"worker_seconds": 0.0, "model_load_seconds": 0.0, "fragment_write_seconds": 0.0,
                        "commit_seconds": 0.0}
 
     def add(self, result: dict) -> None:
         self.pending.append(result)
+        if result["n_rows"]:
+            self.nodes.add(result["node_id"])
         self.timing["worker_seconds"] += result["seconds"]
         self.timing["fragment_write_seconds"] += result["write_seconds"]
         self.timing["model_load_seconds"] += result["load_seconds"]
@@ -241,7 +248,11 @@ def _run_epochs(ws, cfg, opts, plan, info, schema, summary, owner, size, stack, 
             actors = actors or _actors(ray, opts, len(units), stack)
             progress = Progress(f"featurize (ray, {opts.workers} workers) epoch {epoch}", total=len(todo),
                                 enabled=None if cfg.progress else False)
-            _run_units(ray, actors, _spec(ws, info, plan, cfg, opts, epoch, schema), units, committer, progress)
+            shipment, files = pack_checkpoint(plan.ckpts[epoch])
+            shipment["files"] = ray.put(files)
+            del files
+            _run_units(ray, actors, _spec(ws, info, plan, cfg, opts, epoch, schema, shipment), units, committer,
+                       progress)
             progress.close()
         _check_unique(ws, info, epoch)
         meta_features.finish_job(ws, job["job_id"])
@@ -251,7 +262,8 @@ def _run_epochs(ws, cfg, opts, plan, info, schema, summary, owner, size, stack, 
         summary.lance_version = committer.version or summary.lance_version
         summary.jobs.append({"job_id": job["job_id"], "epoch": epoch, "todo": len(todo),
                              "shard_examples": len(plan.mine), "engine": "ray", "commits": committer.n_commits,
-                             "recovered_commits": recovered, "timing": committer.timing})
+                             "recovered_commits": recovered, "nodes": sorted(committer.nodes),
+                             "timing": committer.timing})
     summary.timing = {**timing, **{k: sum(j["timing"][k] for j in summary.jobs)
                                    for k in ("worker_seconds", "model_load_seconds", "fragment_write_seconds",
                                              "commit_seconds")}}

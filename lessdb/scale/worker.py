@@ -2,8 +2,10 @@
 local engine's unchanged `_compute` on a work unit and writes Lance fragments. It never commits and never opens
 the workspace (LESSDB_WORKER=1 makes `Workspace()` refuse), so the DuckDB catalogue has one writer: the driver.
 
-A spec is a plain dict the driver builds (paths, sha256s, the feature set, table URIs and versions, the
-non-secret storage options); credentials come from the worker's own AWS_* environment.
+A spec is a plain dict the driver builds (the checkpoint shipped through the object store with its sha256s,
+see shipping.py; the feature set, table URIs and versions, the non-secret storage options); credentials come
+from the worker's own AWS_* environment. Nothing in it names the driver's workspace, so workers on other nodes
+need no shared filesystem (the tables' URI must reach them: S3, or a path every node mounts).
 """
 from __future__ import annotations
 
@@ -46,16 +48,22 @@ class FeaturizeWorker:
         self.spec = None
 
     def _load(self, spec: dict) -> None:
+        import ray
+
         from ..featurize.job import _engine_for, _load
         from ..models import resolve_device
         from .commits import open_dataset
+        from .shipping import materialize_checkpoint, models_dir
 
         device = resolve_device(spec["device"])
-        facts = (spec["model_name"], spec["model_sha256"], spec["ckpt"])
-        loaded = _load(SimpleNamespace(models_dir=Path(spec["models_dir"])), spec["run_id"], spec["epoch"], device,
+        shipment = spec["checkpoint"]   # files from the driver through the object store, never its paths
+        ckpt = materialize_checkpoint(shipment, lambda: ray.get(shipment["files"]))
+        facts = (spec["model_name"], spec["model_sha256"], ckpt)
+        loaded = _load(SimpleNamespace(models_dir=models_dir(spec)), spec["run_id"], spec["epoch"], device,
                        spec["compute"], facts=facts)
         self.tokenizer = loaded.base.tokenizer
-        self.engine = _engine_for(spec["info"], loaded, spec["ckpt"], device)
+        self.engine = _engine_for(spec["info"], loaded, ckpt, device)
+        self.node_id = ray.get_runtime_context().get_node_id()
         self.candidates = open_dataset(spec["candidates_uri"], spec["storage_options"], spec["candidates_version"])
         self.spec = dict(spec)
 
@@ -94,6 +102,6 @@ class FeaturizeWorker:
                                         storage_options=spec["storage_options"])
         write_seconds = time.monotonic() - t_write
         _fault(self.spec)
-        return {"unit_id": unit_id, "fragments": fragments, "n_rows": len(out.ids),
+        return {"unit_id": unit_id, "fragments": fragments, "n_rows": len(out.ids), "node_id": self.node_id,
                 "exclusions": [list(e) for e in out.exclusions], "bytes": nbytes,
                 "seconds": time.monotonic() - t0, "write_seconds": write_seconds, "load_seconds": load_seconds}

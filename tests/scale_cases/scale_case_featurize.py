@@ -53,10 +53,27 @@ def _lance_commits(ws, table) -> dict[str, dict]:
 
 
 def test_ray_equals_local_bit_for_bit(ws_copy, ray_cluster, tmp_path):
-    ws_root, run_id = ws_copy
-    local_root = tmp_path / "ws-local"
+    """On the session's two-node cluster: the actors of both nodes write rows, the keys and vectors equal the
+    local engine's bit for bit, and no worker opens anything in the driver's workspace outside its tables
+    folder (the checkpoint reaches the nodes through Ray's object store)."""
     import shutil
 
+    import ray
+
+    from conftest import write_jsonl
+    from lessdb.ingest.pipeline import ingest_files
+    from lessdb.storage.candidates import select_candidate_ids
+    from scale_fixtures import worker_opens
+    from test_featurize_jobs import _records
+
+    ws_root, run_id = ws_copy
+    # 40 more candidates: 71 ids make two work units of the local engine's 64-id read chunk, so both actors
+    # (one per node: each node has one CPU) compute and write rows, with the local engine's batches
+    ingest_files(Workspace.open(ws_root), [write_jsonl(tmp_path / "more.jsonl", _records(7, 40))], pool="p",
+                 progress=False)
+    n_good = len(select_candidate_ids(Workspace.open(ws_root), "p")) - 1     # all but LONG
+    assert n_good > 64
+    local_root = tmp_path / "ws-local"
     shutil.copytree(ws_root, local_root)
     before = torch.get_num_threads()
     torch.set_num_threads(1)   # the workers compute with one thread: same BLAS path
@@ -66,11 +83,20 @@ def test_ray_equals_local_bit_for_bit(ws_copy, ray_cluster, tmp_path):
     finally:
         torch.set_num_threads(before)
     summary = _featurize_ray(ws_root, run_id, ray_cluster, workers=2)
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+    assert len(nodes) == 2 and [j["nodes"] for j in summary["jobs"]] == [nodes, nodes]   # rows from both nodes
+    workspace, tables = str(ws_root.resolve()), str((ws_root / "lance").resolve())
+    opened = worker_opens()
+    stray = sorted(p for p in opened if (p + os.sep).startswith(workspace + os.sep) and
+                   not p.startswith(tables + os.sep))
+    assert not stray, f"Ray workers opened the driver's workspace: {stray[:5]}"
+    cache = os.environ["LESSDB_CACHE_DIR"]   # control: the log does see the workers' checkpoint reads
+    assert any(p.startswith(cache) and p.endswith("adapter_config.json") for p in opened), sorted(opened)[:20]
     assert summary["feature_set_id"] == local.feature_set_id      # same feature set identity on both engines
-    assert summary["examples"] == local.examples == 2 * N_GOOD and summary["excluded"] == local.excluded == 2
+    assert summary["examples"] == local.examples == 2 * n_good and summary["excluded"] == local.excluded == 2
     ws, wl = Workspace.open(ws_root), Workspace.open(local_root)
     a, b = _rows(ws, summary["feature_set_id"]), _rows(wl, local.feature_set_id)
-    assert sorted(a) == sorted(b) and len(a) == 2 * N_GOOD
+    assert sorted(a) == sorted(b) and len(a) == 2 * n_good
     for key in a:
         assert np.array_equal(a[key][0], b[key][0]), key          # bit for bit
         assert a[key][1] == b[key][1], key
@@ -86,11 +112,11 @@ def test_ray_equals_local_bit_for_bit(ws_copy, ray_cluster, tmp_path):
     recorded = {c["txn_uuid"]: c for c in meta_scale.commit_rows(ws)}
     in_lance = _lance_commits(ws, summary["lance_table"])
     assert set(recorded) == set(in_lance) and recorded
-    assert sum(c["n_rows"] for c in recorded.values()) == 2 * N_GOOD
+    assert sum(c["n_rows"] for c in recorded.values()) == 2 * n_good
     assert all(recorded[u]["lance_version"] == in_lance[u]["version"] for u in recorded)
     # a rerun finds nothing to do
     again = _featurize_ray(ws_root, run_id, ray_cluster)
-    assert again["examples"] == 0 and again["already_present"] == 2 * (N_GOOD + 1)
+    assert again["examples"] == 0 and again["already_present"] == 2 * (n_good + 1)
 
 
 def test_kill_driver_after_lance_commit_then_rerun(ws_copy, ray_cluster):

@@ -50,19 +50,63 @@ def s3():
     srv.stop()
 
 
+def audit_opens():
+    """Ray `worker_process_setup_hook` of the scenarios: every Ray worker process logs each file or directory it
+    opens under the test's temp root (Python-level opens: `open`, `os.listdir`, `os.scandir`; the checkpoint hash
+    checks and peft's config read go through them) to its own file in $LESSDB_TEST_OPEN_LOG. The two-node test
+    reads these logs to show that workers never touch the driver's workspace (outside its tables folder)."""
+    log_dir, watch = os.environ.get("LESSDB_TEST_OPEN_LOG"), os.environ.get("LESSDB_TEST_WATCH")
+    if not log_dir or not watch:
+        return
+    fd = os.open(os.path.join(log_dir, f"opens-{os.getpid()}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def hook(event, args):
+        if event not in ("open", "os.listdir", "os.scandir") or not args or isinstance(args[0], int):
+            return
+        try:
+            path = os.path.abspath(os.fsdecode(args[0]))
+        except TypeError:
+            return
+        if path.startswith(watch):
+            os.write(fd, (path + "\n").encode())
+
+    sys.addaudithook(hook)
+
+
+def worker_opens() -> set[str]:
+    """Paths the Ray workers opened so far (audit_opens)."""
+    out = set()
+    for log in Path(os.environ["LESSDB_TEST_OPEN_LOG"]).glob("opens-*.log"):
+        out.update(log.read_text().split("\n"))
+    return out - {""}
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(s3, tmp_path_factory):
-    """One local Ray cluster (2 CPUs) for every scenario; drivers join it with --ray-address. Started after
-    the S3 fixture so that its workers inherit the AWS_* environment, as on a real cluster."""
+    """One Ray cluster for every scenario: TWO nodes on this machine (`ray.cluster_utils.Cluster`, a head and a
+    worker node, one CPU each, so two actors always land on different nodes); drivers join it with
+    --ray-address. Started after the S3 fixture so that its workers inherit the AWS_* environment, as on a real
+    cluster. Each node's cache (checkpoints shipped by the driver) is a fresh folder, and every worker logs the
+    files it opens (audit_opens)."""
     import ray
+    from ray.cluster_utils import Cluster
 
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=200 << 20,
-             log_to_driver=False, _temp_dir=str(tmp_path_factory.mktemp("ray")))
-    address = ray.get_runtime_context().gcs_address
-    assert address.startswith("127.0.0.1:"), f"Ray bound to {address}, not loopback"
-    yield address
-    ray.shutdown()
+    os.environ.update(RAY_USAGE_STATS_ENABLED="0", LESSDB_CACHE_DIR=str(tmp_path_factory.mktemp("node-cache")),
+                      LESSDB_TEST_OPEN_LOG=str(tmp_path_factory.mktemp("worker-opens")),
+                      LESSDB_TEST_WATCH=str(tmp_path_factory.getbasetemp()))
+    node = {"num_cpus": 1, "object_store_memory": 150 << 20, "temp_dir": str(tmp_path_factory.mktemp("ray"))}
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    try:
+        cluster.add_node(**node)
+        ray.init(address=cluster.address, log_to_driver=False,
+                 runtime_env={"worker_process_setup_hook": "scale_fixtures.audit_opens"})
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        bound = {cluster.address.rsplit(":", 1)[0], *(n["NodeManagerAddress"] for n in nodes)}
+        assert len(nodes) == 2 and bound == {"127.0.0.1"}, f"Ray nodes bound to {bound}, not loopback only"
+        yield cluster.address
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
 
 
 @pytest.fixture(scope="session")
