@@ -63,6 +63,7 @@ def test_ray_equals_local_bit_for_bit(ws_copy, ray_cluster, tmp_path):
     from conftest import write_jsonl
     from lessdb.ingest.pipeline import ingest_files
     from lessdb.storage.candidates import select_candidate_ids
+    from lessdb.storage.meta_runs import list_checkpoints
     from scale_fixtures import worker_opens
     from test_featurize_jobs import _records
 
@@ -85,9 +86,12 @@ def test_ray_equals_local_bit_for_bit(ws_copy, ray_cluster, tmp_path):
     summary = _featurize_ray(ws_root, run_id, ray_cluster, workers=2)
     nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
     assert len(nodes) == 2 and [j["nodes"] for j in summary["jobs"]] == [nodes, nodes]   # rows from both nodes
-    workspace, tables = str(ws_root.resolve()), str((ws_root / "lance").resolve())
+    # forbidden: the driver's workspace (but its tables folder) and the checkpoint folders the catalogue records
+    # (a copied workspace still names the template's)
+    tables = str((ws_root / "lance").resolve())
+    forbidden = [str(ws_root.resolve())] + [c.path for c in list_checkpoints(Workspace.open(ws_root), run_id)]
     opened = worker_opens()
-    stray = sorted(p for p in opened if (p + os.sep).startswith(workspace + os.sep) and
+    stray = sorted(p for p in opened if any((p + os.sep).startswith(f + os.sep) for f in forbidden) and
                    not p.startswith(tables + os.sep))
     assert not stray, f"Ray workers opened the driver's workspace: {stray[:5]}"
     cache = os.environ["LESSDB_CACHE_DIR"]   # control: the log does see the workers' checkpoint reads
@@ -146,6 +150,7 @@ def test_kill_driver_after_lance_commit_then_rerun(ws_copy, ray_cluster):
 
 def _good_ids(ws, fsid, epoch):
     from lessdb.storage.candidates import select_candidate_ids
+    from lessdb.storage.meta_runs import list_checkpoints
 
     excluded = meta_features.excluded_ids(ws, fsid, "candidate", epoch)
     return [e for e in select_candidate_ids(ws, "p") if e not in excluded]
