@@ -31,7 +31,7 @@ from ..storage import meta_features, meta_scale
 from ..storage import features as fstore
 from ..storage.lance_tables import CANDIDATES
 from . import commits
-from .cluster import ray_session, remote_error
+from .cluster import import_ray, ray_session, remote_error
 from .shipping import pack_checkpoint
 
 
@@ -72,13 +72,13 @@ def reconcile(ws, info, job_id: str, owner: str) -> int:
     return n
 
 
-def _spec(ws, info, plan, cfg, opts: RayOptions, epoch: int, schema, shipment: dict) -> dict:
+def _spec(ws, info, plan, cfg, opts: RayOptions, epoch: int, schema, shipment: dict, private: bool) -> dict:
     run = plan.run
     return {"run_id": cfg.run_id, "epoch": epoch, "model_name": run["model_name"], "model_sha256": run["model_sha256"],
             "checkpoint": shipment, "info": info,
-            # a private cluster started here may reuse the workspace's converted base model; any other cluster's
-            # workers convert theirs from the model packages on their own node (shipping.py)
-            "models_dir": str(ws.models_dir) if opts.address == "local" else None,
+            # a private cluster this driver started (so on this machine) may reuse the workspace's converted base
+            # model; any other cluster's workers convert theirs from the model packages on their node (shipping.py)
+            "models_dir": str(ws.models_dir) if private else None,
             "device": "cuda" if opts.gpus_per_worker > 0 else "cpu", "compute": plan.compute,
             "threads": max(1, int(opts.cpus_per_worker)), "max_len": plan.max_len, "batch_size": cfg.batch_size,
             "pool": plan.pool, "candidates_uri": ws.lance.table_uri(CANDIDATES), "candidates_version": plan.cand_version,
@@ -240,6 +240,7 @@ def _run_epochs(ws, cfg, opts, plan, info, schema, summary, owner, size, stack, 
         timing["plan_seconds"] += time.monotonic() - t_plan
         if todo:
             if ray is None:
+                private = opts.address == "local" and not import_ray().is_initialized()
                 t_connect = time.monotonic()
                 ray = stack.enter_context(ray_session(opts.address, opts.workers * opts.cpus_per_worker))
                 timing["ray_connect_seconds"] = time.monotonic() - t_connect
@@ -249,10 +250,10 @@ def _run_epochs(ws, cfg, opts, plan, info, schema, summary, owner, size, stack, 
             progress = Progress(f"featurize (ray, {opts.workers} workers) epoch {epoch}", total=len(todo),
                                 enabled=None if cfg.progress else False)
             shipment, files = pack_checkpoint(plan.ckpts[epoch])
-            shipment["files"] = ray.put(files)
+            shipment["files"] = ray.put(files)   # the nodes fetch it; no worker reads the workspace
             del files
-            _run_units(ray, actors, _spec(ws, info, plan, cfg, opts, epoch, schema, shipment), units, committer,
-                       progress)
+            spec = _spec(ws, info, plan, cfg, opts, epoch, schema, shipment, private)
+            _run_units(ray, actors, spec, units, committer, progress)
             progress.close()
         _check_unique(ws, info, epoch)
         meta_features.finish_job(ws, job["job_id"])
