@@ -5,6 +5,7 @@ import click
 
 from ..errors import LessdbError
 from ..featurize.config import FeaturizeConfig
+from ..scale.options import RayOptions
 from .options import options_from_dataclass
 from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option
 
@@ -21,23 +22,11 @@ def _epochs(text: str | None) -> tuple[int, ...] | None:
 @cli.command()
 @options_from_dataclass(FeaturizeConfig, only=["run_id", "checkpoints"], required={"run_id"})
 @options_from_dataclass(FeaturizeConfig, exclude={"run_id", "checkpoints"})
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="local: this process; ray: Ray actors compute, this process commits (see README, Scale out).")
-@click.option("--ray-address", default="local", show_default=True,
-              help="--engine ray: local (start a private cluster), auto, or HOST:PORT of a running cluster.")
-@click.option("--workers", type=int, default=2, show_default=True, help="--engine ray: actors (one model each).")
-@click.option("--gpus-per-worker", type=float, default=0.0, show_default=True,
-              help="--engine ray: GPUs per actor (0: CPU).")
-@click.option("--unit-rows", type=int, default=None,
-              help="--engine ray: examples per work unit (default: the local engine's chunk, so vectors are "
-                   "bit-identical; larger units mean fewer, bigger fragments).")
-@click.option("--commit-units", type=int, default=8, show_default=True,
-              help="--engine ray: finished units per Lance commit (a crash recomputes at most one such batch).")
+@options_from_dataclass(RayOptions, prefix="ray_")   # the Ray engine's options, as ray_<field>
 @workspace_option
 @json_option
 @click.pass_context
-def featurize(ctx, checkpoints, shard, engine, ray_address, workers, gpus_per_worker, unit_rows, commit_units,
-              workspace_override, as_json, **settings):
+def featurize(ctx, checkpoints, shard, workspace_override, as_json, **settings):
     """Compute gradient features of a run's candidates (LESS step 2) and append them to LanceDB.
 
     Resumable (rerun after an interruption: only missing examples are computed), shardable (run
@@ -50,13 +39,8 @@ def featurize(ctx, checkpoints, shard, engine, ray_address, workers, gpus_per_wo
     """
     from ..featurize import parse_shard
     ws = open_workspace(ctx, workspace_override)
-    ray = None
-    if engine == "ray":
-        from ..scale import RayOptions
-        ray = RayOptions(address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker, unit_rows=unit_rows,
-                         commit_units=commit_units)
-    summary = ws.featurize(checkpoints=_epochs(checkpoints), shard=parse_shard(shard), engine=engine, ray=ray,
-                           **settings)
+    ray = RayOptions(**{name[len("ray_"):]: settings.pop(name) for name in list(settings) if name.startswith("ray_")})
+    summary = ws.featurize(checkpoints=_epochs(checkpoints), shard=parse_shard(shard), ray=ray, **settings)
     d = summary.as_dict()
     if as_json:
         emit_json(d)

@@ -17,7 +17,7 @@ from dataclasses import MISSING
 
 import click
 
-from ..settings import SettingError, flag_of
+from ..settings import FieldText, SettingError, flag_of, render_refs
 
 
 def _base_type(annotation) -> type | None:
@@ -63,6 +63,11 @@ def option_for(f: dataclasses.Field, *, prefix: str = "", flag: str | None = Non
         kwargs["type"] = click.Path(path_type=Path)
     if required:
         kwargs["required"] = True
+    if meta.get("metavar"):
+        kwargs["metavar"] = meta["metavar"]
+    names = [flag] + ([meta["short"]] if meta.get("short") else [])
+    if meta.get("multiple"):   # repeatable: the command gets a tuple (empty when not given)
+        return click.option(*names, param, multiple=True, **kwargs)
     shown = shown_default(f)
     if unset or f.default is MISSING or f.default is None or not isinstance(f.default, (int, float, str)):
         kwargs["default"] = None
@@ -74,7 +79,6 @@ def option_for(f: dataclasses.Field, *, prefix: str = "", flag: str | None = Non
             kwargs["help"] = f"{text}  [default: {shown}]"
         else:
             kwargs["show_default"] = True
-    names = [flag] + ([meta["short"]] if meta.get("short") else [])
     return click.option(*names, param, **kwargs)
 
 
@@ -97,19 +101,29 @@ def options_from_dataclass(cls, *, exclude=(), only=None, prefix: str = "", unse
 
 def flag_name(config_cls, field: str, prefix: str = "") -> str:
     """The flag a user types for a field of a config (the one mapping from field names to flags); warmup's and
-    train's flat names (lora_r, lr, ...) resolve through `config.flat_settings`."""
+    train's flat names (lora_r, lr, ...) resolve through `config.flat_settings`; a command's own parameters
+    (`config_cls` None, or a name the config lacks) are `--` + the name with dashes."""
     from ..config import flat_settings
 
-    try:
-        return flag_of(config_cls, field, prefix)
-    except KeyError:
-        owner = flat_settings().get(field)
-        return flag_of(*owner) if owner else "--" + field.replace("_", "-")
+    if config_cls is not None:
+        try:
+            return flag_of(config_cls, field, prefix)
+        except KeyError:
+            pass
+    owner = flat_settings().get(field)
+    return flag_of(*owner) if owner else "--" + field.replace("_", "-")
 
 
 def setting_error_message(exc: SettingError) -> str:
     """A library SettingError (which names fields) as the CLI says it (with flags)."""
     return exc.render(lambda name: flag_name(exc.config_cls, name, exc.prefix))
+
+
+def shown_with_flags(text: str) -> str:
+    """A library note as the CLI says it: a `FieldText` names its fields by their flags; other text as is."""
+    if isinstance(text, FieldText):
+        return render_refs(text.marked, lambda name: flag_name(text.config_cls, name))
+    return text
 
 
 def preset_help(presets: dict[str, dict], flat_settings: dict[str, tuple[type, str]], top_cls,

@@ -5,8 +5,8 @@ import click
 
 from ..selection.methods import method_names
 from ..selection.plan import SelectConfig
-from ..settings import help_of
-from .options import options_from_dataclass
+from ..settings import field_named, help_of
+from .options import options_from_dataclass, shown_with_flags
 from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option
 
 
@@ -20,21 +20,19 @@ def _checkpoints(value: str | None) -> list[int] | None:
 
 
 @cli.command("select")
-@click.option("--task", multiple=True, help=help_of(SelectConfig, "task"))
-@options_from_dataclass(SelectConfig, only=["balance", "max_tokens", "budget_on", "dedup", "dedup_text"])
-@click.option("--method", type=click.Choice(method_names(), case_sensitive=False), default="less", show_default=True,
+@options_from_dataclass(SelectConfig, only=["task", "balance", "max_tokens", "budget_on", "dedup", "dedup_text"])
+# the method's choices are the registry's (known once the method modules are imported), so not a field's
+@click.option("--method", type=click.Choice(method_names(), case_sensitive=False),
+              default=field_named(SelectConfig, "method").default, show_default=True,
               help=help_of(SelectConfig, "method"))
 @options_from_dataclass(SelectConfig, only=["pool", "run", "feature_set", "percentage", "count", "where",
                                             "val_aggregation", "checkpoints", "seed", "name", "output", "force",
                                             "max_seq_length", "device", "val_max_seq_length", "val_truncation",
-                                            "replay"])
-@click.option("--method-param", "method_params", multiple=True, metavar="KEY=VALUE",
-              help="A parameter of the method, e.g. k1=1.2 for bm25 (repeatable; recorded with the selection).")
-@options_from_dataclass(SelectConfig, only=["engine", "ray_address"])
+                                            "replay", "method_params", "engine", "ray_address"])
 @workspace_option
 @json_option
 @click.pass_context
-def select_cmd(ctx, task, method, checkpoints, output, method_params, workspace_override, as_json, **settings):
+def select_cmd(ctx, method, checkpoints, output, workspace_override, as_json, **settings):
     """Select the candidates most useful for a task (LESS step 3) and record the selection.
 
     \b
@@ -45,17 +43,15 @@ def select_cmd(ctx, task, method, checkpoints, output, method_params, workspace_
         lessdb select --replay bbh-5pct
     """
     from ..selection.audit import histogram_lines
-    from ..selection.methods import parse_method_params
     from ..selection.feature_audit import selection_feature_lines
-    task = list(task) if len(task) > 1 else (task[0] if task else None)
     result = open_workspace(ctx, workspace_override).select(
-        task, method=method.lower(), checkpoints=_checkpoints(checkpoints), output=None if output is None else str(output),
-        method_params=parse_method_params(method_params) or None, **settings)
+        method=method.lower(), checkpoints=_checkpoints(checkpoints), output=None if output is None else str(output),
+        **settings)
     if as_json:
         emit_json(result.summary())
         return
     for note in result.notes:
-        click.echo(f"note: {note}", err=True)
+        click.echo(f"note: {shown_with_flags(note)}", err=True)
     click.echo(f"{result.selection_id}" + (f" ({result.name})" if result.name else "") +
                f": {result.method} selected {result.k:,} of {result.n_scored:,} scored candidates "
                f"(pool {result.pool}, task {result.task}; {result.n_unscorable:,} unscorable) in {result.seconds:.1f}s")

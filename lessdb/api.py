@@ -62,15 +62,21 @@ class WorkspaceAPI:
             config = build_warmup_config(pool, preset=preset, run_id=run_id, device=device, **settings)
         return run_warmup(self, config, progress=progress)
 
-    def featurize(self, run_id: str | None = None, *, engine: str = "local", ray=None, config=None, **settings):
+    def featurize(self, run_id: str | None = None, *, ray=None, config=None, **settings):
         """`lessdb featurize`: gradient features of a warmup run's candidates -> FeaturizeSummary.
         `settings`: FeaturizeConfig fields (dim, sketch, grad_kind, checkpoints, shard=(i, n), ...);
         `engine="ray"` computes on Ray actors (`ray`: a lessdb.scale.RayOptions, default its defaults)."""
         from .featurize import FeaturizeConfig
 
+        given = {k: v for k, v in settings.items() if v is not None}
         if config is None:
-            config = FeaturizeConfig(run_id=run_id, **{k: v for k, v in settings.items() if v is not None})
-        if engine == "ray":
+            config = FeaturizeConfig(run_id=run_id, **given)
+        elif given:   # a config plus a few settings (engine="ray"): the settings win
+            from dataclasses import replace
+
+            config = replace(config, **given)
+        config.validate()
+        if config.engine == "ray":
             from .scale import RayOptions, featurize_ray
 
             return featurize_ray(self, config, ray or RayOptions())

@@ -27,6 +27,7 @@ import torch
 
 from .checkpoints import load_optimizer_state, sha256_file, verify_checkpoint_files  # noqa: F401 (re-exported)
 from .errors import LessdbError
+from .settings import SettingError
 
 # Models are never downloaded: keep huggingface_hub from trying (peft/transformers probe it otherwise).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -106,7 +107,7 @@ def resolve_device(device: str | None) -> str:
     if device in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise LessdbError(f"--device {device}: no CUDA device is available here")
+        raise SettingError(None, [("device", f"{device}: no CUDA device is available here")])
     return device
 
 
@@ -298,8 +299,9 @@ def load_base_model(ws, name_or_path: str = DEFAULT_MODEL, device: str = "cpu",
         path = Path(name_or_path).expanduser()
         if not (path / "config.json").exists():
             names = ", ".join(f"'{n}'" for n in (*BUNDLED_MODELS, TINY_MODEL))
-            raise LessdbError(f"--model {name_or_path!r}: not one of {names}, nor a local Hugging Face model "
-                              "directory (no config.json there); models are never downloaded")
+            raise SettingError(None, [("model", f"{name_or_path!r}: not one of {names}, nor a local Hugging Face "
+                                                "model directory (no config.json there); models are never "
+                                                "downloaded")])
         path = path.resolve()
         model, tokenizer = _load_hf_dir(path, device, dtype)
         loaded = LoadedModel(model, tokenizer, str(path), _dir_weights_sha256(path), f"dir:{path}", str(path),

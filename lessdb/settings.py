@@ -6,11 +6,15 @@ from the field (`cli/options.py` builds the click options; kronfluence's `argume
     grad_kind: str = setting("adam", "adam: LESS's Adam direction; ...", flag="--grad", choices=GRAD_KINDS)
 
 Library code names fields, never flags: `SettingError` carries the field names of what is wrong, and the CLI
-shows them as its flags (`flag_of`), so a Python user reads `grad_kind`, a shell user `--grad`.
+shows them as its flags (`cli/options.py`), so a Python user reads `grad_kind`, a shell user `--grad`. A field
+named inside a sentence is written `ref("pool")`:
+
+    raise SettingError(TrainConfig, f"{ref('selection')} {spec} needs {ref('pool')}")
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import MISSING, field
 
 from .errors import LessdbError
@@ -20,13 +24,15 @@ DEFAULT_MAX_SEQ_LENGTH = 2048
 
 
 def setting(default=MISSING, help: str = "", *, default_factory=MISSING, flag: str | None = None,
-            choices=None, cli: bool = True, show: str | None = None, short: str | None = None):
+            choices=None, cli: bool = True, show: str | None = None, short: str | None = None,
+            multiple: bool = False, metavar: str | None = None):
     """A dataclass field with its help. `flag`: the option's name when it is not the field's name with dashes; `choices`: the
     allowed values (validated, and a click.Choice); `cli=False`: no command-line option (library-only knob);
     `show`: the default as help shows it, when the value itself does not say it (None means "computed");
-    `short`: a one-letter alias of the flag (`-p`)."""
+    `short`: a one-letter alias of the flag (`-p`); `multiple`: the flag may be repeated (the command gets a
+    tuple); `metavar`: how help shows its value."""
     metadata = {"help": help, "flag": flag, "choices": tuple(choices) if choices is not None else None,
-                "cli": cli, "show": show, "short": short}
+                "cli": cli, "show": show, "short": short, "multiple": multiple, "metavar": metavar}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -49,12 +55,44 @@ def flag_of(cls, name: str, prefix: str = "") -> str:
     return f.metadata.get("flag") or "--" + (prefix + name).replace("_", "-")
 
 
+# marks a field named inside a SettingError's text; a control character no command line or config can contain
+_REF = "\x1f"
+_REF_PATTERN = re.compile(_REF + r"(\w+)" + _REF)
+
+
+def ref(name: str) -> str:
+    """Field `name` inside a SettingError's text (or a `FieldText`): shown as the field's name to a Python user,
+    as its flag by the CLI."""
+    return f"{_REF}{name}{_REF}"
+
+
+def render_refs(text: str, name_of) -> str:
+    """`text` with each `ref(field)` shown as `name_of(field)`."""
+    return _REF_PATTERN.sub(lambda m: name_of(m.group(1)), text)
+
+
+class FieldText(str):
+    """A note that names settings with `ref` (`f"pass {ref('run')} to choose"`): as a str it reads with the
+    field names (what a Python user passes); `config_cls` and `marked` let the CLI show its flags instead."""
+
+    def __new__(cls, config_cls, marked: str):
+        self = super().__new__(cls, render_refs(marked, str))
+        self.config_cls, self.marked = config_cls, marked
+        return self
+
+    def __reduce__(self):   # copy/deepcopy (dataclasses.asdict) and pickle keep both views
+        return FieldText, (self.config_cls, self.marked)
+
+
 class SettingError(LessdbError):
     """One or more settings of a config are invalid. `problems` is a list of (field name or tuple of field
-    names, what is wrong); the
-    message names the fields (`grad_kind 'x' is not one of ...`); `cli/` re-renders it with flag names."""
+    names, what is wrong), or one sentence naming its fields with `ref` (`config_cls` None: the names are the
+    command's own parameters, shown as `--name`); the message names the fields (`grad_kind 'x' is not one of
+    ...`); `cli/` re-renders it with flag names."""
 
-    def __init__(self, config_cls, problems: list[tuple[str, str]], prefix: str = ""):
+    def __init__(self, config_cls, problems: list[tuple[str | tuple | None, str]] | str, prefix: str = ""):
+        if isinstance(problems, str):
+            problems = [(None, problems)]
         self.config_cls, self.problems, self.prefix = config_cls, list(problems), prefix
         super().__init__(self.render(lambda name: name))
 
@@ -62,7 +100,19 @@ class SettingError(LessdbError):
         """The message with each field shown as `name_of(field)` (a tuple of fields reads "a or b")."""
         def names(name) -> str:
             return " or ".join(map(name_of, name)) if isinstance(name, tuple) else name_of(name)
-        return "; ".join(f"{names(name)} {text}" for name, text in self.problems)
+
+        def text(sentence: str) -> str:
+            return render_refs(sentence, name_of)
+        return "; ".join(text(t) if name is None else f"{names(name)} {text(t)}" for name, t in self.problems)
+
+    @property
+    def fields(self) -> list[str]:
+        """Every field the message names (the heads and the `ref`s), for tests and tools."""
+        out = []
+        for name, sentence in self.problems:
+            out += [] if name is None else list(name) if isinstance(name, tuple) else [name]
+            out += _REF_PATTERN.findall(sentence)
+        return out
 
 
 def check_choices(obj, problems: list[tuple[str, str]]) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from .conversation import ROLES, content_hash
 from . import jsontext
 from .errors import InputError, LessdbError
+from .settings import SettingError, ref
 from .jsontext import unicode_problem
 # LESS's validation formats (the built-ins and the LESS-folder loader use them; re-exported for older imports)
 from .less_formats import (TYDIQA_TEMPLATES, less_bbh_examples, less_mmlu_example,  # noqa: F401
@@ -384,7 +385,8 @@ def add_tasks(ws, name: str | None = None, file: Path | str | None = None, less_
     is refused unless `replace`; the old version stays stored (selections that used it keep their hash).
     Returns one summary per task, with "status": created | updated | unchanged."""
     if (file is None) == (less_eval_dir is None):
-        raise LessdbError("give exactly one of a task file (--file) or a LESS eval folder (--less-eval-dir)")
+        raise SettingError(None, f"give exactly one of a task file ({ref('file')}) or a LESS eval folder "
+                                 f"({ref('less_eval_dir')})")
     if file is not None:
         if not name:
             raise LessdbError("a task added from a file needs a name: lessdb task add NAME --file FILE.jsonl")
@@ -393,7 +395,8 @@ def add_tasks(ws, name: str | None = None, file: Path | str | None = None, less_
         specs = [_TaskSpec(name, parse_task_file(path), ORIGIN_FILE, str(path.resolve()), description)]
     else:
         if name:
-            raise LessdbError("--less-eval-dir names its tasks itself (bbh-less, mmlu-less, tydiqa); drop NAME")
+            raise SettingError(None, [("less_eval_dir", "names its tasks itself (bbh-less, mmlu-less, tydiqa); drop "
+                                                       "NAME")])
         specs = load_less_eval_dir(less_eval_dir)
     builtins = set(_builtin_manifest())
     for spec in specs:
@@ -404,8 +407,8 @@ def add_tasks(ws, name: str | None = None, file: Path | str | None = None, less_
         pointers = meta_tasks.task_pointers(ws)
         clashes = [v.name for v in versions if v.name in pointers and pointers[v.name]["task_hash"] != v.task_hash]
         if clashes and not replace:
-            raise LessdbError(f"task {', '.join(clashes)} already exists with different examples; pass --replace "
-                              "to point the name at the new examples (the old version stays stored)")
+            raise SettingError(None, f"task {', '.join(clashes)} already exists with different examples; pass "
+                                     f"{ref('replace')} to point the name at the new examples (the old version stays stored)")
         statuses = meta_tasks.register_task_versions(ws, versions)
     out = []
     for spec, v, status in zip(specs, versions, statuses):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from . import __version__
 from .config import TrainConfig, build_train_config  # noqa: F401 (re-exported: tests, callers)
 from .errors import LessdbError
+from .settings import SettingError, ref
 from .choices import DEFAULT_MODEL
 from .models import load_base_model, resolve_device
 from .recovery import clean_up_after_kills
@@ -87,9 +88,10 @@ def parse_random_fraction(spec: str) -> float:
     try:
         p = float(text)
     except ValueError:
-        raise LessdbError(f"--selection {spec!r}: P in random:P must be a number in (0, 1], e.g. random:0.05") from None
+        raise SettingError(TrainConfig, [("selection", f"{spec!r}: P in random:P must be a number in (0, 1], "
+                                                        "e.g. random:0.05")]) from None
     if not (0.0 < p <= 1.0):
-        raise LessdbError(f"--selection {spec!r}: P must be in (0, 1] (0.05 means 5%)")
+        raise SettingError(TrainConfig, [("selection", f"{spec!r}: P must be in (0, 1] (0.05 means 5%)")])
     return p
 
 
@@ -98,8 +100,8 @@ def _pool_or_only(ws, pool: str | None, spec: str) -> str:
         return pool
     pools = meta_selections.pools(ws)
     if len(pools) != 1:
-        raise LessdbError(f"--selection {spec} needs --pool" + (f" (pools: {', '.join(pools)})" if pools else
-                                                               ": ingest a pool first with `lessdb ingest`"))
+        raise SettingError(TrainConfig, [("selection", f"{spec} needs {ref('pool')}" + (
+            f" (pools: {', '.join(pools)})" if pools else ": ingest a pool first with `lessdb ingest`"))])
     return pools[0]
 
 
@@ -107,8 +109,9 @@ def resolve_training_set(ws, spec: str, pool: str | None, seed: int) -> Training
     """The examples of `--selection SPEC` (see the module docstring), with the selection's model if any."""
     spec = (spec or "").strip()
     if not spec:
-        raise LessdbError("--selection is required: a selection id or name (see `lessdb selections`), "
-                          "'full' or 'random:P' (or --resume to continue an interrupted train run)")
+        raise SettingError(TrainConfig, [("selection", "is required: a selection id or name (see `lessdb "
+                                                        "selections`), 'full' or 'random:P' (or "
+                                                        f"{ref('resume')} to continue an interrupted train run)")])
     if spec == FULL or spec.startswith(RANDOM_PREFIX):
         pool = _pool_or_only(ws, pool, spec)
         version = candidates_version(ws)
@@ -124,8 +127,8 @@ def resolve_training_set(ws, spec: str, pool: str | None, seed: int) -> Training
     ids = members.column("candidate_id").to_pylist()
     sel_pool = (sel.get("params") or {}).get("pool") or (members.column("pool")[0].as_py() if ids else None)
     if pool and pool != sel_pool:
-        raise LessdbError(f"selection {sel['selection_id']} was drawn from pool {sel_pool!r}, not {pool!r}; "
-                          "drop --pool")
+        raise SettingError(TrainConfig, f"selection {sel['selection_id']} was drawn from pool {sel_pool!r}, not "
+                                        f"{pool!r}; drop {ref('pool')}")
     if not ids:
         raise LessdbError(f"selection {sel['selection_id']} has no members")
     version = (sel.get("table_versions") or {}).get(CANDIDATES)
@@ -152,8 +155,9 @@ def run_train(ws, config: TrainConfig, *, progress: bool = True, on_checkpoint=N
     max_len = config.training.max_seq_length
     kept, excluded = encode_subset(ws, loaded, tset.pool, tset.ids, tset.version, max_len)
     if not kept:
-        raise LessdbError(f"none of the {len(tset.ids)} examples of --selection {config.selection} keeps a "
-                          f"completion token within max_seq_length {max_len}; raise --max-seq-length")
+        raise SettingError(TrainConfig, f"none of the {len(tset.ids)} examples of {ref('selection')} "
+                                        f"{config.selection} keeps a completion token within "
+                                        f"{ref('max_seq_length')} {max_len}; raise it")
     plan = plan_schedule(len(kept), config.training)
     run_id = config.run_id or new_run_id("train")
     notes = schedule_notes(len(tset.ids), excluded, plan, config.training, what="selected")

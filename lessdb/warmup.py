@@ -23,6 +23,7 @@ import pyarrow as pa
 from . import __version__
 from .config import WarmupConfig
 from .errors import LessdbError
+from .settings import SettingError, ref
 from .models import LoadedModel, load_base_model, resolve_device
 from .recovery import clean_up_after_kills
 from .runs import (encode_rows, encode_subset, new_run_id, prepare_resume, run_to_resume, sample_subset,  # noqa: F401
@@ -104,8 +105,8 @@ def run_warmup(ws, config: WarmupConfig, *, progress: bool = True, on_checkpoint
         record_token_counts(ws, loaded.tokenizer, config.pool, max_len, version, pool_ids, progress)
     kept, excluded = encode_subset(ws, loaded, config.pool, subset, version, max_len)
     if not kept:
-        raise LessdbError(f"none of the {len(subset)} sampled examples keeps a completion token within "
-                          f"max_seq_length {max_len}; raise --max-seq-length")
+        raise SettingError(WarmupConfig, f"none of the {len(subset)} sampled examples keeps a completion token "
+                                         f"within {ref('max_seq_length')} {max_len}; raise it")
     plan = plan_schedule(len(kept), config.training)
     run_id = config.run_id or new_run_id("warmup")
     notes = schedule_notes(len(subset), excluded, plan, config.training)

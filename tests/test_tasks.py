@@ -245,7 +245,7 @@ def test_add_task_from_file_and_load(workspace, tmp_path):
     # same content again: nothing changes; different content needs --replace and keeps the old version
     assert tasks.add_tasks(workspace, "arith", file=path)[0]["status"] == "unchanged"
     path2 = write_jsonl(tmp_path / "t2.jsonl", GOOD[:2])
-    with pytest.raises(LessdbError, match="--replace"):
+    with pytest.raises(LessdbError, match="pass replace to point"):
         tasks.add_tasks(workspace, "arith", file=path2)
     assert tasks.load_task(workspace, "arith").task_hash == task.task_hash
     updated = tasks.add_tasks(workspace, "arith", file=path2, replace=True)[0]

@@ -103,7 +103,7 @@ def test_resume_refuses_settings_other_kinds_and_missing_runs(sel):
     ws = sel["ws"]
     with pytest.raises(LessdbError, match="no unfinished train run to resume"):
         ws.train(resume=True, progress=False)
-    with pytest.raises(LessdbError, match="--selection is required"):
+    with pytest.raises(LessdbError, match="^selection is required"):
         ws.train(progress=False)
     with pytest.raises(LessdbError, match=f"is a warmup run, not a train run.*--run-id {sel['warmup']}"):
         ws.train(resume=True, run_id=sel["warmup"], progress=False)

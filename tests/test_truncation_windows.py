@@ -60,7 +60,7 @@ def test_left_window_scores_long_prompts_that_right_truncation_cannot(long_task_
     ws = long_task_ws
     right = SelectConfig(task="longshot", method=method, count=5, val_max_seq_length=WINDOW, val_truncation="right",
                          progress=False)
-    with pytest.raises(LessdbError, match="completion token.*drop --val-truncation right"):
+    with pytest.raises(LessdbError, match="completion token.*drop val_truncation right"):
         select(ws, right)
     left = SelectConfig(task="longshot", method=method, count=5, val_max_seq_length=WINDOW,
                         name=f"long-{method}", progress=False)   # left is the default

@@ -31,6 +31,8 @@ import pyarrow as pa
 
 from .. import jsontext
 from ..errors import InputError, LessdbError
+from ..settings import SettingError, ref
+from .config import EvalConfig
 
 BENCHMARKS = ("bbh", "mmlu", "tydiqa")
 MMLU_LETTERS = ("A", "B", "C", "D")
@@ -81,7 +83,7 @@ def take_subset(items: list[EvalItem], limit: int | None, seed: int) -> list[Eva
     if limit is None:
         return list(items)
     if limit < 1:
-        raise LessdbError(f"--limit must be at least 1, got {limit}")
+        raise SettingError(EvalConfig, [("limit", f"must be at least 1, got {limit}")])
     by_subtask: dict[str, list[int]] = {}
     for i, it in enumerate(items):
         by_subtask.setdefault(it.subtask, []).append(i)
@@ -113,29 +115,30 @@ def load_test_set(task: str, data_dir: Path | None = None, split: str = "test", 
     elif task == "tydiqa":
         ts = load_tydiqa(_require_dir(data_dir, "tydiqa"), seed=seed)
     else:
-        raise LessdbError(f"no test items for task {task!r}: task metrics exist for {', '.join(BENCHMARKS)}; "
-                          "a custom task is evaluated by its target loss (--metrics loss)")
+        raise SettingError(EvalConfig, f"no test items for task {task!r}: task metrics exist for "
+                                       f"{', '.join(BENCHMARKS)}; a custom task is evaluated by its target loss ({ref('metrics')} loss)")
     ts.n_available = len(ts.items)
     ts.items = take_subset(ts.items, limit, seed)
     ts.limit, ts.sample_seed = limit, seed
     return ts
 
 
+_DATA_DIR = ref("data_dir")   # shown as --data-dir by the CLI
 _HINTS = {
-    "bbh": "pass --data-dir DIR, a LESS data/eval folder holding bbh/test/<subtask>.json and "
-           "bbh/cot-prompts/<subtask>.txt, or leave --data-dir out for the items shipped with lessdb",
-    "mmlu": "pass --data-dir DIR holding mmlu/test/<subject>_test.csv and mmlu/dev/<subject>_dev.csv "
-            "(LESS's data/eval layout), or leave --data-dir out for the items shipped with lessdb",
-    "tydiqa": "pass --data-dir DIR holding tydiqa-goldp-v1.1-dev.json (SQuAD format) and, for the one-shot "
+    "bbh": f"pass {_DATA_DIR} DIR, a LESS data/eval folder holding bbh/test/<subtask>.json and "
+           f"bbh/cot-prompts/<subtask>.txt, or leave {_DATA_DIR} out for the items shipped with lessdb",
+    "mmlu": f"pass {_DATA_DIR} DIR holding mmlu/test/<subject>_test.csv and mmlu/dev/<subject>_dev.csv "
+            f"(LESS's data/eval layout), or leave {_DATA_DIR} out for the items shipped with lessdb",
+    "tydiqa": f"pass {_DATA_DIR} DIR holding tydiqa-goldp-v1.1-dev.json (SQuAD format) and, for the one-shot "
               "demonstrations, tydiqa-one-shot.json or tydiqa-goldp-v1.1-train.json (or a path to the dev file)",
 }
 
 
 def _require_dir(data_dir: Path | None, task: str) -> Path:
     if data_dir is None:
-        raise LessdbError(f"{task} test items are not installed with lessdb: {_HINTS[task]}")
+        raise SettingError(EvalConfig, f"{task} test items are not installed with lessdb: {_HINTS[task]}")
     if not data_dir.exists():
-        raise LessdbError(f"{data_dir}: no such file or directory; {_HINTS[task]}")
+        raise SettingError(EvalConfig, f"{data_dir}: no such file or directory; {_HINTS[task]}")
     return data_dir
 
 
@@ -200,12 +203,13 @@ def bbh_items(subtask: str, examples: list, file: str) -> list[EvalItem]:
 def load_bbh(root: Path) -> TestSet:
     test_dir = _bbh_test_dir(root)
     if test_dir is None:
-        raise LessdbError(f"{root}: no BBH test files (<subtask>.json with an 'examples' list) found; {_HINTS['bbh']}")
+        raise SettingError(EvalConfig, f"{root}: no BBH test files (<subtask>.json with an 'examples' list) "
+                                       f"found; {_HINTS['bbh']}")
     cot_dir = _first_dir([root / "bbh" / "cot-prompts", root / "cot-prompts", test_dir.parent / "cot-prompts"],
                          "*.txt")
     if cot_dir is None:
-        raise LessdbError(f"{root}: no cot-prompts/<subtask>.txt folder next to the BBH test files; "
-                          f"{_HINTS['bbh']}")
+        raise SettingError(EvalConfig, f"{root}: no cot-prompts/<subtask>.txt folder next to the BBH test "
+                                       f"files; {_HINTS['bbh']}")
     items: list[EvalItem] = []
     shots: dict[str, str] = {}
     for path in sorted(test_dir.glob("*.json")):
@@ -280,10 +284,10 @@ def load_mmlu(data_dir: Path | None, n_shot: int = 5, arrow_root: Path | None = 
     source = None
     if data_dir is not None:
         if not data_dir.exists():
-            raise LessdbError(f"{data_dir}: no such directory; {_HINTS['mmlu']}")
+            raise SettingError(EvalConfig, f"{data_dir}: no such directory; {_HINTS['mmlu']}")
         base = _first_dir([data_dir / "mmlu", data_dir], "test/*_test.csv")
         if base is None:
-            raise LessdbError(f"{data_dir}: no test/<subject>_test.csv files; {_HINTS['mmlu']}")
+            raise SettingError(EvalConfig, f"{data_dir}: no test/<subject>_test.csv files; {_HINTS['mmlu']}")
         for test_csv in sorted((base / "test").glob("*_test.csv")):
             subject = test_csv.name[: -len("_test.csv")]
             dev_csv = base / "dev" / f"{subject}_dev.csv"
@@ -366,7 +370,7 @@ def load_tydiqa(path: Path, seed: int = DEFAULT_SAMPLE_SEED) -> TestSet:
     else:
         folder = _first_dir([path, path / "tydiqa"], TYDIQA_DEV)
         if folder is None:
-            raise LessdbError(f"{path}: no {TYDIQA_DEV}; {_HINTS['tydiqa']}")
+            raise SettingError(EvalConfig, f"{path}: no {TYDIQA_DEV}; {_HINTS['tydiqa']}")
         dev_file = folder / TYDIQA_DEV
     examples = _squad_examples(dev_file)
     langs = sorted({e["lang"] for e in examples})

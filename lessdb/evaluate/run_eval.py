@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import LessdbError
+from ..settings import SettingError, ref
 from ..progress import Progress
 from ..storage import meta_evals
 from ..storage.meta_evals import EvalRecord, ItemResult, MetricValue
@@ -237,8 +238,8 @@ def run_eval(ws, cfg: EvalConfig) -> EvalSummary:
     benchmark = benchmark_of(cfg.task)
     if want_task and benchmark is None:
         if cfg.metrics == "task":
-            raise LessdbError(f"task {cfg.task!r} has no test metric (only {', '.join(BENCHMARKS)} do); use "
-                              "--metrics loss")
+            raise SettingError(EvalConfig, f"task {cfg.task!r} has no test metric (only {', '.join(BENCHMARKS)} "
+                                           f"do); use {ref('metrics')} loss")
         want_task = False
     # read everything the user pointed at before loading a model: bad paths fail in a second, not a minute
     test_set = load_test_set(benchmark, cfg.data_dir, cfg.split, cfg.limit, cfg.sample_seed, cfg.n_shot) \

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..choices import DEFAULT_SKETCH, GRAD_KINDS, SKETCH_KINDS, STORED_DTYPE_NAMES
+from ..scale.options import ENGINES
 from ..settings import check_choices, raise_problems, setting
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
@@ -34,6 +35,8 @@ class FeaturizeConfig:
     max_seq_length: int | None = setting(None, "Token limit.", show="the run's")
     compute_dtype: str = setting("auto", "Forward/backward precision (auto: bfloat16 on CUDA, float32 on CPU).",
                                  flag="--precision", choices=COMPUTE_DTYPES)
+    engine: str = setting("local", "local: this process; ray: Ray actors compute, this process commits (see "
+                          "README, Scale out). Not recorded: both store bit-identical vectors.", choices=ENGINES)
     commit_rows: int = setting(64, "Vectors per commit.", cli=False)
     commit_seconds: float = setting(60.0, "Commit at least this often.", cli=False)
     progress: bool = setting(True, "Progress on stderr.", cli=False)

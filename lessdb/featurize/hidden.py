@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import LessdbError
+from ..settings import SettingError
 from ..progress import Progress
 from ..storage import features as fstore
 from ..storage import meta_features
@@ -48,7 +49,7 @@ def hidden_feature_set(ws, run_id: str, loaded, pooling: str, max_seq_length: in
     from ..tokenization import tokenizer_id
 
     if pooling not in POOLINGS:
-        raise LessdbError(f"--pooling {pooling!r}: choose last (RDS) or mean (RDS+)")
+        raise SettingError(None, [("pooling", f"{pooling!r}: choose last (RDS) or mean (RDS+)")])
     hidden = int(loaded.model.config.hidden_size)
     ident = {"format": FORMAT, "kind": POOLINGS[pooling], "model_sha256": loaded.sha256,
              "tokenizer_id": tokenizer_id(loaded.tokenizer), "max_seq_length": int(max_seq_length),

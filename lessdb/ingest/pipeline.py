@@ -13,6 +13,7 @@ import pyarrow as pa
 from .. import __version__, faults
 from ..conversation import Conversation
 from ..errors import InputError, LessdbError
+from ..settings import SettingError
 from ..progress import Progress
 from ..storage import candidates as candidate_store
 from ..storage import meta_pools
@@ -120,7 +121,7 @@ def _ingest(ws, sources: list[_Source], pool: str, skip_invalid: bool, limit: in
             progress: bool) -> IngestReport:
     _validate_pool_name(pool)
     if limit is not None and limit < 1:
-        raise LessdbError("--limit must be at least 1")
+        raise SettingError(None, [("limit", "must be at least 1")])
     started = time.monotonic()
     with ws.write_lock("candidates"):
         # ids are never reused, not even those of ingests that died before being recorded

@@ -6,6 +6,9 @@
 - `vacuum` (vacuum.py): removes fragments no version references (killed workers' leftovers).
 Ray is optional (`lessdb[scale]`); nothing here imports it until an engine is chosen.
 """
-from .featurize_ray import RayOptions, featurize_ray
+from ..lazy import lazy_exports
+from .options import RayOptions
 
 __all__ = ["RayOptions", "featurize_ray"]
+# the engine (storage, Lance) loads on first use: `lessdb --help` reads RayOptions' settings only
+__getattr__ = lazy_exports(__name__, {"featurize_ray": ".featurize_ray"})

@@ -6,6 +6,7 @@ import os
 import sys
 
 from ..errors import LessdbError
+from ..settings import SettingError
 
 
 @contextlib.contextmanager
@@ -27,8 +28,8 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise LessdbError("--engine ray needs Ray: pip install 'ray==2.60.0' (or bash .ci/setup-venv, which "
-                          "installs it)") from None
+        raise SettingError(None, [("engine", "ray needs Ray: pip install 'ray==2.60.0' (or bash .ci/setup-venv, "
+                                             "which installs it)")]) from None
     return ray
 
 
@@ -48,7 +49,7 @@ def connect(address: str = "local", num_cpus: float | None = None):
         else:
             ray.init(address=address, **kwargs)
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise LessdbError(f"--ray-address {address}: cannot start or join a Ray cluster ({exc})") from None
+        raise SettingError(None, [("ray_address", f"{address}: cannot start or join a Ray cluster ({exc})")]) from None
     return ray
 
 

@@ -32,18 +32,8 @@ from ..storage import features as fstore
 from ..storage.lance_tables import CANDIDATES
 from . import commits
 from .cluster import import_ray, ray_session, remote_error
+from .options import RayOptions
 from .shipping import pack_checkpoint
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    address: str = "local"          # local: start a private cluster; auto; or HOST:PORT of a running one
-    workers: int = 2
-    gpus_per_worker: float = 0.0
-    cpus_per_worker: float = 1.0
-    unit_rows: int | None = None    # default: the local engine's chunk (same batches, same vectors)
-    commit_units: int = 8
-    commit_seconds: float = 60.0
 
 
 def _driver_fault(n_commits: int) -> None:
@@ -198,8 +188,7 @@ def featurize_ray(ws, cfg, opts: RayOptions):
     from ..featurize.job import FeaturizeSummary, _ensure_feature_set, _load
     from ..featurize.planning import plan_run, unit_rows
 
-    if opts.workers < 1 or opts.gpus_per_worker < 0 or opts.commit_units < 1:
-        raise LessdbError("--workers must be >= 1 and --gpus-per-worker >= 0")
+    opts.validate()
     t_start = time.monotonic()
     device = "cuda" if opts.gpus_per_worker > 0 else "cpu"
     plan = plan_run(ws, cfg, device=device)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import LessdbError
+from ..settings import ref
+from .invalid import invalid
 
 BUDGET_ON = ("completion", "total")
 
@@ -19,8 +21,8 @@ def budget_tokenizer(ws, plan) -> dict:
     from ..storage import meta_runs
 
     if plan.run_id is None:
-        raise LessdbError("--max-tokens counts tokens with a warmup run's tokenizer, and there is none; run "
-                          "`lessdb warmup` or pass --run")
+        raise invalid([("max_tokens", "counts tokens with a warmup run's tokenizer, and there is none; run "
+                                      f"`lessdb warmup` or pass {ref('run')}")])
     run = meta_runs.get_run(ws, plan.run_id)
     cfg = run.get("config") or {}
     tid = plan.fs.tokenizer_id if plan.fs is not None else cfg.get("tokenizer_id")
@@ -39,7 +41,7 @@ def token_array(ws, plan, ids: list[str], budget_on: str, tokenizer: dict, count
     from ..storage import meta_runs
 
     if budget_on not in BUDGET_ON:
-        raise LessdbError(f"--budget-on {budget_on!r}: choose completion or total")
+        raise invalid([("budget_on", f"{budget_on!r}: choose completion or total")])
     counts = meta_runs.token_counts(ws, tokenizer["tokenizer_id"], tokenizer["max_seq_length"], ids)
     missing = [i for i in ids if i not in counts]
     if missing and count_missing:

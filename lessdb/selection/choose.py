@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import LessdbError
+from ..settings import ref
 from . import targets as tgt
+from .invalid import invalid
 from .budget import BUDGET_ON, budget_tokenizer, token_array
 from .picking import BALANCES, pick, split_by_weight  # noqa: F401  (re-exported for tests)
 
@@ -21,22 +22,22 @@ def picking_options(cfg) -> dict:
     opts: dict = {}
     balance = getattr(cfg, "balance", "max") or "max"
     if balance not in BALANCES:
-        raise LessdbError(f"--balance {balance!r}: choose one of {', '.join(BALANCES)}")
+        raise invalid([("balance", f"{balance!r}: choose one of {', '.join(BALANCES)}")])
     if balance != "max":
         opts["balance"] = balance
     max_tokens = getattr(cfg, "max_tokens", None)
     if max_tokens is not None:
         if int(max_tokens) < 1:
-            raise LessdbError(f"--max-tokens {max_tokens}: must be at least 1")
+            raise invalid([("max_tokens", f"{max_tokens}: must be at least 1")])
         budget_on = getattr(cfg, "budget_on", "completion") or "completion"
         if budget_on not in BUDGET_ON:
-            raise LessdbError(f"--budget-on {budget_on!r}: choose completion or total")
+            raise invalid([("budget_on", f"{budget_on!r}: choose completion or total")])
         opts["budget"] = {"max_tokens": int(max_tokens), "budget_on": budget_on}
-    for key, flag in (("dedup", "--dedup"), ("dedup_text", "--dedup-text")):
+    for key in ("dedup", "dedup_text"):
         value = getattr(cfg, key, None)
         if value is not None:
             if not (0 < float(value) <= 1):
-                raise LessdbError(f"{flag} {value}: a similarity threshold in (0, 1]")
+                raise invalid([(key, f"{value}: a similarity threshold in (0, 1]")])
             opts[key] = float(value)
     return opts
 
@@ -106,8 +107,9 @@ def choose(ws, plan, ids: list[str], per_subtask: np.ndarray, subtasks: tuple[st
     picked = pick(per_target, ids, valid, balance=balance, weights=weights, k=k, tokens=tokens,
                   max_tokens=max_tokens, reject=reject)
     if not picked.rows:
-        raise LessdbError("nothing could be selected: " + (
-            f"the best candidate alone exceeds --max-tokens {max_tokens}" if budget else "every candidate was skipped"))
+        raise invalid("nothing could be selected: " + (
+            f"the best candidate alone exceeds {ref('max_tokens')} {max_tokens}" if budget
+            else "every candidate was skipped"))
     with_subtask = subtasks != ("*",)
     members = []
     for row, t in zip(picked.rows, picked.targets):

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import LessdbError
+from ..settings import ref
+from .invalid import invalid
 
 FETCH_BLOCK = 512
 
@@ -45,8 +46,8 @@ class FeatureDedup:
 
         fs = plan.fs
         if fs is None:
-            raise LessdbError("--dedup compares stored gradient features, and this selection has no feature set "
-                              f"(run `lessdb featurize --run {plan.run_id}`), or use --dedup-text")
+            raise invalid([("dedup", "compares stored gradient features, and this selection has no feature set "
+                                     f"(run `lessdb featurize --run {plan.run_id}`), or use {ref('dedup_text')}")])
         self._vector_view = vector_view
         self.ws, self.fs, self.ids, self.threshold = ws, fs, ids, threshold
         epochs = list(plan.epochs) or [c.epoch for c in meta_runs.list_checkpoints(ws, fs.run_id)]

@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, field
 
 from ..choices import DEFAULT_VAL_TRUNCATION, TRUNCATION_SIDES
 from ..errors import LessdbError
-from ..settings import DEFAULT_MAX_SEQ_LENGTH, SettingError, check_choices, raise_problems, setting
+from ..settings import (DEFAULT_MAX_SEQ_LENGTH, FieldText, SettingError, check_choices, raise_problems, ref,
+                        setting)
+from ..scale.options import ENGINES, ray_address_setting
 from .choose import picking_options
 from .methods import Method, get_method
 from .targets import check_balance, parse_targets, plan_targets, recorded_targets
@@ -29,8 +31,8 @@ VAL_AGGREGATIONS = ("paper", "reference")
 @dataclass
 class SelectConfig:
     task: str | list[str] | None = setting(None, "Target task (see `lessdb tasks`), e.g. bbh, mmlu, tydiqa. Repeat for "
-                                           "several targets in one selection; NAME:WEIGHT weights a target for "
-                                           "--balance proportional.")
+                                           "several targets in one selection (a list); NAME:WEIGHT weights a "
+                                           "target for --balance proportional.", multiple=True)
     method: str = setting("less", "LESS, an ablation (sgd, sign, unnormalized), a baseline (random, bm25, dsir, rds, "
                           "rds+) or hybrid (LESS and BM25 fused; --method-param fusion=rrf|zscore).")
     pool: str | None = setting(None, "Candidate pool.", show="the run's pool")
@@ -58,12 +60,12 @@ class SelectConfig:
                                   "completion). An example that fits is the same either way.", choices=TRUNCATION_SIDES)
     replay: str | None = setting(None, "Re-run this recorded selection at the table versions it read.")
     progress: bool = setting(True, "Progress on stderr.", cli=False)
-    method_params: dict | None = setting(None, "The method's parameters, e.g. {'k1': 1.2} for bm25 (recorded with "
-                                         "the selection).", flag="--method-param")
+    method_params: dict | None = setting(None, "A parameter of the method, e.g. k1=1.2 for bm25 (repeatable; in "
+                                         "Python a dict such as {'k1': 1.2}; recorded with the selection).",
+                                         flag="--method-param", multiple=True, metavar="KEY=VALUE")
     engine: str = setting("local", "Where gradient features are scored: this process, or fragment by fragment on Ray "
-                          "(same result).", choices=("local", "ray"))
-    ray_address: str = setting("local", "--engine ray: local (start a private cluster), auto, or HOST:PORT of a "
-                               "running cluster.")
+                          "(same result).", choices=ENGINES)
+    ray_address: str = ray_address_setting()
     balance: str = setting("max", "Several targets: max over all their subtasks (the paper), round-robin turns, or k "
                            "split by target weights.", choices=("max", "round-robin", "proportional"))
     max_tokens: int | None = setting(None, "Token budget: take candidates best first until the next one would exceed "
@@ -74,6 +76,16 @@ class SelectConfig:
                                   "selected member exceeds this, e.g. 0.9.")
     dedup_text: float | None = setting(None, "Skip a candidate whose MinHash Jaccard estimate with a selected member "
                                        "exceeds this, e.g. 0.8.")
+
+    def __post_init__(self):
+        """The command line's repeated flags as the library takes them: --task given once is one task name (its
+        record keeps unprefixed subtask names), several a list; --method-param KEY=VALUE items a dict."""
+        if isinstance(self.task, tuple):
+            self.task = list(self.task) if len(self.task) > 1 else (self.task[0] if self.task else None)
+        if isinstance(self.method_params, (tuple, list)):
+            from .methods import parse_method_params
+
+            self.method_params = parse_method_params(self.method_params) or None
 
     def validate(self) -> None:
         problems: list[tuple[str, str]] = []
@@ -187,18 +199,19 @@ def make_plan(ws, cfg: SelectConfig, options: RunOptions | None = None) -> Plan:
         if runs:
             run_id = runs[-1]["run_id"]
             if needs_run and len(runs) > 1:
-                notes.append(f"using the newest complete warmup run {run_id} (of {len(runs)}); pass --run to choose")
+                notes.append(FieldText(SelectConfig, f"using the newest complete warmup run {run_id} (of "
+                                                     f"{len(runs)}); pass {ref('run')} to choose"))
         elif needs_run:
             where = f" on pool {cfg.pool!r}" if cfg.pool else ""
-            raise LessdbError(f"--method {method.name} needs a warmup run{where}; run `lessdb warmup` first or "
-                              "pass --run")
+            raise SettingError(SelectConfig, [("method", f"{method.name} needs a warmup run{where}; run `lessdb "
+                                                         f"warmup` first or pass {ref('run')}")])
     run = meta_runs.get_run(ws, run_id) if run_id else None
     pool = cfg.pool or (run or {}).get("pool")
     if pool is None:
         all_pools = meta.pools(ws)
         if len(all_pools) != 1:
-            raise LessdbError("--pool is required" + (f" (pools: {', '.join(all_pools)})" if all_pools
-                                                       else ": ingest a pool first with `lessdb ingest`"))
+            raise SettingError(SelectConfig, [("pool", "is required" + (
+                f" (pools: {', '.join(all_pools)})" if all_pools else ": ingest a pool first with `lessdb ingest`"))])
         pool = all_pools[0]
     if run is not None and run.get("pool") not in (None, pool) and needs_run:
         notes.append(f"run {run_id} was warmed up on pool {run['pool']}; selecting from pool {pool}")
@@ -209,15 +222,17 @@ def make_plan(ws, cfg: SelectConfig, options: RunOptions | None = None) -> Plan:
         if sets:
             fs = feature_set(ws, sets[0]["feature_set_id"])
             if len(sets) > 1 and method.feature_required:
-                notes.append(f"using the newest {wanted} feature set {fs.feature_set_id} (of {len(sets)}); "
-                             "pass --feature-set to choose")
+                notes.append(FieldText(SelectConfig, f"using the newest {wanted} feature set "
+                                                     f"{fs.feature_set_id} (of {len(sets)}); pass "
+                                                     f"{ref('feature_set')} to choose"))
         elif method.feature_required:
-            raise LessdbError(f"--method {method.name} needs a feature set of kind {wanted!r} for run {run_id}; "
-                              f"run `lessdb featurize --run {run_id}" + ("" if wanted == "adam" else
-                                                                       f" --grad {wanted}") + "` first")
+            raise SettingError(SelectConfig, [("method", f"{method.name} needs a feature set of kind {wanted!r} "
+                                                         f"for run {run_id}; run `lessdb featurize --run {run_id}"
+                                                         + ("" if wanted == "adam" else f" --grad {wanted}")
+                                                         + "` first")])
     if method.feature_required and fs.grad_kind != wanted:
-        raise LessdbError(f"--method {method.name} needs {wanted} features; feature set {fs.feature_set_id} "
-                          f"holds {fs.grad_kind}")
+        raise SettingError(SelectConfig, [("method", f"{method.name} needs {wanted} features; feature set "
+                                                     f"{fs.feature_set_id} holds {fs.grad_kind}")])
 
     plan = Plan(task_name, task_hash, subtasks, method.name, cfg.val_aggregation, pool,
                 cfg.where, cfg.seed, percentage, cfg.count, run_id=run_id, fs=fs, method_params=method_params,
@@ -277,9 +292,10 @@ def validation_window(cfg: SelectConfig, default_max_seq_length: int) -> dict:
     exactly as this run did. Selections recorded before it was recorded used the default window, cut on the
     right (their readers fall back to that)."""
     if cfg.val_truncation not in TRUNCATION_SIDES:
-        raise LessdbError(f"--val-truncation {cfg.val_truncation!r}: expected one of {', '.join(TRUNCATION_SIDES)}")
+        raise SettingError(SelectConfig, [("val_truncation", f"{cfg.val_truncation!r}: expected one of "
+                                                             f"{', '.join(TRUNCATION_SIDES)}")])
     if cfg.val_max_seq_length is not None and cfg.val_max_seq_length < 2:
-        raise LessdbError(f"--val-max-seq-length {cfg.val_max_seq_length}: must be at least 2")
+        raise SettingError(SelectConfig, [("val_max_seq_length", f"{cfg.val_max_seq_length}: must be at least 2")])
     return {"max_seq_length": int(cfg.val_max_seq_length or default_max_seq_length),
             "truncation": cfg.val_truncation}
 
@@ -287,9 +303,9 @@ def validation_window(cfg: SelectConfig, default_max_seq_length: int) -> dict:
 def window_hint(window: dict) -> str:
     """What to try when no validation example kept a completion token in `window`."""
     if window["truncation"] == "right":
-        return "drop --val-truncation right (the default, left, keeps each completion) or pass a larger " \
-               "--val-max-seq-length"
-    return "check that the task's examples have a non-empty completion, or pass a larger --val-max-seq-length"
+        return f"drop {ref('val_truncation')} right (the default, left, keeps each completion) or pass a larger " \
+               f"{ref('val_max_seq_length')}"
+    return f"check that the task's examples have a non-empty completion, or pass a larger {ref('val_max_seq_length')}"
 
 
 def run_max_seq_length(run: dict) -> int:

@@ -11,7 +11,9 @@ import numpy as np
 
 from .. import faults
 from ..errors import LessdbError
+from ..settings import ref
 from .methods import Scores
+from .invalid import invalid
 from .plan import CANDIDATES, Plan
 
 
@@ -59,8 +61,8 @@ def require_candidates(ws, plan: Plan, ids: list[str]) -> None:
         return
     total = len(select_candidate_ids(ws, plan.pool, None, plan.versions[CANDIDATES]))
     if plan.where:
-        raise LessdbError(f"--where {plan.where!r} matched none of the {total:,} candidates in pool "
-                          f"{plan.pool!r}; nothing to select")
+        raise invalid([("where", f"{plan.where!r} matched none of the {total:,} candidates in pool "
+                                 f"{plan.pool!r}; nothing to select")])
     raise LessdbError(f"pool {plan.pool!r} has no candidates (ingest some with `lessdb ingest`)")
 
 
@@ -83,12 +85,13 @@ def record_selection(ws, plan: Plan, ids: list[str], scores: Scores, started: fl
     if plan.count is not None:
         k = plan.count
         if k > n_scored:
-            raise LessdbError(f"--count {k} exceeds the {n_scored:,} candidates that have a score")
+            raise invalid([("count", f"{k} exceeds the {n_scored:,} candidates that have a score")])
     elif plan.percentage is not None:
         k = k_from_percentage(plan.percentage, n_scored)
         if k < 1:
-            raise LessdbError(f"--percentage {plan.percentage} of {n_scored:,} scored candidates is "
-                              f"{plan.percentage * n_scored:.2f} < 1; use --count or a larger --percentage")
+            raise invalid([("percentage", f"{plan.percentage} of {n_scored:,} scored candidates is "
+                                          f"{plan.percentage * n_scored:.2f} < 1; use {ref('count')} or a larger "
+                                          f"{ref('percentage')}")])
     else:
         k = None   # a token budget alone decides
     # the top k, or targets taking turns, a token budget, near-duplicates skipped (choose.py)

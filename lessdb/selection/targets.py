@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import LessdbError
+from ..settings import ref
+from .invalid import invalid
 from .picking import BALANCES
 
 SEPARATOR = "/"
@@ -40,26 +41,26 @@ def parse_targets(specs: list[str] | tuple[str, ...] | str | None) -> list[Targe
             name, weight = str(spec), ""
         name = name.strip()
         if not name:
-            raise LessdbError(f"--task {spec!r}: expected NAME or NAME:WEIGHT")
+            raise invalid([("task", f"{spec!r}: expected NAME or NAME:WEIGHT")])
         w = 1.0
         if weight:
             try:
                 w = float(weight)
             except ValueError:
-                raise LessdbError(f"--task {spec!r}: weight {weight!r} is not a number") from None
+                raise invalid([("task", f"{spec!r}: weight {weight!r} is not a number")]) from None
             if not (w > 0 and np.isfinite(w)):
-                raise LessdbError(f"--task {spec!r}: the weight must be a positive number")
+                raise invalid([("task", f"{spec!r}: the weight must be a positive number")])
         if any(t.name == name for t in out):
-            raise LessdbError(f"--task {name} is given twice")
+            raise invalid([("task", f"{name} is given twice")])
         out.append(Target(name, w))
     return out
 
 
 def check_balance(balance: str, targets: list[Target]) -> None:
     if balance not in BALANCES:
-        raise LessdbError(f"--balance {balance!r}: choose one of {', '.join(BALANCES)}")
+        raise invalid([("balance", f"{balance!r}: choose one of {', '.join(BALANCES)}")])
     if balance != "proportional" and any(t.weight != 1.0 for t in targets):
-        raise LessdbError("target weights (--task NAME:WEIGHT) only apply to --balance proportional")
+        raise invalid(f"target weights ({ref('task')} NAME:WEIGHT) only apply to {ref('balance')} proportional")
 
 
 def combined_name(targets: list[Target]) -> str:
@@ -123,7 +124,7 @@ def plan_targets(ws, specs) -> tuple[str, str, dict, list[dict]]:
 
     targets = parse_targets(specs)
     if not targets:
-        raise LessdbError("--task is required (see `lessdb tasks`)")
+        raise invalid([("task", "is required (see `lessdb tasks`)")])
     if len(targets) == 1:   # a weight means nothing without other targets
         task = tasks.load_task(ws, targets[0].name)
         return task.name, task.task_hash, _subtask_examples(task), []

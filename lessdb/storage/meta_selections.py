@@ -11,6 +11,7 @@ from typing import Iterator
 import pyarrow as pa
 
 from ..errors import LessdbError
+from ..settings import SettingError, ref
 from .lance_tables import CANDIDATES
 from .user_filter import filtered_candidates
 from .sql_text import sql_in_list, sql_literal
@@ -31,7 +32,7 @@ def insert_selection(ws, row: dict, members: pa.Table, extras: dict[str, pa.Tabl
     with ws.duck.transaction() as con:
         if row.get("name") is not None and con.execute(
                 "SELECT count(*) FROM selections WHERE name = ?", [row["name"]]).fetchone()[0]:
-            raise LessdbError(f"a selection named {row['name']!r} already exists; choose another --name")
+            raise SettingError(None, f"a selection named {row['name']!r} already exists; choose another {ref('name')}")
         con.execute(f"INSERT INTO selections ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", values)
         con.register("new_members", members)
         con.execute("INSERT INTO selection_members (selection_id, rank, candidate_id, pool, score, best_subtask) "

@@ -47,6 +47,8 @@ from typing import Callable
 import numpy as np
 
 from ...errors import LessdbError
+from ...settings import ref
+from ..invalid import invalid
 
 
 @dataclass
@@ -71,31 +73,32 @@ class Method:
                                      # uses its exclusions when one exists (recorded as exclusions_from)
     prepare: Callable | None = None  # prepare(ws, plan, cfg, run): family planning, recorded in plan.params
 
-    def make_params(self, given: dict | None, where: str = "method_params"):
+    def make_params(self, given: dict | None, where: str | None = None):
         """The typed parameters from a dict (user input or a record); absent fields take their defaults."""
+        where = where or ref("method_params")   # a record's parameters say which selection instead
         given = dict(given or {})
         if self.params is None:
             if given:
-                raise LessdbError(f"{where}: method {self.name} takes no parameters (got {', '.join(given)})")
+                raise invalid(f"{where}: method {self.name} takes no parameters (got {', '.join(given)})")
             return None
         names = {f.name: f for f in fields(self.params)}
         unknown = [k for k in given if k not in names]
         if unknown:
-            raise LessdbError(f"{where}: method {self.name} has no parameter {', '.join(map(repr, unknown))} "
-                              f"(it has {', '.join(names) or 'none'})")
+            raise invalid(f"{where}: method {self.name} has no parameter {', '.join(map(repr, unknown))} "
+                          f"(it has {', '.join(names) or 'none'})")
         values = {}
         for key, value in given.items():
             default = names[key].default
             if isinstance(default, bool) and isinstance(value, str):
                 if value.lower() not in _BOOLS:
-                    raise LessdbError(f"{where}: {self.name} parameter {key}={value!r}: expected true or false")
+                    raise invalid(f"{where}: {self.name} parameter {key}={value!r}: expected true or false")
                 value = _BOOLS[value.lower()]
             if default is not MISSING and value is not None and not isinstance(value, type(default)):
                 try:
                     value = type(default)(value)
                 except (TypeError, ValueError) as exc:
-                    raise LessdbError(f"{where}: {self.name} parameter {key}={value!r}: expected "
-                                      f"{type(default).__name__}") from exc
+                    raise invalid(f"{where}: {self.name} parameter {key}={value!r}: expected "
+                                  f"{type(default).__name__}") from exc
             values[key] = value
         return self.params(**values)
 
@@ -142,7 +145,7 @@ def parse_method_params(items) -> dict[str, str]:
     for item in items or ():
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise LessdbError(f"--method-param {item!r}: expected KEY=VALUE, e.g. k1=1.2")
+            raise invalid([("method_params", f"{item!r}: expected KEY=VALUE, e.g. k1=1.2")])
         out[key.strip()] = value.strip()
     return out
 
@@ -167,7 +170,7 @@ def get_method(name: str) -> Method:
     _discover()
     method = _REGISTRY.get((name or "").lower())
     if method is None:
-        raise LessdbError(f"--method {name!r}: choose one of {', '.join(_REGISTRY)}")
+        raise invalid([("method", f"{name!r}: choose one of {', '.join(_REGISTRY)}")])
     return method
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import LessdbError
-from ..plan import metadata_reads, validation_window, window_hint
+from ...settings import SettingError, ref
+from ..plan import SelectConfig, metadata_reads, validation_window, window_hint
 from . import Scores, register_method
 
 
@@ -57,10 +58,12 @@ def gradient_scores(ws, plan, ids: list[str]) -> Scores:
     columns = meta.feature_table_columns(ws, table)
     raw_vectors = (fs.params or {}).get("normalized") is False
     if dot and not raw_vectors and "norm" not in columns:
-        raise LessdbError(f"--method unnormalized needs raw gradient norms, but feature set {fs.feature_set_id} "
-                          "stores only unit vectors (its table has no `norm` column: it was made by an older "
-                          f"lessdb); featurize into a new feature set (`lessdb featurize --run {fs.run_id}` with the "
-                          "same options now writes one with norms) and select with --feature-set")
+        raise SettingError(SelectConfig, [("method", "unnormalized needs raw gradient norms, but feature set "
+                                                     f"{fs.feature_set_id} stores only unit vectors (its table has "
+                                                     "no `norm` column: it was made by an older lessdb); featurize "
+                                                     f"into a new feature set (`lessdb featurize --run {fs.run_id}` "
+                                                     "with the same options now writes one with norms) and select "
+                                                     f"with {ref('feature_set')}")])
     row_scale = "inverse_norm" if not dot else ("none" if raw_vectors else "given")
     plan.params["row_scale"] = row_scale
     plan.params["grad_kind"] = fs.grad_kind
@@ -107,10 +110,11 @@ def gradient_scores(ws, plan, ids: list[str]) -> Scores:
         else:
             dropped.append(s)
     if not usable:
-        raise LessdbError(f"task {plan.task_name}: none of its {sum(len(v) for v in plan.subtasks.values())} "
-                          f"validation examples has a completion token left after {window['truncation']} "
-                          f"truncation to {window['max_seq_length']} tokens (or their features are missing); "
-                          f"nothing to score against; {window_hint(window)}")
+        n_examples = sum(len(v) for v in plan.subtasks.values())
+        raise SettingError(SelectConfig, f"task {plan.task_name}: none of its {n_examples} validation examples "
+                                         f"has a completion token left after {window['truncation']} truncation to "
+                                         f"{window['max_seq_length']} tokens (or their features are missing); "
+                                         f"nothing to score against; {window_hint(window)}")
     plan.params["validation_examples"] = usable
     if dropped:
         plan.params["dropped_subtasks"] = dropped
@@ -130,8 +134,9 @@ def gradient_scores(ws, plan, ids: list[str]) -> Scores:
     present = set(meta.feature_epochs(ws, table, version))
     absent = [e for e in plan.epochs if e not in present]
     if absent:
-        raise LessdbError(f"feature set {fs.feature_set_id} has no candidate features for checkpoint(s) {absent}; "
-                          f"run `lessdb featurize --run {plan.run_id}` or pass --checkpoints")
+        raise SettingError(SelectConfig, f"feature set {fs.feature_set_id} has no candidate features for "
+                                         f"checkpoint(s) {absent}; "
+                          f"run `lessdb featurize --run {plan.run_id}` or pass {ref('checkpoints')}")
     id_index = IdIndex(ids)
     acc = ScoreAccumulator(len(ids), queries, row_scale=row_scale, batch_rows=opts.batch_rows)
     cols = ("example_id", "vector") + (("norm",) if row_scale == "given" else ())
@@ -186,9 +191,10 @@ def _require_norms(norms: np.ndarray, fs) -> None:
     scored unnormalised. Checked on the rows used only: rows outside the filter do not matter."""
     missing = int(np.isnan(norms).sum())
     if missing:
-        raise LessdbError(f"--method unnormalized needs raw gradient norms, but {missing} row(s) of feature set "
-                          f"{fs.feature_set_id} were stored without one (not by `lessdb featurize`); featurize "
-                          "into a new feature set and select with --feature-set")
+        raise SettingError(SelectConfig, [("method", f"unnormalized needs raw gradient norms, but {missing} row(s) "
+                                                     f"of feature set {fs.feature_set_id} were stored without one "
+                                                     "(not by `lessdb featurize`); featurize into a new feature set "
+                                                     f"and select with {ref('feature_set')}")])
 
 
 def compute_validation_features(ws, feature_set_id: str, epoch: int, examples: list,

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import LessdbError
-from ..plan import run_max_seq_length, validation_window, window_hint
+from ...settings import SettingError
+from ..plan import SelectConfig, run_max_seq_length, validation_window, window_hint
 from ..reading import iter_messages, scorable_mask
 from . import Scores, register_method
 
@@ -67,9 +68,10 @@ def hidden_scores(ws, plan, ids: list[str]) -> Scores:
         else:
             dropped.append(s)
     if not subtask_vecs:
-        raise LessdbError(f"task {plan.task_name}: none of its validation examples has a completion token left "
-                          f"after {window['truncation']} truncation to {window['max_seq_length']} tokens; nothing "
-                          f"to score against; {window_hint(window)}")
+        raise SettingError(SelectConfig, f"task {plan.task_name}: none of its validation examples has a "
+                                         f"completion token left after {window['truncation']} truncation to "
+                                         f"{window['max_seq_length']} tokens; nothing to score against; "
+                                         f"{window_hint(window)}")
     if dropped:
         plan.params["dropped_subtasks"] = dropped
     queries = build_queries({1: subtask_vecs}, {1: 1.0}, plan.aggregation)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
-from ...errors import LessdbError
+from ..invalid import invalid
 from .. import hybrid
 from . import Scores, register_method
 from .gradient import gradient_scores, prepare
@@ -29,9 +29,9 @@ class HybridParams:
 def prepare_hybrid(ws, plan, cfg, run) -> None:
     p = plan.method_params
     if p.fusion not in hybrid.FUSIONS:
-        raise LessdbError(f"--method-param fusion={p.fusion!r}: choose one of {', '.join(hybrid.FUSIONS)}")
+        raise invalid([("method_params", f"fusion={p.fusion!r}: choose one of {', '.join(hybrid.FUSIONS)}")])
     if p.rrf_k < 0 or not 0 <= p.gradient_weight <= 1:
-        raise LessdbError("--method-param: rrf_k must be >= 0 and gradient_weight in [0, 1]")
+        raise invalid([("method_params", "rrf_k must be >= 0 and gradient_weight in [0, 1]")])
     prepare(ws, plan, cfg, run)                                   # checkpoints, weights, validation window
     plan.params.setdefault("bm25", asdict(Bm25Params()))          # the lexical side's parameters, recorded
 
