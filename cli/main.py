@@ -16,7 +16,6 @@ import traceback
 import click
 
 from ..errors import InputError, LessdbError
-from ..settings import SettingError
 from .common import cli
 from .options import setting_error_message
 
@@ -44,13 +43,9 @@ def main(argv=None):
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except SettingError as exc:   # the library names fields; the user typed flags
+    except LessdbError as exc:   # the library names fields; the user typed flags
         _debug_traceback()
         _say(f"Error: {setting_error_message(exc)}")
-        sys.exit(exc.exit_code)
-    except LessdbError as exc:
-        _debug_traceback()
-        _say(f"Error: {exc}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _say("Interrupted.")

@@ -17,7 +17,8 @@ from dataclasses import MISSING
 
 import click
 
-from ..settings import FieldText, SettingError, flag_of, render_refs
+from ..errors import LessdbError
+from ..settings import FieldText, flag_of, render_refs
 
 
 def _base_type(annotation) -> type | None:
@@ -114,8 +115,9 @@ def flag_name(config_cls, field: str, prefix: str = "") -> str:
     return flag_of(*owner) if owner else "--" + field.replace("_", "-")
 
 
-def setting_error_message(exc: SettingError) -> str:
-    """A library SettingError (which names fields) as the CLI says it (with flags)."""
+def setting_error_message(exc: LessdbError) -> str:
+    """A library error (which names fields: a SettingError, or any message with `ref`s) as the CLI says it,
+    with flags."""
     return exc.render(lambda name: flag_name(exc.config_cls, name, exc.prefix))
 
 

@@ -1,11 +1,40 @@
-"""Errors a user sees. The CLI prints their message and exits non-zero; no traceback."""
+"""Errors a user sees. The CLI prints their message and exits non-zero; no traceback.
+
+A message names a setting by its field, written `ref("pool")`: `str(error)` reads `pool` (what a Python user
+passes), and the CLI shows the flag (`--pool`) through its one field->flag mapping (`cli/options.py`).
+"""
 from __future__ import annotations
+
+import re
+
+# marks a field named inside a message; a control character no command line or config can contain
+_REF = "\x1f"
+_REF_PATTERN = re.compile(_REF + r"(\w+)" + _REF)
+
+
+def ref(name: str) -> str:
+    """Field `name` inside a message: shown as the field's name to a Python user, as its flag by the CLI."""
+    return f"{_REF}{name}{_REF}"
+
+
+def render_refs(text: str, name_of) -> str:
+    """`text` with each `ref(field)` shown as `name_of(field)`."""
+    return _REF_PATTERN.sub(lambda m: name_of(m.group(1)), text)
 
 
 class LessdbError(Exception):
     """Any failure that is the user's to fix (bad input, missing workspace, wrong arguments)."""
 
     exit_code = 1
+    config_cls = None   # the config whose fields the message names (None: the command's own parameters)
+    prefix = ""
+
+    def render(self, name_of) -> str:
+        """The message with each field it names shown as `name_of(field)`."""
+        return render_refs(super().__str__(), name_of)
+
+    def __str__(self) -> str:
+        return self.render(str)
 
 
 class InputError(LessdbError):

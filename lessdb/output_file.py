@@ -9,18 +9,18 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from .errors import InputError
+from .errors import InputError, ref
 
 
-def check_destination(output: str | os.PathLike, force: bool, flag: str = "--output") -> Path:
+def check_destination(output: str | os.PathLike, force: bool, field: str = "output") -> Path:
     """`output` as a Path if a file can be written there: not empty, not a folder, not under a regular file,
     no name longer than the file system allows, and not an existing file unless `force`. Raises InputError
-    naming the path and the flag."""
+    naming the path and the setting (`field`; the CLI shows its flag)."""
     text = os.fspath(output)
     if not text.strip():
-        raise InputError("empty path; give a file name", field=flag)
+        raise InputError("empty path; give a file name", field=ref(field))
     if "\x00" in text:
-        raise InputError("contains a NUL character", field=flag)
+        raise InputError("contains a NUL character", field=ref(field))
     shown = text if len(text) <= 120 else text[:100] + "…"
     path = Path(text)
     try:
@@ -28,23 +28,23 @@ def check_destination(output: str | os.PathLike, force: bool, flag: str = "--out
         long_part = next((p for p in path.parts if len(os.fsencode(p)) > limit), None)
         if long_part is not None:
             raise InputError(f"a path component is {len(os.fsencode(long_part))} bytes; this file system allows "
-                             f"{limit}", file=shown, field=flag)
+                             f"{limit}", file=shown, field=ref(field))
         if text.endswith(os.sep) or path.is_dir():
-            raise InputError("is a folder; give a file path", file=shown, field=flag)
+            raise InputError("is a folder; give a file path", file=shown, field=ref(field))
         for parent in path.parents:
             if parent.exists():
                 if not parent.is_dir():
-                    raise InputError(f"{parent} is a file, not a folder", file=shown, field=flag)
+                    raise InputError(f"{parent} is a file, not a folder", file=shown, field=ref(field))
                 break
         if (path.exists() or path.is_symlink()) and not force:
-            raise InputError("exists; pass --force to overwrite it, or choose another path", file=shown,
-                             field=flag)
+            raise InputError(f"exists; pass {ref('force')} to overwrite it, or choose another path", file=shown,
+                             field=ref(field))
     except OSError as exc:     # e.g. a path longer than PATH_MAX, a folder we may not look into
-        raise InputError(exc.strerror or str(exc), file=shown, field=flag) from None
+        raise InputError(exc.strerror or str(exc), file=shown, field=ref(field)) from None
     return path
 
 
-def write_atomically(path: Path, write: Callable[[BinaryIO], None], overwrite: bool, flag: str = "--output") -> None:
+def write_atomically(path: Path, write: Callable[[BinaryIO], None], overwrite: bool, field: str = "output") -> None:
     """Create `path`'s folders, `write(fh)` into a temporary file next to it, then move it into place: replacing
     an existing file only when `overwrite`, otherwise by a hard link, which fails if another process created
     `path` meanwhile. OS errors (a full disk, a permission) become InputError naming the path."""
@@ -52,7 +52,7 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None], overwrite: b
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=".lessdb-", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise InputError(exc.strerror or str(exc), file=str(path), field=flag) from None
+        raise InputError(exc.strerror or str(exc), file=str(path), field=ref(field)) from None
     tmp = Path(tmp_name)
     try:
         umask = os.umask(0)
@@ -63,22 +63,22 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None], overwrite: b
         if overwrite:
             os.replace(tmp, path)
         else:
-            _link_new(tmp, path, flag)
+            _link_new(tmp, path, field)
     except OSError as exc:
-        raise InputError(exc.strerror or str(exc), file=str(path), field=flag) from None
+        raise InputError(exc.strerror or str(exc), file=str(path), field=ref(field)) from None
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _link_new(tmp: Path, path: Path, flag: str) -> None:
+def _link_new(tmp: Path, path: Path, field: str) -> None:
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise InputError("exists (created meanwhile); pass --force to overwrite it", file=str(path),
-                         field=flag) from None
+        raise InputError(f"exists (created meanwhile); pass {ref('force')} to overwrite it", file=str(path),
+                         field=ref(field)) from None
     except OSError:                # a file system without hard links: check, then rename
         if path.exists():
-            raise InputError("exists; pass --force to overwrite it", file=str(path), field=flag) from None
+            raise InputError(f"exists; pass {ref('force')} to overwrite it", file=str(path), field=ref(field)) from None
         os.replace(tmp, path)
 
 

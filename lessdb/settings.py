@@ -14,10 +14,9 @@ named inside a sentence is written `ref("pool")`:
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import MISSING, field
 
-from .errors import LessdbError
+from .errors import _REF_PATTERN, LessdbError, ref, render_refs  # noqa: F401 (ref: re-exported)
 
 # the one fallback for a token window nothing recorded (an old run, a base model): the paper's
 DEFAULT_MAX_SEQ_LENGTH = 2048
@@ -55,22 +54,6 @@ def flag_of(cls, name: str, prefix: str = "") -> str:
     return f.metadata.get("flag") or "--" + (prefix + name).replace("_", "-")
 
 
-# marks a field named inside a SettingError's text; a control character no command line or config can contain
-_REF = "\x1f"
-_REF_PATTERN = re.compile(_REF + r"(\w+)" + _REF)
-
-
-def ref(name: str) -> str:
-    """Field `name` inside a SettingError's text (or a `FieldText`): shown as the field's name to a Python user,
-    as its flag by the CLI."""
-    return f"{_REF}{name}{_REF}"
-
-
-def render_refs(text: str, name_of) -> str:
-    """`text` with each `ref(field)` shown as `name_of(field)`."""
-    return _REF_PATTERN.sub(lambda m: name_of(m.group(1)), text)
-
-
 class FieldText(str):
     """A note that names settings with `ref` (`f"pass {ref('run')} to choose"`): as a str it reads with the
     field names (what a Python user passes); `config_cls` and `marked` let the CLI show its flags instead."""
@@ -103,6 +86,7 @@ class SettingError(LessdbError):
 
         def text(sentence: str) -> str:
             return render_refs(sentence, name_of)
+
         return "; ".join(text(t) if name is None else f"{names(name)} {text(t)}" for name, t in self.problems)
 
     @property

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import write_jsonl
 from lessdb import Workspace
+from lessdb.cli.options import setting_error_message
 from lessdb.errors import InputError
 from lessdb.ingest import ingest_files
 from lessdb.selection import SelectConfig, list_selections, select
@@ -43,7 +44,7 @@ def two_pools(tmp_path_factory):
 def test_where_cannot_escape_the_pool(two_pools, where):
     ws = two_pools["ws"]
     before = len(list_selections(ws))
-    with pytest.raises(InputError, match="--where") as err:
+    with pytest.raises(InputError, match="field 'where'") as err:
         select(ws, SelectConfig(task="toy", pool="p1", method="random", percentage=1.0, where=where, progress=False))
     assert "not a valid SQL expression" in str(err.value)
     assert len(list_selections(ws)) == before          # nothing recorded
@@ -53,7 +54,7 @@ def test_where_cannot_escape_the_pool(two_pools, where):
 def test_pool_restriction_holds_even_without_the_check(two_pools, where, monkeypatch):
     """Defence in depth: the filter is applied over a subquery that already restricted the pool, so even a
     filter the parser check let through can only fail or narrow p1, never reach p2."""
-    monkeypatch.setattr(user_filter, "check_filter", lambda text, flag="--where", columns=None: text)
+    monkeypatch.setattr(user_filter, "check_filter", lambda text, field="where", columns=None: text)
     p1 = {r["id"] for r in two_pools["rows"] if r["pool"] == "p1"}
     try:
         got = select_candidate_ids(two_pools["ws"], "p1", where)
@@ -110,8 +111,10 @@ def test_valid_filters_select_what_python_selects(two_pools):
 ])
 def test_check_filter_refuses(where, reason):
     with pytest.raises(InputError) as err:
-        user_filter.check_filter(where, flag="--where")
-    assert reason in str(err.value) and err.value.field == "--where"
+        user_filter.check_filter(where)
+    # the library names the setting (a Python user passes where=...), the CLI shows its flag
+    assert reason in str(err.value) and "field 'where'" in str(err.value)
+    assert "field '--where'" in setting_error_message(err.value)
 
 
 def test_recorded_filter_is_checked_again(two_pools):
@@ -119,5 +122,5 @@ def test_recorded_filter_is_checked_again(two_pools):
     from lessdb.storage import meta_selections as meta
 
     sel = {"selection_id": "x", "params": {"pool": "p1"}, "sql_filter": ESCAPES[0], "table_versions": {}}
-    with pytest.raises(InputError, match="--where"):
+    with pytest.raises(InputError, match="field 'where'"):
         meta.length_stats(two_pools["ws"], sel)

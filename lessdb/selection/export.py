@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import InputError
+from ..errors import InputError, ref
 from ..output_file import check_destination, write_atomically
 from ..storage import meta_selections as meta
 from ..storage.candidates import read_candidates
@@ -67,14 +67,15 @@ def resolve_target(output: str | os.PathLike | None, fmt: str | None, force: boo
     an error. The destination must be writable (`lessdb.output_file.check_destination`); an existing file
     needs `force`."""
     if fmt is not None and fmt not in FORMATS:
-        raise InputError(f"{fmt!r}: choose jsonl or parquet", field="--format")
+        raise InputError(f"{fmt!r}: choose jsonl or parquet", field=ref("format"))
     if output is None:
         return None, fmt or "jsonl"
     path = check_destination(output, force)
     implied = SUFFIX_FORMATS.get(path.suffix.lower())
     if fmt is not None and implied is not None and implied != fmt:
-        raise InputError(f"the suffix {path.suffix!r} means {implied}, but --format is {fmt}; use a matching "
-                         "suffix or leave --format out (the suffix then decides)", file=str(path), field="--output")
+        raise InputError(f"the suffix {path.suffix!r} means {implied}, but {ref('format')} is {fmt}; use a "
+                         f"matching suffix or leave {ref('format')} out (the suffix then decides)", file=str(path),
+                         field=ref("output"))
     return path, fmt or implied or "jsonl"
 
 

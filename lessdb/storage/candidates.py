@@ -17,7 +17,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import InputError, LessdbError
+from ..errors import InputError, LessdbError, ref
 from .sql_text import sql_in_list, sql_literal
 from .lance_tables import CANDIDATES
 from .user_filter import filtered_candidates, first_line
@@ -97,7 +97,7 @@ def select_candidate_ids(ws, pool: str | None = None, where: str | None = None,
         try:
             rows = con.execute(sql + " ORDER BY id", [] if pool is None else [pool]).fetchall()
         except duckdb.Error as exc:
-            raise InputError(f"{first_line(exc)} (filter: {where!r})", field="--where") from exc
+            raise InputError(f"{first_line(exc)} (filter: {where!r})", field=ref("where")) from exc
     return [r[0] for r in rows]
 
 

@@ -20,7 +20,7 @@ import json
 
 import duckdb
 
-from ..errors import InputError
+from ..errors import InputError, ref
 from ..jsontext import unicode_problem
 
 PREFIX = "SELECT * FROM candidates WHERE "
@@ -38,14 +38,14 @@ def candidate_columns() -> list[str]:
     return list(CANDIDATE_SCHEMA.names)
 
 
-def check_filter(text: str, flag: str = "--where", columns: list[str] | None = None) -> str:
+def check_filter(text: str, field: str = "where", columns: list[str] | None = None) -> str:
     """`text` if it is one boolean expression over candidates' columns (see the module docstring); raises
-    InputError(field=flag) saying what is wrong otherwise."""
+    InputError naming the setting `field` (the CLI shows its flag) saying what is wrong otherwise."""
     def fail(reason: str):
-        raise InputError(f"{reason} (filter: {text!r})", field=flag)
+        raise InputError(f"{reason} (filter: {text!r})", field=ref(field))
 
     if not isinstance(text, str) or not text.strip():
-        fail("empty filter; leave the flag out to use every candidate")
+        fail("empty filter; leave it out to use every candidate")
     if "\x00" in text:
         fail("contains a NUL character")
     if unicode_problem(text):
@@ -67,13 +67,13 @@ def check_filter(text: str, flag: str = "--where", columns: list[str] | None = N
     return text
 
 
-def filtered_candidates(where: str | None, with_pool: bool = True, flag: str = "--where") -> str:
+def filtered_candidates(where: str | None, with_pool: bool = True, field: str = "where") -> str:
     """A FROM-clause subquery named `candidates`: the rows of one pool (bound as the first `?` parameter when
     `with_pool`) that pass the checked user filter. Use as `SELECT ... FROM {filtered_candidates(w)} ...`."""
     inner = "SELECT * FROM candidates" + (" WHERE pool = ?" if with_pool else "")
     if where is None:
         return f"({inner}) AS candidates"
-    expr = check_filter(where, flag)
+    expr = check_filter(where, field)
     # newlines around the filter: a trailing line comment could not reach our text even if one got through
     return f"(SELECT * FROM ({inner}) AS candidates WHERE (\n{expr}\n)) AS candidates"
 
