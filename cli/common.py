@@ -58,6 +58,14 @@ def emit_table(rows: list[dict], columns: list[str] | None = None) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)))
 
 
+def emit_run_summary(summary) -> None:
+    """A warmup's or train run's RunSummary for humans: what it trained, its notes, its checkpoints."""
+    click.echo(summary.headline())
+    for note in summary.notes:
+        click.echo(f"  note: {note}")
+    emit_table(summary.checkpoints, ["epoch", "optimizer_step", "mean_lr", "train_loss", "path"])
+
+
 def _fmt(value) -> str:
     if value is None:
         return ""

@@ -5,7 +5,8 @@ import click
 
 from ..config import PRESETS, TrainingSettings, WarmupConfig, flat_settings
 from .options import options_from_dataclass, preset_help
-from .common import lora_training_options, cli, emit_json, emit_table, json_option, open_workspace, workspace_option
+from .common import (lora_training_options, cli, emit_json, emit_run_summary, emit_table, json_option, open_workspace,
+                     workspace_option)
 
 
 @cli.command()
@@ -36,12 +37,7 @@ def warmup(ctx, pool, resume, preset, run_id, device, workspace_override, as_jso
     if as_json:
         emit_json(summary.as_dict())
         return
-    click.echo(f"Run {summary.run_id}: {summary.model_name} on {summary.n_examples} examples of pool "
-               f"{summary.pool} ({summary.n_excluded} excluded), {summary.total_steps} optimizer steps "
-               f"(batch {summary.batch_size}), device {summary.device}")
-    for note in summary.notes:
-        click.echo(f"  note: {note}")
-    emit_table(summary.checkpoints, ["epoch", "optimizer_step", "mean_lr", "train_loss", "path"])
+    emit_run_summary(summary)
 
 
 @cli.command()

@@ -28,6 +28,76 @@ from .training import build_lora_model, completion_token_count, train_lora
 
 LOSS_NORMALISATION = "token-mean over the completion tokens of each effective batch"
 
+_WARMUP_ONLY = ("n_pool", "n_sampled")
+_TRAIN_ONLY = ("selection", "selection_id", "is_transfer", "selection_run_id", "n_members", "excluded")
+
+
+@dataclass
+class RunSummary:
+    """What a warmup or train run did (`lessdb warmup|train`, their `--json`): the fields both kinds share, then
+    each kind's own (warmup: the pool and the sample drawn from it; train: the selection trained on), None for
+    the other kind and left out of `as_dict`."""
+    kind: str                               # warmup | train
+    run_id: str
+    pool: str
+    model_name: str
+    model_sha256: str
+    device: str
+    n_examples: int
+    n_excluded: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    batch_size: int
+    checkpoints: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    resumed_from_epoch: int | None = None
+    seconds: float = 0.0
+    tokens_per_second: float | None = None
+    # warmup
+    n_pool: int | None = None
+    n_sampled: int | None = None
+    # train
+    selection: str | None = None
+    selection_id: str | None = None
+    is_transfer: bool | None = None
+    selection_run_id: str | None = None
+    n_members: int | None = None
+    excluded: list[str] | None = None
+
+    def as_dict(self) -> dict:
+        other = _TRAIN_ONLY if self.kind == "warmup" else _WARMUP_ONLY
+        return {k: v for k, v in self.__dict__.items() if k != "kind" and k not in other}
+
+    def headline(self) -> str:
+        if self.kind == "warmup":
+            what = f"pool {self.pool} ({self.n_excluded} excluded)"
+        else:
+            what = (f"{self.selection} (pool {self.pool}; {self.n_excluded} excluded)"
+                    + (" [LESS-T transfer]" if self.is_transfer else ""))
+        return (f"Run {self.run_id}: {self.model_name} on {self.n_examples} examples of {what}, "
+                f"{self.total_steps} optimizer steps (batch {self.batch_size}), device {self.device}")
+
+
+def run_summary(ws, run_id: str, device: str, t0: float) -> RunSummary:
+    """The summary of a registered run as its record and checkpoints say (`t0`: when the command started)."""
+    run = meta_runs.get_run(ws, run_id)
+    cfg = run["config"]
+    summary = RunSummary(
+        kind=run["kind"], run_id=run_id, pool=run["pool"], model_name=run["model_name"],
+        model_sha256=run["model_sha256"], device=device, n_examples=run["n_examples"], n_excluded=run["n_excluded"],
+        steps_per_epoch=cfg["steps_per_epoch"], total_steps=cfg["total_steps"], warmup_steps=cfg["warmup_steps"],
+        batch_size=cfg["effective_batch_size"],
+        checkpoints=[c.as_dict() for c in meta_runs.list_checkpoints(ws, run_id)],
+        notes=list(cfg.get("notes", [])), seconds=time.monotonic() - t0)
+    if summary.kind == "warmup":
+        summary.n_pool, summary.n_sampled = cfg.get("n_pool", 0), run["n_examples"] + run["n_excluded"]
+    else:
+        summary.selection, summary.selection_id = cfg["selection"], run["selection_id"]
+        summary.is_transfer, summary.selection_run_id = bool(run["is_transfer"]), cfg.get("selection_run_id")
+        summary.n_members, summary.excluded = cfg["n_members"], list(cfg.get("excluded", []))
+    return summary
+
 
 def subset_size(n_pool: int, percentage: float, max_examples: int | None = None) -> int:
     k = max(1, math.floor(n_pool * percentage + 1e-9)) if n_pool else 0

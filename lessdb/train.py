@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import __version__
 from .config import TrainConfig, build_train_config  # noqa: F401 (re-exported: tests, callers)
@@ -31,8 +31,8 @@ from .recovery import clean_up_after_kills
 from .storage import meta_runs, meta_selections
 from .storage.candidates import candidates_version, select_candidate_ids
 from .storage.lance_tables import CANDIDATES
-from .runs import (encode_subset, new_run_id, prepare_resume, run_to_resume, sample_subset, schedule_notes,
-                   schedule_record, tokens_per_second, train_registered_run)
+from .runs import (RunSummary, encode_subset, new_run_id, prepare_resume, run_summary, run_to_resume,
+                   sample_subset, schedule_notes, schedule_record, tokens_per_second, train_registered_run)
 from .training import plan_schedule
 
 FULL = "full"
@@ -51,35 +51,6 @@ class TrainingSet:
     selection_run_id: str | None = None
     selection_model: str | None = None
     selection_model_sha256: str | None = None
-
-
-@dataclass
-class TrainSummary:
-    run_id: str
-    selection: str
-    selection_id: str | None
-    pool: str
-    model_name: str
-    model_sha256: str
-    is_transfer: bool
-    selection_run_id: str | None
-    device: str
-    n_members: int
-    n_examples: int
-    n_excluded: int
-    excluded: list[str]
-    steps_per_epoch: int
-    total_steps: int
-    warmup_steps: int
-    batch_size: int
-    checkpoints: list[dict] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    resumed_from_epoch: int | None = None
-    seconds: float = 0.0
-    tokens_per_second: float | None = None
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 # -- resolving --selection ---------------------------------------------------------------------------------
@@ -141,7 +112,7 @@ def resolve_training_set(ws, spec: str, pool: str | None, seed: int) -> Training
 
 
 # -- entry points ------------------------------------------------------------------------------------------
-def run_train(ws, config: TrainConfig, *, progress: bool = True, on_checkpoint=None) -> TrainSummary:
+def run_train(ws, config: TrainConfig, *, progress: bool = True, on_checkpoint=None) -> RunSummary:
     """Train a fresh run on `config.selection`'s examples; see the module docstring."""
     t0 = time.monotonic()
     config.lora.validate()
@@ -177,7 +148,7 @@ def run_train(ws, config: TrainConfig, *, progress: bool = True, on_checkpoint=N
         print(f"train: note: {note}", file=sys.stderr)
     results = train_registered_run(ws, run_id, config.lora, config.training, loaded, kept, device,
                                    progress=progress, on_checkpoint=on_checkpoint, label="train")
-    summary = _summary_from_db(ws, run_id, device, t0)
+    summary = run_summary(ws, run_id, device, t0)
     summary.tokens_per_second = tokens_per_second(results)
     return summary
 
@@ -198,7 +169,7 @@ def training_order(ws, run: dict, ids: list[str]) -> list[str]:
 
 
 def resume_train(ws, run_id: str | None = None, pool: str | None = None, *, device: str | None = None,
-                 progress: bool = True, on_checkpoint=None) -> TrainSummary:
+                 progress: bool = True, on_checkpoint=None) -> RunSummary:
     """Continue a train run from its last complete checkpoint (the latest unfinished train run, of `pool` if
     given, when no run id is given); see the module docstring."""
     t0 = time.monotonic()
@@ -210,25 +181,11 @@ def resume_train(ws, run_id: str | None = None, pool: str | None = None, *, devi
                            version=stored["candidates_version"], label="train",
                            order=lambda ids: training_order(ws, run, ids))
     if point.complete:
-        return _summary_from_db(ws, point.run_id, dev, t0)
+        return run_summary(ws, point.run_id, dev, t0)
     results = train_registered_run(ws, point.run_id, config.lora, config.training, point.loaded, point.kept, dev,
                                    resume_from=point.resume_from, progress=progress, on_checkpoint=on_checkpoint,
                                    label="train")
-    summary = _summary_from_db(ws, point.run_id, dev, t0)
+    summary = run_summary(ws, point.run_id, dev, t0)
     summary.resumed_from_epoch = point.last_epoch
     summary.tokens_per_second = tokens_per_second(results)
     return summary
-
-
-def _summary_from_db(ws, run_id: str, device: str, t0: float) -> TrainSummary:
-    run = meta_runs.get_run(ws, run_id)
-    cfg = run["config"]
-    return TrainSummary(
-        run_id=run_id, selection=cfg["selection"], selection_id=run["selection_id"], pool=run["pool"],
-        model_name=run["model_name"], model_sha256=run["model_sha256"], is_transfer=bool(run["is_transfer"]),
-        selection_run_id=cfg.get("selection_run_id"), device=device, n_members=cfg["n_members"],
-        n_examples=run["n_examples"], n_excluded=run["n_excluded"], excluded=list(cfg.get("excluded", [])),
-        steps_per_epoch=cfg["steps_per_epoch"], total_steps=cfg["total_steps"], warmup_steps=cfg["warmup_steps"],
-        batch_size=cfg["effective_batch_size"],
-        checkpoints=[c.as_dict() for c in meta_runs.list_checkpoints(ws, run_id)],
-        notes=list(cfg.get("notes", [])), seconds=time.monotonic() - t0)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -26,37 +25,13 @@ from .errors import LessdbError
 from .settings import SettingError, ref
 from .models import LoadedModel, load_base_model, resolve_device
 from .recovery import clean_up_after_kills
-from .runs import (encode_rows, encode_subset, new_run_id, prepare_resume, run_to_resume, sample_subset,  # noqa: F401
-                   schedule_notes, schedule_record, subset_size, tokens_per_second, train_registered_run)
+from .runs import (RunSummary, encode_rows, encode_subset, new_run_id, prepare_resume, run_summary,  # noqa: F401
+                   run_to_resume, sample_subset, schedule_notes, schedule_record, subset_size, tokens_per_second,
+                   train_registered_run)
 from .storage import meta_runs
 from .storage.candidates import candidates_version, iter_candidate_batches, select_candidate_ids
 from .tokenization import tokenizer_id
 from .training import plan_schedule
-
-
-@dataclass
-class WarmupSummary:
-    run_id: str
-    pool: str
-    model_name: str
-    model_sha256: str
-    device: str
-    n_pool: int
-    n_sampled: int
-    n_examples: int
-    n_excluded: int
-    steps_per_epoch: int
-    total_steps: int
-    warmup_steps: int
-    batch_size: int
-    checkpoints: list[dict] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    resumed_from_epoch: int | None = None
-    seconds: float = 0.0
-    tokens_per_second: float | None = None
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
 
 
 # -- pure helpers -------------------------------------------------------------------------------------------
@@ -87,7 +62,7 @@ def record_token_counts(ws, tokenizer, pool: str, max_seq_length: int, version: 
 
 # -- entry points ------------------------------------------------------------------------------------------
 def run_warmup(ws, config: WarmupConfig, *, progress: bool = True, on_checkpoint=None,
-               count_tokens: bool = True) -> WarmupSummary:
+               count_tokens: bool = True) -> RunSummary:
     """Train a fresh warmup run; see the module docstring. `on_checkpoint(EpochResult)` is called after each
     checkpoint is registered (tests use it to simulate a kill)."""
     config.validate()
@@ -124,7 +99,7 @@ def run_warmup(ws, config: WarmupConfig, *, progress: bool = True, on_checkpoint
 
 
 def resume_warmup(ws, run_id: str | None = None, pool: str | None = None, *, device: str | None = None,
-                  progress: bool = True, on_checkpoint=None) -> WarmupSummary:
+                  progress: bool = True, on_checkpoint=None) -> RunSummary:
     """Continue a warmup run from its last complete checkpoint (the latest unfinished run of `pool` when
     no run id is given). With the same device, the result equals an uninterrupted run's."""
     t0 = time.monotonic()
@@ -135,7 +110,7 @@ def resume_warmup(ws, run_id: str | None = None, pool: str | None = None, *, dev
     point = prepare_resume(ws, run, model=config.model, training=config.training, device=dev, pool=config.pool,
                            version=stored["candidates_version"], label="warmup")
     if point.complete:
-        return _summary_from_db(ws, point.run_id, dev, t0)
+        return run_summary(ws, point.run_id, dev, t0)
     summary = _train(ws, point.run_id, config, point.loaded, point.kept, dev, point.resume_from,
                      list(stored.get("notes", [])), stored.get("n_pool", 0), run["n_examples"] + run["n_excluded"],
                      run["n_excluded"], progress, on_checkpoint, t0)
@@ -147,23 +122,11 @@ def resume_warmup(ws, run_id: str | None = None, pool: str | None = None, *, dev
 
 
 def _train(ws, run_id, config: WarmupConfig, loaded: LoadedModel, kept, device, resume_from, notes, n_pool,
-           n_sampled, n_excluded, progress, on_checkpoint, t0) -> WarmupSummary:
+           n_sampled, n_excluded, progress, on_checkpoint, t0) -> RunSummary:
     results = train_registered_run(ws, run_id, config.lora, config.training, loaded, kept, device,
                                    resume_from=resume_from, progress=progress, on_checkpoint=on_checkpoint,
                                    label="warmup")
-    summary = _summary_from_db(ws, run_id, device, t0)
+    summary = run_summary(ws, run_id, device, t0)
     summary.notes = notes
     summary.tokens_per_second = tokens_per_second(results)
     return summary
-
-
-def _summary_from_db(ws, run_id: str, device: str, t0: float) -> WarmupSummary:
-    run = meta_runs.get_run(ws, run_id)
-    cfg = run["config"]
-    return WarmupSummary(
-        run_id=run_id, pool=run["pool"], model_name=run["model_name"], model_sha256=run["model_sha256"],
-        device=device, n_pool=cfg.get("n_pool", 0), n_sampled=run["n_examples"] + run["n_excluded"],
-        n_examples=run["n_examples"], n_excluded=run["n_excluded"], steps_per_epoch=cfg["steps_per_epoch"],
-        total_steps=cfg["total_steps"], warmup_steps=cfg["warmup_steps"], batch_size=cfg["effective_batch_size"],
-        checkpoints=[c.as_dict() for c in meta_runs.list_checkpoints(ws, run_id)], notes=list(cfg.get("notes", [])),
-        seconds=time.monotonic() - t0)

@@ -166,6 +166,15 @@ def test_cli_train_json(sel):
                    "--lora-alpha", "16", "--max-seq-length", "64", "--device", "cpu", "--json",
                    workspace=sel["ws"].root)
     out = json.loads(proc.stdout)
+    # one RunSummary type for warmup and train; train's --json keeps its keys (and none of warmup's)
+    assert set(out) == {"run_id", "selection", "selection_id", "pool", "model_name", "model_sha256", "is_transfer",
+                        "selection_run_id", "device", "n_members", "n_examples", "n_excluded", "excluded",
+                        "steps_per_epoch", "total_steps", "warmup_steps", "batch_size", "checkpoints", "notes",
+                        "resumed_from_epoch", "seconds", "tokens_per_second"}
     assert out["selection_id"] == sel["selection_id"] and out["model_name"] == "tiny" and not out["is_transfer"]
+    from lessdb.runs import run_summary
+    assert run_summary(sel["ws"], out["run_id"], "cpu", 0.0).headline() == (
+        f"Run {out['run_id']}: tiny on {out['n_examples']} examples of {out['selection']} (pool {out['pool']}; "
+        f"{out['n_excluded']} excluded), {out['total_steps']} optimizer steps (batch 8), device cpu")
     assert [c["epoch"] for c in out["checkpoints"]] == [1]
     assert meta_runs.get_run(sel["ws"], out["run_id"])["config"]["selection"] == sel["selection_id"]

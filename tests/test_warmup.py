@@ -228,6 +228,17 @@ def test_cli_warmup_and_runs(workspace, tmp_path):
                   workspace=workspace.root)
     summary = json.loads(out.stdout)
     assert len(summary["checkpoints"]) == 2
+    # one RunSummary type for warmup and train; warmup's --json keeps its keys (and none of train's)
+    assert set(summary) == {"run_id", "pool", "model_name", "model_sha256", "device", "n_pool", "n_sampled",
+                            "n_examples", "n_excluded", "steps_per_epoch", "total_steps", "warmup_steps",
+                            "batch_size", "checkpoints", "notes", "resumed_from_epoch", "seconds",
+                            "tokens_per_second"}
+    assert (summary["n_pool"], summary["n_sampled"]) == (20, 10)
+    from lessdb.runs import run_summary
+    text = run_summary(workspace, summary["run_id"], "cpu", 0.0).headline()
+    assert text == (f"Run {summary['run_id']}: tiny on {summary['n_examples']} examples of pool toy "
+                    f"({summary['n_excluded']} excluded), {summary['total_steps']} optimizer steps (batch 4), "
+                    "device cpu")
     assert "examples" in out.stderr or "epoch" in out.stderr  # progress goes to stderr
     runs = json.loads(run_cli("runs", "--json", workspace=workspace.root).stdout)
     assert runs[0]["run_id"] == summary["run_id"] and [c["epoch"] for c in runs[0]["checkpoints"]] == [1, 2]

@@ -23,7 +23,6 @@ import json
 import os
 import signal
 import time
-from dataclasses import dataclass
 
 from ..errors import LessdbError
 from ..progress import Progress
