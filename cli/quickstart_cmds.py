@@ -5,17 +5,13 @@ from pathlib import Path
 
 import click
 
+from ..quickstart import QuickstartConfig
 from .common import cli, emit_json, json_option, workspace_option, workspace_path
+from .options import options_from_dataclass
 
 
 @cli.command()
-@click.option("--pool-size", type=int, default=100, show_default=True,
-              help="How many ShareGPT conversations to put in the pool.")
-@click.option("--task", default="bbh", show_default=True, help="Target task.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--model", default="smollm2-135m", show_default=True,
-              help="Base model: smollm2-135m, gemma3-270m, tiny (a random tiny Llama, for smoke runs) or a local "
-                   "Hugging Face model directory.")
+@options_from_dataclass(QuickstartConfig, only=["pool_size", "task", "device", "model"])
 @workspace_option
 @json_option
 @click.pass_context
@@ -30,7 +26,7 @@ def quickstart(ctx, pool_size, task, device, model, workspace_override: Path | N
         lessdb quickstart --workspace ./demo --pool-size 300
     """
     from ..phase_meter import format_phases
-    from ..quickstart import QuickstartConfig, run_quickstart
+    from ..quickstart import run_quickstart
     from ..selection.audit import format_show
 
     result = run_quickstart(QuickstartConfig(workspace=workspace_path(ctx, workspace_override),

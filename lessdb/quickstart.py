@@ -21,22 +21,24 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from .choices import DEFAULT_MODEL
-from .workspace import Workspace, default_workspace_path
+from .choices import DEFAULT_MODEL, MODEL_HELP
+from .settings import setting
 
 
 @dataclass(frozen=True)
 class QuickstartConfig:
-    workspace: Path | None = None
-    pool: str = "sharegpt-sample"
-    pool_size: int = 100
-    model: str = DEFAULT_MODEL
-    task: str = "bbh"
-    warmup_percentage: float = 0.2
-    dim: int = 8192
-    percentage: float = 0.05
-    val_max_seq_length: int = 256
-    device: str = "auto"
+    """The quickstart's settings (`lessdb quickstart`'s options are generated from the `cli` ones). Light to
+    import: the command's --help reads it."""
+    workspace: Path | None = setting(None, "Workspace directory.", cli=False)
+    pool: str = setting("sharegpt-sample", "Pool the ShareGPT sample goes into.", cli=False)
+    pool_size: int = setting(100, "How many ShareGPT conversations to put in the pool.")
+    model: str = setting(DEFAULT_MODEL, "Base model: " + MODEL_HELP + ".")
+    task: str = setting("bbh", "Target task.")
+    warmup_percentage: float = setting(0.2, "Fraction of the pool the warmup trains on.", cli=False)
+    dim: int = setting(8192, "Sketch dimension d.", cli=False)
+    percentage: float = setting(0.05, "Fraction selected.", cli=False)
+    val_max_seq_length: int = setting(256, "Token window of validation examples.", cli=False)
+    device: str = setting("auto", "auto, cpu or cuda.")
 
 
 def _say(text: str) -> None:
@@ -66,6 +68,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     from .warmup import resume_warmup
 
     meter, stack = PhaseMeter(), ExitStack()
+    from .workspace import Workspace, default_workspace_path
+
     root = Path(cfg.workspace) if cfg.workspace else default_workspace_path()
     ws = Workspace.init(root)
     try:

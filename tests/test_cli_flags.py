@@ -14,6 +14,7 @@ from lessdb.cli.options import flag_name, setting_error_message
 from lessdb.config import PRESETS, LoraSettings, TrainingSettings, WarmupConfig, build_warmup_config
 from lessdb.evaluate.config import EvalConfig
 from lessdb.featurize.config import FeaturizeConfig
+from lessdb.quickstart import QuickstartConfig
 from lessdb.scale.options import RayOptions
 from lessdb.selection.plan import SelectConfig
 from lessdb.settings import SettingError
@@ -96,7 +97,8 @@ def test_the_command_tree_is_read():
 
 @pytest.mark.parametrize("cls,command", [(FeaturizeConfig, "featurize"), (EvalConfig, "eval"),
                                          (SelectConfig, "select"), (LoraSettings, "warmup"),
-                                         (TrainingSettings, "train"), (RayOptions, "featurize")])
+                                         (TrainingSettings, "train"), (RayOptions, "featurize"),
+                                         (QuickstartConfig, "quickstart")])
 def test_options_come_from_the_fields(cls, command):
     """Each CLI field of a config is an option of its command, with the field's default and help."""
     import dataclasses
@@ -111,7 +113,7 @@ def test_options_come_from_the_fields(cls, command):
         option = by_flag[flag]
         if f.name != "method_params":   # the field's help says it as a dict, the flag's as KEY=VALUE
             assert f.metadata["help"].split("  [")[0][:30] in (option.help or "")
-        if cls in (FeaturizeConfig, EvalConfig, SelectConfig, RayOptions) and isinstance(f.default, (int, float, str)) \
+        if cls in (FeaturizeConfig, EvalConfig, SelectConfig, RayOptions, QuickstartConfig) and isinstance(f.default, (int, float, str)) \
                 and not isinstance(f.default, bool) and f.default is not None:
             assert option.default == f.default, f"{flag}: shown default {option.default!r} != field {f.default!r}"
         elif cls in (LoraSettings, TrainingSettings):
