@@ -223,3 +223,14 @@ def test_notes_name_fields_for_python_and_flags_for_the_cli():
     assert note == "pass feature_set to choose" and shown_with_flags(note) == "pass --feature-set to choose"
     assert shown_with_flags(copy.deepcopy(note)) == "pass --feature-set to choose"   # asdict copies notes
     assert shown_with_flags("plain text") == "plain text"
+
+
+def test_a_flag_whose_field_is_a_command_parameter_maps_by_name():
+    """Errors of a command's own parameters (no config class) map `field` -> `--field`."""
+    from lessdb.storage.object_store import parse_storage_options
+
+    with pytest.raises(SettingError) as info:
+        parse_storage_options(["aws_secret_access_key=x"])
+    assert str(info.value).startswith("storage_option aws_secret_access_key: credentials are never stored")
+    assert setting_error_message(info.value).startswith("--storage-option aws_secret_access_key:")
+    assert "--storage-option" in COMMANDS[("init",)]

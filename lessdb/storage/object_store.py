@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import LessdbError
+from ..settings import SettingError
 
 CONFIG_FILE = "tables.json"
 REMOTE_SCHEMES = ("s3://", "s3a://", "gs://", "az://", "abfs://")
@@ -62,10 +63,12 @@ def parse_storage_options(pairs) -> dict:
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise LessdbError(f"--storage-option {pair!r}: expected KEY=VALUE, e.g. aws_endpoint=http://127.0.0.1:9000")
+            raise SettingError(None, [("storage_option", f"{pair!r}: expected KEY=VALUE, e.g. "
+                                                         "aws_endpoint=http://127.0.0.1:9000")])
         if is_secret_key(key):
-            raise LessdbError(f"--storage-option {key}: credentials are never stored in the workspace; set them in "
-                              "the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)")
+            raise SettingError(None, [("storage_option", f"{key}: credentials are never stored in the workspace; "
+                                                         "set them in the environment (AWS_ACCESS_KEY_ID, "
+                                                         "AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)")])
         out[key] = value
     return out
 
