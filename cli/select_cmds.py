@@ -48,7 +48,7 @@ def select_cmd(ctx, method, checkpoints, output, workspace_override, as_json, **
         method=method.lower(), checkpoints=_checkpoints(checkpoints), output=None if output is None else str(output),
         **settings)
     if as_json:
-        emit_json(result.summary())
+        emit_json({**result.summary(), "notes": [shown_with_flags(note) for note in result.notes]})
         return
     for note in result.notes:
         click.echo(f"note: {shown_with_flags(note)}", err=True)
