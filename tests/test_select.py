@@ -425,7 +425,10 @@ def test_real_pipeline_select_then_replay_after_appends(workspace, tmp_path):
     write_jsonl(tmp_path / "long.jsonl", [{"subtask": "s", "prompt": "y" * 400, "completion": "n"}])
     tasks.add_tasks(ws, "too-long", file=tmp_path / "long.jsonl")
     with pytest.raises(LessdbError, match="none of its 1 validation examples has a completion token.*"
-                                          "drop --val-truncation right"):
+                                          "drop val_truncation right") as err:
         select(ws, SelectConfig(task="too-long", run=run_id, val_truncation="right", progress=False))
+    from lessdb.cli.options import setting_error_message   # the CLI names the flags
+    assert "drop --val-truncation right" in setting_error_message(err.value)
+    assert setting_error_message(err.value).endswith("or pass a larger --val-max-seq-length")
     kept = select(ws, SelectConfig(task="too-long", run=run_id, count=3, progress=False))
     assert kept.provenance["params"]["validation_window"] == {"max_seq_length": 128, "truncation": "left"}
