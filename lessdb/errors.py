@@ -43,17 +43,20 @@ class InputError(LessdbError):
     exit_code = 2
 
     def __init__(self, reason: str, file: str | None = None, line: int | None = None, field: str | None = None):
-        self.reason, self.file, self.line, self.field = reason, file, line, field
-        super().__init__(self.location() + reason)
+        self.reason, self.file, self.line = reason, file, line
+        self.field = None if field is None else render_refs(field, str)   # a setting (`ref`) reads as its name
+        super().__init__(self.location(field) + reason)
 
-    def location(self) -> str:
+    def location(self, field: str | None = None) -> str:
+        """The message's prefix: file, line N, field 'x' (`field`: as given, a `ref` the CLI shows as a flag)."""
+        field = self.field if field is None else field
         parts = []
         if self.file is not None:
             parts.append(str(self.file))
         if self.line is not None:
             parts.append(f"line {self.line}")
-        if self.field is not None:
-            parts.append(f"field '{self.field}'")
+        if field is not None:
+            parts.append(f"field '{field}'")
         return (", ".join(parts) + ": ") if parts else ""
 
 

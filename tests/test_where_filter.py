@@ -113,7 +113,7 @@ def test_check_filter_refuses(where, reason):
     with pytest.raises(InputError) as err:
         user_filter.check_filter(where)
     # the library names the setting (a Python user passes where=...), the CLI shows its flag
-    assert reason in str(err.value) and "field 'where'" in str(err.value)
+    assert reason in str(err.value) and "field 'where'" in str(err.value) and err.value.field == "where"
     assert "field '--where'" in setting_error_message(err.value)
 
 
