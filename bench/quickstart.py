@@ -32,6 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 GIB = 2**30
 
+from lessdb.phase_meter import GB, format_phases   # noqa: E402  (light: no torch, no storage)
+
 
 def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
@@ -120,10 +122,11 @@ def main() -> int:
     if not args.workspace and not args.keep:
         shutil.rmtree(ws, ignore_errors=True)
 
-    print(f"\n{'phase':<12}{'time':>9}{'peak RSS':>11}")
-    for name, p in record.get("phases", {}).items():
-        print(f"{name:<12}{p['seconds']:>8.0f}s{p['peak_rss_bytes'] / GIB:>9.2f} GB")
-    print(f"{'wall':<12}{record['wall_s']:>8.0f}s{record['peak_rss_sampled_bytes'] / GIB:>9.2f} GB"
+    if record.get("phases"):
+        print("\n" + format_phases({"phases": record["phases"], "memory_method": record["memory_method"],
+                                    "total_seconds": sum(p["seconds"] for p in record["phases"].values()),
+                                    "peak_rss_bytes": record["peak_rss_phases_bytes"]}))
+    print(f"{'wall':<12}{record['wall_s']:>8.0f}s{record['peak_rss_sampled_bytes'] / GB:>8.2f} GB"
           f"   (wall: whole process; its peak RSS sampled from outside)")
     print(f"load average before {record['load_before']}, after {record['load_after']}; machine {record['machine']}")
     print(f"JSON: {args.json}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from .batching import CPU_BATCH_TOKENS
 from .choices import DEFAULT_MODEL, MODEL_HELP
 from .errors import LessdbError
 from .settings import DEFAULT_MAX_SEQ_LENGTH, SettingError, raise_problems, setting
@@ -66,7 +67,8 @@ class TrainingSettings:
     lr: float = setting(2e-5, "Peak learning rate.")
     epochs: int = setting(4, "Epochs = checkpoints N.")
     batch_size: int = setting(128, "Effective batch per optimizer step.")
-    micro_batch_size: int = setting(8, "Examples per forward pass (memory only).")
+    micro_batch_size: int = setting(8, "Examples per forward pass (memory only; on a CPU also at most "
+                                     f"{CPU_BATCH_TOKENS} padded tokens).")
     warmup_ratio: float = setting(0.03, "Linear warm-up fraction of steps.")
     max_seq_length: int = setting(DEFAULT_MAX_SEQ_LENGTH, "Truncate examples to this many tokens.")
     beta1: float = setting(0.9, "AdamW beta1.", cli=False)

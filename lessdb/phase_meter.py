@@ -14,6 +14,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+GB = 10**9   # decimal, as memory targets and laptop specs are stated
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -80,14 +81,16 @@ class PhaseMeter:
         """Time the block and record its peak RSS under `name` (also when the block raises)."""
         if self.method.startswith("VmHWM"):
             _reset_hwm()
-        self._max_sample = current_rss()
+        start = self._max_sample = current_rss()
         t0 = time.monotonic()
         try:
             yield
         finally:
             seconds = time.monotonic() - t0
             peak = _hwm() if self.method.startswith("VmHWM") else max(self._max_sample, current_rss())
-            self.phases[name] = {"seconds": round(seconds, 1), "peak_rss_bytes": int(peak or 0)}
+            # what the phase inherited (imports, earlier phases' leftovers) is part of its peak: shown apart
+            self.phases[name] = {"seconds": round(seconds, 1), "peak_rss_bytes": int(peak or 0),
+                                 "start_rss_bytes": int(start)}
 
     def close(self) -> None:
         self._stop.set()
@@ -102,10 +105,11 @@ class PhaseMeter:
 
 
 def format_phases(summary: dict) -> str:
-    """A small table: phase, seconds, peak RSS."""
-    lines = [f"{'phase':<12}{'time':>9}{'peak RSS':>11}"]
+    """A small table: phase, seconds, peak RSS, RSS when the phase started."""
+    lines = [f"{'phase':<12}{'time':>9}{'peak RSS':>11}{'at start':>11}"]
     for name, p in summary["phases"].items():
-        lines.append(f"{name:<12}{p['seconds']:>8.0f}s{p['peak_rss_bytes'] / 2**30:>9.2f} GB")
-    lines.append(f"{'total':<12}{summary['total_seconds']:>8.0f}s{summary['peak_rss_bytes'] / 2**30:>9.2f} GB"
-                 f"   (peak RSS: {summary['memory_method']})")
+        lines.append(f"{name:<12}{p['seconds']:>8.0f}s{p['peak_rss_bytes'] / GB:>8.2f} GB"
+                     f"{p.get('start_rss_bytes', 0) / GB:>8.2f} GB")
+    lines.append(f"{'total':<12}{summary['total_seconds']:>8.0f}s{summary['peak_rss_bytes'] / GB:>8.2f} GB"
+                 f"   (GB = 10^9 bytes; peak RSS: {summary['memory_method']})")
     return "\n".join(lines)

@@ -32,6 +32,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .batching import batches_by_length, token_budget
 from .completion_loss import completion_token_losses
 from .config import LoraSettings, TrainingSettings
 from .errors import LessdbError
@@ -78,9 +79,11 @@ def epoch_batches(plan: SchedulePlan, seed: int, epoch: int) -> list[list[int]]:
     return [perm[i:i + plan.batch_size] for i in range(0, plan.n_examples, plan.batch_size)]
 
 
-def micro_batches(indices: list[int], lengths: list[int], micro: int) -> list[list[int]]:
+def micro_batches(indices: list[int], lengths: list[int], micro: int, max_tokens: int | None = None) -> list[list[int]]:
+    """The forward passes of one optimizer step: its examples longest first, at most `micro` per pass and, on a
+    CPU, at most `max_tokens` padded tokens (memory only: the step's gradient is the same sum either way)."""
     ordered = sorted(indices, key=lambda i: (-lengths[i], i))
-    return [ordered[i:i + micro] for i in range(0, len(ordered), micro)]
+    return batches_by_length(ordered, [lengths[i] for i in ordered], micro, max_tokens)
 
 
 # -- loss ----------------------------------------------------------------------------------------------------
@@ -178,7 +181,7 @@ class LoraTrainer:
         if self.run_dir.exists():
             remove_temp_dirs(self.run_dir)
         lengths = [len(e.input_ids) for e in examples]
-        micro = max(1, settings.micro_batch_size)
+        micro, max_tokens = max(1, settings.micro_batch_size), token_budget(self.device)
         remaining = (plan.epochs - self.state.next_epoch + 1) * plan.n_examples
         prog = Progress(self.progress_label, remaining, enabled=self.progress, every_seconds=2.0)
         self.model.train()
@@ -188,7 +191,7 @@ class LoraTrainer:
             for batch in epoch_batches(plan, settings.seed, epoch):
                 n_tokens = sum(completion_token_count(examples[i]) for i in batch)
                 batch_loss = 0.0
-                for mb in micro_batches(batch, lengths, micro):
+                for mb in micro_batches(batch, lengths, micro, max_tokens):
                     t = {k: v.to(self.device) for k, v in collate([examples[i] for i in mb], self.pad_token_id).items()}
                     ce_sum = completion_token_losses(self.model, **t).total()  # LM head at label positions only
                     (ce_sum / n_tokens).backward()  # token mean over the whole effective batch

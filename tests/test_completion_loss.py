@@ -147,7 +147,7 @@ def test_hidden_state_embeddings_skip_the_head_and_match_a_full_forward(lora_mod
 
 
 def test_batches_by_length_respect_count_and_token_budget():
-    from lessdb.featurize.batching import batches_by_length, token_budget
+    from lessdb.batching import batches_by_length, token_budget
 
     lengths = [10, 20, 200, 250, 256, 256, 256, 256, 256, 900]
     items = list(range(len(lengths)))
@@ -157,4 +157,4 @@ def test_batches_by_length_respect_count_and_token_budget():
         assert len(b) <= 8 and (len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 1024)
     assert got[-1] == [9]                                             # longer than the budget: alone
     assert batches_by_length(items, lengths, 4, None) == [items[0:4], items[4:8], items[8:10]]
-    assert token_budget("cpu") == 1024 and token_budget("cuda:0") is None
+    assert token_budget("cpu") == 512 and token_budget("cuda:0") is None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..batching import CPU_BATCH_TOKENS
 from ..choices import DEFAULT_SKETCH, GRAD_KINDS, SKETCH_KINDS, STORED_DTYPE_NAMES
 from ..scale.options import ENGINES
 from ..settings import check_choices, raise_problems, setting
@@ -29,7 +30,8 @@ class FeaturizeConfig:
                                     "reference implementation's variant).", flag="--no-bias-correction")
     shard: tuple[int, int] = setting((0, 1), "i/n: do only the examples whose id hashes to shard i (0-based).",
                                      show="0/1")
-    batch_size: int = setting(8, "Examples per forward+backward.")
+    batch_size: int = setting(8, "Examples per forward+backward (on a CPU also at most "
+                                                f"{CPU_BATCH_TOKENS} padded tokens).")
     device: str = setting("auto", "auto, cpu or cuda.")
     where: str | None = setting(None, "SQL boolean expression over `candidates` selecting a subset.")
     max_seq_length: int | None = setting(None, "Token limit.", show="the run's")

@@ -28,7 +28,7 @@ from ..storage import meta_features
 from ..storage.meta_scale import lease_owner
 from .planning import job_row, plan_run, todo_ids, unit_rows  # noqa: F401  (both engines plan through these)
 from .adam import GRAD_KINDS, AdamState, GradTransform
-from .batching import batches_by_length, token_budget
+from ..batching import batches_by_length, token_budget
 from .engine import FeatureEngine
 from .per_example_grads import lora_params
 from .config import COMPUTE_DTYPES, FeaturizeConfig  # noqa: F401 (re-exported)
