@@ -1,4 +1,4 @@
-"""Scale-out commands: vacuum (the Ray engines are options of featurize and select)."""
+"""Scale-out commands: vacuum, fold (the Ray engines and --prefilter are options of featurize and select)."""
 from __future__ import annotations
 
 import click
@@ -27,3 +27,29 @@ def vacuum(ctx, dry_run, workspace_override, as_json):
         emit_json(result)
     else:
         emit_table([{"table": k, **v} for k, v in result["tables"].items()], ["table", "files_removed", "bytes_removed"])
+
+
+@cli.command()
+@click.option("--feature-set", "feature_set", required=True, help="Feature set to fold (see `lessdb feature-sets`).")
+@click.option("--low-dim", type=click.IntRange(min=1), required=True,
+              help="The folded dimension d' (divides the feature set's d), as in `select --prefilter D'xFACTOR`.")
+@workspace_option
+@json_option
+@click.pass_context
+def fold(ctx, feature_set, low_dim, workspace_override, as_json):
+    """Store (or extend) a feature set's folded low-d copy, which `select --prefilter` scores first.
+
+    `select --prefilter` makes it on first use and featurize extends it; run this to pay the one-off pass over
+    the full vectors ahead of time. Resumable: a killed run keeps what it committed and a rerun adds the rest.
+
+    \b
+    Example:
+        lessdb fold --feature-set fs-0123abcd --low-dim 1024
+    """
+    row = open_workspace(ctx, workspace_override).fold(feature_set, low_dim)
+    if as_json:
+        emit_json(row)
+    else:
+        click.echo(f"feature set {row['feature_set_id']}: folded copy at d={row['low_dim']} in {row['lance_table']} "
+                   f"(version {row['lance_version']}, {row['n_rows']:,} rows, covers feature table version "
+                   f"{row['source_version']})")

@@ -28,7 +28,7 @@ def _checkpoints(value: str | None) -> list[int] | None:
 @options_from_dataclass(SelectConfig, only=["pool", "run", "feature_set", "percentage", "count", "where",
                                             "val_aggregation", "checkpoints", "seed", "name", "output", "force",
                                             "max_seq_length", "device", "val_max_seq_length", "val_truncation",
-                                            "replay", "method_params", "engine", "ray_address"])
+                                            "replay", "method_params", "prefilter", "engine", "ray_address"])
 @workspace_option
 @json_option
 @click.pass_context
@@ -40,6 +40,7 @@ def select_cmd(ctx, method, checkpoints, output, workspace_override, as_json, **
         lessdb select --task bbh --percentage 0.05 --where "source_dataset <> 'sharegpt'" --name bbh-5pct
         lessdb select --task bbh --method bm25 --count 500
         lessdb select --task bbh:2 --task mmlu --balance proportional --max-tokens 200000 --dedup 0.9
+        lessdb select --task bbh --count 1000 --prefilter 1024x20
         lessdb select --replay bbh-5pct
     """
     from ..selection.audit import histogram_lines

@@ -84,6 +84,14 @@ class WorkspaceAPI:
 
         return featurize_run(self, config)
 
+    def fold(self, feature_set: str, low_dim: int, *, progress: bool = True) -> dict:
+        """`lessdb fold`: make or extend a feature set's folded copy at d = `low_dim` (what `select
+        --prefilter` scores first); resumable, exactly once. -> its `folded_copies` row."""
+        from .scale.folded import sync_folded
+        from .storage.features import get_feature_set
+
+        return sync_folded(self, get_feature_set(self, feature_set), int(low_dim), progress=progress)
+
     def select(self, task: str | None = None, *, config=None, **settings):
         """`lessdb select`: pick a task's most useful candidates and record the selection -> SelectionResult.
         `settings`: SelectConfig fields (method, percentage or count, where, run, feature_set, name, output,

@@ -10,6 +10,7 @@ Points (where a kill is most likely to leave something half-done):
   train.after_checkpoint        a checkpoint directory renamed into place, not yet registered
   select.before_record          scores computed, the selection not yet recorded
   select.before_tag             the selection recorded, its Lance versions not yet tagged
+  fold.after_append             a commit of folded rows stored, the folded copy not yet recorded
 """
 from __future__ import annotations
 

@@ -342,6 +342,8 @@ def featurize_run(ws, cfg: FeaturizeConfig) -> FeaturizeSummary:
             meta_features.finish_job(ws, job_id, counts=_shard_counts(ws, info, epoch, plan.mine))
         summary.jobs.append({"job_id": job_id, "epoch": epoch, "todo": len(todo), "shard_examples": len(plan.mine)})
         loaded = None  # the next epoch has its own adapter
+    from ..scale.folded import refresh_folded_copies
+    refresh_folded_copies(ws, info.feature_set_id, progress=cfg.progress)   # folded copies stay beside the vectors
     summary.seconds = time.monotonic() - t_start
     if summary.lance_version is None:
         summary.lance_version = ws.lance.version(info.lance_table)

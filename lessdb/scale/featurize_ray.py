@@ -204,6 +204,8 @@ def featurize_ray(ws, cfg, opts: RayOptions):
         # workers' Lance temp files are in flight until the driver commits: no cleanup may take them meanwhile
         stack.enter_context(ws.lance.writing())
         _run_epochs(ws, cfg, opts, plan, info, schema, summary, owner, size, stack, t_start)
+    from .folded import refresh_folded_copies
+    refresh_folded_copies(ws, info.feature_set_id, progress=cfg.progress)   # folded copies stay beside the vectors
     summary.seconds = time.monotonic() - t_start
     if summary.lance_version is None:
         summary.lance_version = ws.lance.version(info.lance_table)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..storage import meta_selections as meta
 from ..storage.lance_tables import CANDIDATES
-from .feature_audit import format_extras, show_extras
+from .feature_audit import format_extras, prefilter_lines, show_extras
 
 
 def list_selections(ws) -> list[dict]:
@@ -112,6 +112,7 @@ def format_show(report: dict) -> str:
              f"  sketch {sel['sketch']}",
              f"  table versions {sel['table_versions']}, seed {sel['seed']}, lessdb {sel['lessdb_version']}, "
              f"created {sel['created_at']}" + (f", replay of {sel['replay_of']}" if sel["replay_of"] else ""),
+             *("  " + line for line in prefilter_lines(p)),
              "", "Source mix (selection vs filtered pool):"]
     for r in report["source_mix"]:
         lines.append(f"  {str(r['source_dataset']):<32} {r['n_selected']:>8,} {100 * (r['share_selected'] or 0):6.1f}%"

@@ -30,11 +30,21 @@ def selection_feature_lines(params: dict) -> list[str]:
                      f"(d = {diag['dim']}; `lessdb diagnose` for more)")
         if diag.get("warning"):
             lines.append("WARNING: " + diag["warning"])
+    lines += prefilter_lines(params)
     short = params.get("short_of_k")
     if short:
         lines.append(f"only {short['selected']:,} of k = {short['k']:,} could be selected "
                      f"(stopped by {short['stopped_by']})")
     return lines
+
+
+def prefilter_lines(params: dict) -> list[str]:
+    pf = params.get("prefilter")
+    if not pf:
+        return []
+    return [f"prefilter {pf['low_dim']}x{pf['factor']}: every candidate scored at d={pf['low_dim']} "
+            f"({pf['folded_table']}), the best {pf.get('shortlist', 0):,} rescored at full d "
+            f"({pf.get('full_rows_read', 0):,} full rows read); scores shown are the full-d ones"]
 
 
 def show_extras(ws, selection_id: str) -> dict:

@@ -76,6 +76,11 @@ class SelectConfig:
                                   "selected member exceeds this, e.g. 0.9.")
     dedup_text: float | None = setting(None, "Skip a candidate whose MinHash Jaccard estimate with a selected member "
                                        "exceeds this, e.g. 0.8.")
+    prefilter: str | None = setting(None, "Two-stage selection for huge stores, LOWDxFACTOR (e.g. 1024x20): score every "
+                                    "candidate on the feature set's folded copy at d=LOWD (made on first use, kept "
+                                    "beside the full vectors), then rescan only the best FACTOR*k at full d. Scores "
+                                    "are exact; a top-k candidate is missed only if it ranked below FACTOR*k at "
+                                    "LOWD. CountSketch features, gradient methods.")
 
     def __post_init__(self):
         """The command line's repeated flags as the library takes them: --task given once is one task name (its
@@ -98,6 +103,13 @@ class SelectConfig:
             problems.append(("count", f"{self.count}: must be at least 1"))
         if self.percentage is not None and not (0 < self.percentage <= 1):
             problems.append(("percentage", f"{self.percentage}: must be in (0, 1] (0.05 means 5%)"))
+        if self.prefilter is not None:
+            from ..scale.folded import parse_prefilter
+
+            try:
+                parse_prefilter(self.prefilter)
+            except ValueError as exc:
+                problems.append(("prefilter", str(exc)))
         raise_problems(self, problems)
 
 
@@ -182,6 +194,9 @@ def make_plan(ws, cfg: SelectConfig, options: RunOptions | None = None) -> Plan:
     percentage = None if cfg.count is not None else (DEFAULT_PERCENTAGE if cfg.percentage is None
                                                       and cfg.max_tokens is None else cfg.percentage)
     method_params = method.make_params(cfg.method_params)
+    if cfg.prefilter and method.family != "gradient":
+        raise LessdbError(f"--prefilter scores stored gradient features: it applies to less, sgd, sign and "
+                          f"unnormalized, not to --method {method.name}")
     notes: list[str] = []
     check_balance(cfg.balance or "max", parse_targets(cfg.task))
     task_name, task_hash, subtasks, targets = plan_targets(ws, cfg.task)   # one target or several (targets.py)

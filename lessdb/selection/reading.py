@@ -67,3 +67,25 @@ def iter_messages(ws, plan, ids: list[str], mask: np.ndarray, batch_rows: int = 
             if r >= 0 and mask[r] and not done[r]:
                 done[r] = True
                 yield int(r), m
+
+
+def candidate_batches(ws, table: str, version: int, epochs: list[int], cols: tuple, id_index: IdIndex, dim: int,
+                      batch_rows: int, check_norms=None):
+    """(epoch, rows, vectors, raw norms or None) of the filtered candidates' feature rows, one pinned scan per
+    checkpoint, for `ScoreAccumulator.add_stream` (rows outside the id list dropped; `check_norms` sees the
+    norms of the rows used, when `cols` has them)."""
+    from ..storage import meta_selections as meta
+    from ..storage.features import vector_view
+
+    for epoch in epochs:
+        for batch in meta.scan_features(ws, table, version, "candidate", epoch, cols, batch_rows):
+            rows = id_index(batch.column("example_id"))
+            keep = rows >= 0
+            vecs = vector_view(batch.column("vector"), dim)
+            scale = batch.column("norm").to_numpy(zero_copy_only=False) if "norm" in cols else None
+            if not keep.all():
+                rows, vecs = rows[keep], vecs[keep]
+                scale = None if scale is None else scale[keep]
+            if scale is not None and check_norms is not None:
+                check_norms(scale)
+            yield epoch, rows, vecs, scale

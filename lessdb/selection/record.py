@@ -77,7 +77,7 @@ def record_selection(ws, plan: Plan, ids: list[str], scores: Scores, started: fl
 
     best = scores.per_subtask.max(axis=1) if scores.per_subtask.shape[1] else np.zeros(len(ids))
     valid = scores.valid & np.isfinite(best)
-    n_scored = int(valid.sum())
+    n_scored = int(valid.sum()) + scores.n_coarse_only   # with --prefilter, k = p·N counts the whole pool
     n_unscorable = len(ids) - n_scored
     if n_scored == 0:
         reasons = ", ".join(f"{n} {r}" for r, n in scores.unscorable.items() if n) or "no scores"
@@ -100,7 +100,10 @@ def record_selection(ws, plan: Plan, ids: list[str], scores: Scores, started: fl
     members = [Member(rank + 1, ids[row], score, sub, target)
                for rank, (row, target, score, sub) in enumerate(choice.members)]
     plan.params.update(choice.record)
-    noise = sketch_noise_line(plan, best, valid, min(m.score for m in members))
+    # (the noise line compares the k-th score with the median of all scores: a prefilter has exact scores of
+    # its shortlist only)
+    noise = None if plan.params.get("prefilter") else sketch_noise_line(plan, best, valid,
+                                                                        min(m.score for m in members))
     if noise:
         plan.params["diagnostics"] = noise
 

@@ -159,15 +159,16 @@ def scan_features(ws, table: str, version: int, role: str, epoch: int | list[int
     yield from ds.to_batches(columns=list(columns), filter=filt, batch_size=batch_rows)
 
 
-def scan_feature_rows(ws, table: str, version: int, role: str, epochs: list[int],
-                      example_ids: list[str]) -> Iterator[pa.RecordBatch]:
-    """example_id, epoch, vector of the given examples at these epochs, in the table's stored order."""
+def scan_feature_rows(ws, table: str, version: int, role: str, epochs: list[int], example_ids: list[str],
+                      columns=("example_id", "epoch", "vector")) -> Iterator[pa.RecordBatch]:
+    """`columns` of the given examples at these epochs, in the table's stored order."""
     if not example_ids:
         return
     ds = ws.lance.dataset(table, version)
-    filt = (f"role = {sql_literal(role)} AND epoch IN ({', '.join(str(int(e)) for e in epochs)}) AND example_id IN "
-            + sql_in_list(example_ids))
-    yield from ds.to_batches(columns=["example_id", "epoch", "vector"], filter=filt)
+    for start in range(0, len(example_ids), 1000):   # filters of bounded size
+        filt = (f"role = {sql_literal(role)} AND epoch IN ({', '.join(str(int(e)) for e in epochs)}) AND "
+                "example_id IN " + sql_in_list(example_ids[start:start + 1000]))
+        yield from ds.to_batches(columns=list(columns), filter=filt)
 
 
 def feature_epochs(ws, table: str, version: int, role: str = "candidate") -> list[int]:

@@ -57,6 +57,7 @@ class Scores:
     valid: np.ndarray           # [N] bool: scored (the rest are never selected)
     subtasks: tuple[str, ...]   # m names; ("*",) for a single task-wide score
     unscorable: dict[str, int]  # reason -> count
+    n_coarse_only: int = 0      # scored only by a prefilter's first stage (counted as scored, never selected)
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,15 @@ from . import Scores, register_method
 
 
 def prepare(ws, plan, cfg, run) -> None:
-    """Checkpoints and their weights (each checkpoint's mean learning rate) and the validation token window."""
+    """Checkpoints and their weights (each checkpoint's mean learning rate), the validation token window and
+    the two-stage prefilter, if asked for."""
     plan.params["aggregation"] = plan.aggregation
     plan_checkpoints(ws, plan, cfg.checkpoints)
     plan.params["validation_window"] = validation_window(cfg, plan.fs.max_seq_length)
+    if getattr(cfg, "prefilter", None):
+        from ..two_stage import plan_prefilter
+
+        plan.params["prefilter"] = plan_prefilter(plan, cfg.prefilter)
 
 
 def prepare_unnormalized(ws, plan, cfg, run) -> None:
@@ -47,8 +52,7 @@ def gradient_scores(ws, plan, ids: list[str]) -> Scores:
     from ...featurize.job import settle_validation_jobs, validation_key, validation_missing
     from ...progress import Progress
     from ...storage import meta_selections as meta
-    from ...storage.features import vector_view
-    from ..reading import IdIndex
+    from ..reading import IdIndex, candidate_batches
     from ..scoring import ScoreAccumulator, build_queries
 
     fs, opts = plan.fs, plan.options
@@ -83,20 +87,8 @@ def gradient_scores(ws, plan, ids: list[str]) -> Scores:
     version = plan.versions[table]
 
     # 2. read them back from the pinned version (so a replay reads exactly these bytes)
-    val_cols = ("example_id", "epoch", "vector") + (("norm",) if row_scale == "given" else ())
-    val_vecs: dict[int, dict[str, np.ndarray]] = {e: {} for e in plan.epochs}
-    val_norms: dict[int, dict[str, float]] = {e: {} for e in plan.epochs}
-    # one scan for every checkpoint (each scan evaluates the filter over the whole table)
-    for batch in meta.scan_features(ws, table, version, "validation", plan.epochs, val_cols, opts.batch_rows):
-        vecs = vector_view(batch.column("vector"), fs.dim)
-        scale = batch.column("norm").to_numpy(zero_copy_only=False) if row_scale == "given" else None
-        for r, (eid, epoch) in enumerate(zip(batch.column("example_id").to_pylist(),
-                                             batch.column("epoch").to_pylist())):
-            got = val_vecs[epoch]
-            if eid not in got:   # the first stored row of a (checkpoint, example), as in table order
-                got[eid] = vecs[r].astype(np.float32)
-                if scale is not None:
-                    val_norms[epoch][eid] = float(scale[r])
+    val_vecs, val_norms = read_validation(ws, table, version, plan.epochs, fs.dim, row_scale == "given",
+                                          opts.batch_rows)
     # the featurizer caches validation rows under the content hash of the messages
     usable: dict[str, list[str]] = {}
     dropped = []
@@ -128,6 +120,11 @@ def gradient_scores(ws, plan, ids: list[str]) -> Scores:
             _require_norms(np.concatenate(list(norms[e].values())), fs)
     weights = dict(zip(plan.epochs, plan.weights))
     queries = build_queries(validation, weights, plan.aggregation, norms=norms)
+    if plan.params.get("prefilter"):   # score at the folded low d first, rescan the shortlist at full d
+        from ..two_stage import two_stage_scores
+
+        return two_stage_scores(ws, plan, ids, usable, weights, queries, row_scale,
+                                check_norms=lambda n: _require_norms(n, fs))
 
     # 3. stream candidate features: one pinned scan per checkpoint, one GEMM per batch; the scan (and the id
     #    lookup, and the float16 -> float32 conversion) runs ahead in a thread while BLAS multiplies
@@ -143,26 +140,13 @@ def gradient_scores(ws, plan, ids: list[str]) -> Scores:
     progress = Progress(f"scoring {plan.method}", total=len(ids) * len(plan.epochs), unit="rows",
                         enabled=None if opts.progress else False)
 
-    def batches():
-        for epoch in plan.epochs:
-            for batch in meta.scan_features(ws, table, version, "candidate", epoch, cols, opts.batch_rows):
-                rows = id_index(batch.column("example_id"))
-                keep = rows >= 0
-                vecs = vector_view(batch.column("vector"), fs.dim)
-                scale = batch.column("norm").to_numpy(zero_copy_only=False) if row_scale == "given" else None
-                if not keep.all():
-                    rows, vecs = rows[keep], vecs[keep]
-                    scale = None if scale is None else scale[keep]
-                if scale is not None:
-                    _require_norms(scale, fs)
-                yield epoch, rows, vecs, scale
-
     if opts.engine == "ray":   # the same products, computed fragment by fragment on the cluster
         from ...scale.select_ray import score_ray
         score_ray(ws, table, version, plan.epochs, cols, queries, acc, id_index, fs.dim, opts.batch_rows,
                   opts.ray_address, progress, check_norms=lambda n: _require_norms(n, fs))
     else:
-        acc.add_stream(batches(), on_batch=progress.update)
+        acc.add_stream(candidate_batches(ws, table, version, plan.epochs, cols, id_index, fs.dim, opts.batch_rows,
+                                         check_norms=lambda n: _require_norms(n, fs)), on_batch=progress.update)
     progress.close()
     res = acc.result()
     missing = int((~acc.seen.all(axis=1)).sum())
@@ -184,6 +168,30 @@ GRADIENT_METHODS = {
 for _name, (_kind, _prepare, _help) in GRADIENT_METHODS.items():
     register_method(_name, help=_help, needs_run=True, feature_kind=_kind, feature_required=True,
                     prepare=_prepare)(gradient_scores)
+
+
+def read_validation(ws, table: str, version: int, epochs: list[int], dim: int, with_norm: bool,
+                    batch_rows: int) -> tuple[dict[int, dict[str, np.ndarray]], dict[int, dict[str, float]]]:
+    """Validation vectors (float32) and raw norms by checkpoint and example id from a feature table (or its
+    folded copy) at `version`: the first stored row of each (checkpoint, example), in table order."""
+    from ...storage import meta_selections as meta
+    from ...storage.features import vector_view
+
+    cols = ("example_id", "epoch", "vector") + (("norm",) if with_norm else ())
+    vecs_of: dict[int, dict[str, np.ndarray]] = {e: {} for e in epochs}
+    norms_of: dict[int, dict[str, float]] = {e: {} for e in epochs}
+    # one scan for every checkpoint (each scan evaluates the filter over the whole table)
+    for batch in meta.scan_features(ws, table, version, "validation", epochs, cols, batch_rows):
+        vecs = vector_view(batch.column("vector"), dim)
+        scale = batch.column("norm").to_numpy(zero_copy_only=False) if with_norm else None
+        for r, (eid, epoch) in enumerate(zip(batch.column("example_id").to_pylist(),
+                                             batch.column("epoch").to_pylist())):
+            got = vecs_of[epoch]
+            if eid not in got:
+                got[eid] = vecs[r].astype(np.float32)
+                if scale is not None:
+                    norms_of[epoch][eid] = float(scale[r])
+    return vecs_of, norms_of
 
 
 def _require_norms(norms: np.ndarray, fs) -> None:
