@@ -55,6 +55,13 @@ def test_s3_workspace_end_to_end(s3, ray_cluster, tmp_path):
     assert remote["members_head"] == local["members_head"]
     assert {k: v for k, v in remote["provenance"].items() if k != "selection_id"} == \
         {k: v for k, v in local["provenance"].items() if k != "selection_id"}
+    # two-stage select on the cluster, tables on S3: the folded copy is made there, a covering shortlist is the
+    # plain selection, and the replay (local engine) reads the recorded folded version
+    pf = _json("select", "--task", "toy", "--run", run_id, "--count", "6", "--prefilter", f"16x{N_GOOD}", "--name",
+               "sel-pf", "--engine", "ray", "--ray-address", ray_cluster, ws=ws)
+    assert pf["members_head"] == local["members_head"]
+    assert pf["provenance"]["params"]["prefilter"]["folded_table"] in pf["provenance"]["table_versions"]
+    assert _json("select", "--replay", "sel-pf", ws=ws)["identical"] is True
     for engine in ("local", "ray"):   # a selection replays identically on either engine
         rep = _json("select", "--replay", "sel-ray", "--engine", engine, "--ray-address", ray_cluster, ws=ws)
         assert rep["identical"] is True, engine
