@@ -1,5 +1,5 @@
-"""The two-stage prefilter's math (issue 14 item 6; `select --prefilter` itself is not wired yet): folding a
-CountSketch at d into d/m is the CountSketch at d/m with buckets reduced mod d/m, checked against sketches built
+"""The two-stage prefilter's math (issue 14 item 6; `select --prefilter` end to end is test_select_prefilter.py):
+folding a CountSketch at d into d/m is the CountSketch at d/m with buckets reduced mod d/m, checked against sketches built
 independently here; and with a shortlist covering the whole pool the two stages give the exact top k."""
 import numpy as np
 

@@ -103,6 +103,13 @@ def test_covering_shortlist_is_the_plain_selection_and_replays(ws_run):
     assert again.identical is True and _members(again) == _members(two)
     shown = run_cli("show", "pf", workspace=ws.root).stdout
     assert f"prefilter {LOW}x{N_CAND}" in shown and name in shown
+    from click.testing import CliRunner
+
+    from lessdb.cli.main import cli
+    for args in (["explain", "pf", "--top", "2"], ["diagnose", "pf"],
+                 ["report", "pf", "--output", str(ws.root / "r.html")]):
+        out = CliRunner().invoke(cli, ["--workspace", str(ws.root), *args])   # the other readers of a selection
+        assert out.exit_code == 0, (args, out.output)
 
 
 def test_small_shortlist_keeps_most_of_the_top_k_with_exact_scores(ws_run):

@@ -76,11 +76,11 @@ class SelectConfig:
                                   "selected member exceeds this, e.g. 0.9.")
     dedup_text: float | None = setting(None, "Skip a candidate whose MinHash Jaccard estimate with a selected member "
                                        "exceeds this, e.g. 0.8.")
-    prefilter: str | None = setting(None, "Two-stage selection for huge stores, LOWDxFACTOR (e.g. 1024x20): score every "
-                                    "candidate on the feature set's folded copy at d=LOWD (made on first use, kept "
-                                    "beside the full vectors), then rescan only the best FACTOR*k at full d. Scores "
-                                    "are exact; a top-k candidate is missed only if it ranked below FACTOR*k at "
-                                    "LOWD. CountSketch features, gradient methods.")
+    prefilter: str | None = setting(None, "Two-stage selection for huge stores, LOWDxFACTOR (e.g. 1024x20): "
+                                    "score every candidate on the feature set's folded copy at d=LOWD (made on "
+                                    "first use, kept beside the full vectors), then rescan only the best FACTOR*k "
+                                    "at full d. Scores are exact; a top-k candidate is missed only if it ranked "
+                                    "below FACTOR*k at LOWD. CountSketch features, gradient methods.")
 
     def __post_init__(self):
         """The command line's repeated flags as the library takes them: --task given once is one task name (its

@@ -156,4 +156,5 @@ def _source_rows(ws, table, version, epochs, id_index, n: int) -> np.ndarray:
 
 def _same_rows(got, wanted_ids: list[str], epoch: int) -> bool:
     return (got.num_rows == len(wanted_ids) and got.column("example_id").to_pylist() == wanted_ids
-            and set(got.column("epoch").to_pylist()) <= {epoch} and set(got.column("role").to_pylist()) <= {"candidate"})
+            and set(got.column("epoch").to_pylist()) <= {epoch}
+            and set(got.column("role").to_pylist()) <= {"candidate"})
