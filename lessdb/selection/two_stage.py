@@ -96,8 +96,11 @@ def two_stage_scores(ws, plan, ids: list[str], usable: dict[str, list[str]], wei
         rows = rows[np.argsort(rows_of[rows, col], kind="stable")]   # in stored order: coalesced reads
         for start in range(0, len(rows), opts.batch_rows):
             part = rows[start:start + opts.batch_rows]
-            got = [full._take_rows(rows_of[part, col].astype(np.uint64).tolist(), columns=take_cols)]
-            if not _same_rows(got[0], [ids[r] for r in part], epoch):   # addresses moved (a compaction): by id
+            try:
+                got = [full._take_rows(rows_of[part, col].astype(np.uint64).tolist(), columns=take_cols)]
+            except (OSError, ValueError, RuntimeError):   # an address that no longer exists (rows deleted)
+                got = [None]
+            if got[0] is None or not _same_rows(got[0], [ids[r] for r in part], epoch):   # moved: read by id
                 got = list(meta.scan_feature_rows(ws, fs.lance_table, plan.versions[fs.lance_table], "candidate",
                                                   [epoch], [ids[r] for r in part], columns=take_cols))
             for batch in got:
