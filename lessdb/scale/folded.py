@@ -47,11 +47,11 @@ def parse_prefilter(text) -> tuple[int, int]:
 def check_foldable(fs, low_dim: int) -> None:
     """Refuse a feature set whose features do not fold exactly into a d' = `low_dim` sketch."""
     if fs.sketch_kind != "countsketch":
-        raise LessdbError(f"--prefilter needs CountSketch features, but feature set {fs.feature_set_id} uses the "
-                          f"{fs.sketch_kind!r} projection, whose fold is not a {fs.sketch_kind} sketch at the lower "
-                          "dimension; featurize with --sketch countsketch (the default) to use --prefilter")
+        raise LessdbError(f"feature set {fs.feature_set_id} uses the {fs.sketch_kind!r} projection, whose fold is not "
+                          f"a {fs.sketch_kind} sketch at a lower dimension; a folded copy needs CountSketch features "
+                          "(featurize with sketch countsketch, the default)")
     if not (1 <= low_dim < fs.dim) or fs.dim % low_dim:
-        raise LessdbError(f"--prefilter {low_dim}x…: LOWD must divide the feature set's d = {fs.dim} and be "
+        raise LessdbError(f"the folded dimension {low_dim} must divide the feature set's d = {fs.dim} and be "
                           f"smaller (e.g. {max(1, fs.dim // 8)})")
 
 

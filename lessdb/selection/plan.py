@@ -195,8 +195,8 @@ def make_plan(ws, cfg: SelectConfig, options: RunOptions | None = None) -> Plan:
                                                       and cfg.max_tokens is None else cfg.percentage)
     method_params = method.make_params(cfg.method_params)
     if cfg.prefilter and method.family != "gradient":
-        raise LessdbError(f"--prefilter scores stored gradient features: it applies to less, sgd, sign and "
-                          f"unnormalized, not to --method {method.name}")
+        raise SettingError(SelectConfig, [("prefilter", "scores stored gradient features: it applies to less, sgd, "
+                                                        f"sign and unnormalized, not to {ref('method')} {method.name}")])
     notes: list[str] = []
     check_balance(cfg.balance or "max", parse_targets(cfg.task))
     task_name, task_hash, subtasks, targets = plan_targets(ws, cfg.task)   # one target or several (targets.py)

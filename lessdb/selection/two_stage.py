@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import LessdbError
+from ..errors import LessdbError, ref
 
 
 def plan_prefilter(plan, text) -> dict:
@@ -22,14 +22,18 @@ def plan_prefilter(plan, text) -> dict:
     from ..scale.folded import check_foldable, parse_prefilter
     from ..storage.folded import folded_table_name
 
+    from ..settings import SettingError
+    from .plan import SelectConfig
+
     try:
         low, factor = parse_prefilter(text)
-    except ValueError as exc:
-        raise LessdbError(f"--prefilter {exc}") from None
-    check_foldable(plan.fs, low)
+        check_foldable(plan.fs, low)
+    except (ValueError, LessdbError) as exc:
+        raise SettingError(SelectConfig, [("prefilter", str(exc))]) from None
     if plan.count is None and plan.percentage is None:
-        raise LessdbError("--prefilter needs --count or --percentage: a token budget alone does not say how many "
-                          "candidates to rescan at full d")
+        raise SettingError(SelectConfig, [("prefilter", f"needs {ref('count')} or {ref('percentage')}: a token "
+                                                        "budget alone does not say how many candidates to rescan "
+                                                        "at full d")])
     return {"low_dim": low, "factor": factor, "folded_table": folded_table_name(plan.fs.feature_set_id, low)}
 
 
