@@ -19,6 +19,8 @@ Every step reuses what exists in --workspace, so an interrupted run is finished 
     python bench/quality.py [--workspace /tmp/lessdb-quality] [--less-eval-dir ../shared/data/less-eval]
                             [--sharegpt 400] [--bigbench-per-task 20] [--eval-limit 2] [--max-new-tokens 128]
     python bench/quality.py ... --also-all-checkpoints   # add LESS over every warmup checkpoint (q-less-all)
+    python bench/quality.py ... --methods less,hybrid,hybrid-zscore,random-s0,random-s1,random-s2 --train-seeds 0,1,2
+                          # issue 16: the hybrid selector vs LESS, each LESS/hybrid selection trained with 3 seeds
     python bench/quality.py --smoke       # tiny random model, tiny pool: checks the plumbing in ~2 minutes
 """
 from __future__ import annotations
@@ -64,6 +66,14 @@ assert not BBH_SOURCES & set(BIGBENCH_TASKS)
 
 METHODS = [("less", {}), ("random", {"seed": 0}), ("random", {"seed": 1}), ("random", {"seed": 2}),
            ("bm25", {}), ("rds+", {})]
+# the hybrid selector (issue 16): LESS fused with BM25, by reciprocal rank (default) or standardised scores
+HYBRIDS = [("hybrid", {}), ("hybrid", {"fusion": "zscore"})]
+GRADIENT = ("less", "sgd", "sign", "unnormalized", "hybrid")   # methods that read the warmup's features
+
+
+def selection_name(method: str, opts: dict) -> str:
+    return (f"q-{method}" + (f"-{opts['fusion']}" if "fusion" in opts else "")
+            + (f"-s{opts['seed']}" if "seed" in opts else "") + ("-all" if opts.get("all") else ""))
 
 
 def log(msg: str) -> None:
@@ -164,13 +174,15 @@ def ensure_warmup(ws: Path, args) -> str:
 
 
 def ensure_selection(ws: Path, run: str, method: str, opts: dict, existing: dict, args) -> str:
-    name = f"q-{method}" + (f"-s{opts['seed']}" if "seed" in opts else "") + ("-all" if opts.get("all") else "")
+    name = selection_name(method, opts)
     if name not in existing:
         extra = ["--seed", str(opts["seed"])] if "seed" in opts else []
-        if method in ("less", "sgd", "sign", "unnormalized", "rds", "rds+"):
+        if "fusion" in opts:
+            extra += ["--method-param", f"fusion={opts['fusion']}"]
+        if method in GRADIENT + ("rds", "rds+"):
             # BBH's 3-shot prompts are ~800 tokens: keep the last 256 (question + answer) as the quickstart does
             extra += ["--val-max-seq-length", "256", "--val-truncation", "left"]
-        if method in ("less", "sgd", "sign", "unnormalized") and args.checkpoints and not opts.get("all"):
+        if method in GRADIENT and args.checkpoints and not opts.get("all"):
             extra += ["--checkpoints", args.checkpoints]
         if args.where:
             extra += ["--where", args.where]
@@ -179,8 +191,8 @@ def ensure_selection(ws: Path, run: str, method: str, opts: dict, existing: dict
     return name
 
 
-def ensure_train(ws: Path, selection: str, runs: list[dict], smoke: bool) -> str:
-    run_id = f"train-{selection}"
+def ensure_train(ws: Path, selection: str, runs: list[dict], smoke: bool, seed: int = 0) -> str:
+    run_id = f"train-{selection}" + (f"-seed{seed}" if seed else "")   # seed 0 keeps the first runs' names
     status = next((r.get("status") for r in runs if r["run_id"] == run_id), None)
     if status == "complete":
         return run_id
@@ -188,7 +200,8 @@ def ensure_train(ws: Path, selection: str, runs: list[dict], smoke: bool) -> str
         lessdb(ws, "train", "--resume", "--run-id", run_id)
         return run_id
     extra = ["--model", "tiny"] if smoke else []
-    lessdb(ws, "train", "--selection", selection, "--preset", "cpu-small", "--seed", "0", "--run-id", run_id, *extra)
+    lessdb(ws, "train", "--selection", selection, "--preset", "cpu-small", "--seed", str(seed), "--run-id", run_id,
+           *extra)
     return run_id
 
 
@@ -207,7 +220,8 @@ def ensure_eval(ws: Path, target: list[str], args, recorded: dict[str, set]) -> 
     missing = wanted - recorded.get(target[1], set())
     if not missing:
         return
-    extra = [] if args.smoke else ["--data-dir", str(args.less_eval_dir)]
+    # BBH ships with lessdb (issue 12): a LESS data/eval folder is only passed when there is one
+    extra = [] if args.smoke or not args.less_eval_dir.is_dir() else ["--data-dir", str(args.less_eval_dir)]
     metrics = ["--metrics", "all" if len(missing) == 2 else next(iter(missing))]
     # the target loss in the same 256-token left-truncated windows the selections scored against
     lessdb(ws, "eval", *target, "--task", "bbh", "--limit", str(args.eval_limit), "--max-new-tokens",
@@ -242,6 +256,15 @@ def main() -> None:
                     help="also select (q-less-all), train and evaluate LESS over every warmup checkpoint")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads of each step (OMP_NUM_THREADS); 1 keeps a shared CPU from thrashing")
+    ap.add_argument("--methods", type=lambda s: [x for x in s.split(",") if x], default=None,
+                    help="only these selections, by name without 'q-' (e.g. less,hybrid,hybrid-zscore,random-s0; "
+                         "default: less, random-s0..2, bm25, rds+ and, with --hybrid, hybrid and hybrid-zscore)")
+    ap.add_argument("--hybrid", action="store_true", help="also the hybrid selector (RRF and z-score fusion)")
+    ap.add_argument("--train-seeds", default="0",
+                    help="training seeds of the --seeded selections (the training-noise spread; default 0)")
+    ap.add_argument("--seeded", default="less,hybrid,hybrid-zscore",
+                    help="selections trained with every --train-seeds seed (the others: seed 0 only)")
+    ap.add_argument("--json-out", type=Path, default=None, help="default bench/out/quality.json")
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
     if args.threads:
@@ -268,14 +291,28 @@ def main() -> None:
         if "q-less-all" not in existing:
             lessdb(ws, "featurize", "--run", run, *(["--where", args.where] if args.where else []))
         methods.insert(1, ("less", {"all": True}))
+    if args.hybrid or args.methods:
+        methods += HYBRIDS
+    if args.methods:
+        known = {selection_name(m, o)[2:] for m, o in methods}
+        if set(args.methods) - known:
+            raise SystemExit(f"--methods: unknown {sorted(set(args.methods) - known)} (known: {sorted(known)})")
+        methods = sorted((mo for mo in methods if selection_name(*mo)[2:] in args.methods),   # in the given order
+                         key=lambda mo: args.methods.index(selection_name(*mo)[2:]))
     names = [ensure_selection(ws, run, m, o, existing, args) for m, o in methods]
     runs = lessdb(ws, "runs")
-    trained = {name: ensure_train(ws, name, runs, args.smoke) for name in names}
+    seeds = [int(x) for x in args.train_seeds.split(",") if x]
+    seeded = {f"q-{x}" for x in args.seeded.split(",") if x}
+    # (selection, training seed) -> run id: the --seeded selections with every seed first (the comparison the
+    # spread is for), then the others; a run cut short has the most informative rows recorded
+    pairs = [(n, s) for s in seeds for n in names if n in seeded] + [(n, seeds[0]) for n in names if n not in seeded]
+    trained = dict.fromkeys(pairs)
     recorded = recorded_metrics(ws)
     base = "tiny" if args.smoke else "smollm2-135m"
     ensure_eval(ws, ["--model", base], args, recorded)
-    for run_id in trained.values():
-        ensure_eval(ws, ["--run", run_id], args, recorded)
+    for name, seed in trained:
+        trained[name, seed] = ensure_train(ws, name, runs, args.smoke, seed)
+        ensure_eval(ws, ["--run", trained[name, seed]], args, recorded)
     metrics = {}
     for r in lessdb(ws, "sql", "SELECT coalesce(e.run_id, e.model_name) AS key, e.n_items, r.metric, r.value "
                               "FROM evals e JOIN eval_results r ON r.eval_id = e.eval_id AND r.subtask = '' "
@@ -285,20 +322,23 @@ def main() -> None:
             metrics[r["key"]]["n_items"] = r["n_items"]
     lengths = completion_lengths(ws, names)
     rows = []
-    for label, key in [("base (no training)", base)] + [(n, trained[n]) for n in names]:
+    for label, key, seed in [("base (no training)", base, None)] + [(n, r, s) for (n, s), r in trained.items()]:
         e = metrics.get(key, {})
-        row = {"method": label, "run": key, "target_loss": e.get("target_loss"), "exact_match": e.get("exact_match"),
-               "items": e.get("n_items"), **{k: v for k, v in lengths.get(label, {}).items() if k != "name"}}
+        row = {"method": label, "train_seed": seed, "run": key, "target_loss": e.get("target_loss"),
+               "exact_match": e.get("exact_match"), "items": e.get("n_items"),
+               **{k: v for k, v in lengths.get(label, {}).items() if k != "name"}}
         rows.append(row)
     result = {"pool": n_pool, "warmup_run": run, "eval_limit_per_subtask": args.eval_limit,
               "max_new_tokens": args.max_new_tokens, "seconds": round(time.perf_counter() - t0),
               "load_average_end": os.getloadavg(), "rows": rows, "compare": lessdb(ws, "compare", "--task", "bbh")}
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / ("quality-smoke.json" if args.smoke else "quality.json")).write_text(json.dumps(result, indent=2))
-    print(f"{'method':<22}{'target loss':>12}{'EM':>8}{'items':>7}{'compl. chars':>14}{'BIG-bench %':>13}")
+    (args.json_out or OUT / ("quality-smoke.json" if args.smoke else "quality.json")).write_text(
+        json.dumps(result, indent=2))
+    print(f"{'method':<22}{'seed':>5}{'target loss':>12}{'EM':>8}{'items':>7}{'compl. chars':>14}{'BIG-bench %':>13}")
     for r in rows:
         fmt = lambda v, f: format(v, f) if isinstance(v, (int, float)) else "-"  # noqa: E731
-        print(f"{r['method']:<22}{fmt(r['target_loss'], '.4f'):>12}{fmt(r['exact_match'], '.3f'):>8}"
+        print(f"{r['method']:<22}{fmt(r['train_seed'], 'd'):>5}{fmt(r['target_loss'], '.5f'):>12}"
+              f"{fmt(r['exact_match'], '.3f'):>8}"
               f"{fmt(r['items'], 'd'):>7}{fmt(r.get('mean_completion_chars'), '.0f'):>14}"
               f"{fmt(100 * r['bigbench_share'] if r.get('bigbench_share') is not None else None, '.0f'):>13}")
     log(f"total {time.perf_counter() - t0:.0f}s")

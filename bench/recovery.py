@@ -42,6 +42,8 @@ METHODS = [
     ("random", {"method": "random", "seed": 0}, None),
     ("bm25", {"method": "bm25"}, None),
     ("dsir", {"method": "dsir"}, None),
+    ("rds", {"method": "rds"}, None),        # hidden states of the warmup's base model (embedded once, stored)
+    ("rds+", {"method": "rds+"}, None),
     ("less", {"method": "less"}, "main"),
     ("hybrid", {"method": "hybrid", "method_params": {"fusion": "rrf"}}, "main"),
     ("hybrid-zscore", {"method": "hybrid", "method_params": {"fusion": "zscore"}}, "main"),
@@ -54,7 +56,9 @@ ABLATIONS = [
     ("less:unnormalized", {"method": "unnormalized"}, "main"),
 ]
 # feature-set variants (--feature-ablations; each is one more featurize pass over the pool: minutes)
-FEATURE_SETS = {"main": {}, "d2048": {"dim": 2048}, "seed1": {"seed": 1}, "sgd": {"grad_kind": "sgd"}}
+# (float32 like the main set, so that only the named knob differs)
+FEATURE_SETS = {"main": {}, "d2048": {"dim": 2048, "dtype": "float32"}, "seed1": {"seed": 1, "dtype": "float32"},
+                "sgd": {"grad_kind": "sgd", "dtype": "float32"}}
 FEATURE_ABLATIONS = [
     ("less:d2048", {"method": "less"}, "d2048"),
     ("less:sketch-seed1", {"method": "less"}, "seed1"),
@@ -117,6 +121,8 @@ def prepare(ws, split: dict, args, timings: dict) -> str:
     for key in args.feature_sets:
         t = time.perf_counter()
         opts = {"dim": args.dim, **FEATURE_SETS[key]}
+        if key != "main" and args.feature_checkpoints:
+            opts["checkpoints"] = tuple(args.feature_checkpoints)
         s = featurize_run(ws, FeaturizeConfig(run_id=run_id, where=args.where, progress=not args.quiet, **opts))
         timings[f"featurize:{key}"] = time.perf_counter() - t
         args.fsids[key] = s.feature_set_id
@@ -253,6 +259,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--ablations", action="store_true", help="also LESS's selection-time knobs")
     ap.add_argument("--feature-ablations", action="store_true",
                     help="also d 2048, sketch seed 1, SGD features (one featurize pass each)")
+    ap.add_argument("--feature-checkpoints", type=lambda s: [int(x) for x in s.split(",") if x], default=None,
+                    help="featurize the --feature-ablations sets at these checkpoints only (e.g. 1: half the cost); "
+                         "their selections then use them too and are labelled @ckpt1 (compare with less:ckpt1)")
     ap.add_argument("--methods", type=lambda s: [x for x in s.split(",") if x], default=None,
                     help="only these method labels (default: all that the flags ask for)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -297,6 +306,10 @@ def main(argv: list[str] | None = None) -> dict:
         if unknown:
             raise SystemExit(f"--methods: unknown {sorted(unknown)} (known: {', '.join(sorted(known))})")
         methods = [m for m in METHODS + ABLATIONS + FEATURE_ABLATIONS if m[0] in args.methods]
+    if args.feature_checkpoints:   # the feature ablations at fewer checkpoints: say so in their labels
+        tag = "@ckpt" + "+".join(map(str, args.feature_checkpoints))
+        methods = [(label + tag, {**o, "checkpoints": list(args.feature_checkpoints)}, fs)
+                   if fs not in (None, "main") else (label, o, fs) for label, o, fs in methods]
     args.feature_sets = sorted({m[2] for m in methods if m[2]}, key=list(FEATURE_SETS).index)
     args.fsids = {}
     timings: dict = {}

@@ -12,6 +12,7 @@ import pytest
 from lessdb import Workspace
 from lessdb.storage import meta_selections as meta
 from lessdb.storage.candidates import read_candidates
+from lessdb.storage.features import get_feature_set, stored_counts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import recovery  # noqa: E402
@@ -64,3 +65,26 @@ def test_smoke_run_counts_recovery_through_real_selections(tmp_path):
     # a rerun resumes: same rows, no new selection recorded
     n = len(meta.list_selections(ws))
     assert recovery.main(argv)["rows"] == rows and len(meta.list_selections(ws)) == n
+
+
+def test_feature_ablation_at_one_checkpoint_and_rds(tmp_path):
+    """--feature-checkpoints 1: the sketch-seed ablation is featurized at checkpoint 1 only, its selections use
+    exactly that checkpoint and that feature set (seed 1, float32 like the main set), and the label says so;
+    RDS+ runs through the same select path."""
+    argv = ["--smoke", "--workspace", str(tmp_path / "ws"), "--n-skills", "2", "--per-task", "4", "--n-val", "2",
+            "--methods", "less:ckpt1,less:sketch-seed1,rds+", "--feature-checkpoints", "1",
+            "--json-out", str(tmp_path / "r.json"), "--quiet"]
+    result = recovery.main(argv)
+    assert set(result["summary"]["same"]) == {"less:ckpt1", "less:sketch-seed1@ckpt1", "rds+"}
+    ws = Workspace.open(tmp_path / "ws")
+    by_method = {}
+    for r in result["rows"]:
+        by_method.setdefault(r["method"], []).append(meta.get_selection(ws, r["selection_id"]))
+    main_fs = {s["feature_set_id"] for s in by_method["less:ckpt1"]}
+    seed_fs = {s["feature_set_id"] for s in by_method["less:sketch-seed1@ckpt1"]}
+    assert len(main_fs) == len(seed_fs) == 1 and main_fs != seed_fs
+    assert all(s["checkpoints"] == [1] for s in by_method["less:sketch-seed1@ckpt1"] + by_method["less:ckpt1"])
+    info = get_feature_set(ws, seed_fs.pop())
+    assert (info.sketch_seed, info.dtype) == (1, "float32")
+    assert {epoch for (role, epoch) in stored_counts(ws, info.lance_table) if role == "candidate"} == {1}
+    assert all(s["method"] == "rds+" for s in by_method["rds+"]) and len(by_method["rds+"]) == 4
