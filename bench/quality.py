@@ -237,6 +237,16 @@ def completion_lengths(ws: Path, names: list[str]) -> dict:
     return {r["name"]: r for r in rows}
 
 
+def seed_spread(rows: list[dict]) -> dict:
+    """Per selection trained with more than one seed: mean, min and max target loss over its training seeds."""
+    losses: dict[str, list[float]] = {}
+    for r in rows:
+        if r["train_seed"] is not None and r["target_loss"] is not None:
+            losses.setdefault(r["method"], []).append(r["target_loss"])
+    return {m: {"n": len(v), "mean": sum(v) / len(v), "min": min(v), "max": max(v)}
+            for m, v in losses.items() if len(v) > 1}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workspace", type=Path, default=Path("/tmp/lessdb-quality"))
@@ -328,9 +338,11 @@ def main() -> None:
                "exact_match": e.get("exact_match"), "items": e.get("n_items"),
                **{k: v for k, v in lengths.get(label, {}).items() if k != "name"}}
         rows.append(row)
+    spread = seed_spread(rows)
     result = {"pool": n_pool, "warmup_run": run, "eval_limit_per_subtask": args.eval_limit,
               "max_new_tokens": args.max_new_tokens, "seconds": round(time.perf_counter() - t0),
-              "load_average_end": os.getloadavg(), "rows": rows, "compare": lessdb(ws, "compare", "--task", "bbh")}
+              "load_average_end": os.getloadavg(), "rows": rows, "train_seed_spread": spread,
+              "compare": lessdb(ws, "compare", "--task", "bbh")}
     OUT.mkdir(parents=True, exist_ok=True)
     (args.json_out or OUT / ("quality-smoke.json" if args.smoke else "quality.json")).write_text(
         json.dumps(result, indent=2))
@@ -341,6 +353,9 @@ def main() -> None:
               f"{fmt(r['exact_match'], '.3f'):>8}"
               f"{fmt(r['items'], 'd'):>7}{fmt(r.get('mean_completion_chars'), '.0f'):>14}"
               f"{fmt(100 * r['bigbench_share'] if r.get('bigbench_share') is not None else None, '.0f'):>13}")
+    for name, sp in spread.items():
+        print(f"{name:<22} target loss over {sp['n']} training seeds: mean {sp['mean']:.5f}, "
+              f"min {sp['min']:.5f}, max {sp['max']:.5f}")
     log(f"total {time.perf_counter() - t0:.0f}s")
 
 
