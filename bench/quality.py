@@ -184,6 +184,8 @@ def ensure_selection(ws: Path, run: str, method: str, opts: dict, existing: dict
             extra += ["--val-max-seq-length", "256", "--val-truncation", "left"]
         if method in GRADIENT and args.checkpoints and not opts.get("all"):
             extra += ["--checkpoints", args.checkpoints]
+        if method in GRADIENT and args.feature_set:
+            extra += ["--feature-set", args.feature_set]
         if args.where:
             extra += ["--where", args.where]
         lessdb(ws, "select", "--task", "bbh", "--run", run, "--method", method, "--percentage", "0.05",
@@ -274,6 +276,9 @@ def main() -> None:
                     help="training seeds of the --seeded selections (the training-noise spread; default 0)")
     ap.add_argument("--seeded", default="less,hybrid,hybrid-zscore",
                     help="selections trained with every --train-seeds seed (the others: seed 0 only)")
+    ap.add_argument("--feature-set", default=None,
+                    help="feature set of the gradient methods (default: select's, the run's newest; pass it when the "
+                         "workspace holds several, e.g. a d 2048 ablation beside the main set)")
     ap.add_argument("--json-out", type=Path, default=None, help="default bench/out/quality.json")
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
