@@ -159,23 +159,25 @@ def run_selections(ws, run_id: str, skills: list[str], methods: list, args, skil
             done[r["name"]] = r
     k_of = {s: sum(1 for v in skill_of.values() if v == s) for s in skills}
     out = []
-    for label, overrides, fs_key in methods:
-        for variant in ("same", "cross"):
-            for skill in skills:
-                name = (f"{args.tag}|" if args.tag else "") + f"{label}|{variant}|{skill}"
-                if name not in done:
-                    cfg = SelectConfig(task=f"rec-{variant}-{skill}", pool=args.pool, run=run_id, count=k_of[skill],
-                                       where=args.where, name=name.replace("|", "--").replace(":", "-"),
-                                       progress=False, feature_set=args.fsids.get(fs_key) if fs_key else None,
-                                       **overrides)
-                    res = select(ws, cfg)
-                    hits = sum(1 for m in res.members if skill_of.get(m.candidate_id) == skill)
-                    done[name] = {"name": name, "method": label, "variant": variant, "skill": skill,
-                                  "k": res.k, "hits": hits, "precision": hits / res.k, "seconds": res.seconds,
-                                  "selection_id": res.selection_id}
-                    with cache.open("a") as fh:
-                        fh.write(json.dumps(done[name]) + "\n")
-                out.append(done[name])
+    # target by target, every method: a target's validation gradients (the slow part) are computed by its first
+    # gradient method and cached for the others, so a run cut short has complete rows for the targets it reached
+    for label, overrides, fs_key, variant, skill in sorted(
+            ((*m, v, s) for m in methods for v in ("same", "cross") for s in skills),
+            key=lambda t: (t[3] != "same", skills.index(t[4]))):
+        name = (f"{args.tag}|" if args.tag else "") + f"{label}|{variant}|{skill}"
+        if name not in done:
+            cfg = SelectConfig(task=f"rec-{variant}-{skill}", pool=args.pool, run=run_id, count=k_of[skill],
+                               where=args.where, name=name.replace("|", "--").replace(":", "-"),
+                               progress=False, feature_set=args.fsids.get(fs_key) if fs_key else None,
+                               **overrides)
+            res = select(ws, cfg)
+            hits = sum(1 for m in res.members if skill_of.get(m.candidate_id) == skill)
+            done[name] = {"name": name, "method": label, "variant": variant, "skill": skill,
+                          "k": res.k, "hits": hits, "precision": hits / res.k, "seconds": res.seconds,
+                          "selection_id": res.selection_id}
+            with cache.open("a") as fh:
+                fh.write(json.dumps(done[name]) + "\n")
+        out.append(done[name])
     return out
 
 
