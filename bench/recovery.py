@@ -64,6 +64,11 @@ FEATURE_ABLATIONS = [
     ("less:sketch-seed1", {"method": "less"}, "seed1"),
     ("sgd-features", {"method": "sgd"}, "sgd"),
 ]
+# warmup variants (--warmup-ablations; each is a new warmup run plus one featurize pass): the paper's knobs that
+# decide which checkpoints and Adam moments LESS sees; the main run is cpu-small at 5% with the paper's lr 2e-5
+WARMUP_VARIANTS = {"warmup-lr8e-5": {"lr": 8e-5}, "warmup-10pct": {"percentage": 0.10}}
+WARMUP_ABLATIONS = [(f"less:{key}", {"method": "less"}, key) for key in WARMUP_VARIANTS]
+ABLATION_RUN_PREFIX = "recovery-ablation-"
 
 
 def log(msg: str) -> None:
@@ -99,7 +104,7 @@ def prepare(ws, split: dict, args, timings: dict) -> str:
     from lessdb.ingest.pipeline import ingest_builtin, ingest_files
     from lessdb.storage import meta_runs
     from lessdb.storage.meta_selections import pools
-    from lessdb.warmup import run_warmup
+    from lessdb.warmup import resume_warmup, run_warmup
 
     root = Path(ws.root)
     if args.pool not in pools(ws):
@@ -108,7 +113,8 @@ def prepare(ws, split: dict, args, timings: dict) -> str:
         ingest_files(ws, [path], pool=args.pool, progress=False)
         if args.sharegpt:
             ingest_builtin(ws, "sharegpt", pool=args.pool, limit=args.sharegpt, progress=False)
-    runs = [r for r in meta_runs.list_runs(ws, kind="warmup", pool=args.pool) if r["status"] == "complete"]
+    runs = [r for r in meta_runs.list_runs(ws, kind="warmup", pool=args.pool)
+            if r["status"] == "complete" and not r["run_id"].startswith(ABLATION_RUN_PREFIX)]
     if runs:
         run_id = runs[-1]["run_id"]
     else:
@@ -118,12 +124,27 @@ def prepare(ws, split: dict, args, timings: dict) -> str:
                                   **({"max_examples": 8, "max_seq_length": 128} if args.smoke else {}))
         run_id = run_warmup(ws, cfg, progress=not args.quiet).run_id
         timings["warmup"] = time.perf_counter() - t
+    args.runs = {}
     for key in args.feature_sets:
         t = time.perf_counter()
-        opts = {"dim": args.dim, **FEATURE_SETS[key]}
+        key_run = run_id
+        if key in WARMUP_VARIANTS:   # its own warmup (resumed/reused by name), then the main feature settings
+            key_run = ABLATION_RUN_PREFIX + key
+            have = {r["run_id"]: r["status"] for r in meta_runs.list_runs(ws, kind="warmup", pool=args.pool)}
+            if key_run in have and have[key_run] != "complete":
+                resume_warmup(ws, key_run)
+            elif key_run not in have:
+                like_main = {"percentage": 0.05, "seed": 0, "device": "cpu",
+                             **({"model": "tiny", "max_examples": 8, "max_seq_length": 128} if args.smoke else {})}
+                cfg = build_warmup_config(args.pool, preset="cpu-small", run_id=key_run,
+                                          **{**like_main, **WARMUP_VARIANTS[key]})
+                run_warmup(ws, cfg, progress=not args.quiet)
+            timings[f"warmup:{key}"] = time.perf_counter() - t
+            args.runs[key] = key_run
+        opts = {"dim": args.dim, **FEATURE_SETS.get(key, {"dtype": "float32"})}
         if key != "main" and args.feature_checkpoints:
             opts["checkpoints"] = tuple(args.feature_checkpoints)
-        s = featurize_run(ws, FeaturizeConfig(run_id=run_id, where=args.where, progress=not args.quiet, **opts))
+        s = featurize_run(ws, FeaturizeConfig(run_id=key_run, where=args.where, progress=not args.quiet, **opts))
         timings[f"featurize:{key}"] = time.perf_counter() - t
         args.fsids[key] = s.feature_set_id
     for variant in ("same", "cross"):
@@ -166,7 +187,8 @@ def run_selections(ws, run_id: str, skills: list[str], methods: list, args, skil
             key=lambda t: (t[3] != "same", skills.index(t[4]))):
         name = (f"{args.tag}|" if args.tag else "") + f"{label}|{variant}|{skill}"
         if name not in done:
-            cfg = SelectConfig(task=f"rec-{variant}-{skill}", pool=args.pool, run=run_id, count=k_of[skill],
+            cfg = SelectConfig(task=f"rec-{variant}-{skill}", pool=args.pool, run=args.runs.get(fs_key, run_id),
+                               count=k_of[skill],
                                where=args.where, name=name.replace("|", "--").replace(":", "-"),
                                progress=False, feature_set=args.fsids.get(fs_key) if fs_key else None,
                                **overrides)
@@ -259,6 +281,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--where", default="total_chars < 1500", help="filter of every step (the effective pool)")
     ap.add_argument("--dim", type=int, default=8192)
     ap.add_argument("--ablations", action="store_true", help="also LESS's selection-time knobs")
+    ap.add_argument("--warmup-ablations", action="store_true",
+                    help="also warmups with lr 8e-5 (4x the paper's) and on 10%% of the pool (2x), each featurized "
+                         "like the main set (one warmup and one featurize pass each; --feature-checkpoints applies)")
     ap.add_argument("--feature-ablations", action="store_true",
                     help="also d 2048, sketch seed 1, SGD features (one featurize pass each)")
     ap.add_argument("--feature-checkpoints", type=lambda s: [int(x) for x in s.split(",") if x], default=None,
@@ -300,19 +325,21 @@ def main(argv: list[str] | None = None) -> dict:
         ", ".join(f"{v} {o['own']:.3f} / {o['other']:.3f}" for v, o in overlap.items()))
     ws = Workspace.open(args.workspace) if (args.workspace / "lessdb.duckdb").exists() else \
         Workspace.init(args.workspace)
-    methods = list(METHODS) + (ABLATIONS if args.ablations else []) + (FEATURE_ABLATIONS if args.feature_ablations
-                                                                       else [])
+    methods = (list(METHODS) + (ABLATIONS if args.ablations else [])
+               + (FEATURE_ABLATIONS if args.feature_ablations else [])
+               + (WARMUP_ABLATIONS if args.warmup_ablations else []))
     if args.methods:
-        known = {m[0] for m in METHODS + ABLATIONS + FEATURE_ABLATIONS}
+        known = {m[0] for m in METHODS + ABLATIONS + FEATURE_ABLATIONS + WARMUP_ABLATIONS}
         unknown = set(args.methods) - known
         if unknown:
             raise SystemExit(f"--methods: unknown {sorted(unknown)} (known: {', '.join(sorted(known))})")
-        methods = [m for m in METHODS + ABLATIONS + FEATURE_ABLATIONS if m[0] in args.methods]
+        methods = [m for m in METHODS + ABLATIONS + FEATURE_ABLATIONS + WARMUP_ABLATIONS if m[0] in args.methods]
     if args.feature_checkpoints:   # the feature ablations at fewer checkpoints: say so in their labels
         tag = "@ckpt" + "+".join(map(str, args.feature_checkpoints))
         methods = [(label + tag, {**o, "checkpoints": list(args.feature_checkpoints)}, fs)
                    if fs not in (None, "main") else (label, o, fs) for label, o, fs in methods]
-    args.feature_sets = sorted({m[2] for m in methods if m[2]}, key=list(FEATURE_SETS).index)
+    order = [*FEATURE_SETS, *WARMUP_VARIANTS]
+    args.feature_sets = sorted({m[2] for m in methods if m[2]}, key=order.index)
     args.fsids = {}
     timings: dict = {}
     run_id = prepare(ws, split, args, timings)

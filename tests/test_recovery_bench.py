@@ -88,3 +88,25 @@ def test_feature_ablation_at_one_checkpoint_and_rds(tmp_path):
     assert (info.sketch_seed, info.dtype) == (1, "float32")
     assert {epoch for (role, epoch) in stored_counts(ws, info.lance_table) if role == "candidate"} == {1}
     assert all(s["method"] == "rds+" for s in by_method["rds+"]) and len(by_method["rds+"]) == 4
+
+
+def test_warmup_ablation_uses_its_own_run_and_keeps_the_main_one(tmp_path):
+    """--warmup-ablations: the lr variant gets its own warmup run (lr 8e-5, otherwise the main run's settings),
+    its selections use that run's feature set, and the main methods keep using the main run."""
+    argv = ["--smoke", "--workspace", str(tmp_path / "ws"), "--n-skills", "2", "--per-task", "4", "--n-val", "2",
+            "--methods", "less:ckpt1,less:warmup-lr8e-5", "--warmup-ablations", "--feature-checkpoints", "1",
+            "--json-out", str(tmp_path / "r.json"), "--quiet"]
+    result = recovery.main(argv)
+    assert set(result["summary"]["same"]) == {"less:ckpt1", "less:warmup-lr8e-5@ckpt1"}
+    ws = Workspace.open(tmp_path / "ws")
+    runs = {}
+    for r in result["rows"]:
+        runs.setdefault(r["method"], set()).add(meta.get_selection(ws, r["selection_id"])["run_id"])
+    assert runs["less:warmup-lr8e-5@ckpt1"] == {recovery.ABLATION_RUN_PREFIX + "warmup-lr8e-5"}
+    (main_run,) = runs["less:ckpt1"]
+    assert not main_run.startswith(recovery.ABLATION_RUN_PREFIX)
+    from lessdb.storage.meta_runs import get_run
+    variant, main = get_run(ws, recovery.ABLATION_RUN_PREFIX + "warmup-lr8e-5"), get_run(ws, main_run)
+    lr = lambda run: run["config"]["warmup"]["training"]["lr"]   # noqa: E731
+    assert lr(variant) == 8e-5 and lr(main) != 8e-5
+    assert main["n_examples"] == variant["n_examples"]            # same subset size: only the lr differs
