@@ -30,8 +30,7 @@ def _examples(ws, n: int):
 
     if not any(p["pool"] == "bench-batch-tokens" for p in list_pools(ws)):
         ingest_builtin(ws, "sharegpt", pool="bench-batch-tokens", limit=n, progress=False)
-    rows = read_candidates(ws, pool="bench-batch-tokens", columns=["id", "messages"]).to_pylist()
-    return [json.loads(r["messages"]) if isinstance(r["messages"], str) else r["messages"] for r in rows[:n]]
+    return read_candidates(ws, pool="bench-batch-tokens", columns=["messages"]).column("messages").to_pylist()[:n]
 
 
 def measure(workspace: str, cap: int, n: int, threads: int) -> dict:
@@ -47,7 +46,7 @@ def measure(workspace: str, cap: int, n: int, threads: int) -> dict:
     from lessdb.featurize.per_example_grads import lora_params
     from lessdb.featurize.sketch import make_sketch
     from lessdb.models import load_base_model, prepare_model
-    from lessdb.phase_meter import _hwm, _reset_hwm, current_rss, release_freed_memory
+    from lessdb.phase_meter import PhaseMeter, release_freed_memory
     from lessdb.tokenization import collate, encode_window, pad_token_id
     from lessdb.training import build_lora_model
 
@@ -63,18 +62,18 @@ def measure(workspace: str, cap: int, n: int, threads: int) -> dict:
     out = {"cap_tokens": cap, "examples": len(encoded), "batches": len(groups),
            "padded_tokens": sum(len(g) * max(len(e.input_ids) for e in g) for g in groups)}
 
-    def timed(run_one) -> dict:
+    meter = PhaseMeter()   # VmHWM reset per phase: each measurement's own peak, and the RSS it started from
+
+    def timed(name: str, run_one) -> dict:
         release_freed_memory()
-        _reset_hwm()
-        before = current_rss()
-        cpu0, t0 = time.process_time(), time.perf_counter()
-        for g in groups:
-            run_one(collate(g, pad))
-        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        peak = _hwm() or 0
-        return {"peak_rss_gb": round(peak / 1e9, 3), "above_model_gb": round((peak - before) / 1e9, 3),
-                "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
-                "ms_per_example_cpu": round(1000 * cpu / len(encoded), 1)}
+        cpu0 = time.process_time()
+        with meter.phase(name):
+            for g in groups:
+                run_one(collate(g, pad))
+        cpu, p = time.process_time() - cpu0, meter.phases[name]
+        return {"peak_rss_gb": round(p["peak_rss_bytes"] / 1e9, 3),
+                "above_model_gb": round((p["peak_rss_bytes"] - p["start_rss_bytes"]) / 1e9, 3),
+                "wall_s": p["seconds"], "cpu_s": round(cpu, 2), "ms_per_example_cpu": round(1000 * cpu / len(encoded), 1)}
 
     def train_step(batch):
         model.train()
@@ -91,8 +90,9 @@ def measure(workspace: str, cap: int, n: int, threads: int) -> dict:
 
     train_step(collate(encoded[:1], pad))   # one-off allocations (oneDNN, autograd) outside the measurement
     feature_step(collate(encoded[:1], pad))
-    out["train"] = timed(train_step)
-    out["featurize"] = timed(feature_step)
+    out["train"] = timed("train", train_step)
+    out["featurize"] = timed("featurize", feature_step)
+    meter.close()
     return out
 
 

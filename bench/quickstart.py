@@ -113,19 +113,15 @@ def main() -> int:
         print(f"lessdb quickstart failed (exit {child.returncode})", file=sys.stderr)
     else:
         result = json.loads(out)
-        record["phases"] = result["measured"]["phases"]
-        record["peak_rss_phases_bytes"] = result["measured"]["peak_rss_bytes"]
-        record["memory_method"] = result["measured"]["memory_method"]
+        record["measured"] = result["measured"]   # the quickstart's own phase table (PhaseMeter.summary())
         record["selections"] = result["selections"]
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=2))
     if not args.workspace and not args.keep:
         shutil.rmtree(ws, ignore_errors=True)
 
-    if record.get("phases"):
-        print("\n" + format_phases({"phases": record["phases"], "memory_method": record["memory_method"],
-                                    "total_seconds": sum(p["seconds"] for p in record["phases"].values()),
-                                    "peak_rss_bytes": record["peak_rss_phases_bytes"]}))
+    if "measured" in record:
+        print("\n" + format_phases(record["measured"]))
     print(f"{'wall':<12}{record['wall_s']:>8.0f}s{record['peak_rss_sampled_bytes'] / GB:>8.2f} GB"
           f"   (wall: whole process; its peak RSS sampled from outside)")
     print(f"load average before {record['load_before']}, after {record['load_after']}; machine {record['machine']}")
