@@ -113,15 +113,16 @@ def prepare(ws, split: dict, args, timings: dict) -> str:
         ingest_files(ws, [path], pool=args.pool, progress=False)
         if args.sharegpt:
             ingest_builtin(ws, "sharegpt", pool=args.pool, limit=args.sharegpt, progress=False)
-    runs = [r for r in meta_runs.list_runs(ws, kind="warmup", pool=args.pool)
-            if r["status"] == "complete" and not r["run_id"].startswith(ABLATION_RUN_PREFIX)]
+    # the main warmup's settings; a --warmup-ablations run changes one of them (WARMUP_VARIANTS)
+    main_warmup = {"percentage": 0.05, "seed": 0, "device": "cpu",
+                   **({"model": "tiny", "max_examples": 8, "max_seq_length": 128} if args.smoke else {})}
+    status = {r["run_id"]: r["status"] for r in meta_runs.list_runs(ws, kind="warmup", pool=args.pool)}
+    runs = [r for r, st in status.items() if st == "complete" and not r.startswith(ABLATION_RUN_PREFIX)]
     if runs:
-        run_id = runs[-1]["run_id"]
+        run_id = runs[-1]
     else:
         t = time.perf_counter()
-        cfg = build_warmup_config(args.pool, preset="cpu-small", percentage=0.05, seed=0,
-                                  model="tiny" if args.smoke else None, device="cpu",
-                                  **({"max_examples": 8, "max_seq_length": 128} if args.smoke else {}))
+        cfg = build_warmup_config(args.pool, preset="cpu-small", **main_warmup)
         run_id = run_warmup(ws, cfg, progress=not args.quiet).run_id
         timings["warmup"] = time.perf_counter() - t
     args.runs = {}
@@ -130,15 +131,12 @@ def prepare(ws, split: dict, args, timings: dict) -> str:
         key_run = run_id
         if key in WARMUP_VARIANTS:   # its own warmup (resumed/reused by name), then the main feature settings
             key_run = ABLATION_RUN_PREFIX + key
-            have = {r["run_id"]: r["status"] for r in meta_runs.list_runs(ws, kind="warmup", pool=args.pool)}
-            if key_run in have and have[key_run] != "complete":
-                resume_warmup(ws, key_run)
-            elif key_run not in have:
-                like_main = {"percentage": 0.05, "seed": 0, "device": "cpu",
-                             **({"model": "tiny", "max_examples": 8, "max_seq_length": 128} if args.smoke else {})}
+            if key_run not in status:
                 cfg = build_warmup_config(args.pool, preset="cpu-small", run_id=key_run,
-                                          **{**like_main, **WARMUP_VARIANTS[key]})
+                                          **{**main_warmup, **WARMUP_VARIANTS[key]})
                 run_warmup(ws, cfg, progress=not args.quiet)
+            elif status[key_run] != "complete":
+                resume_warmup(ws, key_run)
             timings[f"warmup:{key}"] = time.perf_counter() - t
             args.runs[key] = key_run
         opts = {"dim": args.dim, **FEATURE_SETS.get(key, {"dtype": "float32"})}

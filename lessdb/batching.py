@@ -4,7 +4,7 @@ passes of featurize, validation gradients and training micro-batches (warmup, tr
 Memory of such a pass is dominated by the activations the backward pass keeps (SmolLM2-135M in float32, measured
 by bench/batch_tokens.py: ~2.3 GB above the model for a 1,024-token featurize batch, ~2.8 GB for a training
 micro-batch, whose LoRA dropout keeps more) — most of `lessdb quickstart`'s peak. On a CPU the GEMMs are as
-efficient at 512 rows as at 1,024 (same run, side by side: 4-5% less CPU time at 512, 9-16% more at 256), so a
+efficient at 512 rows as at 1,024 (same run, side by side: 4-5% less CPU time at 512, 9-19% more at 256), so a
 cap of 512 padded tokens roughly halves that memory for free; on a GPU the count alone decides (bigger batches
 are faster there). Results do not depend on the grouping, up to float rounding: per-example gradients are per
 example (tests/test_featurize_jobs.py), and a training step sums its micro-batches' token losses before dividing

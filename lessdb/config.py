@@ -24,7 +24,8 @@ PRESETS: dict[str, dict] = {
     # smaller LoRA (r=8, alpha=32: the paper's alpha/r = 4), at most 64 warmup examples, 2 epochs (N >= 2
     # checkpoints, so the influence sum still spans several epochs), effective batch 8 in micro-batches of 4
     # (8 optimizer steps per epoch at 64 examples, so the 1 warm-up step at lr 0 is a small part of epoch 1
-    # and the cosine decay is visible). Optimizer, lr and schedule shape are the paper's; all layers kept.
+    # and the cosine decay is visible; on a CPU the 512-padded-token cap of lessdb/batching.py makes the forward
+    # passes 2 × 256). Optimizer, lr and schedule shape are the paper's; all layers kept.
     "cpu-small": {
         "max_seq_length": 256,
         "lora_r": 8,
