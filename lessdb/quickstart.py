@@ -16,7 +16,6 @@ What is scaled down from the paper, and why (the GPU recipe in the README uses t
 from __future__ import annotations
 
 import sys
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path

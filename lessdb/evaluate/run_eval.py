@@ -11,7 +11,6 @@ import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .. import __version__
@@ -21,12 +20,11 @@ from ..progress import Progress
 from ..storage import meta_evals
 from ..storage.meta_evals import EvalRecord, ItemResult, MetricValue
 from . import metrics as M
-from .items import (BENCHMARKS, DEFAULT_SAMPLE_SEED, MMLU_LETTERS, TestSet, bbh_prompt, load_test_set, mmlu_prompt,
+from .items import (BENCHMARKS, MMLU_LETTERS, TestSet, bbh_prompt, load_test_set, mmlu_prompt,
                     tydiqa_user_text)
 from .config import EvalConfig  # noqa: F401 (re-exported)
 from .scoring import conversation_losses, generate_greedy, next_token_logits
 
-from ..choices import METRIC_SETS, TRUNCATION_SIDES  # noqa: E402
 # LESS's generation settings per task (eval/*/run_eval.py)
 MAX_NEW_TOKENS = {"bbh": 512, "tydiqa": 50}
 STOPS = {"bbh": ["\n\n"], "tydiqa": ["\n"]}

@@ -14,7 +14,7 @@ from ..settings import ref
 from . import targets as tgt
 from .invalid import invalid
 from .budget import BUDGET_ON, budget_tokenizer, token_array
-from .picking import BALANCES, pick, split_by_weight  # noqa: F401  (re-exported for tests)
+from .picking import BALANCES, pick
 
 
 def picking_options(cfg) -> dict:

@@ -182,7 +182,6 @@ def _task_subtasks(task) -> dict[str, list[tuple[str, list[dict]]]]:
 
 
 def make_plan(ws, cfg: SelectConfig, options: RunOptions | None = None) -> Plan:
-    from .. import tasks
     from ..storage import meta_runs
     from ..storage import meta_selections as meta
     from ..storage.candidates import candidates_version
