@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from .common import cli, emit_json, json_option, open_workspace, workspace_option
+from .common import cli, emit_json, json_option, workspace_option, workspace_path
 
 
 @cli.command()
@@ -23,9 +23,9 @@ def verify(ctx, repair: bool, workspace_override, as_json: bool):
         lessdb verify
         lessdb verify --repair --json
     """
-    from ..verify import verify_workspace
+    from ..verify import open_for_verify, verify_workspace
 
-    report = verify_workspace(open_workspace(ctx, workspace_override), repair=repair)
+    report = verify_workspace(open_for_verify(workspace_path(ctx, workspace_override)), repair=repair)
     if as_json:
         emit_json(report.as_dict())
     else:

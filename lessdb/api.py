@@ -206,3 +206,16 @@ class WorkspaceAPI:
         from .tasks import list_tasks
 
         return list_tasks(self)
+
+
+def _guard_damage(cls) -> None:
+    """Every method: a workspace file that cannot be read surfaces as `WorkspaceDamaged` (storage/damage.py),
+    as the CLI reports it, not as the library exception that found it."""
+    from .storage.damage import guard
+
+    for name, fn in list(vars(cls).items()):
+        if callable(fn) and not name.startswith("_"):
+            setattr(cls, name, guard(fn))
+
+
+_guard_damage(WorkspaceAPI)
