@@ -22,8 +22,8 @@ def recorded_candidates_version(ws, lance_table: str = "candidates") -> int | No
 
 
 def ingest_rows(ws) -> list[dict]:
-    """Every recorded ingest: ingest_id, pool, n_added, lance_table, lance_version."""
-    cols = ["ingest_id", "pool", "n_added", "lance_table", "lance_version"]
+    """Every recorded ingest: ingest_id, pool, n_added, lance_table, lance_version, source."""
+    cols = ["ingest_id", "pool", "n_added", "lance_table", "lance_version", "source"]
     with ws.duck.connect(read_only=True) as con:
         rows = con.execute(f"SELECT {', '.join(cols)} FROM ingests ORDER BY ingest_id").fetchall()
     return [dict(zip(cols, r)) for r in rows]

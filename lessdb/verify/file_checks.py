@@ -64,6 +64,11 @@ def _check_checkpoint_files(report: VerifyReport, ckpt) -> None:
     from ..models import sha256_file
 
     path = Path(ckpt.path)
+    if not path.is_dir():
+        report.add(ERROR, "checkpoints", f"run {ckpt.run_id} epoch {ckpt.epoch}: the checkpoint directory is missing",
+                   str(path), "restore it from a backup, or train a new run (features and selections made from this "
+                   "checkpoint cannot be reproduced)")
+        return
     for fname, want in (("adapter_model.safetensors", ckpt.adapter_sha256),
                         ("optimizer.safetensors", ckpt.optimizer_sha256)):
         target = path / fname

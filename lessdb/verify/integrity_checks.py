@@ -207,6 +207,8 @@ def check_mean_lr(ws, report: VerifyReport) -> None:
         for ckpt in meta_runs.list_checkpoints(ws, run["run_id"]):
             path = Path(ckpt.path) / CHECKPOINT_FILE
             where = f"checkpoints {ckpt.run_id} epoch {ckpt.epoch}"
+            if not path.parent.is_dir():
+                continue   # the directory is missing: check_runs says so
             meta = read_checkpoint_meta(Path(ckpt.path), verify=False) if path.is_file() else None
             if meta is None:
                 report.add(WARNING, "checkpoints", f"run {ckpt.run_id} epoch {ckpt.epoch}: {CHECKPOINT_FILE} is "

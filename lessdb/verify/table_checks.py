@@ -4,6 +4,7 @@ is safe: rows of unrecorded ingests, duplicate feature keys, job counts and dead
 from __future__ import annotations
 
 import fcntl
+import shlex
 from collections import Counter
 
 import pyarrow as pa
@@ -64,9 +65,11 @@ def _count_fix(ws, row: dict, stored: int) -> tuple[str, str]:
     if again is not None:   # the same content ingested again: every record of the file is in the pool now
         return INFO, (f"nothing to do: the same file was ingested into pool {row['pool']} again as ingest {again}, "
                       "which added back the rows that were missing")
+    source = row.get("source") or "FILE"
+    again = (f"--builtin {source.split(':', 1)[1]}" if source.startswith("builtin:") else shlex.quote(source))
     return ERROR, (f"{row['n_added'] - stored} of its rows were deleted after it was recorded: ingest the same file "
-                   f"into pool {row['pool']} again (`lessdb ingest FILE --pool {row['pool']}` adds back exactly the "
-                   "missing ones), or restore the workspace from a backup")
+                   f"into the pool again (`lessdb ingest {again} --pool {shlex.quote(row['pool'])}` adds back exactly "
+                   "the missing ones), or restore the workspace from a backup")
 
 
 def _check_unrecorded_rows(ws, report: VerifyReport, where: str) -> None:
