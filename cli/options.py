@@ -18,6 +18,7 @@ from dataclasses import MISSING
 import click
 
 from ..errors import LessdbError
+from ..setting_ranges import click_type
 from ..settings import FieldText, flag_of, render_refs
 
 
@@ -58,8 +59,8 @@ def option_for(f: dataclasses.Field, *, prefix: str = "", flag: str | None = Non
     choices = meta.get("choices")
     if choices:
         kwargs["type"] = click.Choice(list(choices))
-    elif tp in (int, float):
-        kwargs["type"] = tp
+    elif tp in (int, float):   # finite floats, 64-bit ints, non-negative seeds, refused while parsing
+        kwargs["type"] = click_type(f.name, tp)
     elif tp is Path:
         kwargs["type"] = click.Path(path_type=Path)
     if required:

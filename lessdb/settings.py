@@ -109,5 +109,10 @@ def check_choices(obj, problems: list[tuple[str, str]]) -> None:
 
 
 def raise_problems(obj, problems: list[tuple[str, str]]) -> None:
+    """Raise the problems found, after adding those of the ranges every setting keeps (finite floats, 64-bit
+    integers, non-negative seeds: `setting_ranges.py`). Every config's `validate` ends here."""
+    from .setting_ranges import check_ranges
+
+    check_ranges(obj, problems)
     if problems:
         raise SettingError(type(obj), problems)
