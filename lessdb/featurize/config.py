@@ -46,6 +46,9 @@ class FeaturizeConfig:
     def validate(self) -> None:
         problems: list[tuple[str, str]] = []
         check_choices(self, problems)
+        if not self.run_id:
+            problems.append(("run_id", "is required: the warmup run whose checkpoints give the gradients (see "
+                                       "`lessdb runs`)"))
         if self.dim < 1:
             problems.append(("dim", f"{self.dim} must be positive"))
         i, n = self.shard
