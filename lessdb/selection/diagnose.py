@@ -5,8 +5,13 @@
   member's score and the pool's median, in units of the noise of a difference of two scores (√2·σ), says
   whether the cut-off separates anything: below 2 the members near the cut-off are not distinguishable from
   the median candidate by this sketch, and a warning says so in plain words.
+  The line is shown only where the k-th member competes with the median on that score: not for `hybrid`, whose
+  fused scores are ranks or z-scores rather than a sketch estimate, and not for round-robin or proportional
+  balancing, where members are claimed per target and the k-th can sit below the pool's median by design.
 - Rank agreement between checkpoints: Spearman correlation of each checkpoint's term η̄ᵢ·cos over the scored
-  pool (recomputed from the stored vectors at the recorded versions).
+  pool (recomputed from the stored vectors at the recorded versions). A checkpoint with η̄ = 0 (a warmup whose
+  epoch was only the warm-up step at lr 0) adds nothing to any score: it is named in words, not ranked.
+  Degenerate cases (constant terms, zero noise) are handled here, so no library warning or nan reaches the user.
 - Excluded or unscorable candidates and why, subtasks dropped, near-duplicates skipped.
 - Overlap with random and BM25 at the same k: random from the recorded seed's draw over the same scored pool
   (expected overlap k²/N), BM25 from a recorded BM25 selection of the same task, pool, filter and k
@@ -35,28 +40,42 @@ def gap_vs_noise(scores: np.ndarray, kth: float, weights: list[float], dim: int,
     sk = sketch_noise(weights, kth / total if kth_cosines is None else kth_cosines, dim)
     sm = sketch_noise(weights, median / total if median_cosines is None else median_cosines, dim)
     noise = float(np.hypot(sk, sm))
-    z = (kth - median) / noise if noise > 0 else float("inf")
+    z = (kth - median) / noise if noise > 0 else None   # zero noise: every checkpoint weighs 0, or |cos| = 1
     out = {"kth_score": kth, "median_score": median, "gap": kth - median, "noise_sd_of_difference": noise,
            "gap_in_noise_sd": z, "dim": dim}
-    if z < NOISE_Z_WARN:
+    if z is not None and z < NOISE_Z_WARN:
         out["warning"] = (f"the k-th member's score is only {z:.2f} noise standard deviations above the median "
                           f"candidate's (sketch d = {dim}): near the cut-off this ranking is indistinguishable "
                           "from sketch noise; use a larger d, more checkpoints, or read the ranking as a coarse one")
     return out
 
 
+def noise_applies(method: str, params: dict) -> bool:
+    """Whether the k-th-vs-median noise comparison means anything for this selection (see the module docstring)."""
+    balance = (params.get("picking") or {}).get("balance", "max")
+    return method != "hybrid" and balance == "max"
+
+
 def quick(plan, best: np.ndarray, valid: np.ndarray, kth: float) -> dict | None:
     """The select-time line (gradient methods: a sketch with a known d)."""
     fs = plan.fs
-    if fs is None or not plan.weights or plan.aggregation == "dot":
+    if fs is None or not plan.weights or plan.aggregation == "dot" or not noise_applies(plan.method, plan.params):
         return None
     return gap_vs_noise(best[valid], kth, plan.weights, int(fs.dim))
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
+def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Rank correlation; None where it is not defined (a constant ranking, fewer than 2 candidates)."""
     from scipy.stats import spearmanr
 
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
     return float(spearmanr(a, b).statistic)
+
+
+def per_checkpoint_cosines(terms: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """cosᵢ = termᵢ / η̄ᵢ; a checkpoint with η̄ = 0 contributes nothing, so its cosine is taken as 0."""
+    return np.divide(terms, weights, out=np.zeros(len(weights)), where=weights != 0)
 
 
 def diagnose_selection(ws, ref: str) -> dict:
@@ -79,23 +98,31 @@ def diagnose_selection(ws, ref: str) -> dict:
         ids, valid = ps.ids, ps.valid
         fs = get_feature_set(ws, sel["feature_set_id"])
         pc = ps.per_checkpoint[valid]
+        w = np.asarray(ps.weights, dtype=np.float64)
+        out["zero_weight_checkpoints"] = [e for e, wi in zip(ps.epochs, w) if wi == 0]
         agreement = []
         for a in range(len(ps.epochs)):
             for b in range(a + 1, len(ps.epochs)):
-                agreement.append({"checkpoints": [ps.epochs[a], ps.epochs[b]],
-                                  "spearman": spearman(pc[:, a], pc[:, b])})
+                if w[a] != 0 and w[b] != 0:
+                    agreement.append({"checkpoints": [ps.epochs[a], ps.epochs[b]],
+                                      "spearman": spearman(pc[:, a], pc[:, b])})
         out["checkpoint_rank_agreement"] = agreement
+        if out["zero_weight_checkpoints"]:
+            out["warnings"].append(_zero_weight_words(out["zero_weight_checkpoints"], len(ps.epochs)))
         scores = ps.score[valid]
         kth = float(min(m for m in meta.selection_members(ws, sel["selection_id"]).column("score").to_pylist()))
-        w = np.asarray(ps.weights)
         row_of = {c: i for i, c in enumerate(ps.ids)}
         kth_row = min((row_of[c] for c in members if c in row_of), key=lambda r: ps.score[r])
         med_row = np.flatnonzero(valid)[np.argsort(ps.score[valid], kind="stable")[len(scores) // 2]]
-        out["noise"] = gap_vs_noise(scores, kth, list(w), int(fs.dim), ps.per_checkpoint[kth_row] / w,
-                                    ps.per_checkpoint[med_row] / w)
-        if "warning" in out["noise"]:
-            out["warnings"].append(out["noise"]["warning"])
-        low = [a for a in agreement if a["spearman"] < 0.2]
+        if noise_applies(sel["method"], params):
+            out["noise"] = gap_vs_noise(scores, kth, list(w), int(fs.dim),
+                                        per_checkpoint_cosines(ps.per_checkpoint[kth_row], w),
+                                        per_checkpoint_cosines(ps.per_checkpoint[med_row], w))
+            if "warning" in out["noise"]:
+                out["warnings"].append(out["noise"]["warning"])
+        else:
+            out["noise_not_applicable"] = _noise_words(sel["method"], params)
+        low = [a for a in agreement if a["spearman"] is not None and a["spearman"] < 0.2]
         if low:
             out["warnings"].append("checkpoints disagree on the ranking (Spearman < 0.2 for " + ", ".join(
                 f"{a['checkpoints'][0]} vs {a['checkpoints'][1]}" for a in low) + "): the score is dominated by "
@@ -114,6 +141,24 @@ def diagnose_selection(ws, ref: str) -> dict:
         other = set(meta.selection_members(ws, bm25).column("candidate_id").to_pylist())
         out["overlap_bm25"] = {"overlap": len(other & set(members)), "bm25_selection": bm25}
     return out
+
+
+def _zero_weight_words(epochs: list[int], n_checkpoints: int) -> str:
+    which = ", ".join(map(str, epochs))
+    rest = ("no checkpoint weighs anything, so every score is 0" if len(epochs) == n_checkpoints else
+            "the scores come from the other checkpoint(s) alone")
+    return (f"checkpoint {which} has a mean learning rate (η̄) of 0: its warmup epoch was only the warm-up step at "
+            f"lr 0, so LESS gives it no weight and {rest}; a warmup whose epochs take several optimizer steps "
+            "(more examples, or a smaller --batch-size) gives each checkpoint a say")
+
+
+def _noise_words(method: str, params: dict) -> str:
+    if method == "hybrid":
+        return ("not shown for hybrid: its fused scores are reciprocal ranks or z-scores, not a sketch estimate of "
+                "a cosine, so sketch noise does not apply to them")
+    balance = (params.get("picking") or {}).get("balance")
+    return (f"not shown for --balance {balance}: members are claimed target by target, so the k-th member can sit "
+            "below the pool's median by design; `lessdb show` lists each target's members")
 
 
 def _bm25_at_k(ws, sel: dict, k: int) -> str | None:
@@ -148,11 +193,18 @@ def format_diagnosis(d: dict) -> str:
     if d["skipped"]:
         lines.append("  skipped near-duplicates: " + ", ".join(f"{n:,} {r}" for r, n in d["skipped"].items()))
     for a in d.get("checkpoint_rank_agreement", []):
-        lines.append(f"  checkpoints {a['checkpoints'][0]} vs {a['checkpoints'][1]}: Spearman {a['spearman']:.3f}")
+        rho = ("not defined (one checkpoint's terms are all equal)" if a["spearman"] is None
+               else f"{a['spearman']:.3f}")
+        lines.append(f"  checkpoints {a['checkpoints'][0]} vs {a['checkpoints'][1]}: Spearman {rho}")
     n = d.get("noise")
     if n:
+        versus = (f"{n['gap_in_noise_sd']:.2f} x sketch noise sd {n['noise_sd_of_difference']:.3g}"
+                  if n["gap_in_noise_sd"] is not None else "no sketch noise to compare with (no checkpoint weighs "
+                                                            "anything, or every cosine is ±1)")
         lines.append(f"  k-th score {n['kth_score']:.4g} vs median {n['median_score']:.4g}: gap {n['gap']:.3g} = "
-                     f"{n['gap_in_noise_sd']:.2f} x sketch noise sd {n['noise_sd_of_difference']:.3g} (d = {n['dim']})")
+                     f"{versus} (d = {n['dim']})")
+    if d.get("noise_not_applicable"):
+        lines.append(f"  sketch noise: {d['noise_not_applicable']}")
     r = d.get("overlap_random")
     if r:
         lines.append(f"  overlap with random at the same k: {r['overlap']:,} (expected by chance {r['expected']:.1f})")
