@@ -66,6 +66,18 @@ def emit_run_summary(summary) -> None:
     emit_table(summary.checkpoints, ["epoch", "optimizer_step", "mean_lr", "train_loss", "path"])
 
 
+def parse_epochs(text: str | None) -> tuple[int, ...] | None:
+    """`--checkpoints`: 'all' (or nothing) -> None, "1,2" -> (1, 2)."""
+    from ..errors import InputError
+
+    if text is None or not text.strip() or text.strip().lower() == "all":
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise InputError(f"{text!r}: expected 'all' or epochs like 1,2", field="--checkpoints") from None
+
+
 def _fmt(value) -> str:
     if value is None:
         return ""

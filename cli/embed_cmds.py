@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from ..setting_ranges import count_type
 from .common import cli, emit_json, json_option, open_workspace, workspace_option
 
 
@@ -10,11 +11,11 @@ from .common import cli, emit_json, json_option, open_workspace, workspace_optio
 @click.option("--run", "run_id", required=True, help="Warmup run: its base model, tokenizer and pool.")
 @click.option("--pooling", type=click.Choice(["last", "mean"]), default="mean", show_default=True,
               help="last: the final hidden state at the last token (RDS); mean: mean-pooled (RDS+).")
-@click.option("--max-seq-length", type=int, help="Token window (default: the run's).")
+@click.option("--max-seq-length", type=count_type(2), help="Token window (default: the run's).")
 @click.option("--shard", help="i/n: embed only this shard (run n processes for a big pool).")
 @click.option("--where", help="SQL condition on candidate metadata.")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--batch-size", type=count_type(1), default=16, show_default=True)
 @workspace_option
 @json_option
 @click.pass_context

@@ -3,20 +3,10 @@ from __future__ import annotations
 
 import click
 
-from ..errors import LessdbError
 from ..featurize.config import FeaturizeConfig
 from ..scale.options import RayOptions
 from .options import options_from_dataclass
-from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option
-
-
-def _epochs(text: str | None) -> tuple[int, ...] | None:
-    if text is None or text.strip().lower() == "all":
-        return None
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise LessdbError(f"--checkpoints {text!r}: expected 'all' or epochs like 1,2") from None
+from .common import cli, emit_json, emit_table, json_option, open_workspace, parse_epochs, workspace_option
 
 
 @cli.command()
@@ -40,7 +30,7 @@ def featurize(ctx, checkpoints, shard, workspace_override, as_json, **settings):
     from ..featurize import parse_shard
     ws = open_workspace(ctx, workspace_override)
     ray = RayOptions(**{name[len("ray_"):]: settings.pop(name) for name in list(settings) if name.startswith("ray_")})
-    summary = ws.featurize(checkpoints=_epochs(checkpoints), shard=parse_shard(shard), ray=ray, **settings)
+    summary = ws.featurize(checkpoints=parse_epochs(checkpoints), shard=parse_shard(shard), ray=ray, **settings)
     d = summary.as_dict()
     if as_json:
         emit_json(d)

@@ -5,18 +5,10 @@ import click
 
 from ..selection.methods import method_names
 from ..selection.plan import SelectConfig
+from ..setting_ranges import count_type
 from ..settings import field_named, help_of
 from .options import options_from_dataclass, shown_with_flags
-from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option
-
-
-def _checkpoints(value: str | None) -> list[int] | None:
-    if not value or value == "all":
-        return None
-    try:
-        return [int(x) for x in value.split(",") if x.strip()]
-    except ValueError as exc:
-        raise click.BadParameter(f"{value!r}: expected 'all' or epochs like 1,2,4") from exc
+from .common import cli, emit_json, emit_table, json_option, open_workspace, parse_epochs, workspace_option
 
 
 @cli.command("select")
@@ -46,7 +38,7 @@ def select_cmd(ctx, method, checkpoints, output, workspace_override, as_json, **
     from ..selection.audit import histogram_lines
     from ..selection.feature_audit import selection_feature_lines
     result = open_workspace(ctx, workspace_override).select(
-        method=method.lower(), checkpoints=_checkpoints(checkpoints), output=None if output is None else str(output),
+        method=method.lower(), checkpoints=parse_epochs(checkpoints), output=None if output is None else str(output),
         **settings)
     if as_json:
         emit_json({**result.summary(), "notes": [shown_with_flags(note) for note in result.notes]})
@@ -91,7 +83,7 @@ def selections_cmd(ctx, workspace_override, as_json):
 
 @cli.command("show")
 @click.argument("selection")
-@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True, help="Members to list.")
+@click.option("--top", type=count_type(0), default=10, show_default=True, help="Members to list.")
 @workspace_option
 @json_option
 @click.pass_context

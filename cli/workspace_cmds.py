@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from ..setting_ranges import count_type
 from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option, workspace_path
 
 
@@ -41,7 +42,7 @@ def init(ctx, tables, storage_options, workspace_override: Path | None, as_json:
 
 @cli.command()
 @click.argument("query")
-@click.option("--limit", type=click.IntRange(min=0), default=None, help="Return at most this many rows.")
+@click.option("--limit", type=count_type(0), default=None, help="Return at most this many rows.")
 @workspace_option
 @json_option
 @click.pass_context

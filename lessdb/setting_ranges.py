@@ -49,6 +49,13 @@ def check_ranges(obj, problems: list) -> None:
                 break
 
 
+def count_type(minimum: int):
+    """The click type of a hand-written count flag (--top, --limit, --examples): from `minimum` to 2**63 - 1."""
+    import click
+
+    return click.IntRange(minimum, INT64_MAX)
+
+
 def click_type(name: str, base: type):
     """The click parameter type of an int or float flag, refusing out-of-range values while parsing."""
     import click

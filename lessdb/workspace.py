@@ -16,6 +16,7 @@ from .api import WorkspaceAPI
 from .errors import WorkspaceError
 from .storage.duck import DuckStore
 from .storage.lance_tables import CANDIDATE_SCHEMA, CANDIDATES, LanceStore
+from .storage.object_store import check_tables_uri
 from .storage.object_store import configure as configure_tables
 from .storage.object_store import load_location
 
@@ -48,6 +49,7 @@ class Workspace(WorkspaceAPI):
         """`tables`: where the Lance tables go (default `<path>/lance`; or s3://bucket/prefix), with non-secret
         `storage_options` (credentials come from AWS_* environment variables)."""
         root = Path(path) if path is not None else default_workspace_path()
+        check_tables_uri(tables)   # before anything is created
         root.mkdir(parents=True, exist_ok=True)
         configure_tables(root.resolve(), LANCE_DIR, tables, storage_options or {})
         for sub in (LANCE_DIR, "checkpoints", "models", "exports", "locks"):

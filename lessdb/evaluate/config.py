@@ -43,4 +43,6 @@ class EvalConfig:
         check_choices(self, problems)
         if self.batch_size < 1:
             problems.append(("batch_size", "must be at least 1"))
+        if self.limit is not None and self.limit < 1:
+            problems.append(("limit", f"{self.limit}: must be at least 1 (leave it out for every item)"))
         raise_problems(self, problems)

@@ -56,6 +56,8 @@ class FeaturizeConfig:
             problems.append(("shard", f"{i}/{n}: need 0 <= i < n"))
         if self.batch_size < 1:
             problems.append(("batch_size", f"{self.batch_size} must be >= 1"))
+        if self.sketch_nnz is not None and self.sketch_nnz < 1:
+            problems.append(("sketch_nnz", f"{self.sketch_nnz} must be >= 1"))
         if self.max_seq_length is not None and self.max_seq_length < 2:
             problems.append(("max_seq_length", f"{self.max_seq_length} is too small"))
         raise_problems(self, problems)

@@ -117,6 +117,19 @@ def embed_candidates(ws, info: fstore.FeatureSetInfo, loaded, pool: str, ids: li
     return summary
 
 
+def _check_embed_request(shard: tuple[int, int], where: str | None, batch_size: int) -> None:
+    from ..settings import SettingError
+    from ..storage.user_filter import check_filter
+
+    i, n = shard
+    problems = [("shard", f"{i}/{n}: need 0 <= i < n")] * (not (n >= 1 and 0 <= i < n))
+    problems += [("batch_size", f"{batch_size} must be >= 1")] * (batch_size < 1)
+    if problems:
+        raise SettingError(None, problems)
+    if where is not None:
+        check_filter(where)   # recorded with the job, like featurize's
+
+
 def embed_run(ws, run_id: str, pooling: str, max_seq_length: int | None = None, shard: tuple[int, int] = (0, 1),
               where: str | None = None, device: str = "cpu", batch_size: int = 16,
               progress: bool = True) -> EmbedSummary:
@@ -126,6 +139,7 @@ def embed_run(ws, run_id: str, pooling: str, max_seq_length: int | None = None, 
     from ..storage import meta_runs
     from ..storage.candidates import candidates_version, select_candidate_ids
 
+    _check_embed_request(shard, where, batch_size)   # before the run is read or a model loads
     run = meta_runs.get_run(ws, run_id)
     loaded = load_base_model(ws, run["model_name"], device=device)
     if loaded.sha256 != run["model_sha256"]:
