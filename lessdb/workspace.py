@@ -12,6 +12,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
+from . import faults
 from .api import WorkspaceAPI
 from .errors import WorkspaceError
 from .storage.duck import DuckStore
@@ -56,6 +57,7 @@ class Workspace(WorkspaceAPI):
             (root / sub).mkdir(exist_ok=True)
         ws = cls(root)
         ws.migrate()
+        faults.point("init.before_tables")
         ws.lance.ensure_table(CANDIDATES, CANDIDATE_SCHEMA)
         return ws
 

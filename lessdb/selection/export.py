@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .. import faults
 from ..errors import InputError, ref
 from ..output_file import check_destination, write_atomically
 from ..storage import meta_selections as meta
@@ -46,10 +47,14 @@ def export_selection(ws, ref: str, output: str | os.PathLike | None = None, fmt:
         if fmt == "parquet":
             pq.write_table(table, fh)
         else:
-            for rec in table.to_pylist():
+            for i, rec in enumerate(table.to_pylist()):
                 fh.write((json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8"))
+                if i == table.num_rows // 2:
+                    fh.flush()
+                    faults.point("export.mid_write")
 
     write_atomically(path, write, overwrite=force)
+    faults.point("export.before_record")
     digest = _sha256(path)
     meta.record_export(ws, sel["selection_id"], str(path.resolve()), fmt, table.num_rows, digest)
     return {"selection_id": sel["selection_id"], "path": str(path.resolve()), "format": fmt,

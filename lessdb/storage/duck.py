@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 import duckdb
 import pyarrow as pa
 
+from .. import faults
 from ..errors import WorkspaceDamaged, WorkspaceError
 from .damage import damage_of, raise_if_damage
 
@@ -159,6 +160,7 @@ class DuckStore:
                     con.execute("ROLLBACK")
                     raise
                 applied_now.append(m)
+                faults.point("init.after_migration")
         return applied_now
 
 

@@ -26,6 +26,7 @@ import os
 import time
 import traceback
 
+from .. import faults
 from .file_checks import check_lance_temp_files, check_models, check_runs, check_selections
 from .findings import ERROR, INFO, WARNING, Finding, VerifyReport
 from .integrity_checks import check_lance_files, check_mean_lr, check_member_digests, check_metadata_file
@@ -57,6 +58,8 @@ def verify_workspace(ws, repair: bool = False) -> VerifyReport:
     if _run(check_metadata_file, ws, report):
         for check in CHECKS:
             _run(check, ws, report)
+            if repair:
+                faults.point("verify.after_check")
     report.seconds = time.monotonic() - started
     return report
 
