@@ -21,12 +21,13 @@ import numpy as np
 _UNITS_DONE = 0   # units this worker process finished (fault injection counts them)
 
 
-def _fault(spec: dict) -> None:
+def _fault(spec: dict, name: str = "worker") -> None:
     """Fault injection for the crash tests: spec["fault"] = "worker:N" (the driver's LESSDB_FAULT) kills this
     worker (kill -9) once, after the fragments of its N-th unit are written and before the driver hears of
-    them; the marker file (LESSDB_FAULT_MARKER) makes it once per test, not once per restarted actor."""
+    them ("select-worker:N": a `select --engine ray` task, after scoring its N-th fragment, before returning it);
+    the marker file (LESSDB_FAULT_MARKER) makes it once per test, not once per restarted actor."""
     fault, marker = spec.get("fault") or "", spec.get("fault_marker")
-    if not fault.startswith("worker:") or not marker:
+    if not fault.startswith(f"{name}:") or not marker:
         return
     global _UNITS_DONE
     _UNITS_DONE += 1
