@@ -262,18 +262,16 @@ def _same(a, b) -> bool:
 def check_member_digests(ws, report: VerifyReport) -> None:
     """A selection's members, recomputed into their digest, against the digest recorded when it was made (`lessdb
     export` refuses a selection whose members changed). Selections recorded before digests were have none."""
-    try:   # TODO(h23a): the digest is recorded at selection time by issue 23's other half (storage.member_digest)
-        from ..storage.meta_selections import member_digest, recorded_member_digest
-    except ImportError:
+    try:   # issue 23's other half records the digest with the members (storage/member_digest.py)
+        from ..storage.member_digest import digest_status
+    except ImportError:   # a lessdb without member digests: nothing to compare with
         return
     for sel in meta_selections.list_selections(ws):
-        want = recorded_member_digest(sel)
-        if want is None:
-            continue
-        have = member_digest(meta_selections.selection_members(ws, sel["selection_id"]))
-        if have != want:
+        status = digest_status(ws, sel["selection_id"])
+        if status.state == "mismatch":
             report.add(ERROR, "selections", f"selection {sel['selection_id']}: its members (selection_members) no "
-                       "longer match the digest recorded when it was made: rows were changed, added or deleted",
+                       f"longer match the digest recorded when it was made ({status.recorded[:12]}…, now "
+                       f"{status.actual[:12]}…): rows were changed, added or deleted; `lessdb export` refuses it",
                        f"selection_members {sel['selection_id']}",
                        f"do not use it: `lessdb select --replay {sel['selection_id']}` computes its true members "
                        "again and records them as a new selection")
