@@ -1,7 +1,7 @@
 """Kills on the scale-out paths (issue 23), in the loopback-only namespace of tests/test_scale.py: the Ray driver
 and a Ray worker of `featurize` with the tables on S3 (moto), and the driver and a worker of `select --engine ray`.
-Each kill is followed by `lessdb verify` (clean) and a rerun whose answer equals the uninterrupted run's: the local
-engine's vectors bit for bit, every key once, the same members and scores."""
+Each kill is followed by `lessdb verify` (clean) and a rerun whose answer equals the uninterrupted run's (the same
+command never killed, on a copy): vectors and norms bit for bit, every key once, the same members and scores."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,6 @@ import pytest
 
 from conftest import run_cli, write_jsonl
 from lessdb import Workspace
-from lessdb.featurize import FeaturizeConfig, featurize_run
 from lessdb.storage import meta_scale
 from lessdb.storage.object_store import TablesLocation, save_location
 from scale_case_featurize import _ray, _rows
@@ -50,20 +49,11 @@ def _on_s3(s3, template: Path, target: Path) -> Path:
     return target
 
 
-def _local_vectors(template: Path, run_id: str, tmp_path: Path) -> dict:
-    """The uninterrupted answer: the local engine on a local copy (the engines agree bit for bit)."""
-    import torch
-
-    shutil.copytree(template, tmp_path / "local")
-    ws = Workspace.open(tmp_path / "local")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)   # the workers compute with one thread: the same BLAS path
-    try:
-        fs = featurize_run(ws, FeaturizeConfig(run_id=run_id, dim=DIM, batch_size=4, checkpoints=(1,),
-                                               progress=False))
-    finally:
-        torch.set_num_threads(before)
-    return _rows(ws, fs.feature_set_id)
+def _uninterrupted(s3, template: Path, tmp_path: Path, args) -> dict:
+    """The uninterrupted answer: the same command, never killed, on another S3 copy of the same workspace."""
+    ws_root = _on_s3(s3, template, tmp_path / "uninterrupted")
+    summary = cli_json(ws_root, *args)
+    return _rows(Workspace.open(ws_root), summary["feature_set_id"])
 
 
 def _same_vectors(got: dict, want: dict) -> None:
@@ -89,7 +79,7 @@ def test_s3_featurize_driver_killed_after_a_commit_then_rerun(s3, ray_cluster, t
     ws = Workspace.open(ws_root)
     got = _rows(ws, summary["feature_set_id"])                 # every key once
     assert sum(c["n_rows"] for c in meta_scale.commit_rows(ws)) == len(got) == N_GOOD
-    _same_vectors(got, _local_vectors(template, run_id, tmp_path))
+    _same_vectors(got, _uninterrupted(s3, template, tmp_path, args))
 
 
 def test_s3_featurize_worker_killed_then_completes(s3, ray_cluster, tiny_template, tmp_path):
@@ -104,7 +94,7 @@ def test_s3_featurize_worker_killed_then_completes(s3, ray_cluster, tiny_templat
     assert summary["examples"] == N_GOOD
     _verified(ws_root)
     got = _rows(Workspace.open(ws_root), summary["feature_set_id"])
-    _same_vectors(got, _local_vectors(template, run_id, tmp_path))
+    _same_vectors(got, _uninterrupted(s3, template, tmp_path, _featurize_args(ray_cluster, run_id)))
     again = cli_json(ws_root, *_featurize_args(ray_cluster, run_id))
     assert again["examples"] == 0                              # a rerun finds nothing missing
 
