@@ -339,3 +339,20 @@ def test_verify_without_repairable_findings_does_not_offer_repair(base, tmp_path
     assert code == 1 and "--repair" not in out.splitlines()[-1]
     code, report = verify_json(ws.root, "--repair")
     assert code == 1 and not any(f["repaired"] for f in report["findings"])
+
+
+def test_tampered_members_are_found_and_the_replay_gives_the_true_ones(base, tmp_path, monkeypatch):
+    """Members changed after the selection was recorded no longer match its digest (recorded with the members
+    by issue 23's other half, storage/member_digest.py); the fix the finding gives recomputes the true ones."""
+    pytest.importorskip("lessdb.storage.member_digest")
+    monkeypatch.setenv("LESSDB_PROGRESS", "0")
+    ws = copy_of(base, tmp_path)
+    duck_execute(ws, "UPDATE selection_members SET score = score * 21 WHERE rank = 1")
+    suite_tally.add("corruption kinds made")
+    code, report = verify_json(ws.root)
+    [finding] = [f for f in report["findings"] if f["check"] == "selections" and "digest" in f["what"]]
+    assert code == 1 and finding["severity"] == "error"
+    suite_tally.add("corruption kinds found by verify")
+    code, out, err = lessdb(ws.root, *_command_in(finding["fix"]), "--json")
+    assert code == 0, err
+    assert [m["candidate_id"] for m in json.loads(out)["members_head"]] == base["members"]
