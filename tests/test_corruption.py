@@ -35,23 +35,14 @@ from lessdb.selection import SelectConfig, select
 from lessdb.storage import meta_features, meta_runs, meta_selections
 from lessdb.tasks import add_tasks
 from lessdb.warmup import run_warmup
+from test_faults import _records
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron".split()
 SELECT = ("select", "--task", "toy", "--run", "ref", "--count", "3")
 REPLAY = ("select", "--replay", "ref")
 FEATURIZE = ("featurize", "--run", "ref", "--dim", "64", "--dtype", "float32", "--batch-size", "4", "--device", "cpu")
 POINTER = "run `lessdb verify`"
-
-
-def _records(n: int) -> list[dict]:
-    import random
-
-    rng = random.Random(23)
-    return [{"messages": [{"role": "user", "content": " ".join(rng.choices(WORDS, k=rng.randint(3, 12)))},
-                          {"role": "assistant", "content": " ".join(rng.choices(WORDS, k=rng.randint(2, 8)))}]}
-            for _ in range(n)]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +50,7 @@ def base(tmp_path_factory):
     """One workspace with a pool, a 2-epoch warmup run, its features, a task and a selection `ref`."""
     root = tmp_path_factory.mktemp("corruption")
     ws = Workspace.init(root / "base")
-    pool_file = write_jsonl(root / "pool.jsonl", _records(24))
+    pool_file = write_jsonl(root / "pool.jsonl", _records(23, 24))
     ingest_files(ws, [pool_file], pool="p", progress=False)
     run_warmup(ws, build_warmup_config("p", run_id="ref", model="tiny", percentage=0.5, lora_r=4, lora_alpha=16,
                                        max_seq_length=128, epochs=2, batch_size=4, micro_batch_size=2,
