@@ -347,3 +347,20 @@ def test_tampered_members_are_found_and_the_replay_gives_the_true_ones(base, tmp
     code, out, err = lessdb(ws.root, *_command_in(finding["fix"]), "--json")
     assert code == 0, err
     assert [m["candidate_id"] for m in json.loads(out)["members_head"]] == base["members"]
+
+
+def test_errors_that_are_not_damage_stay_what_they_are():
+    """Only a file that cannot be read is damage: a user's SQL mistakes (even ones naming `checksum` or a missing
+    table) and a lock held by another process are not, so they never point to `lessdb verify`."""
+    import duckdb
+
+    from lessdb.storage.damage import damage_of
+
+    con = duckdb.connect()
+    for query in ("SELECT checksum(1)", "SELECT * FROM no_such_table", "SELEC 1", "SELECT 'Not found: x.lance'::INT"):
+        with pytest.raises(duckdb.Error) as err:
+            con.execute(query)
+        assert damage_of(err.value) is None, query
+    assert damage_of(duckdb.IOException('IO Error: Could not set lock on file "x.duckdb": Conflicting lock')) is None
+    assert damage_of(ValueError("a bug in lessdb")) is None
+    assert damage_of(OSError("LanceError(IO): file size is too small")) is not None

@@ -18,8 +18,9 @@ _LANCE = re.compile(r"LanceError\((IO|Corrupt\w*)\)|Not found: \S*\.(lance|manif
                     r"file size is too small|failed to fill whole buffer|unexpected end of file|"
                     r"Invalid (lance|manifest) file|corrupt(ed)? (file|manifest|data)", re.IGNORECASE)
 # duckdb: block checksums, a file that ends early, a header that is not DuckDB's
-_DUCK = re.compile(r"Corrupt database file|Could not read enough bytes|checksum|not a valid DuckDB database file|"
-                   r"Failed to (read|load) (block|database)|Serialization Error", re.IGNORECASE)
+_DUCK = re.compile(r"Corrupt database file|Could not read enough bytes|does not match stored checksum|"
+                   r"not a valid DuckDB database file|Failed to (read|load) (block|database)|Serialization Error",
+                   re.IGNORECASE)
 # noise in library messages: Rust source locations, repeated "External error:" prefixes
 _RUST_LOCATION = re.compile(r",?\s*/(home/runner|rustc|root/\.cargo)\S*:\d+:\d+")
 _PREFIX = re.compile(r"^(External error: |Invalid: |Invalid Input Error: |IO Error: |Error: )+")
