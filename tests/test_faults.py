@@ -425,10 +425,16 @@ def test_verify_finds_planted_damage_and_repairs_what_is_safe(base, tmp_path):
     assert all(np.array_equal(got[k], v) for k, v in base["vectors"].items())
     # a checkpoint file changed after it was recorded: an error no repair can fix
     ckpt = meta_runs.list_checkpoints(ws, "ref")[0]
-    with open(Path(ckpt.path) / "adapter_model.safetensors", "ab") as fh:
+    adapter = Path(ckpt.path) / "adapter_model.safetensors"
+    size = adapter.stat().st_size
+    with open(adapter, "ab") as fh:
         fh.write(b"\0")
-    out = cli(ws, "verify", "--repair", expect=1).stdout
-    assert "does not match the sha256 recorded" in out and "ERROR" in out
+    try:
+        out = cli(ws, "verify", "--repair", expect=1).stdout
+        assert "does not match the sha256 recorded" in out and "ERROR" in out
+    finally:   # a copied workspace may still name the template's checkpoint files (absolute paths): restore it
+        with open(adapter, "r+b") as fh:
+            fh.truncate(size)
 
 
 # -- issue 23: more kill points, each followed by verify and a rerun equal to the uninterrupted run ----------------

@@ -61,20 +61,20 @@ def set_checkpoint_mean_lr(ws, run_id: str, epoch: int, mean_lr: float) -> None:
 
 
 def require_versions_present(ws, table: str) -> None:
-    """Refuse to read or extend a Lance table whose newest manifests were deleted: the catalogue records a
-    version past its newest, and a new write would reuse that version's number for other rows (a selection
-    pinned to it would read them). `lessdb verify` says what restores it."""
+    """Refuse to extend a Lance table whose newest manifests were deleted while a selection still pins one of
+    those versions: a new write would reuse the lost version's number for other rows, and a replay of that
+    selection would read them. `lessdb verify` says what restores it. (A table removed on purpose and written
+    again, which no selection read, is fine: `verify` then gives the featurize command that fills it.)"""
     from ..errors import WorkspaceDamaged
 
     if not ws.lance.has_table(table):
         return
     with ws.duck.connect(read_only=True) as con:
-        recorded = con.execute(
-            "SELECT max(v) FROM (SELECT j.lance_version AS v FROM feature_jobs j JOIN feature_sets f "
-            "USING (feature_set_id) WHERE f.lance_table = ? UNION ALL SELECT CAST(json_extract(table_versions, "
-            "'$.\"' || ? || '\"') AS BIGINT) FROM selections UNION ALL SELECT lance_version FROM ingests "
-            "WHERE lance_table = ?)", [table, table, table]).fetchone()[0]
+        pinned = con.execute(
+            "SELECT max(v) FROM (SELECT CAST(json_extract(table_versions, '$.\"' || ? || '\"') AS BIGINT) AS v "
+            "FROM selections UNION ALL SELECT c.source_version FROM folded_copies c JOIN feature_sets f "
+            "USING (feature_set_id) WHERE f.lance_table = ?)", [table, table]).fetchone()[0]
     latest = ws.lance.version(table)
-    if recorded is not None and latest is not None and int(recorded) > latest:
-        raise WorkspaceDamaged(f"table {table} ends at version {latest}, but the catalogue records version "
-                               f"{recorded}: the manifests of the versions after {latest} are missing")
+    if pinned is not None and latest is not None and int(pinned) > latest:
+        raise WorkspaceDamaged(f"table {table} ends at version {latest}, but a selection read its version {pinned}: "
+                               f"the manifests of the versions after {latest} are missing")
