@@ -22,6 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+import suite_tally
 from conftest import write_jsonl
 from lessdb import Workspace
 from lessdb.config import build_warmup_config
@@ -55,6 +56,7 @@ TALLY: dict[str, int] = {}   # counts for bench/RESULTS.md (written to $LESSDB_F
 
 def tally(what: str, n: int = 1) -> None:
     TALLY[what] = TALLY.get(what, 0) + n
+    suite_tally.add(f"faults: {what}", n)
 
 
 @pytest.fixture(scope="module", autouse=True)
