@@ -202,7 +202,7 @@ def _shown(f: dataclasses.Field) -> str:
 
 
 def settings_doc(cls) -> str:
-    """`cls`'s docstring followed by one entry per setting: `name: type = default  [--flag]`, then its help,
+    """`cls`'s docstring followed by one entry per setting: `name: type = default  [its flag]`, then its help,
     its choices and any declared bounds (metadata `min`/`max`). Settings without a flag are library-only."""
     settings = [(name, value) for name, value in vars(cls).items() if isinstance(value, dataclasses.Field)]
     intro = inspect.cleandoc(cls.__dict__.get("__doc__") or "")
