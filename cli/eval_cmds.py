@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ..evaluate.config import EvalConfig
+from ..config import EvalConfig
 from .options import options_from_dataclass
 from .common import cli, emit, emit_table, json_option, open_workspace, workspace_option
 

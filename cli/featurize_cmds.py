@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ..featurize.config import FeaturizeConfig
-from ..scale.options import RayOptions
+from ..config import FeaturizeConfig, RayOptions
 from .options import options_from_dataclass
 from .common import cli, emit, emit_table, json_option, open_workspace, workspace_option
 

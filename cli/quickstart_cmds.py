@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ..quickstart import QuickstartConfig
+from ..config import QuickstartConfig
 from .common import cli, emit, json_option, workspace_option, workspace_path
 from .options import options_from_dataclass
 
