@@ -20,7 +20,8 @@ def vacuum(ctx, workspace_override, as_json, **options):
     Example:
         lessdb vacuum --json
     """
-    emit(open_workspace(ctx, workspace_override).vacuum(**options), as_json, lambda result: emit_table([{"table": k, **v} for k, v in result["tables"].items()], ["table", "files_removed", "bytes_removed"]))
+    emit(open_workspace(ctx, workspace_override).vacuum(**options), as_json, lambda result: emit_table(
+        [{"table": k, **v} for k, v in result["tables"].items()], ["table", "files_removed", "bytes_removed"]))
 
 
 @cli.command()

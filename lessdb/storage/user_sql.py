@@ -31,8 +31,9 @@ def python_rows(table: pa.Table) -> list[dict]:
         for name in whole:
             row[name] = None if row[name] is None else int(row[name])
         for name in spans:
-            v = row[name]
-            row[name] = None if v is None else timedelta(days=30 * v.months + v.days, microseconds=v.nanoseconds // 1000)
+            span = row[name]
+            row[name] = None if span is None else timedelta(days=30 * span.months + span.days,
+                                                            microseconds=span.nanoseconds // 1000)
     return rows
 
 
