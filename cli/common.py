@@ -44,6 +44,17 @@ def emit_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2, default=str))
 
 
+def emit(result, as_json: bool, human=None, columns: list[str] | None = None) -> None:
+    """Print what a Workspace method returned: with --json its JSON (a record's `as_dict()`, rows as they are),
+    else `human(result)`, or rows as a table (of `columns`)."""
+    if as_json:
+        emit_json(result.as_dict() if hasattr(result, "as_dict") else result)
+    elif human is not None:
+        human(result)
+    else:
+        emit_table(result, columns)
+
+
 def emit_table(rows: list[dict], columns: list[str] | None = None) -> None:
     """A plain aligned text table (no dependency), for humans; --json is for scripts."""
     if not rows:

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from .common import cli, emit_json, json_option, open_workspace, workspace_option
+from .common import cli, emit, json_option, open_workspace, workspace_option
 
 
 @cli.command()
@@ -13,7 +13,7 @@ from .common import cli, emit_json, json_option, open_workspace, workspace_optio
 @workspace_option
 @json_option
 @click.pass_context
-def verify(ctx, repair: bool, workspace_override, as_json: bool):
+def verify(ctx, workspace_override, as_json: bool, **options):
     """Check the workspace like fsck: every feature key once, complete jobs complete, job counts equal to
     the stored rows, checkpoint and model hashes as recorded, the LanceDB versions selections read still
     there, no rows of unrecorded (killed) ingests, no leftover temp files. Exit status 1 if errors remain.
@@ -23,11 +23,6 @@ def verify(ctx, repair: bool, workspace_override, as_json: bool):
         lessdb verify
         lessdb verify --repair --json
     """
-    from ..verify import verify_workspace
-
-    report = verify_workspace(open_workspace(ctx, workspace_override), repair=repair)
-    if as_json:
-        emit_json(report.as_dict())
-    else:
-        click.echo("\n".join(report.lines()))
+    report = open_workspace(ctx, workspace_override).verify(**options)
+    emit(report, as_json, lambda report: click.echo("\n".join(report.lines())))
     sys.exit(report.exit_code)

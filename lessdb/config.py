@@ -1,4 +1,8 @@
-"""Typed configuration of LoRA training (warmup now, `lessdb train` later) and its presets.
+"""Every command's settings, importable from here: `help(lessdb.config.SelectConfig)` lists each setting with its
+type, default, flag and help (generated from the fields: `settings.settings_doc`).
+
+Declared here: LoRA training (warmup and `lessdb train`) and its presets, and `embed`'s settings; the other
+stages' configs live with their stage and load on first use (`CONFIGS` names every one and its module).
 
 Defaults are the paper's (LESS §4.1 / Appendix A.2), meant for a GPU. `cpu-small` sizes a warmup for a
 2-core laptop CPU so the quickstart's warmup takes a few minutes on the real SmolLM2-135M; it turns exactly
@@ -12,7 +16,8 @@ from dataclasses import dataclass
 from .batching import CPU_BATCH_TOKENS
 from .choices import DEFAULT_MODEL, MODEL_HELP
 from .errors import LessdbError
-from .settings import DEFAULT_MAX_SEQ_LENGTH, SettingError, raise_problems, setting
+from .lazy import lazy_exports
+from .settings import DEFAULT_MAX_SEQ_LENGTH, SettingError, check_choices, raise_problems, setting
 
 PAPER_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 
@@ -240,3 +245,49 @@ def build_train_config(selection: str, preset: str | None = None, **overrides) -
     cfg.lora.validate()
     cfg.training.validate()
     return cfg
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """The settings of `lessdb embed`: RDS / RDS+ embeddings of a run's pool, stored once per (model, pooling,
+    token window) as a feature set that every later `select --method rds|rds+` reads."""
+    run_id: str = setting(help="Warmup run: its base model, tokenizer and pool.", flag="--run")
+    pooling: str = setting("mean", "last: the final hidden state at the last token (RDS); mean: mean-pooled (RDS+).",
+                           choices=("last", "mean"))   # featurize/hidden.py's POOLINGS (a test keeps them equal)
+    max_seq_length: int | None = setting(None, "Token window.", show="the run's")
+    shard: tuple[int, int] = setting((0, 1), "i/n: embed only this shard (run n processes for a big pool).",
+                                     show="0/1")
+    where: str | None = setting(None, "SQL condition on candidate metadata.")
+    device: str = setting("cpu", "cpu or cuda.")
+    batch_size: int = setting(16, "Examples per forward pass.")
+    progress: bool = setting(True, "Progress on stderr.", cli=False)
+
+    def validate(self) -> None:
+        problems: list[tuple[str, str]] = []
+        check_choices(self, problems)
+        i, n = self.shard
+        if not (n >= 1 and 0 <= i < n):
+            problems.append(("shard", f"{i}/{n}: need 0 <= i < n"))
+        if self.batch_size < 1:
+            problems.append(("batch_size", f"{self.batch_size} must be >= 1"))
+        if self.max_seq_length is not None and self.max_seq_length < 2:
+            problems.append(("max_seq_length", f"{self.max_seq_length} is too small"))
+        raise_problems(self, problems)
+
+
+# every command's config -> the module that declares it; those of other stages load on first use, so that
+# `import lessdb.config` stays light and the stages can import this module
+CONFIGS = {
+    "LoraSettings": __name__, "TrainingSettings": __name__, "WarmupConfig": __name__, "TrainConfig": __name__,
+    "EmbedConfig": __name__,
+    "FeaturizeConfig": "lessdb.featurize.config",
+    "RayOptions": "lessdb.scale.options",
+    "SelectConfig": "lessdb.selection.plan",
+    "EvalConfig": "lessdb.evaluate.config",
+    "QuickstartConfig": "lessdb.quickstart",
+}
+__getattr__ = lazy_exports(__name__, {name: module for name, module in CONFIGS.items() if module != __name__})
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(CONFIGS))

@@ -14,6 +14,10 @@ named inside a sentence is written `ref("pool")`:
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import re
+import textwrap
+import weakref
 from dataclasses import MISSING, field
 
 from .errors import _REF_PATTERN, LessdbError, ref, render_refs  # noqa: F401 (ref: re-exported)
@@ -33,8 +37,8 @@ def setting(default=MISSING, help: str = "", *, default_factory=MISSING, flag: s
     metadata = {"help": help, "flag": flag, "choices": tuple(choices) if choices is not None else None,
                 "cli": cli, "show": show, "short": short, "multiple": multiple, "metavar": metavar}
     if default_factory is not MISSING:
-        return field(default_factory=default_factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
+        return _documenting(field(default_factory=default_factory, metadata=metadata))
+    return _documenting(field(default=default, metadata=metadata))
 
 
 def field_named(cls, name: str) -> dataclasses.Field:
@@ -111,3 +115,113 @@ def check_choices(obj, problems: list[tuple[str, str]]) -> None:
 def raise_problems(obj, problems: list[tuple[str, str]]) -> None:
     if problems:
         raise SettingError(type(obj), problems)
+
+
+# -- text given for typed settings ----------------------------------------------------------------------------
+# A setting typed as a list of epochs or as a shard may come as text (the command line always gives text): one
+# parser per shape, chosen by the field's annotation, so `featurize --checkpoints`, `select --checkpoints`,
+# `featurize --shard` and `embed --shard` read and refuse text the same way.
+_EPOCH_LIST = re.compile(r"^(tuple\[int, \.\.\.\]|list\[int\])")
+_SHARD = "tuple[int, int]"
+
+
+def _annotation(f: dataclasses.Field) -> str:
+    return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+
+
+def parse_epochs(text: str) -> tuple[int, ...] | None:
+    """'all' (or nothing) -> None (every checkpoint); '1,2' -> (1, 2). ValueError says what was expected."""
+    if not text.strip() or text.strip().lower() == "all":
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"{text!r}: expected 'all' or epochs like 1,2") from None
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' -> (i, n); nothing -> (0, 1), the whole pool. ValueError says what was expected."""
+    if not text.strip():
+        return (0, 1)
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"{text!r}: expected i/n, e.g. 0/4 (i from 0 to n-1)") from None
+    return (i, n)
+
+
+def parse_setting(cls, name: str, value):
+    """`value` for field `name` of `cls`: text for an epoch list or a shard parsed by the field's type (a
+    SettingError naming the field if it does not parse); anything else unchanged."""
+    if not isinstance(value, str):
+        return value
+    kind = _annotation(field_named(cls, name))
+    try:
+        if _EPOCH_LIST.match(kind):
+            epochs = parse_epochs(value)
+            return None if epochs is None else (list(epochs) if kind.startswith("list") else epochs)
+        if kind.split("|")[0].strip() == _SHARD:
+            return parse_shard(value)
+    except ValueError as exc:
+        raise SettingError(cls, [(name, str(exc))]) from None
+    return value
+
+
+# -- help(Config) lists the settings ----------------------------------------------------------------------------
+class _SettingField(dataclasses.Field):
+    """A field made by `setting`. Python calls `__set_name__` on each once its class exists (every field is in
+    the class by then), so the first call writes the class's docstring from its settings: `help(SelectConfig)`
+    shows each field's type, default, flag and help, whatever module declares the config."""
+    __slots__ = ()
+
+    def __set_name__(self, owner, name):
+        super().__set_name__(owner, name)
+        if owner not in _DOCUMENTED:
+            _DOCUMENTED.add(owner)
+            owner.__doc__ = settings_doc(owner)
+
+
+_DOCUMENTED: "weakref.WeakSet[type]" = weakref.WeakSet()
+
+
+def _documenting(f: dataclasses.Field) -> dataclasses.Field:
+    f.__class__ = _SettingField   # same slots: only __set_name__ differs
+    return f
+
+
+def _shown(f: dataclasses.Field) -> str:
+    if f.metadata.get("show") is not None:
+        return f.metadata["show"]
+    if f.default is not MISSING:
+        return repr(f.default)
+    if f.default_factory is not MISSING:
+        made = f.default_factory()
+        name = type(made).__name__
+        return f"{name}() (its settings: help({name}))" if dataclasses.is_dataclass(made) else repr(made)
+    return "required"
+
+
+def settings_doc(cls) -> str:
+    """`cls`'s docstring followed by one entry per setting: `name: type = default  [its flag]`, then its help,
+    its choices and any declared bounds (metadata `min`/`max`). Settings without a flag are library-only."""
+    settings = [(name, value) for name, value in vars(cls).items() if isinstance(value, dataclasses.Field)]
+    intro = inspect.cleandoc(cls.__dict__.get("__doc__") or "")
+    lines = [intro, ""] if intro else []
+    lines.append("Settings (keyword arguments; the command-line flag in brackets):")
+    annotations = cls.__dict__.get("__annotations__", {})
+    for name, f in settings:
+        meta = f.metadata
+        kind = annotations.get(name, "")
+        kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+        flag = meta.get("flag") or "--" + name.replace("_", "-")
+        head = f"  {name}: {kind} = {_shown(f)}" + (f"  [{flag}]" if meta.get("cli", True) else "")
+        notes = [meta.get("help", "")]
+        if meta.get("choices"):
+            notes.append("One of: " + ", ".join(map(str, meta["choices"])) + ".")
+        bounds = [f"{word} {meta[key]}" for key, word in (("min", ">="), ("max", "<=")) if meta.get(key) is not None]
+        if bounds:
+            notes.append("Must be " + " and ".join(bounds) + ".")
+        lines.append(head)
+        lines += textwrap.wrap(" ".join(n for n in notes if n), 100, initial_indent=" " * 6,
+                               subsequent_indent=" " * 6, break_on_hyphens=False)
+    return "\n".join(lines)

@@ -22,7 +22,7 @@ from .. import __version__, faults, owners
 from ..choices import DEFAULT_STORED_DTYPE
 from ..errors import LessdbError
 from ..progress import Progress
-from ..settings import DEFAULT_MAX_SEQ_LENGTH, SettingError
+from ..settings import DEFAULT_MAX_SEQ_LENGTH, parse_setting
 from ..storage import features as fstore
 from ..storage import meta_features
 from ..storage.meta_scale import lease_owner
@@ -73,13 +73,8 @@ def shard_of(example_id: str, n: int) -> int:
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
-    if not text:
-        return (0, 1)
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise SettingError(FeaturizeConfig, [("shard", f"{text!r}: expected i/n, e.g. 0/4 (i from 0 to n-1)")]) from None
-    return (i, n)
+    """'i/n' -> (i, n) (the one parser: `settings.parse_setting`)."""
+    return parse_setting(FeaturizeConfig, "shard", text or "")
 
 
 def _resolve_compute(compute_dtype: str, device: str) -> str:

@@ -52,6 +52,10 @@ class SelectionResult:
         d["members_head"] = [asdict(m) for m in self.members[:top]]
         return d
 
+    def as_dict(self) -> dict:
+        """What `lessdb select --json` prints (its notes name settings by field; the CLI shows flags)."""
+        return self.summary()
+
 
 def require_candidates(ws, plan: Plan, ids: list[str]) -> None:
     """A clear error when the filter (or the pool) leaves nothing to score."""
