@@ -38,17 +38,17 @@ def measure(workspace: str, cap: int, n: int, threads: int) -> dict:
     import torch
 
     from lessdb import Workspace
-    from lessdb.completion_loss import completion_token_losses
-    from lessdb.config import LoraSettings
+    from lessdb.models.completion_loss import completion_token_losses
+    from lessdb.runs.config import LoraSettings
     from lessdb.featurize.adam import GradTransform
-    from lessdb.batching import batches_by_length
+    from lessdb.models.batching import batches_by_length
     from lessdb.featurize.engine import FeatureEngine
     from lessdb.featurize.per_example_grads import lora_params
     from lessdb.featurize.sketch import make_sketch
-    from lessdb.models import load_base_model, prepare_model
+    from lessdb.models.loading import load_base_model, prepare_model
     from lessdb.phase_meter import PhaseMeter, release_freed_memory
-    from lessdb.tokenization import collate, encode_window, pad_token_id
-    from lessdb.training import build_lora_model
+    from lessdb.models.tokenization import collate, encode_window, pad_token_id
+    from lessdb.runs.trainer import build_lora_model
 
     torch.set_num_threads(threads)
     ws = Workspace.init(workspace)

@@ -67,11 +67,12 @@ def bench_featurize(n: int, tmp: Path) -> dict:
     import torch
 
     from lessdb import Workspace
-    from lessdb.config import build_warmup_config
+    from lessdb.runs.config import build_warmup_config
     from lessdb.featurize import FeaturizeConfig, featurize_run
     from lessdb.ingest.pipeline import ingest_files
-    from lessdb.scale import RayOptions, featurize_ray
-    from lessdb.warmup import run_warmup
+    from lessdb.featurize.ray_engine import featurize_ray
+    from lessdb.scale import RayOptions
+    from lessdb.runs.warmup import run_warmup
 
     pool = tmp / "pool.jsonl"
     pool.write_text("".join(json.dumps(r) + "\n" for r in _records(n)))

@@ -29,7 +29,7 @@ def embed_cmd(ctx, run_id, pooling, max_seq_length, shard, where, device, batch_
     from dataclasses import asdict
 
     from ..featurize import parse_shard
-    from ..featurize.hidden import embed_run
+    from ..featurize.embeddings import embed_run
 
     s = embed_run(open_workspace(ctx, workspace_override), run_id, pooling, max_seq_length, parse_shard(shard), where,
                   device, batch_size)

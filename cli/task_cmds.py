@@ -20,7 +20,7 @@ def tasks_cmd(ctx, verbose: bool, workspace_override, as_json: bool):
     Example:
         lessdb tasks --verbose
     """
-    from .. import tasks as tasks_lib
+    from ..tasks import catalog as tasks_lib
     rows = tasks_lib.list_tasks(open_workspace(ctx, workspace_override))
     if as_json:
         emit_json(rows)
@@ -79,7 +79,7 @@ def task_add(ctx, name, file, less_eval_dir, replace, description, workspace_ove
         lessdb task add --less-eval-dir LESS/data/eval
     """
     ws = open_workspace(ctx, workspace_override)
-    from .. import tasks as tasks_lib
+    from ..tasks import catalog as tasks_lib
     added = tasks_lib.add_tasks(ws, name=name, file=file, less_eval_dir=less_eval_dir, replace=replace,
                                 description=description)
     if as_json:
@@ -103,7 +103,7 @@ def task_show(ctx, name, full, workspace_override, as_json):
     Example:
         lessdb task show bbh --full
     """
-    from .. import tasks as tasks_lib
+    from ..tasks import catalog as tasks_lib
     info = tasks_lib.describe_task(open_workspace(ctx, workspace_override), name)
     if as_json:
         emit_json(info)

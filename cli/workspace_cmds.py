@@ -72,7 +72,7 @@ def versions(ctx, workspace_override, as_json: bool):
     Example:
         lessdb versions --json
     """
-    from ..versions import workspace_versions
+    from ..storage.versions import workspace_versions
     rows = workspace_versions(open_workspace(ctx, workspace_override))
     if as_json:
         emit_json(rows)

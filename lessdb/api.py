@@ -48,10 +48,10 @@ class WorkspaceAPI:
         (lora_r, lora_alpha, lora_dropout, lora_target_modules) and TrainingSettings fields (lr, epochs, seed,
         batch_size, ...), over `preset`'s values; or pass a whole `config` (a WarmupConfig). `resume=True`
         continues the `run_id` run (else the latest unfinished one of `pool`) with its recorded settings."""
-        from .config import build_warmup_config
+        from .runs.config import build_warmup_config
         from .errors import LessdbError
-        from .runs import refuse_settings_with_resume
-        from .warmup import resume_warmup, run_warmup
+        from .runs.lifecycle import refuse_settings_with_resume
+        from .runs.warmup import resume_warmup, run_warmup
 
         if resume:
             refuse_settings_with_resume(settings, preset)
@@ -77,7 +77,8 @@ class WorkspaceAPI:
             config = replace(config, **given)
         config.validate()
         if config.engine == "ray":
-            from .scale import RayOptions, featurize_ray
+            from .featurize.ray_engine import featurize_ray
+            from .scale import RayOptions
 
             return featurize_ray(self, config, ray or RayOptions())
         from .featurize.job import featurize_run
@@ -87,7 +88,7 @@ class WorkspaceAPI:
     def fold(self, feature_set: str, low_dim: int, *, progress: bool = True) -> dict:
         """`lessdb fold`: make or extend a feature set's folded copy at d = `low_dim` (what `select
         --prefilter` scores first); resumable, exactly once. -> its `folded_copies` row."""
-        from .scale.folded import sync_folded
+        from .featurize.folding import sync_folded
         from .storage.features import get_feature_set
 
         return sync_folded(self, get_feature_set(self, feature_set), int(low_dim), progress=progress)
@@ -123,9 +124,9 @@ class WorkspaceAPI:
               config=None, **settings):
         """`lessdb train`: LoRA-train on a selection's examples ('full' / 'random:P' for the baselines)
         -> TrainSummary. `settings` as for `warmup` (plus `model`); `resume=True` continues a run."""
-        from .config import TrainConfig, build_train_config
-        from .train import resume_train, run_train
-        from .runs import refuse_settings_with_resume
+        from .runs.config import TrainConfig, build_train_config
+        from .runs.train import resume_train, run_train
+        from .runs.lifecycle import refuse_settings_with_resume
 
         if resume:
             refuse_settings_with_resume({"selection": selection, **settings}, preset, TrainConfig)
@@ -203,6 +204,6 @@ class WorkspaceAPI:
 
     def tasks(self) -> list[dict]:
         """`lessdb tasks`."""
-        from .tasks import list_tasks
+        from .tasks.catalog import list_tasks
 
         return list_tasks(self)

@@ -60,11 +60,11 @@ def _reusable_run(ws, pool: str, model: str) -> str | None:
 def run_quickstart(cfg: QuickstartConfig) -> dict:
     from .featurize import FeaturizeConfig, featurize_run
     from .ingest import ingest_builtin
-    from .model_reuse import reuse_checkpoint_models
-    from .models import prepare_model
+    from .runs.checkpoint_models import reuse_checkpoint_models
+    from .models.loading import prepare_model
     from .phase_meter import PhaseMeter, release_freed_memory
     from .selection import SelectConfig, list_selections, select, show_selection
-    from .warmup import resume_warmup
+    from .runs.warmup import resume_warmup
 
     meter, stack = PhaseMeter(), ExitStack()
     from .workspace import Workspace, default_workspace_path

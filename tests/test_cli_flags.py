@@ -11,7 +11,7 @@ import pytest
 
 from lessdb.cli.main import cli
 from lessdb.cli.options import flag_name, setting_error_message
-from lessdb.config import PRESETS, LoraSettings, TrainingSettings, WarmupConfig, build_warmup_config
+from lessdb.runs.config import PRESETS, LoraSettings, TrainingSettings, WarmupConfig, build_warmup_config
 from lessdb.evaluate.config import EvalConfig
 from lessdb.featurize.config import FeaturizeConfig
 from lessdb.quickstart import QuickstartConfig
@@ -203,7 +203,7 @@ def test_errors_name_flags_in_the_cli_and_fields_in_python(tmp_path):
 
 def test_every_field_a_message_names_is_a_flag():
     """Each `ref("field")` in the library names a setting that the CLI has a flag for."""
-    from lessdb.config import TrainConfig
+    from lessdb.runs.config import TrainConfig
 
     owners = (SelectConfig, TrainConfig, WarmupConfig, FeaturizeConfig, EvalConfig, RayOptions, None)
     refs = set()

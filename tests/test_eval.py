@@ -21,12 +21,12 @@ from lessdb.evaluate import items as I
 from lessdb.evaluate.items import EvalItem, TestSet, load_test_set
 from lessdb.evaluate.run_eval import (EvalConfig, build_prompts, compare, compare_table, method_of,
                                       run_eval, score_test_set)
-from lessdb.evaluate.scoring import conversation_losses, cut_at_stops, generate_greedy, next_token_logits
+from lessdb.evaluate.inference import conversation_losses, cut_at_stops, generate_greedy, next_token_logits
 from lessdb.storage import meta_evals, meta_runs, meta_selections
 from lessdb.storage.meta_evals import EvalRecord, ItemResult, MetricValue
-from lessdb.tasks import add_tasks, load_task
-from lessdb.tiny import tiny_llama, tiny_tokenizer
-from lessdb.tokenization import encode_conversation
+from lessdb.tasks.catalog import add_tasks, load_task
+from lessdb.models.tiny import tiny_llama, tiny_tokenizer
+from lessdb.models.tokenization import encode_conversation
 
 from conftest import LESS_EVAL, run_cli, write_jsonl
 
@@ -430,10 +430,10 @@ def test_compare_table_from_recorded_results(workspace):
 
 # -- a trained run: base + LoRA of its checkpoint ------------------------------------------------------------------
 def test_eval_of_a_warmup_run_uses_its_checkpoint(workspace, tmp_path):
-    from lessdb.config import build_warmup_config
+    from lessdb.runs.config import build_warmup_config
     from lessdb.ingest import ingest_files
-    from lessdb.models import load_checkpoint_model
-    from lessdb.warmup import run_warmup
+    from lessdb.models.loading import load_checkpoint_model
+    from lessdb.runs.warmup import run_warmup
 
     recs = [{"messages": [{"role": "user", "content": f"repeat w{i}"}, {"role": "assistant", "content": f"w{i} w{i}"}]}
             for i in range(12)]

@@ -12,13 +12,14 @@ import random
 import numpy as np
 import pytest
 
-from lessdb import Workspace, tasks
-from lessdb.config import build_warmup_config
+from lessdb import Workspace
+from lessdb.tasks import catalog as tasks
+from lessdb.runs.config import build_warmup_config
 from lessdb.featurize import FeaturizeConfig, featurize_run
 from lessdb.ingest.pipeline import ingest_files
-from lessdb.selection import SelectConfig, hybrid, select
+from lessdb.selection import SelectConfig, fusion as hybrid, select
 from lessdb.storage import meta_selections as meta
-from lessdb.warmup import run_warmup
+from lessdb.runs.warmup import run_warmup
 
 from conftest import run_cli, write_jsonl
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from lessdb import Workspace, models
+from lessdb import Workspace
+from lessdb.models import loading as models
 from lessdb.featurize import featurize_run, validation_features
-from lessdb.model_reuse import reuse_checkpoint_models
+from lessdb.runs.checkpoint_models import reuse_checkpoint_models
 from lessdb.storage.features import iter_feature_batches
 from test_featurize_jobs import _config, _records, template, ws_run  # noqa: F401  (tiny warmup run, 2 checkpoints)
 

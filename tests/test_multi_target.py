@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lessdb import LessdbError, tasks
+from lessdb import LessdbError
+from lessdb.tasks import catalog as tasks
 from lessdb.selection import SelectConfig, select, show_selection
 from lessdb.selection.picking import pick, split_by_weight
 from lessdb.selection.scoring import top_k

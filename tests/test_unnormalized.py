@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from conftest import write_jsonl
-from lessdb import LessdbError, Workspace, tasks
-from lessdb.config import build_warmup_config
+from lessdb import LessdbError, Workspace
+from lessdb.tasks import catalog as tasks
+from lessdb.runs.config import build_warmup_config
 from lessdb.choices import DEFAULT_VAL_TRUNCATION
 from lessdb.conversation import content_hash
 from lessdb.featurize import FeaturizeConfig, featurize_run, validation_features, validation_key
@@ -26,7 +27,7 @@ from lessdb.ingest.pipeline import ingest_files
 from lessdb.selection import SelectConfig, select
 from lessdb.storage import features as fstore
 from lessdb.storage import meta_runs
-from lessdb.warmup import run_warmup
+from lessdb.runs.warmup import run_warmup
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -77,8 +78,8 @@ def ws_run(template, tmp_path):
 def _exact_sketches(ws, run_id, info, epoch, conversations: list[list[dict]], adam: bool) -> np.ndarray:
     """Π·Γ (adam) or Π·g (plain gradient) of each conversation in float64, without the featurize engine: one
     example at a time through ordinary autograd, Adam as the paper writes it, Π = rademacher blocks per slice."""
-    from lessdb import models
-    from lessdb.tokenization import collate, encode_conversation, pad_token_id
+    from lessdb.models import loading as models
+    from lessdb.models.tokenization import collate, encode_conversation, pad_token_id
 
     model, base = models.load_checkpoint_model(ws, run_id, epoch, device="cpu", dtype=torch.float32)
     named = dict(model.named_parameters())

@@ -25,7 +25,7 @@ import json
 import zipfile
 from pathlib import Path
 
-from lessdb.tasks import BUILTIN_MANIFEST, less_bbh_examples, less_mmlu_example, task_hash
+from ..tasks.catalog import BUILTIN_MANIFEST, less_bbh_examples, less_mmlu_example, task_hash
 
 DATA_DIR = Path(__file__).resolve().parent
 BBH_DIR = "lm_eval/tasks/bbh/cot_fewshot/"

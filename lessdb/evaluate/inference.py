@@ -8,9 +8,9 @@ from typing import Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from ..completion_loss import completion_token_losses
+from ..models.completion_loss import completion_token_losses
 from ..progress import Progress
-from ..tokenization import collate, encode_window, pad_token_id
+from ..models.tokenization import collate, encode_window, pad_token_id
 
 
 @contextmanager

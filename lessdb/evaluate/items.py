@@ -340,7 +340,7 @@ def mmlu_prompt(subject: str, shots: list[dict], item: EvalItem, k: int | None =
 
 # -- TyDiQA -------------------------------------------------------------------------------------------------
 # LESS/open-instruct's per-language prompt labels: one table, shared with the validation task.
-from ..less_formats import TYDIQA_TEMPLATES  # noqa: E402
+from ..tasks.less_formats import TYDIQA_TEMPLATES  # noqa: E402
 
 TYDIQA_DEV = "tydiqa-goldp-v1.1-dev.json"
 TYDIQA_TRAIN = "tydiqa-goldp-v1.1-train.json"

@@ -23,7 +23,7 @@ from . import metrics as M
 from .items import (BENCHMARKS, MMLU_LETTERS, TestSet, bbh_prompt, load_test_set, mmlu_prompt,
                     tydiqa_user_text)
 from .config import EvalConfig  # noqa: F401 (re-exported)
-from .scoring import conversation_losses, generate_greedy, next_token_logits
+from .inference import conversation_losses, generate_greedy, next_token_logits
 
 # LESS's generation settings per task (eval/*/run_eval.py)
 MAX_NEW_TOKENS = {"bbh": 512, "tydiqa": 50}
@@ -223,7 +223,7 @@ def method_of(run: dict | None) -> str:
 
 
 def _validation_examples(ws, task: str) -> tuple[dict[str, list[list[dict]]], str]:
-    from ..tasks import load_task  # owner A; imported late so the metric code works without a workspace task
+    from ..tasks.catalog import load_task  # owner A; imported late so the metric code works without a workspace task
 
     t = load_task(ws, task)
     return {sub: [ex.messages for ex in exs] for sub, exs in t.subtasks.items()}, t.task_hash
@@ -244,7 +244,7 @@ def run_eval(ws, cfg: EvalConfig) -> EvalSummary:
         if want_task else None
     validation, task_hash = _validation_examples(ws, cfg.task) if want_loss else (None, None)
 
-    from .. import models  # owner B
+    from ..models import loading as models  # owner B
 
     device = models.resolve_device(cfg.device)
     run = None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..batching import CPU_BATCH_TOKENS
+from ..models.batching import CPU_BATCH_TOKENS
 from ..choices import DEFAULT_SKETCH, GRAD_KINDS, SKETCH_KINDS, STORED_DTYPE_NAMES
 from ..scale.options import ENGINES
 from ..settings import check_choices, raise_problems, setting

@@ -46,7 +46,7 @@ class EmbedSummary:
 
 def hidden_feature_set(ws, run_id: str, loaded, pooling: str, max_seq_length: int) -> fstore.FeatureSetInfo:
     """The feature set of (model weights, tokenizer, pooling, window), created on first use."""
-    from ..tokenization import tokenizer_id
+    from ..models.tokenization import tokenizer_id
 
     if pooling not in POOLINGS:
         raise SettingError(None, [("pooling", f"{pooling!r}: choose last (RDS) or mean (RDS+)")])
@@ -72,7 +72,7 @@ def embed_candidates(ws, info: fstore.FeatureSetInfo, loaded, pool: str, ids: li
     """Embed the candidates of `ids` in this shard that the feature set has neither stored nor excluded."""
     from ..selection.baselines import hidden_state_embeddings
     from ..storage.candidates import read_candidates
-    from ..tokenization import encode_conversation, pad_token_id
+    from ..models.tokenization import encode_conversation, pad_token_id
 
     t0 = time.monotonic()
     i, n = shard
@@ -121,7 +121,7 @@ def embed_run(ws, run_id: str, pooling: str, max_seq_length: int | None = None, 
               where: str | None = None, device: str = "cpu", batch_size: int = 16,
               progress: bool = True) -> EmbedSummary:
     """`lessdb embed`: the run's pool (optionally filtered) into the (model, pooling, window) feature set."""
-    from ..models import load_base_model
+    from ..models.loading import load_base_model
     from ..selection.plan import run_max_seq_length
     from ..storage import meta_runs
     from ..storage.candidates import candidates_version, select_candidate_ids

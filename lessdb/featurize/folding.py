@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from .. import faults
 from ..errors import LessdbError
-from .prefilter import fold
+from ..scale.prefilter import fold
 
 COMMIT_ROWS = 65536     # rows per Lance commit of the folded table (a kill loses at most this much work)
 TAKE_ROWS = 4096        # rows per read of the full table
@@ -60,7 +60,7 @@ def sync_folded(ws, fs, low_dim: int, source_version: int | None = None, progres
     returns its `folded_copies` row (lance_version: the folded version to read)."""
     from ..progress import Progress
     from ..storage.features import vector_view
-    from ..storage.folded import folded_copy, folded_schema, folded_table_name, record_folded_copy
+    from ..storage.folded_copies import folded_copy, folded_schema, folded_table_name, record_folded_copy
 
     check_foldable(fs, low_dim)
     name = folded_table_name(fs.feature_set_id, low_dim)
@@ -120,7 +120,7 @@ def sync_folded(ws, fs, low_dim: int, source_version: int | None = None, progres
 def refresh_folded_copies(ws, feature_set_id: str, progress: bool = True) -> list[dict]:
     """Extend every folded copy of a feature set to its latest version (called when featurize finishes)."""
     from ..storage.features import get_feature_set
-    from ..storage.folded import folded_copies
+    from ..storage.folded_copies import folded_copies
 
     copies = folded_copies(ws, feature_set_id)
     if not copies:

@@ -28,7 +28,7 @@ from ..storage import meta_features
 from ..storage.meta_scale import lease_owner
 from .planning import job_row, plan_run, todo_ids, unit_rows  # noqa: F401  (both engines plan through these)
 from .adam import GRAD_KINDS, AdamState, GradTransform
-from ..batching import batches_by_length, token_budget
+from ..models.batching import batches_by_length, token_budget
 from .engine import FeatureEngine
 from .per_example_grads import lora_params
 from .config import COMPUTE_DTYPES, FeaturizeConfig  # noqa: F401 (re-exported)
@@ -110,7 +110,7 @@ class _Loaded:
 def _load(ws, run_id: str, epoch: int, device: str, compute: str, facts: tuple | None = None) -> _Loaded:
     """`facts` = (model name, model sha256, CheckpointInfo): load without reading the catalogue (`ws` then
     only needs `models_dir`; distributed workers)."""
-    from .. import models
+    from ..models import loading as models
 
     if device.startswith("cuda"):
         dtype, autocast = (torch.bfloat16 if compute == "bfloat16" else torch.float32), None
@@ -136,7 +136,7 @@ def _identity(run: dict, loaded: _Loaded, tokenizer_id: str, max_len: int, grad_
 
 def _ensure_feature_set(ws, run: dict, loaded: _Loaded, cfg: FeaturizeConfig, max_len: int, compute: str,
                         device: str) -> fstore.FeatureSetInfo:
-    from ..tokenization import tokenizer_id
+    from ..models.tokenization import tokenizer_id
 
     sketch = make_sketch(cfg.sketch, [p.numel for p in loaded.params], cfg.dim, cfg.seed, "cpu", cfg.sketch_nnz)
 
@@ -184,7 +184,7 @@ def _sketch_for(info: fstore.FeatureSetInfo, loaded: _Loaded, device: str):
 
 
 def _optimizer_state(ckpt) -> AdamState:
-    from .. import models
+    from ..models import loading as models
 
     return AdamState.from_dict(models.load_optimizer_state(ckpt.path))
 
@@ -258,7 +258,7 @@ class _Writer(RowBuffer):
 def _compute(engine: FeatureEngine, tokenizer, items: list[tuple[str, list[dict]]], max_len: int,
              batch_size: int, writer: RowBuffer, progress: Progress | None, truncation: str = "right") -> None:
     """Encode, exclude the examples without completion tokens, batch by length, compute, hand to writer."""
-    from ..tokenization import collate, encode_window, pad_token_id
+    from ..models.tokenization import collate, encode_window, pad_token_id
 
     pad = pad_token_id(tokenizer)
     encoded, excluded = [], []
@@ -296,7 +296,7 @@ def _shard_counts(ws, info, epoch: int, mine: list[str]) -> dict:
 
 def featurize_run(ws, cfg: FeaturizeConfig) -> FeaturizeSummary:
     """Compute and append the gradient features of the run's candidates (see module docstring)."""
-    from ..recovery import clean_up_after_kills
+    from ..storage.cleanup import clean_up_after_kills
     from ..storage.candidates import read_candidates
 
     t_start = time.monotonic()
@@ -342,7 +342,7 @@ def featurize_run(ws, cfg: FeaturizeConfig) -> FeaturizeSummary:
             meta_features.finish_job(ws, job_id, counts=_shard_counts(ws, info, epoch, plan.mine))
         summary.jobs.append({"job_id": job_id, "epoch": epoch, "todo": len(todo), "shard_examples": len(plan.mine)})
         loaded = None  # the next epoch has its own adapter
-    from ..scale.folded import refresh_folded_copies
+    from .folding import refresh_folded_copies
     refresh_folded_copies(ws, info.feature_set_id, progress=cfg.progress)   # folded copies stay beside the vectors
     summary.seconds = time.monotonic() - t_start
     if summary.lance_version is None:

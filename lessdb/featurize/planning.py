@@ -32,7 +32,7 @@ class RunPlan:
 
 def plan_run(ws, cfg: "FeaturizeConfig", device: str | None = None) -> RunPlan:
     """`device`: where the vectors will be computed (default: cfg.device resolved here)."""
-    from ..models import resolve_device
+    from ..models.loading import resolve_device
     from ..storage import meta_runs
     from ..storage.candidates import candidates_version, select_candidate_ids
     from .job import _resolve_compute, _run_max_seq_length, shard_of

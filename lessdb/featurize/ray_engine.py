@@ -29,10 +29,10 @@ from ..progress import Progress
 from ..storage import meta_features, meta_scale
 from ..storage import features as fstore
 from ..storage.lance_tables import CANDIDATES
-from . import commits
-from .cluster import import_ray, ray_session, remote_error
-from .options import RayOptions
-from .shipping import pack_checkpoint
+from ..scale import commits
+from ..scale.cluster import import_ray, ray_session, remote_error
+from ..scale.options import RayOptions
+from ..scale.shipping import pack_checkpoint
 
 
 def _driver_fault(n_commits: int) -> None:
@@ -172,7 +172,7 @@ def _run_units(ray, actors, spec, units, committer: _Committer, progress: Progre
 
 def _actors(ray, opts: RayOptions, n_units: int, stack) -> list:
     """The actor pool of one featurize call (each actor loads one checkpoint at a time); killed at the end."""
-    from .worker import FeaturizeWorker
+    from .ray_worker import FeaturizeWorker
 
     cls = ray.remote(FeaturizeWorker)
     threads = max(1, int(opts.cpus_per_worker))
@@ -184,8 +184,8 @@ def _actors(ray, opts: RayOptions, n_units: int, stack) -> list:
 
 def featurize_ray(ws, cfg, opts: RayOptions):
     """The Ray engine of `featurize_run` (same arguments plus RayOptions; same summary)."""
-    from ..featurize.job import FeaturizeSummary, _ensure_feature_set, _load
-    from ..featurize.planning import plan_run, unit_rows
+    from .job import FeaturizeSummary, _ensure_feature_set, _load
+    from .planning import plan_run, unit_rows
 
     opts.validate()
     t_start = time.monotonic()
@@ -204,7 +204,7 @@ def featurize_ray(ws, cfg, opts: RayOptions):
         # workers' Lance temp files are in flight until the driver commits: no cleanup may take them meanwhile
         stack.enter_context(ws.lance.writing())
         _run_epochs(ws, cfg, opts, plan, info, schema, summary, owner, size, stack, t_start)
-    from .folded import refresh_folded_copies
+    from .folding import refresh_folded_copies
     refresh_folded_copies(ws, info.feature_set_id, progress=cfg.progress)   # folded copies stay beside the vectors
     summary.seconds = time.monotonic() - t_start
     if summary.lance_version is None:
@@ -214,7 +214,7 @@ def featurize_ray(ws, cfg, opts: RayOptions):
 
 
 def _run_epochs(ws, cfg, opts, plan, info, schema, summary, owner, size, stack, t_start) -> None:
-    from ..featurize.planning import job_row, todo_ids
+    from .planning import job_row, todo_ids
 
     ray = actors = None
     timing = {"plan_seconds": time.monotonic() - t_start, "ray_connect_seconds": 0.0}

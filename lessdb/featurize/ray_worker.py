@@ -50,10 +50,10 @@ class FeaturizeWorker:
     def _load(self, spec: dict) -> None:
         import ray
 
-        from ..featurize.job import _engine_for, _load
-        from ..models import resolve_device
-        from .commits import open_dataset
-        from .shipping import materialize_checkpoint, models_dir
+        from .job import _engine_for, _load
+        from ..models.loading import resolve_device
+        from ..scale.commits import open_dataset
+        from ..scale.shipping import materialize_checkpoint, models_dir
 
         device = resolve_device(spec["device"])
         shipment = spec["checkpoint"]   # files from the driver through the object store, never its paths
@@ -81,7 +81,7 @@ class FeaturizeWorker:
         exclusions, bytes, seconds, write_seconds, load_seconds}."""
         from lance.fragment import write_fragments
 
-        from ..featurize.job import RowBuffer, _compute
+        from .job import RowBuffer, _compute
         from ..storage.candidates import read_candidates_from
         from ..storage.features import feature_rows
 

@@ -16,7 +16,7 @@ from ..errors import LessdbError
 from ..progress import Progress
 from ..storage import features as fstore
 from ..storage import meta_features
-from ..tokenization import check_truncation
+from ..models.tokenization import check_truncation
 from .adam import GradTransform
 from .engine import FeatureEngine
 from .job import _check_same_model, _compute, _load, _sketch_for, _Writer
@@ -85,7 +85,7 @@ def _fill_validation(ws, info, epoch: int, by_content: dict, todo: list[str], ca
                      batch_size: int, progress: bool, max_len: int, truncation: str) -> None:
     """Compute the `todo` validation features, store them, add them to `cached`. The job row (one per feature
     set and checkpoint, shared by every task) counts what is stored, recounted from the table."""
-    from ..models import resolve_device
+    from ..models.loading import resolve_device
     from ..storage import meta_runs
 
     ckpt = {c.epoch: c for c in meta_runs.list_checkpoints(ws, info.run_id)}.get(epoch)

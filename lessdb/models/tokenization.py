@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .choices import TRUNCATION_SIDES
-from .errors import LessdbError
+from ..choices import TRUNCATION_SIDES
+from ..errors import LessdbError
 
 IGNORE_INDEX = -100
 FORMAT_CHAT_TEMPLATE = "chat_template"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from . import faults
-from .errors import LessdbError
+from .. import faults
+from ..errors import LessdbError
 
 OPTIMIZER_FORMAT = "lessdb-adamw/1"
 ADAPTER_FILE = "adapter_model.safetensors"

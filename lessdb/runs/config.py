@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .batching import CPU_BATCH_TOKENS
-from .choices import DEFAULT_MODEL, MODEL_HELP
-from .errors import LessdbError
-from .settings import DEFAULT_MAX_SEQ_LENGTH, SettingError, raise_problems, setting
+from ..models.batching import CPU_BATCH_TOKENS
+from ..choices import DEFAULT_MODEL, MODEL_HELP
+from ..errors import LessdbError
+from ..settings import DEFAULT_MAX_SEQ_LENGTH, SettingError, raise_problems, setting
 
 PAPER_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 

@@ -15,16 +15,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from . import owners
+from .. import owners
 from .checkpoints import EpochResult, checkpoint_dir, read_checkpoint_meta
 from .config import WarmupConfig
-from .errors import LessdbError
-from .models import LoadedModel, load_base_model
-from .settings import SettingError
-from .storage import meta_runs
-from .storage.candidates import read_candidates
-from .tokenization import EncodedExample, conversation_format, encode_conversation, pad_token_id, tokenizer_id
-from .training import build_lora_model, completion_token_count, train_lora
+from ..errors import LessdbError
+from ..models.loading import LoadedModel, load_base_model
+from ..settings import SettingError
+from ..storage import meta_runs
+from ..storage.candidates import read_candidates
+from ..models.tokenization import EncodedExample, conversation_format, encode_conversation, pad_token_id, tokenizer_id
+from .trainer import build_lora_model, completion_token_count, train_lora
 
 LOSS_NORMALISATION = "token-mean over the completion tokens of each effective batch"
 

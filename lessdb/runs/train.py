@@ -21,19 +21,19 @@ import sys
 import time
 from dataclasses import dataclass
 
-from . import __version__
+from .. import __version__
 from .config import TrainConfig, build_train_config  # noqa: F401 (re-exported: tests, callers)
-from .errors import LessdbError
-from .settings import SettingError, ref
-from .choices import DEFAULT_MODEL
-from .models import load_base_model, resolve_device
-from .recovery import clean_up_after_kills
-from .storage import meta_runs, meta_selections
-from .storage.candidates import candidates_version, select_candidate_ids
-from .storage.lance_tables import CANDIDATES
-from .runs import (RunSummary, encode_subset, new_run_id, prepare_resume, run_summary, run_to_resume,
+from ..errors import LessdbError
+from ..settings import SettingError, ref
+from ..choices import DEFAULT_MODEL
+from ..models.loading import load_base_model, resolve_device
+from ..storage.cleanup import clean_up_after_kills
+from ..storage import meta_runs, meta_selections
+from ..storage.candidates import candidates_version, select_candidate_ids
+from ..storage.lance_tables import CANDIDATES
+from .lifecycle import (RunSummary, encode_subset, new_run_id, prepare_resume, run_summary, run_to_resume,
                    sample_subset, schedule_notes, schedule_record, tokens_per_second, train_registered_run)
-from .training import plan_schedule
+from .trainer import plan_schedule
 
 FULL = "full"
 RANDOM_PREFIX = "random:"

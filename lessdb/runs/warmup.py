@@ -19,19 +19,19 @@ import time
 
 import pyarrow as pa
 
-from . import __version__
+from .. import __version__
 from .config import WarmupConfig
-from .errors import LessdbError
-from .settings import SettingError, ref
-from .models import LoadedModel, load_base_model, resolve_device
-from .recovery import clean_up_after_kills
-from .runs import (RunSummary, encode_rows, encode_subset, new_run_id, prepare_resume, run_summary,  # noqa: F401
+from ..errors import LessdbError
+from ..settings import SettingError, ref
+from ..models.loading import LoadedModel, load_base_model, resolve_device
+from ..storage.cleanup import clean_up_after_kills
+from .lifecycle import (RunSummary, encode_rows, encode_subset, new_run_id, prepare_resume, run_summary,  # noqa: F401
                    run_to_resume, sample_subset, schedule_notes, schedule_record, subset_size, tokens_per_second,
                    train_registered_run)
-from .storage import meta_runs
-from .storage.candidates import candidates_version, iter_candidate_batches, select_candidate_ids
-from .tokenization import tokenizer_id
-from .training import plan_schedule
+from ..storage import meta_runs
+from ..storage.candidates import candidates_version, iter_candidate_batches, select_candidate_ids
+from ..models.tokenization import tokenizer_id
+from .trainer import plan_schedule
 
 
 # -- pure helpers -------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..checkpoints import ADAPTER_FILE, OPTIMIZER_FILE, sha256_file
+from ..runs.checkpoints import ADAPTER_FILE, OPTIMIZER_FILE, sha256_file
 from ..errors import LessdbError
 
 ADAPTER_CONFIG = "adapter_config.json"

@@ -162,7 +162,7 @@ def hidden_state_embeddings(model, encoded: list, pad_id: int, pooling: str, bat
         raise ValueError(pooling)
     import torch
 
-    from ..tokenization import collate
+    from ..models.tokenization import collate
 
     out = []
     device = next(model.parameters()).device

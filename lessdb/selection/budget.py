@@ -52,10 +52,10 @@ def token_array(ws, plan, ids: list[str], budget_on: str, tokenizer: dict, count
 
 
 def _count(ws, plan, ids: list[str], tokenizer: dict) -> None:
-    from ..models import load_base_model
+    from ..models.loading import load_base_model
     from ..storage.lance_tables import CANDIDATES
-    from ..tokenization import tokenizer_id
-    from ..warmup import record_token_counts
+    from ..models.tokenization import tokenizer_id
+    from ..runs.warmup import record_token_counts
 
     loaded = load_base_model(ws, tokenizer["model"], record=False)
     if tokenizer["tokenizer_id"] and tokenizer_id(loaded.tokenizer) != tokenizer["tokenizer_id"]:

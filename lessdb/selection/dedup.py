@@ -127,7 +127,7 @@ def make_reject(ws, plan, ids: list[str], order_score: np.ndarray, valid: np.nda
         checks.append(fd)
         record.update(fd.record)
     if opts.get("dedup_text") is not None:
-        from .minhash import TextDedup
+        from ..ingest.minhash import TextDedup
 
         td = TextDedup(ws, plan, ids, order, opts["dedup_text"])
         checks.append(td)

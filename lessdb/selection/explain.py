@@ -118,7 +118,7 @@ def _vectors(ws, fs, version: int, role: str, epochs: list[int], keys: list[str]
 
 def _example_names(ws, sel: dict, val_keys: dict) -> dict[str, str]:
     """validation key -> "task example id" where it can be told (keys are content hashes of the messages)."""
-    from .. import tasks
+    from ..tasks import catalog as tasks
     from ..conversation import content_hash
 
     targets = (sel["params"] or {}).get("targets") or [{"task": sel["task"], "task_hash": sel["task_hash"]}]

@@ -16,7 +16,7 @@ QUERY_EPOCH = 1   # the query set's key (select builds RDS queries as one "check
 def stored_hidden_scores(ws, plan, ids: list[str], queries, mask: np.ndarray, unscorable: dict, loaded,
                          batch_rows: int = 4096, progress: bool = True):
     """(per-subtask scores [N, m], valid [N], unscorable counts); records the feature set and its version."""
-    from ..featurize.hidden import EPOCH, embed_candidates, hidden_feature_set
+    from ..featurize.embeddings import EPOCH, embed_candidates, hidden_feature_set
     from .reading import IdIndex
 
     rds = plan.params["rds"]

@@ -104,7 +104,7 @@ class SelectConfig:
         if self.percentage is not None and not (0 < self.percentage <= 1):
             problems.append(("percentage", f"{self.percentage}: must be in (0, 1] (0.05 means 5%)"))
         if self.prefilter is not None:
-            from ..scale.folded import parse_prefilter
+            from ..featurize.folding import parse_prefilter
 
             try:
                 parse_prefilter(self.prefilter)
@@ -266,7 +266,7 @@ def make_plan(ws, cfg: SelectConfig, options: RunOptions | None = None) -> Plan:
 
 def plan_from_record(ws, row: dict, options: RunOptions | None = None) -> Plan:
     """The plan of recorded selection `row`, pinned to the table versions it read."""
-    from .. import tasks
+    from ..tasks import catalog as tasks
 
     method = get_method(row["method"])
     params = dict(row["params"])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from .cluster import ray_session, remote_error
+from ..scale.cluster import ray_session, remote_error
 
 
 def score_fragment(uri: str, version: int, storage_options, fragment_id: int, epoch: int, columns: tuple,
@@ -25,9 +25,9 @@ def score_fragment(uri: str, version: int, storage_options, fragment_id: int, ep
     import torch
 
     torch.set_num_threads(1)
-    from ..selection.scoring import QuerySet, ScoreAccumulator
+    from .scoring import QuerySet, ScoreAccumulator
     from ..storage.features import vector_view
-    from .commits import open_dataset
+    from ..scale.commits import open_dataset
 
     frag = open_dataset(uri, storage_options, version).get_fragment(fragment_id)
     table = frag.to_table(columns=list(columns), filter=f"role = 'candidate' AND epoch = {int(epoch)}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from ..recovery import clean_up_after_kills
+from ..storage.cleanup import clean_up_after_kills
 from .methods import Scores, get_method, method_names
 from .methods.gradient import compute_validation_features  # noqa: F401  (re-exported: older imports)
 from .plan import (DEFAULT_PERCENTAGE, Plan, RunOptions, SelectConfig, make_plan, metadata_reads,  # noqa: F401
@@ -43,7 +43,7 @@ def select(ws, config: SelectConfig) -> SelectionResult:
     started = time.monotonic()
     clean_up_after_kills(ws)   # every write command first clears what killed processes left
     if config.task:
-        from .. import tasks
+        from ..tasks import catalog as tasks
 
         from .targets import parse_targets
 

@@ -120,7 +120,7 @@ def plan_targets(ws, specs) -> tuple[str, str, dict, list[dict]]:
 
     One target: its own name, hash and subtasks, and no recorded targets (the classic record). Several:
     "bbh+mmlu", a hash over their hashes, merged "target/subtask" names, and [{task, task_hash, weight}]."""
-    from .. import tasks
+    from ..tasks import catalog as tasks
 
     targets = parse_targets(specs)
     if not targets:
@@ -137,7 +137,7 @@ def plan_targets(ws, specs) -> tuple[str, str, dict, list[dict]]:
 
 def recorded_targets(ws, row: dict) -> dict | None:
     """The merged subtasks of a recorded multi-target selection (None: a single-target record)."""
-    from .. import tasks
+    from ..tasks import catalog as tasks
 
     recorded = (row.get("params") or {}).get("targets")
     if not recorded:

@@ -19,8 +19,8 @@ from ..errors import LessdbError, ref
 
 def plan_prefilter(plan, text) -> dict:
     """The recorded prefilter setting, checked against the plan (its feature set, k, method family)."""
-    from ..scale.folded import check_foldable, parse_prefilter
-    from ..storage.folded import folded_table_name
+    from ..featurize.folding import check_foldable, parse_prefilter
+    from ..storage.folded_copies import folded_table_name
 
     from ..settings import SettingError
     from .plan import SelectConfig
@@ -41,7 +41,7 @@ def two_stage_scores(ws, plan, ids: list[str], usable: dict[str, list[str]], wei
                      queries, row_scale: str, check_norms):
     """Scores of `ids` as `gradient_scores` returns them, with only the shortlist rescored at full d."""
     from ..progress import Progress
-    from ..scale.folded import sync_folded
+    from ..featurize.folding import sync_folded
     from ..storage import meta_selections as meta
     from ..storage.features import vector_view
     from .methods import Scores
@@ -69,7 +69,7 @@ def two_stage_scores(ws, plan, ids: list[str], usable: dict[str, list[str]], wei
     progress = Progress(f"scoring {plan.method} at d={low}", total=len(ids) * len(plan.epochs), unit="rows",
                         enabled=None if opts.progress else False)
     if opts.engine == "ray":
-        from ..scale.select_ray import score_ray
+        from .ray_scoring import score_ray
         score_ray(ws, name, low_version, plan.epochs, cols, low_queries, coarse, id_index, low, opts.batch_rows,
                   opts.ray_address, progress, check_norms=check_norms)
     else:

@@ -13,7 +13,7 @@ def clean_up_after_kills(ws) -> dict:
     """Returns what was removed: {"ingests": [ids], "temp_files": n} (empty lists / 0 when nothing or busy)."""
     # imported here: every write command imports this module at its top, and `lessdb --help` reaches one of them
     # (selection.select, through the method registry) without needing storage (duckdb, pyarrow)
-    from .storage.candidates import roll_back_unrecorded_ingests
+    from .candidates import roll_back_unrecorded_ingests
 
     rolled_back = roll_back_unrecorded_ingests(ws, wait=False) or set()
     removed = ws.lance.remove_abandoned_temp_files() or []

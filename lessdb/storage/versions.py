@@ -1,7 +1,7 @@
 """Table versions of a workspace, annotated with what produced them."""
 from __future__ import annotations
 
-from .storage import meta_pools
+from . import meta_pools
 
 
 def workspace_versions(ws) -> list[dict]:

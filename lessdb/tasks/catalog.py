@@ -24,18 +24,18 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .conversation import ROLES, content_hash
-from . import jsontext
-from .errors import InputError, LessdbError
-from .settings import SettingError, ref
-from .jsontext import unicode_problem
+from ..conversation import ROLES, content_hash
+from .. import jsontext
+from ..errors import InputError, LessdbError
+from ..settings import SettingError, ref
+from ..jsontext import unicode_problem
 # LESS's validation formats (the built-ins and the LESS-folder loader use them; re-exported for older imports)
 from .less_formats import (TYDIQA_TEMPLATES, less_bbh_examples, less_mmlu_example,  # noqa: F401
                            less_tydiqa_example, split_less_bbh_prompt)
 # a LESS data/eval folder's tasks (re-exported: older imports read them here)
-from .less_eval_tasks import (LESS_EVAL_TASK_NAMES, MMLU_DEV_SHOTS, ORIGIN_LESS_EVAL, TaskSpec,  # noqa: F401
+from .less_eval import (LESS_EVAL_TASK_NAMES, MMLU_DEV_SHOTS, ORIGIN_LESS_EVAL, TaskSpec,  # noqa: F401
                               load_less_eval_dir)
-from .storage import meta_tasks
+from ..storage import meta_tasks
 
 ORIGIN_BUILTIN = "builtin"
 ORIGIN_FILE = "file"

@@ -8,9 +8,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InputError
-from .jsontext import unicode_problem
-from . import jsontext
+from ..errors import InputError
+from ..jsontext import unicode_problem
+from .. import jsontext
 from .less_formats import (TYDIQA_TEMPLATES, less_bbh_examples, less_mmlu_example, less_tydiqa_example,
                            split_less_bbh_prompt)
 

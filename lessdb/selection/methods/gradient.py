@@ -141,7 +141,7 @@ def gradient_scores(ws, plan, ids: list[str]) -> Scores:
                         enabled=None if opts.progress else False)
 
     if opts.engine == "ray":   # the same products, computed fragment by fragment on the cluster
-        from ...scale.select_ray import score_ray
+        from ..ray_scoring import score_ray
         score_ray(ws, table, version, plan.epochs, cols, queries, acc, id_index, fs.dim, opts.batch_rows,
                   opts.ray_address, progress, check_norms=lambda n: _require_norms(n, fs))
     else:

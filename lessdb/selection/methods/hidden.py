@@ -42,9 +42,9 @@ _HIDDEN = dict(params_key="rds", needs_run=True, prepare=prepare)
 
 
 def hidden_scores(ws, plan, ids: list[str]) -> Scores:
-    from ...models import load_base_model
+    from ...models.loading import load_base_model
     from ...progress import Progress
-    from ...tokenization import encode_conversation, encode_window, pad_token_id
+    from ...models.tokenization import encode_conversation, encode_window, pad_token_id
     from .. import baselines
     from ..scoring import ScoreAccumulator, build_queries
 
