@@ -25,7 +25,8 @@ from ..settings import SettingError
 from ..progress import Progress
 from ..storage import features as fstore
 from ..storage import meta_features
-from .job import EXCLUDED_NO_COMPLETION, _Writer, shard_of
+from .compute import EXCLUDED_NO_COMPLETION, FeatureWriter
+from .planning import shard_of
 
 POOLINGS = {"last": "hidden-last", "mean": "hidden-mean"}
 FORMAT = 1
@@ -90,7 +91,7 @@ def embed_candidates(ws, info: fstore.FeatureSetInfo, loaded, pool: str, ids: li
         model, tok = loaded.model.eval(), loaded.tokenizer
         pooling = "last" if info.grad_kind == POOLINGS["last"] else "mean"
         pad = pad_token_id(tok)
-        writer = _Writer(ws, info, EPOCH, "candidate", job_id, commit_rows, 60.0)
+        writer = FeatureWriter(ws, info, EPOCH, "candidate", job_id, commit_rows, 60.0)
         bar = Progress(f"embedding {info.grad_kind} shard {i}/{n}", total=len(todo), unit="candidates",
                        enabled=None if progress else False)
         for start in range(0, len(todo), commit_rows):

@@ -7,7 +7,7 @@ Per checkpoint (epoch):
    the lease on the job row (one driver per feature set, role and checkpoint).
 3. Cut the to-do list into work units of `unit_rows` ids (the local engine's read chunk, so both engines form
    exactly the same batches and store bit-identical vectors) and stream them to an actor pool; each actor holds
-   one checkpoint's model, Adam state and sketch, runs `_compute` and writes Lance fragments only.
+   one checkpoint's model, Adam state and sketch, runs `compute_features` and writes Lance fragments only.
 4. Every `commit_units` finished units (or `commit_seconds`), commit their fragments as ONE Lance Append with its
    own transaction uuid (looked up before any retry), then record commit, counters and exclusions in DuckDB.
 5. Check that every key is stored once, then mark the job complete and release the lease.
@@ -184,7 +184,8 @@ def _actors(ray, opts: RayOptions, n_units: int, stack) -> list:
 
 def featurize_ray(ws, cfg, opts: RayOptions):
     """The Ray engine of `featurize_run` (same arguments plus RayOptions; same summary)."""
-    from .job import FeaturizeSummary, _ensure_feature_set, _load
+    from .compute import load_checkpoint
+    from .job import FeaturizeSummary, ensure_feature_set
     from .planning import plan_run, unit_rows
 
     opts.validate()
@@ -192,8 +193,8 @@ def featurize_ray(ws, cfg, opts: RayOptions):
     device = "cuda" if opts.gpus_per_worker > 0 else "cpu"
     plan = plan_run(ws, cfg, device=device)
     # the driver loads the model only for the feature set's identity (module order, sha256, tokenizer): on CPU
-    loaded = _load(ws, cfg.run_id, plan.epochs[0], "cpu", plan.compute)
-    info = _ensure_feature_set(ws, plan.run, loaded, cfg, plan.max_len, plan.compute, device)
+    loaded = load_checkpoint(ws, cfg.run_id, plan.epochs[0], "cpu", plan.compute)
+    info = ensure_feature_set(ws, plan.run, loaded, cfg, plan.max_len, plan.compute, device)
     del loaded
     schema = fstore.feature_schema(info.dim, info.dtype, with_norm=fstore.has_norm_column(ws, info))
     i, n = cfg.shard

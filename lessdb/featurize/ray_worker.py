@@ -1,5 +1,5 @@
 """The featurize worker of the Ray engine: one checkpoint's model, Adam state and sketch per actor; runs the
-local engine's unchanged `_compute` on a work unit and writes Lance fragments. It never commits and never opens
+local engine's unchanged `compute_features` on a work unit and writes Lance fragments. It never commits and never opens
 the workspace (LESSDB_WORKER=1 makes `Workspace()` refuse), so the DuckDB catalogue has one writer: the driver.
 
 A spec is a plain dict the driver builds (the checkpoint shipped through the object store with its sha256s,
@@ -50,7 +50,7 @@ class FeaturizeWorker:
     def _load(self, spec: dict) -> None:
         import ray
 
-        from .job import _engine_for, _load
+        from .compute import engine_for, load_checkpoint
         from ..models.loading import resolve_device
         from ..scale.commits import open_dataset
         from ..scale.shipping import materialize_checkpoint, models_dir
@@ -59,10 +59,10 @@ class FeaturizeWorker:
         shipment = spec["checkpoint"]   # files from the driver through the object store, never its paths
         ckpt = materialize_checkpoint(shipment, lambda: ray.get(shipment["files"]))
         facts = (spec["model_name"], spec["model_sha256"], ckpt)
-        loaded = _load(SimpleNamespace(models_dir=models_dir(spec)), spec["run_id"], spec["epoch"], device,
+        loaded = load_checkpoint(SimpleNamespace(models_dir=models_dir(spec)), spec["run_id"], spec["epoch"], device,
                        spec["compute"], facts=facts)
         self.tokenizer = loaded.base.tokenizer
-        self.engine = _engine_for(spec["info"], loaded, ckpt, device)
+        self.engine = engine_for(spec["info"], loaded, ckpt, device)
         self.node_id = ray.get_runtime_context().get_node_id()
         self.candidates = open_dataset(spec["candidates_uri"], spec["storage_options"], spec["candidates_version"])
         self.spec = dict(spec)
@@ -81,7 +81,7 @@ class FeaturizeWorker:
         exclusions, bytes, seconds, write_seconds, load_seconds}."""
         from lance.fragment import write_fragments
 
-        from .job import RowBuffer, _compute
+        from .compute import RowBuffer, compute_features
         from ..storage.candidates import read_candidates_from
         from ..storage.features import feature_rows
 
@@ -91,7 +91,7 @@ class FeaturizeWorker:
         table = read_candidates_from(self.candidates, ids, pool=spec["pool"], columns=["id", "messages"])
         items = list(zip(table.column("id").to_pylist(), table.column("messages").to_pylist()))
         out = RowBuffer()   # the whole unit stays in memory until its fragments are written
-        _compute(self.engine, self.tokenizer, items, spec["max_len"], spec["batch_size"], out, None)
+        compute_features(self.engine, self.tokenizer, items, spec["max_len"], spec["batch_size"], out, None)
         fragments, nbytes = [], 0
         t_write = time.monotonic()
         if out.ids:

@@ -49,7 +49,7 @@ def plan_checkpoints(ws, plan, wanted: list[int] | None) -> None:
 def gradient_scores(ws, plan, ids: list[str]) -> Scores:
     """Per-subtask scores of every filtered candidate from the plan's feature set (one streamed scan per
     checkpoint); validation features are computed and cached on first use, read back from the pinned version."""
-    from ...featurize.job import settle_validation_jobs, validation_key, validation_missing
+    from ...featurize.validation import settle_validation_jobs, validation_key, validation_missing
     from ...progress import Progress
     from ...storage import meta_selections as meta
     from ..reading import IdIndex, candidate_batches
