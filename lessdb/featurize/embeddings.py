@@ -123,7 +123,7 @@ def embed_run(ws, run_id: str, pooling: str, max_seq_length: int | None = None, 
               progress: bool = True) -> EmbedSummary:
     """`lessdb embed`: the run's pool (optionally filtered) into the (model, pooling, window) feature set."""
     from ..models.loading import load_base_model
-    from ..selection.plan import run_max_seq_length
+    from ..runs.config import run_max_seq_length
     from ..storage import meta_runs
     from ..storage.candidates import candidates_version, select_candidate_ids
 

@@ -21,7 +21,6 @@ import torch
 from .. import __version__, owners
 from ..choices import DEFAULT_STORED_DTYPE
 from ..progress import Progress
-from ..settings import DEFAULT_MAX_SEQ_LENGTH
 from ..storage import features as fstore
 from ..storage import meta_features
 from ..storage.meta_scale import lease_owner
@@ -59,17 +58,6 @@ class FeaturizeSummary:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "examples_per_s": round(self.examples_per_s, 3)}
-
-
-def _run_max_seq_length(run: dict) -> int:
-    cfg = run.get("config") or {}
-    for getter in (lambda c: c["warmup"]["training"]["max_seq_length"], lambda c: c["training"]["max_seq_length"],
-                   lambda c: c["max_seq_length"]):
-        try:
-            return int(getter(cfg))
-        except (KeyError, TypeError, ValueError):
-            continue
-    return DEFAULT_MAX_SEQ_LENGTH
 
 
 def _identity(run: dict, loaded: CheckpointModel, tokenizer_id: str, max_len: int, grad_kind: str,

@@ -39,7 +39,7 @@ def plan_run(ws, cfg: FeaturizeConfig, device: str | None = None) -> RunPlan:
     from ..storage import meta_runs
     from ..storage.candidates import candidates_version, select_candidate_ids
     from .compute import resolve_compute_dtype
-    from .job import _run_max_seq_length
+    from ..runs.config import run_max_seq_length
 
     cfg.validate()
     if cfg.where is not None:   # before any lookup or model load: a bad filter is refused first
@@ -55,7 +55,7 @@ def plan_run(ws, cfg: FeaturizeConfig, device: str | None = None) -> RunPlan:
         raise LessdbError(f"run {cfg.run_id} has no checkpoint for epoch(s) {missing}; it has {sorted(ckpts)}")
     device = device or resolve_device(cfg.device)
     compute = resolve_compute_dtype(cfg.compute_dtype, device)
-    max_len = cfg.max_seq_length or _run_max_seq_length(run)
+    max_len = cfg.max_seq_length or run_max_seq_length(run)
     pool = run.get("pool")
     cand_version = candidates_version(ws)
     all_ids = select_candidate_ids(ws, pool, cfg.where, version=cand_version)

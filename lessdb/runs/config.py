@@ -174,6 +174,34 @@ class TrainConfig:
                    device=stored.get("device") or "auto", preset=stored.get("preset"), run_id=run_id)
 
 
+def run_max_seq_length(run: dict) -> int:
+    """The token window a run trained with, from its recorded config: a warmup's `warmup.training`, a train run's
+    `training`, an older run's top level; the paper's 2048 where none is recorded. A whole number is taken however
+    it was stored: a float (256.0) or a numpy integer, which the config's JSON holds as a string ("256"); a bool, a
+    fraction or a non-positive value is no window and the next place is tried."""
+    cfg = run.get("config") or {}
+    for path in (("warmup", "training", "max_seq_length"), ("training", "max_seq_length"), ("max_seq_length",)):
+        node = cfg
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        window = _whole_number(node)
+        if window is not None and window > 0:
+            return window
+    return DEFAULT_MAX_SEQ_LENGTH
+
+
+def _whole_number(value) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
 LORA_PREFIX = "lora_"   # flat keys of LoRA settings: lora_r, lora_alpha, lora_dropout, lora_target_modules
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import LessdbError
+from ..runs.config import run_max_seq_length
 from ..settings import ref
 from .invalid import invalid
 
@@ -26,12 +27,7 @@ def budget_tokenizer(ws, plan) -> dict:
     run = meta_runs.get_run(ws, plan.run_id)
     cfg = run.get("config") or {}
     tid = plan.fs.tokenizer_id if plan.fs is not None else cfg.get("tokenizer_id")
-    if plan.fs is not None:
-        msl = int(plan.fs.max_seq_length)
-    else:
-        from .plan import run_max_seq_length
-
-        msl = int(run_max_seq_length(run))
+    msl = int(plan.fs.max_seq_length) if plan.fs is not None else run_max_seq_length(run)
     return {"tokenizer_id": tid, "max_seq_length": msl, "model": run["model_name"],
             "model_sha256": run["model_sha256"]}
 

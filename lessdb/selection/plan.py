@@ -13,8 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..choices import DEFAULT_VAL_TRUNCATION, TRUNCATION_SIDES
 from ..errors import LessdbError
-from ..settings import (DEFAULT_MAX_SEQ_LENGTH, FieldText, SettingError, check_choices, raise_problems, ref,
-                        setting)
+from ..settings import FieldText, SettingError, check_choices, raise_problems, ref, setting
 from ..scale.options import ENGINES, ray_address_setting
 from .choose import picking_options
 from .methods import Method, get_method
@@ -320,15 +319,3 @@ def window_hint(window: dict) -> str:
         return f"drop {ref('val_truncation')} right (the default, left, keeps each completion) or pass a larger " \
                f"{ref('val_max_seq_length')}"
     return f"check that the task's examples have a non-empty completion, or pass a larger {ref('val_max_seq_length')}"
-
-
-def run_max_seq_length(run: dict) -> int:
-    """The token window a run trained with (older runs recorded it at different places in their config)."""
-    cfg = run.get("config") or {}
-    for path in (("warmup", "training", "max_seq_length"), ("training", "max_seq_length"), ("max_seq_length",)):
-        node = cfg
-        for key in path:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, int):
-            return node
-    return DEFAULT_MAX_SEQ_LENGTH

@@ -9,7 +9,8 @@ import numpy as np
 
 from ...errors import LessdbError
 from ...settings import SettingError
-from ..plan import SelectConfig, run_max_seq_length, validation_window, window_hint
+from ...runs.config import run_max_seq_length
+from ..plan import SelectConfig, validation_window, window_hint
 from ..reading import iter_messages, scorable_mask
 from . import Scores, register_method
 
