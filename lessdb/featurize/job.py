@@ -23,7 +23,7 @@ from ..choices import DEFAULT_STORED_DTYPE
 from ..progress import Progress
 from ..storage import features as fstore
 from ..storage import meta_features
-from ..storage.meta_scale import lease_owner
+from ..storage.meta_leases import lease_owner
 from .compute import (CheckpointModel, FeatureWriter, compute_features, engine_for, load_checkpoint,
                       sketch_for)
 from .config import FeaturizeConfig

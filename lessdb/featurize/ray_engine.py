@@ -26,7 +26,7 @@ import time
 
 from ..errors import LessdbError
 from ..progress import Progress
-from ..storage import meta_features, meta_scale
+from ..storage import meta_features, meta_leases, meta_scale
 from ..storage import features as fstore
 from ..storage.lance_tables import CANDIDATES
 from ..scale import commits
@@ -199,7 +199,7 @@ def featurize_ray(ws, cfg, opts: RayOptions):
     schema = fstore.feature_schema(info.dim, info.dtype, with_norm=fstore.has_norm_column(ws, info))
     i, n = cfg.shard
     summary = FeaturizeSummary(info.feature_set_id, cfg.run_id, info.lance_table, plan.epochs, f"{i}/{n}")
-    owner = meta_scale.lease_owner()
+    owner = meta_leases.lease_owner()
     size = opts.unit_rows or unit_rows(cfg)
     with contextlib.ExitStack() as stack:
         # workers' Lance temp files are in flight until the driver commits: no cleanup may take them meanwhile
