@@ -8,7 +8,7 @@
    writes on workers, commits) as a share of worker compute.
 2. Select-scan throughput: the `vector` column of an N × d float16 feature table read with pylance from local
    disk and from the S3 emulator (moto[server] on 127.0.0.1), in GB/s.
-3. Two-stage selection (`lessdb.scale.prefilter`): recall of the exact top k and bytes read, on synthetic
+3. Two-stage selection (`lessdb.selection.two_stage`): recall of the exact top k and bytes read, on synthetic
    CountSketch features with low-rank structure (rank 32 signal + isotropic noise in a P = 2^20 gradient space,
    sketched to d = 8192 and folded to 1024). Synthetic: real recall depends on how clustered real gradients are.
 4. Paper arithmetic: wall time and cost of 5.8M candidates × 4 checkpoints at d = 8192 on 8, 64 and 256 GPUs.
@@ -145,7 +145,8 @@ def bench_scan(rows: int, dim: int, tmp: Path) -> dict:
 
 def bench_prefilter(rows: int, k: int, tmp: Path, d: int = 8192, low: int = 1024, factor: int = 20,
                     rank: int = 32, big_p: int = 1 << 20, noise: float = 3.0) -> dict:
-    from lessdb.scale.prefilter import cosine_scores, fold, two_stage_top_k
+    from lessdb.featurize.folding import fold
+    from lessdb.selection.two_stage import cosine_scores, two_stage_top_k
 
     rng = np.random.default_rng(1)
     bucket = rng.integers(0, d, big_p)

@@ -27,7 +27,8 @@ def run(args) -> dict:
     from lessdb.ingest import ingest_builtin
     from lessdb.models.loading import load_base_model
     from lessdb.storage import meta_runs
-    from lessdb.runs.warmup import record_token_counts, run_warmup
+    from lessdb.models.token_counts import record_token_counts
+    from lessdb.runs.warmup import run_warmup
 
     ws = Workspace.init(args.workspace)
     pool = f"bench-sharegpt-{args.pool_size}"

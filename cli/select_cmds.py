@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from ..selection.methods import method_names
-from ..selection.plan import SelectConfig
+from ..selection.config import SelectConfig
 from ..settings import field_named, help_of
 from .options import options_from_dataclass, shown_with_flags
 from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option

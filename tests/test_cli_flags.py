@@ -16,7 +16,7 @@ from lessdb.evaluate.config import EvalConfig
 from lessdb.featurize.config import FeaturizeConfig
 from lessdb.quickstart import QuickstartConfig
 from lessdb.scale.options import RayOptions
-from lessdb.selection.plan import SelectConfig
+from lessdb.selection.config import SelectConfig
 from lessdb.settings import SettingError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -128,7 +128,7 @@ def test_models_that_ignore_the_mask_still_work(lora_model, batch):
 
 
 def test_hidden_state_embeddings_skip_the_head_and_match_a_full_forward(lora_model, encoded):
-    from lessdb.selection.baselines import hidden_state_embeddings
+    from lessdb.featurize.embeddings import hidden_state_embeddings
 
     head = lora_model.get_output_embeddings()
     seen = []

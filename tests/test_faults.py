@@ -294,7 +294,7 @@ def test_warmup_killed_then_resumed_equals_uninterrupted(base, tmp_path):
 def assert_same_as_reference(ws, run_id: str) -> None:
     """Every checkpoint of the run equals the uninterrupted run's: adapter bytes (sha256), Adam moments tensor
     by tensor (the optimizer file's header lists its metadata in a hash-randomised order, so its bytes vary)."""
-    from lessdb.models.loading import load_optimizer_state
+    from lessdb.runs.checkpoints import load_optimizer_state
 
     ca = {c.epoch: c for c in meta_runs.list_checkpoints(ws, "whole")}
     cb = {c.epoch: c for c in meta_runs.list_checkpoints(ws, run_id)}

@@ -13,7 +13,7 @@ from lessdb.conversation import content_hash
 from lessdb.featurize import validation_key
 from lessdb.ingest.pipeline import ingest_files
 from lessdb.selection import SelectConfig, select
-from lessdb.selection.diagnose import gap_vs_noise
+from lessdb.selection.noise import gap_vs_noise
 from lessdb.storage import features as fstore
 from lessdb.storage import meta_runs
 
@@ -163,7 +163,7 @@ def test_text_dedup_uses_minhash_signatures_stored_at_ingest(real):
     from datasketch import MinHash
 
     from lessdb.ingest import minhash
-    from lessdb.selection.baselines import conversation_text
+    from lessdb.conversation import conversation_text
 
     ws = real["ws"]
     ids = [content_hash(r["messages"]) for r in real["recs"]]
@@ -269,7 +269,7 @@ def _n_rows(ws, table):
 
 def test_rds_embeddings_are_a_stored_feature_set(real, tmp_path):
     from lessdb.models.loading import load_base_model
-    from lessdb.selection.baselines import hidden_state_embeddings
+    from lessdb.featurize.embeddings import hidden_state_embeddings
     from lessdb.models.tokenization import encode_conversation, pad_token_id
 
     ws = real["ws"]

@@ -13,15 +13,17 @@ from lessdb.tasks import catalog as tasks
 from lessdb.conversation import content_hash
 from lessdb.errors import LessdbError
 from lessdb.ingest import ingest_files
-from lessdb.models.loading import load_checkpoint_model
+from lessdb.runs.checkpoint_models import load_checkpoint_model
 from lessdb.selection import SelectConfig, select
 from lessdb.storage import meta_runs, meta_selections
 from lessdb.storage.candidates import select_candidate_ids
 from lessdb.models.tiny import tiny_llama, tiny_tokenizer
-from lessdb.runs.warmup import run_warmup, sample_subset
+from lessdb.runs.lifecycle import sample_subset
+from lessdb.runs.warmup import run_warmup
 from lessdb.runs.config import build_warmup_config
 import lessdb.runs.train as train_module
-from lessdb.runs.train import build_train_config, parse_random_fraction, run_train
+from lessdb.runs.config import build_train_config
+from lessdb.runs.train import parse_random_fraction, run_train
 
 POOL = "toy"
 SMALL = dict(epochs=2, batch_size=8, micro_batch_size=4, lora_r=4, lora_alpha=16, max_seq_length=64, lr=1e-3)

@@ -78,15 +78,16 @@ def ws_run(template, tmp_path):
 def _exact_sketches(ws, run_id, info, epoch, conversations: list[list[dict]], adam: bool) -> np.ndarray:
     """Π·Γ (adam) or Π·g (plain gradient) of each conversation in float64, without the featurize engine: one
     example at a time through ordinary autograd, Adam as the paper writes it, Π = rademacher blocks per slice."""
-    from lessdb.models import loading as models
+    from lessdb.runs.checkpoint_models import load_checkpoint_model
+    from lessdb.runs.checkpoints import load_optimizer_state
     from lessdb.models.tokenization import collate, encode_conversation, pad_token_id
 
-    model, base = models.load_checkpoint_model(ws, run_id, epoch, device="cpu", dtype=torch.float32)
+    model, base = load_checkpoint_model(ws, run_id, epoch, device="cpu", dtype=torch.float32)
     named = dict(model.named_parameters())
     names = [name for name, _ in info.module_order]
     weights = [named[n] for n in names]
     ckpt = {c.epoch: c for c in meta_runs.list_checkpoints(ws, run_id)}[epoch]
-    state = models.load_optimizer_state(ckpt.path)
+    state = load_optimizer_state(ckpt.path)
     b1, b2 = state["betas"]
     t, eps = int(state["step"]), float(state["eps"])
     pi = [rademacher_block(info.sketch_seed, k, 0, int(np.prod(shape)), info.dim).double().numpy()

@@ -14,13 +14,15 @@ from conftest import run_cli, write_jsonl
 from lessdb.runs.config import PRESETS, TrainingSettings, build_warmup_config
 from lessdb.errors import LessdbError
 from lessdb.ingest import ingest_files
-from lessdb.models.loading import load_base_model, load_checkpoint_model, load_optimizer_state
+from lessdb.models.loading import load_base_model
+from lessdb.runs.checkpoint_models import load_checkpoint_model
+from lessdb.runs.checkpoints import load_optimizer_state, optimizer_state_by_name
 from lessdb.storage import meta_runs
 from lessdb.models.tiny import tiny_tokenizer
 from lessdb.models.tokenization import encode_conversation
-from lessdb.runs.trainer import (LoraTrainer, build_lora_model, optimizer_state_by_name, plan_schedule,
-                             trainable_named_parameters)
-from lessdb.runs.warmup import resume_warmup, run_warmup, sample_subset, subset_size
+from lessdb.runs.trainer import (LoraTrainer, build_lora_model, plan_schedule, trainable_named_parameters)
+from lessdb.runs.lifecycle import sample_subset, subset_size
+from lessdb.runs.warmup import resume_warmup, run_warmup
 
 
 def toy_records(n: int, long_prompt_every: int = 0) -> list[dict]:

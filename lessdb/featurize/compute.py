@@ -42,7 +42,7 @@ class CheckpointModel:
     """A checkpoint loaded for features: the peft model (eval mode), its base model, its LoRA parameters in
     module order and the autocast dtype of a CPU bf16 computation (None: none)."""
     model: torch.nn.Module
-    base: object           # models.LoadedModel
+    base: object           # models.loading.LoadedModel
     params: list
     autocast: torch.dtype | None
 
@@ -51,16 +51,16 @@ def load_checkpoint(ws, run_id: str, epoch: int, device: str, compute: str,
                     facts: tuple | None = None) -> CheckpointModel:
     """`facts` = (model name, model sha256, CheckpointInfo): load without reading the catalogue (`ws` then
     only needs `models_dir`; distributed workers)."""
-    from ..models import loading as models
+    from ..runs.checkpoint_models import load_checkpoint_model, load_checkpoint_model_from
 
     if device.startswith("cuda"):
         dtype, autocast = (torch.bfloat16 if compute == "bfloat16" else torch.float32), None
     else:  # CPU: float32 weights; bf16 GEMMs through autocast (LoRA weights and gradients stay float32)
         dtype, autocast = torch.float32, (torch.bfloat16 if compute == "bfloat16" else None)
     if facts is None:
-        peft_model, base = models.load_checkpoint_model(ws, run_id, epoch, device=device, dtype=dtype)
+        peft_model, base = load_checkpoint_model(ws, run_id, epoch, device=device, dtype=dtype)
     else:
-        peft_model, base = models.load_checkpoint_model_from(ws, run_id, *facts, device=device, dtype=dtype)
+        peft_model, base = load_checkpoint_model_from(ws, run_id, *facts, device=device, dtype=dtype)
     peft_model.eval()
     return CheckpointModel(peft_model, base, lora_params(peft_model), autocast)
 
@@ -78,9 +78,9 @@ def sketch_for(info: fstore.FeatureSetInfo, loaded: CheckpointModel, device: str
 
 
 def _optimizer_state(ckpt) -> AdamState:
-    from ..models import loading as models
+    from ..runs.checkpoints import load_optimizer_state
 
-    return AdamState.from_dict(models.load_optimizer_state(ckpt.path))
+    return AdamState.from_dict(load_optimizer_state(ckpt.path))
 
 
 def engine_for(info: fstore.FeatureSetInfo, loaded: CheckpointModel, ckpt, device: str,

@@ -45,6 +45,33 @@ class EmbedSummary:
     lance_version: int | None = None
 
 
+def hidden_state_embeddings(model, encoded: list, pad_id: int, pooling: str, batch_size: int = 16) -> np.ndarray:
+    """[n, hidden] final-layer hidden states: the last real token ("last", RDS) or the mean over real tokens
+    ("mean", RDS+). `encoded` are EncodedExamples; batches are right-padded, so padding changes neither."""
+    if pooling not in ("last", "mean"):
+        raise ValueError(pooling)
+    import torch
+
+    from ..models.tokenization import collate
+
+    out = []
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for start in range(0, len(encoded), batch_size):
+            batch = collate(encoded[start:start + batch_size], pad_id)
+            mask = batch["attention_mask"].to(device)
+            hs = model(input_ids=batch["input_ids"].to(device), attention_mask=mask, output_hidden_states=True,
+                       logits_to_keep=1).hidden_states[-1].float()   # hidden states only: skip the vocabulary head
+            if pooling == "last":
+                last = mask.sum(dim=1) - 1
+                emb = hs[torch.arange(hs.shape[0], device=device), last]
+            else:
+                m = mask.unsqueeze(-1).to(hs.dtype)
+                emb = (hs * m).sum(dim=1) / m.sum(dim=1)
+            out.append(emb.cpu().numpy().astype(np.float32))
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
 def hidden_feature_set(ws, run_id: str, loaded, pooling: str, max_seq_length: int) -> fstore.FeatureSetInfo:
     """The feature set of (model weights, tokenizer, pooling, window), created on first use."""
     from ..models.tokenization import tokenizer_id
@@ -71,7 +98,6 @@ def embed_candidates(ws, info: fstore.FeatureSetInfo, loaded, pool: str, ids: li
                      shard: tuple[int, int] = (0, 1), where: str | None = None, batch_size: int = 16,
                      commit_rows: int = 256, progress: bool = True) -> EmbedSummary:
     """Embed the candidates of `ids` in this shard that the feature set has neither stored nor excluded."""
-    from ..selection.baselines import hidden_state_embeddings
     from ..storage.candidates import read_candidates
     from ..models.tokenization import encode_conversation, pad_token_id
 
@@ -137,3 +163,6 @@ def embed_run(ws, run_id: str, pooling: str, max_seq_length: int | None = None, 
     ids = select_candidate_ids(ws, run["pool"], where, version)
     return embed_candidates(ws, info, loaded, run["pool"], ids, version, shard, where, batch_size,
                             progress=progress)
+
+
+# -- RDS / RDS+ -------------------------------------------------------------------------------------------------

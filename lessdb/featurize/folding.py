@@ -1,7 +1,7 @@
 """The folded low-d copy of a feature set that `select --prefilter LOWDxFACTOR` scores first (issue 14 item 6).
 
 A CountSketch at d folds exactly into the CountSketch at d' = d/m with the same hash reduced mod d' and the
-same signs (`lessdb.scale.prefilter.fold`), so the folded copy is itself a sketch of the same gradients. Other
+same signs (`fold`), so the folded copy is itself a sketch of the same gradients. Other
 projections are refused: a fold of the dense Rademacher sketch is not that sketch at d' (its d'-sketch is the
 first d' columns), a fold of sparse-sign blocks collides buckets across blocks, and a fold of `none` (the raw
 gradient) is an unrandomised hash.
@@ -22,12 +22,20 @@ import numpy as np
 import pyarrow as pa
 
 from .. import faults
+from ..choices import FEATURE_BATCH_ROWS
 from ..errors import LessdbError
-from ..scale.prefilter import fold
 
 COMMIT_ROWS = 65536     # rows per Lance commit of the folded table (a kill loses at most this much work)
-TAKE_ROWS = 4096        # rows per read of the full table
+TAKE_ROWS = FEATURE_BATCH_ROWS   # rows per read of the full table
 _SPEC = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+
+
+def fold(vectors: np.ndarray, low_dim: int) -> np.ndarray:
+    """[n, d] -> [n, low_dim]: sum of the buckets b with b mod low_dim equal (exact CountSketch fold)."""
+    n, d = vectors.shape
+    if d % low_dim:
+        raise ValueError(f"{low_dim} does not divide {d}")
+    return vectors.reshape(n, d // low_dim, low_dim).sum(axis=1, dtype=np.float32)
 
 
 def parse_prefilter(text) -> tuple[int, int]:

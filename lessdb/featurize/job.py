@@ -15,9 +15,6 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-import torch
-
 from .. import __version__, owners
 from ..choices import DEFAULT_STORED_DTYPE
 from ..progress import Progress

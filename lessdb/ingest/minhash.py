@@ -3,7 +3,8 @@ over the word 3-grams of the whole conversation, lowercased), computed at ingest
 (`text_minhash`); candidates ingested before lessdb computed them get theirs at their first `--dedup-text`
 selection. Cost at ingest: about as much again as the ingest itself (bench/RESULTS.md).
 
-The estimated Jaccard similarity of two signatures is the fraction of equal slots (datasketch's `jaccard`).
+The estimated Jaccard similarity of two signatures is the fraction of equal slots (datasketch's `jaccard`);
+select's `--dedup-text` check that reads them is selection/dedup.py.
 """
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import zlib
 
 import numpy as np
 
+from ..conversation import conversation_text, words
 from ..storage import minhash_store
-from ..selection.baselines import conversation_text, words
 
 NUM_PERM = 128
 SEED = 1
@@ -109,43 +110,3 @@ def record_at_ingest(ws, version: int | None, ingest_ids: list[int]) -> None:
         cids = batch.column("id").to_pylist()
         sigs = signatures([conversation_text(m) for m in batch.column("messages").to_pylist()])
         minhash_store.write_signatures(ws, SIGNATURE_ID, cids, sigs)
-
-
-class TextDedup:
-    """The picker's `--dedup-text` check: reject a candidate whose estimated Jaccard with a member exceeds j."""
-
-    def __init__(self, ws, plan, ids: list[str], order: np.ndarray, threshold: float):
-        from ..storage.lance_tables import CANDIDATES
-
-        self.ids, self.threshold = ids, threshold
-        self.ws, self.pool, self.version = ws, plan.pool, plan.versions[CANDIDATES]
-        self.sigs: dict[str, np.ndarray] = {}
-        self.order = order
-        self.position = {int(r): p for p, r in enumerate(order)}
-        from ..selection.dedup import GrowingRows
-
-        self.members = GrowingRows(NUM_PERM, np.uint32)
-        self.member_rows: list[int] = []
-        self.record = {"text_jaccard": threshold, "minhash": dict(PARAMS, signature_id=SIGNATURE_ID)}
-
-    def _sig(self, row: int) -> np.ndarray:
-        cid = self.ids[row]
-        if cid not in self.sigs:   # read (or compute) the next block of the ranking at once
-            start = self.position.get(row, 0)
-            block = {cid} | {self.ids[int(r)] for r in self.order[start:start + 1024]}
-            self.sigs.update(ensure_signatures(self.ws, self.pool, self.version,
-                                               sorted(i for i in block if i not in self.sigs)))
-        return self.sigs[cid]
-
-    def __call__(self, row: int, chosen: list[int]):
-        while len(self.member_rows) < len(chosen):
-            r = chosen[len(self.member_rows)]
-            self.member_rows.append(r)
-            self.members.append(self._sig(r))
-        if not self.members.n:
-            return None
-        sims = jaccard(self._sig(row), self.members.rows)
-        j = int(np.argmax(sims))
-        if sims[j] > self.threshold:
-            return ("near_duplicate_text", self.member_rows[j], float(sims[j]))
-        return None

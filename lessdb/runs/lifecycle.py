@@ -13,17 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from .. import owners
-from .checkpoints import EpochResult, checkpoint_dir, read_checkpoint_meta
-from .config import WarmupConfig
 from ..errors import LessdbError
 from ..models.loading import LoadedModel, load_base_model
+from ..models.tokenization import conversation_format, encode_rows, pad_token_id, tokenizer_id
 from ..settings import SettingError
 from ..storage import meta_runs
 from ..storage.candidates import read_candidates
-from ..models.tokenization import EncodedExample, conversation_format, encode_conversation, pad_token_id, tokenizer_id
+from .checkpoints import EpochResult, checkpoint_dir, read_checkpoint_meta
+from .config import WarmupConfig
 from .trainer import build_lora_model, completion_token_count, train_lora
 
 LOSS_NORMALISATION = "token-mean over the completion tokens of each effective batch"
@@ -109,12 +108,6 @@ def sample_subset(sorted_ids: list[str], percentage: float, seed: int, max_examp
     k = subset_size(len(sorted_ids), percentage, max_examples)
     picks = np.random.default_rng(int(seed)).choice(len(sorted_ids), size=k, replace=False)
     return sorted(sorted_ids[i] for i in picks)
-
-
-def encode_rows(tokenizer, table: pa.Table, max_seq_length: int) -> list[tuple[str, EncodedExample]]:
-    ids = table.column("id").to_pylist()
-    messages = table.column("messages").to_pylist()
-    return [(cid, encode_conversation(tokenizer, msgs, max_seq_length)) for cid, msgs in zip(ids, messages)]
 
 
 def new_run_id(kind: str = "warmup") -> str:

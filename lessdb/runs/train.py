@@ -5,7 +5,7 @@
   draw of ⌊P·N⌋ candidates, the warmup's draw), so the paper's baselines run through the same path.
   Members that keep no completion token within max_seq_length are excluded, recorded
   (`run_examples.excluded`) and reported, never trained on.
-- How: the warmup's trainer and bookkeeping (`runs.train_registered_run` -> `training.train_lora`), with the
+- How: the warmup's trainer and bookkeeping (`lifecycle.train_registered_run` -> `trainer.train_lora`), with the
   same LoRA/optimizer settings, presets and flags; a checkpoint per epoch, registered as it lands.
 - Recorded as a run with kind 'train', `selection_id` (NULL for full/random), config["selection"] = the
   selection id, "full" or "random:P" (what `lessdb compare` groups by), and `is_transfer` = the trained
@@ -13,7 +13,7 @@
 - Resume (`resume_train`): a run killed mid-way continues from its last complete checkpoint with its recorded
   settings, model (sha256-checked) and examples (`run_examples` at the recorded candidates version, in the
   order it was trained on them), never re-resolving `--selection`; it ends bit-identical to an uninterrupted
-  run on the same device. The machinery is the warmup's (`runs.prepare_resume`).
+  run on the same device. The machinery is the warmup's (`lifecycle.prepare_resume`).
 """
 from __future__ import annotations
 
@@ -22,17 +22,17 @@ import time
 from dataclasses import dataclass
 
 from .. import __version__
-from .config import TrainConfig, build_train_config  # noqa: F401 (re-exported: tests, callers)
-from ..errors import LessdbError
-from ..settings import SettingError, ref
 from ..choices import DEFAULT_MODEL
+from ..errors import LessdbError
 from ..models.loading import load_base_model, resolve_device
-from ..storage.cleanup import clean_up_after_kills
+from ..settings import SettingError, ref
 from ..storage import meta_runs, meta_selections
 from ..storage.candidates import candidates_version, select_candidate_ids
+from ..storage.cleanup import clean_up_after_kills
 from ..storage.lance_tables import CANDIDATES
+from .config import TrainConfig
 from .lifecycle import (RunSummary, encode_subset, new_run_id, prepare_resume, run_summary, run_to_resume,
-                   sample_subset, schedule_notes, schedule_record, tokens_per_second, train_registered_run)
+                        sample_subset, schedule_notes, schedule_record, tokens_per_second, train_registered_run)
 from .trainer import plan_schedule
 
 FULL = "full"

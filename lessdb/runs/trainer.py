@@ -32,15 +32,15 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..errors import LessdbError
 from ..models.batching import batches_by_length, token_budget
 from ..models.completion_loss import completion_token_losses
-from .config import LoraSettings, TrainingSettings
-from ..errors import LessdbError
-from .checkpoints import (ADAPTER_FILE, OPTIMIZER_FILE, RNG_FILE, EpochResult, optimizer_state_by_name,  # noqa: F401
-                          read_checkpoint_meta, read_optimizer_state, remove_temp_dirs, restore_optimizer_state,
-                          restore_rng_state, write_checkpoint)
-from ..progress import Progress
 from ..models.tokenization import IGNORE_INDEX, EncodedExample, collate
+from ..progress import Progress
+from .checkpoints import (ADAPTER_FILE, OPTIMIZER_FILE, RNG_FILE, EpochResult, read_checkpoint_meta,
+                          read_optimizer_state, remove_temp_dirs, restore_optimizer_state, restore_rng_state,
+                          write_checkpoint)
+from .config import LoraSettings, TrainingSettings
 
 
 

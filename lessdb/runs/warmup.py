@@ -7,9 +7,9 @@ Entry points: `run_warmup(ws, WarmupConfig)` and `resume_warmup(ws, run_id)`.
   version (recorded, so a resume reads exactly the same rows). Sampled examples that keep no completion
   token after truncation are excluded, recorded (`run_examples.excluded`) and reported, never trained on.
 - Token counts (prompt, completion, total, truncated) of every candidate of the pool for this tokenizer and
-  max_seq_length go to `token_counts`, so SQL filters can use them.
-- Training, checkpoints and eta-bar: `lessdb.training.train_lora`, through the run lifecycle in `lessdb.runs`. Each complete checkpoint is registered in
-  `checkpoints` right after its directory is renamed into place; a checkpoint dir that was renamed but not
+  max_seq_length go to `token_counts` (lessdb/models/token_counts.py), so SQL filters can use them.
+- Training, checkpoints and eta-bar: `trainer.train_lora`, through the run lifecycle (`lifecycle.py`). Each complete
+  checkpoint is registered in `checkpoints` right after its directory is renamed into place; a checkpoint dir that was renamed but not
   registered (killed in between) is verified by its sha256s and registered on resume.
 """
 from __future__ import annotations
@@ -17,50 +17,20 @@ from __future__ import annotations
 import sys
 import time
 
-import pyarrow as pa
-
 from .. import __version__
-from .config import WarmupConfig
 from ..errors import LessdbError
-from ..settings import SettingError, ref
 from ..models.loading import LoadedModel, load_base_model, resolve_device
-from ..storage.cleanup import clean_up_after_kills
-from .lifecycle import (RunSummary, encode_rows, encode_subset, new_run_id, prepare_resume, run_summary,  # noqa: F401
-                   run_to_resume, sample_subset, schedule_notes, schedule_record, subset_size, tokens_per_second,
-                   train_registered_run)
+from ..models.token_counts import record_token_counts
+from ..settings import SettingError, ref
 from ..storage import meta_runs
-from ..storage.candidates import candidates_version, iter_candidate_batches, select_candidate_ids
-from ..models.tokenization import tokenizer_id
+from ..storage.candidates import candidates_version, select_candidate_ids
+from ..storage.cleanup import clean_up_after_kills
+from .config import WarmupConfig
+from .lifecycle import (RunSummary, encode_subset, new_run_id, prepare_resume, run_summary, run_to_resume,
+                        sample_subset, schedule_notes, schedule_record, tokens_per_second, train_registered_run)
 from .trainer import plan_schedule
 
 
-# -- pure helpers -------------------------------------------------------------------------------------------
-
-
-def record_token_counts(ws, tokenizer, pool: str, max_seq_length: int, version: int | None = None,
-                        ids: list[str] | None = None, progress: bool = True) -> str:
-    """Store token counts of the pool's candidates (those not yet counted) for this tokenizer; returns its id."""
-    tid = tokenizer_id(tokenizer)
-    ids = ids if ids is not None else select_candidate_ids(ws, pool, version=version)
-    done = meta_runs.counted_candidate_ids(ws, tid, max_seq_length)
-    todo = [i for i in ids if i not in done]
-    t0, counted = time.monotonic(), 0
-    for table in iter_candidate_batches(ws, todo, pool=pool, version=version, batch_size=512):
-        rows = encode_rows(tokenizer, table, max_seq_length)
-        meta_runs.insert_token_counts(ws, pa.Table.from_pylist([
-            {"tokenizer_id": tid, "max_seq_length": max_seq_length, "candidate_id": cid,
-             "prompt_tokens": e.prompt_tokens, "completion_tokens": e.completion_tokens,
-             "total_tokens": e.total_tokens, "truncated": e.truncated} for cid, e in rows],
-            schema=meta_runs.TOKEN_COUNT_SCHEMA))
-        counted += len(rows)
-        if progress and len(todo) > 512:
-            rate = counted / max(time.monotonic() - t0, 1e-9)
-            print(f"warmup: token counts {counted}/{len(todo)} candidates, {rate:.0f}/s, "
-                  f"ETA {(len(todo) - counted) / max(rate, 1e-9):.0f}s", file=sys.stderr, flush=True)
-    return tid
-
-
-# -- entry points ------------------------------------------------------------------------------------------
 def run_warmup(ws, config: WarmupConfig, *, progress: bool = True, on_checkpoint=None,
                count_tokens: bool = True) -> RunSummary:
     """Train a fresh warmup run; see the module docstring. `on_checkpoint(EpochResult)` is called after each
@@ -116,9 +86,6 @@ def resume_warmup(ws, run_id: str | None = None, pool: str | None = None, *, dev
                      run["n_excluded"], progress, on_checkpoint, t0)
     summary.resumed_from_epoch = point.last_epoch
     return summary
-
-
-# -- resuming (shared by `warmup --resume` and `train --resume`) --------------------------------------------
 
 
 def _train(ws, run_id, config: WarmupConfig, loaded: LoadedModel, kept, device, resume_from, notes, n_pool,

@@ -16,11 +16,11 @@ from ..lazy import lazy_exports
 # light (numpy, no storage): imported now, so that `lessdb.selection.select` is the function, as it always was,
 # even after the submodule of the same name is imported
 from .methods import Scores, method_names, register_method
-from .plan import SelectConfig
+from .config import SelectConfig
 from .record import Member, SelectionResult
 from .select import replay, select
 
-_LAZY = {"METHODS": "select", "list_selections": "audit", "show_selection": "audit",
+_LAZY = {"list_selections": "audit", "show_selection": "audit",
          "diff_selections": "audit", "export_selection": "export"}
 __all__ = ["select", "replay", "SelectConfig", "SelectionResult", "Member", "Scores", "register_method",
            "method_names", *_LAZY]

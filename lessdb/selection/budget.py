@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import LessdbError
 from ..runs.config import run_max_seq_length
 from ..settings import ref
-from .invalid import invalid
+from .config import invalid
 
 BUDGET_ON = ("completion", "total")
 
@@ -51,7 +51,7 @@ def _count(ws, plan, ids: list[str], tokenizer: dict) -> None:
     from ..models.loading import load_base_model
     from ..storage.lance_tables import CANDIDATES
     from ..models.tokenization import tokenizer_id
-    from ..runs.warmup import record_token_counts
+    from ..models.token_counts import record_token_counts
 
     loaded = load_base_model(ws, tokenizer["model"], record=False)
     if tokenizer["tokenizer_id"] and tokenizer_id(loaded.tokenizer) != tokenizer["tokenizer_id"]:

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..settings import ref
 from . import targets as tgt
-from .invalid import invalid
+from .config import invalid
 from .budget import BUDGET_ON, budget_tokenizer, token_array
 from .picking import BALANCES, pick
 

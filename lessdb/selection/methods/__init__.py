@@ -48,7 +48,7 @@ import numpy as np
 
 from ...errors import LessdbError
 from ...settings import ref
-from ..invalid import invalid
+from ..config import invalid
 
 
 @dataclass
@@ -138,17 +138,6 @@ def register_method(name: str, *, params: type | None = None, params_key: str | 
 def unregister_method(name: str) -> None:
     """Remove a method (tests that register a throwaway one clean up with this)."""
     _REGISTRY.pop(name.lower(), None)
-
-
-def parse_method_params(items) -> dict[str, str]:
-    """["k1=1.2", "b=0.5"] (the CLI's --method-param) -> {"k1": "1.2", "b": "0.5"}; typed by make_params."""
-    out = {}
-    for item in items or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise invalid([("method_params", f"{item!r}: expected KEY=VALUE, e.g. k1=1.2")])
-        out[key.strip()] = value.strip()
-    return out
 
 
 def _discover() -> None:

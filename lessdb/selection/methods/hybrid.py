@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
-from ..invalid import invalid
+from ..config import invalid
 from .. import fusion as hybrid
 from . import Scores, register_method
 from .gradient import gradient_scores, prepare
