@@ -14,6 +14,7 @@ named inside a sentence is written `ref("pool")`:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import MISSING, field
 
 from .errors import _REF_PATTERN, LessdbError, ref, render_refs  # noqa: F401 (ref: re-exported)
@@ -24,14 +25,19 @@ DEFAULT_MAX_SEQ_LENGTH = 2048
 
 def setting(default=MISSING, help: str = "", *, default_factory=MISSING, flag: str | None = None,
             choices=None, cli: bool = True, show: str | None = None, short: str | None = None,
-            multiple: bool = False, metavar: str | None = None):
+            multiple: bool = False, metavar: str | None = None, min=None, max=None, above=None, below=None,
+            finite: bool = False):
     """A dataclass field with its help. `flag`: the option's name when it is not the field's name with dashes; `choices`: the
     allowed values (validated, and a click.Choice); `cli=False`: no command-line option (library-only knob);
     `show`: the default as help shows it, when the value itself does not say it (None means "computed");
     `short`: a one-letter alias of the flag (`-p`); `multiple`: the flag may be repeated (the command gets a
-    tuple); `metavar`: how help shows its value."""
+    tuple); `metavar`: how help shows its value. The allowed range of a number, checked by `check_ranges`:
+    `min`/`max` (inclusive), `above`/`below` (exclusive); a bounded number must be finite, and `finite=True`
+    asks it of an unbounded one. None (an optional setting left out) is always allowed."""
+    bounds = {k: v for k, v in (("min", min), ("max", max), ("above", above), ("below", below)) if v is not None}
     metadata = {"help": help, "flag": flag, "choices": tuple(choices) if choices is not None else None,
-                "cli": cli, "show": show, "short": short, "multiple": multiple, "metavar": metavar}
+                "cli": cli, "show": show, "short": short, "multiple": multiple, "metavar": metavar,
+                "range": bounds or None, "finite": bool(finite or bounds)}
     if default_factory is not MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -106,6 +112,37 @@ def check_choices(obj, problems: list[tuple[str, str]]) -> None:
         value = getattr(obj, f.name)
         if choices and value is not None and value not in choices:
             problems.append((f.name, f"{value!r} is not one of {', '.join(map(str, choices))}"))
+
+
+def range_problem(value, bounds: dict, finite: bool = True) -> str | None:
+    """What is wrong with a number against declared bounds ({min, max, above, below}), or None. NaN is outside
+    every bound; a bool is no number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{value!r}: must be a number"
+    if finite and not math.isfinite(value):
+        return f"{value}: must be a finite number"
+    low = ("[", bounds["min"]) if "min" in bounds else ("(", bounds["above"]) if "above" in bounds else None
+    high = ("]", bounds["max"]) if "max" in bounds else (")", bounds["below"]) if "below" in bounds else None
+    ok = ((low is None or (value >= low[1] if low[0] == "[" else value > low[1]))
+          and (high is None or (value <= high[1] if high[0] == "]" else value < high[1])))
+    if ok:
+        return None
+    if low and high:
+        return f"{value}: must be in {low[0]}{low[1]}, {high[1]}{high[0]}"
+    if low:
+        return f"{value}: must be {'at least' if low[0] == '[' else 'greater than'} {low[1]}"
+    return f"{value}: must be {'at most' if high[0] == ']' else 'less than'} {high[1]}"
+
+
+def check_ranges(obj, problems: list[tuple[str, str]]) -> None:
+    """Append a problem for every number outside the range its setting declares (`setting(min=..., ...)`)."""
+    for f in dataclasses.fields(obj):
+        bounds, finite = f.metadata.get("range"), f.metadata.get("finite")
+        value = getattr(obj, f.name)
+        if (bounds or finite) and value is not None:
+            problem = range_problem(value, bounds or {}, finite)
+            if problem:
+                problems.append((f.name, problem))
 
 
 def raise_problems(obj, problems: list[tuple[str, str]]) -> None:

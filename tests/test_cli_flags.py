@@ -151,7 +151,7 @@ def test_cli_reports_a_setting_error_with_flags(tmp_path):
 
     run_cli("init", workspace=tmp_path / "ws")
     proc = run_cli("featurize", "--run", "nope", "--dim", "0", workspace=tmp_path / "ws", check=False)
-    assert proc.returncode == 1 and "Error: --dim 0 must be positive" in proc.stderr, proc.stderr
+    assert proc.returncode == 1 and "Error: --dim 0: must be at least 1" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -171,9 +171,9 @@ ERRORS = [
      lambda ws: ws.select("bbh"),
      "method less needs a warmup run; run `lessdb warmup` first or pass run"),
     (("select", "--task", "bbh", "--method", "random", "--dedup-text", "0"),
-     "--dedup-text 0.0: a similarity threshold in (0, 1]",
+     "--dedup-text 0.0: must be in (0, 1]",
      lambda ws: ws.select("bbh", method="random", dedup_text=0.0),
-     "dedup_text 0.0: a similarity threshold in (0, 1]"),
+     "dedup_text 0.0: must be in (0, 1]"),
     (("train", "--selection", "random:0.5"),
      "--selection random:0.5 needs --pool: ingest a pool first",
      lambda ws: ws.train("random:0.5", progress=False),

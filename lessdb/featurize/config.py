@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from ..models.batching import CPU_BATCH_TOKENS
 from ..choices import DEFAULT_SKETCH, GRAD_KINDS, SKETCH_KINDS, STORED_DTYPE_NAMES
 from ..scale.options import ENGINES
-from ..settings import check_choices, raise_problems, setting
+from ..settings import check_choices, check_ranges, raise_problems, setting
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 
@@ -16,7 +16,7 @@ class FeaturizeConfig:
     run_id: str = setting(help="Warmup run whose checkpoints give the gradients.", flag="--run")
     checkpoints: tuple[int, ...] | None = setting(
         None, "Epochs to featurize: all, or e.g. 1,2.", show="all")
-    dim: int = setting(8192, "Sketch dimension d.")
+    dim: int = setting(8192, "Sketch dimension d.", min=1)
     sketch: str = setting(DEFAULT_SKETCH, "Random projection; dense-rademacher is the paper's (slow on CPU at LESS "
                           "sizes).", choices=SKETCH_KINDS)
     sketch_nnz: int | None = setting(None, "Nonzeros per coordinate of the sparse-sign sketch.", show="4")
@@ -31,10 +31,10 @@ class FeaturizeConfig:
     shard: tuple[int, int] = setting((0, 1), "i/n: do only the examples whose id hashes to shard i (0-based).",
                                      show="0/1")
     batch_size: int = setting(8, "Examples per forward+backward (on a CPU also at most "
-                                                f"{CPU_BATCH_TOKENS} padded tokens).")
+                                 f"{CPU_BATCH_TOKENS} padded tokens).", min=1)
     device: str = setting("auto", "auto, cpu or cuda.")
     where: str | None = setting(None, "SQL boolean expression over `candidates` selecting a subset.")
-    max_seq_length: int | None = setting(None, "Token limit.", show="the run's")
+    max_seq_length: int | None = setting(None, "Token limit.", show="the run's", min=2)
     compute_dtype: str = setting("auto", "Forward/backward precision (auto: bfloat16 on CUDA, float32 on CPU).",
                                  flag="--precision", choices=COMPUTE_DTYPES)
     engine: str = setting("local", "local: this process; ray: Ray actors compute, this process commits (see "
@@ -46,13 +46,8 @@ class FeaturizeConfig:
     def validate(self) -> None:
         problems: list[tuple[str, str]] = []
         check_choices(self, problems)
-        if self.dim < 1:
-            problems.append(("dim", f"{self.dim} must be positive"))
+        check_ranges(self, problems)
         i, n = self.shard
         if not (n >= 1 and 0 <= i < n):
             problems.append(("shard", f"{i}/{n}: need 0 <= i < n"))
-        if self.batch_size < 1:
-            problems.append(("batch_size", f"{self.batch_size} must be >= 1"))
-        if self.max_seq_length is not None and self.max_seq_length < 2:
-            problems.append(("max_seq_length", f"{self.max_seq_length} is too small"))
         raise_problems(self, problems)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ..models.batching import CPU_BATCH_TOKENS
 from ..choices import DEFAULT_MODEL, MODEL_HELP
 from ..errors import LessdbError
-from ..settings import DEFAULT_MAX_SEQ_LENGTH, SettingError, raise_problems, setting
+from ..settings import DEFAULT_MAX_SEQ_LENGTH, SettingError, check_choices, check_ranges, raise_problems, setting
 
 PAPER_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 
@@ -24,7 +24,7 @@ PRESETS: dict[str, dict] = {
     # smaller LoRA (r=8, alpha=32: the paper's alpha/r = 4), at most 64 warmup examples, 2 epochs (N >= 2
     # checkpoints, so the influence sum still spans several epochs), effective batch 8 in micro-batches of 4
     # (8 optimizer steps per epoch at 64 examples, so the 1 warm-up step at lr 0 is a small part of epoch 1
-    # and the cosine decay is visible; on a CPU the 512-padded-token cap of lessdb/batching.py makes the forward
+    # and the cosine decay is visible; on a CPU the 512-padded-token cap of lessdb/models/batching.py makes the forward
     # passes 2 × 256). Optimizer, lr and schedule shape are the paper's; all layers kept.
     "cpu-small": {
         "max_seq_length": 256,
@@ -41,20 +41,15 @@ PRESETS: dict[str, dict] = {
 
 @dataclass(frozen=True)
 class LoraSettings:
-    r: int = setting(128, "LoRA rank.", flag="--lora-r")
-    alpha: int = setting(512, "LoRA alpha.", flag="--lora-alpha")
-    dropout: float = setting(0.1, "LoRA dropout.", flag="--lora-dropout")
+    r: int = setting(128, "LoRA rank.", flag="--lora-r", min=1)
+    alpha: int = setting(512, "LoRA alpha.", flag="--lora-alpha", above=0)
+    dropout: float = setting(0.1, "LoRA dropout.", flag="--lora-dropout", min=0, below=1)
     target_modules: tuple[str, ...] = setting(PAPER_TARGET_MODULES, "Comma-separated module names to adapt.",
                                               flag="--target-modules", show=",".join(PAPER_TARGET_MODULES))
 
     def validate(self) -> None:
         problems = []
-        if self.r < 1:
-            problems.append(("r", f"{self.r} must be >= 1"))
-        if self.alpha <= 0:
-            problems.append(("alpha", f"{self.alpha} must be > 0"))
-        if not (0.0 <= self.dropout < 1.0):
-            problems.append(("dropout", f"{self.dropout} must be in [0, 1)"))
+        check_ranges(self, problems)
         if not self.target_modules:
             problems.append(("target_modules", "must name at least one module"))
         raise_problems(self, problems)
@@ -65,13 +60,13 @@ class TrainingSettings:
     """Optimizer, schedule and batching. `batch_size` is the effective batch (one optimizer step);
     `micro_batch_size` only bounds memory: the loss is normalised over the whole effective batch, so the
     result does not depend on it (up to float summation order)."""
-    lr: float = setting(2e-5, "Peak learning rate.")
-    epochs: int = setting(4, "Epochs = checkpoints N.")
-    batch_size: int = setting(128, "Effective batch per optimizer step.")
+    lr: float = setting(2e-5, "Peak learning rate.", above=0)
+    epochs: int = setting(4, "Epochs = checkpoints N.", min=1)
+    batch_size: int = setting(128, "Effective batch per optimizer step.", min=1)
     micro_batch_size: int = setting(8, "Examples per forward pass (memory only; on a CPU also at most "
-                                     f"{CPU_BATCH_TOKENS} padded tokens).")
-    warmup_ratio: float = setting(0.03, "Linear warm-up fraction of steps.")
-    max_seq_length: int = setting(DEFAULT_MAX_SEQ_LENGTH, "Truncate examples to this many tokens.")
+                                     f"{CPU_BATCH_TOKENS} padded tokens).", min=1)
+    warmup_ratio: float = setting(0.03, "Linear warm-up fraction of steps.", min=0, below=1)
+    max_seq_length: int = setting(DEFAULT_MAX_SEQ_LENGTH, "Truncate examples to this many tokens.", min=8)
     beta1: float = setting(0.9, "AdamW beta1.", cli=False)
     beta2: float = setting(0.999, "AdamW beta2.", cli=False)
     eps: float = setting(1e-8, "AdamW epsilon.", cli=False)
@@ -82,18 +77,7 @@ class TrainingSettings:
 
     def validate(self) -> None:
         problems = []
-        if self.lr <= 0:
-            problems.append(("lr", f"{self.lr} must be > 0"))
-        if self.epochs < 1:
-            problems.append(("epochs", f"{self.epochs} must be >= 1"))
-        if self.batch_size < 1:
-            problems.append(("batch_size", f"{self.batch_size} must be >= 1"))
-        if self.micro_batch_size < 1:
-            problems.append(("micro_batch_size", f"{self.micro_batch_size} must be >= 1"))
-        if not (0.0 <= self.warmup_ratio < 1.0):
-            problems.append(("warmup_ratio", f"{self.warmup_ratio} must be in [0, 1)"))
-        if self.max_seq_length < 8:
-            problems.append(("max_seq_length", f"{self.max_seq_length} is too small"))
+        check_ranges(self, problems)
         raise_problems(self, problems)
 
 
@@ -104,9 +88,9 @@ DEVICE_HELP = "auto (cuda with bf16 if available, else cpu), cpu or cuda."
 class WarmupConfig:
     pool: str = setting(help="Pool to draw the warmup subset from.")
     model: str = setting(DEFAULT_MODEL, MODEL_HELP + ".")
-    percentage: float = setting(0.05, "Fraction of the pool to train on (0.05 means 5%).")
+    percentage: float = setting(0.05, "Fraction of the pool to train on (0.05 means 5%).", above=0, max=1)
     # presets use it; None: p% of the pool
-    max_examples: int | None = setting(None, "Cap on the subset size.")
+    max_examples: int | None = setting(None, "Cap on the subset size.", min=1)
     lora: LoraSettings = setting(default_factory=LoraSettings, cli=False)
     training: TrainingSettings = setting(default_factory=TrainingSettings, cli=False)
     device: str = setting("auto", DEVICE_HELP)
@@ -119,10 +103,8 @@ class WarmupConfig:
 
     def validate(self) -> None:
         problems = []
-        if not (0.0 < self.percentage <= 1.0):
-            problems.append(("percentage", f"{self.percentage}: must be in (0, 1] (0.05 means 5%)"))
-        if self.max_examples is not None and self.max_examples < 1:
-            problems.append(("max_examples", f"{self.max_examples} must be >= 1"))
+        check_choices(self, problems)
+        check_ranges(self, problems)
         raise_problems(self, problems)
         self.lora.validate()
         self.training.validate()

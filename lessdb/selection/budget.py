@@ -12,9 +12,7 @@ import numpy as np
 from ..errors import LessdbError
 from ..runs.config import run_max_seq_length
 from ..settings import ref
-from .config import invalid
-
-BUDGET_ON = ("completion", "total")
+from .config import BUDGET_ON, invalid
 
 
 def budget_tokenizer(ws, plan) -> dict:

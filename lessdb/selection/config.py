@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 from ..choices import DEFAULT_VAL_TRUNCATION, FEATURE_BATCH_ROWS, TRUNCATION_SIDES
 from ..scale.options import ENGINES, ray_address_setting
-from ..settings import SettingError, check_choices, field_named, raise_problems, setting
+from ..settings import SettingError, check_choices, check_ranges, field_named, raise_problems, setting
+from .picking import BALANCES
 
 DEFAULT_PERCENTAGE = 0.05
 VAL_AGGREGATIONS = ("paper", "reference")
+BUDGET_ON = ("completion", "total")   # which tokens a --max-tokens budget counts
 
 
 @dataclass
@@ -23,9 +25,9 @@ class SelectConfig:
     pool: str | None = setting(None, "Candidate pool.", show="the run's pool")
     run: str | None = setting(None, "Warmup run.", show="the feature set's run, else the newest complete one")
     feature_set: str | None = setting(None, "Feature set.", show="the run's newest of the method's gradient kind")
-    percentage: float | None = setting(None, "Select floor(p*N) of the N scored candidates.",
-                                       show=str(DEFAULT_PERCENTAGE), short="-p")
-    count: int | None = setting(None, "Select exactly this many instead.", short="-k")
+    percentage: float | None = setting(None, "Select floor(p*N) of the N scored candidates (0.05 means 5%).",
+                                       show=str(DEFAULT_PERCENTAGE), short="-p", above=0, max=1)
+    count: int | None = setting(None, "Select exactly this many instead.", short="-k", min=1)
     where: str | None = setting(None, "SQL condition on candidate metadata, applied before scoring.")
     val_aggregation: str = setting("paper", "paper: cosine with the subtask's mean gradient; reference: mean of "
                                    "per-example cosines.", choices=VAL_AGGREGATIONS)
@@ -34,11 +36,12 @@ class SelectConfig:
     name: str | None = setting(None, "A unique name for the selection.")
     output: str | None = setting(None, "Also export it (.jsonl or .parquet).", short="-o")
     force: bool = setting(False, "Overwrite --output if it exists.")
-    max_seq_length: int | None = setting(None, "RDS/RDS+ truncation.", show="the run's")
+    max_seq_length: int | None = setting(None, "RDS/RDS+ truncation.", show="the run's", min=2)
     device: str = setting("cpu", "RDS/RDS+ device.")
-    batch_rows: int = setting(FEATURE_BATCH_ROWS, "Feature rows per BLAS product (bounds memory).", cli=False)
+    batch_rows: int = setting(FEATURE_BATCH_ROWS, "Feature rows per BLAS product (bounds memory).", cli=False,
+                              min=1)
     val_max_seq_length: int | None = setting(None, "Token window of validation examples, for gradient methods and "
-                                             "RDS/RDS+.", show="the feature set's, or the RDS window")
+                                             "RDS/RDS+.", show="the feature set's, or the RDS window", min=2)
     val_truncation: str = setting(DEFAULT_VAL_TRUNCATION, "left keeps each validation example's completion and drops "
                                   "the earliest prompt tokens when it does not fit (long few-shot prompts on small "
                                   "windows); right drops the end instead (the paper's cut, which can leave no "
@@ -52,15 +55,15 @@ class SelectConfig:
                           "(same result).", choices=ENGINES)
     ray_address: str = ray_address_setting()
     balance: str = setting("max", "Several targets: max over all their subtasks (the paper), round-robin turns, or k "
-                           "split by target weights.", choices=("max", "round-robin", "proportional"))
+                           "split by target weights.", choices=BALANCES)
     max_tokens: int | None = setting(None, "Token budget: take candidates best first until the next one would exceed "
                                      "it (run's tokenizer and window). With --count/--percentage, whichever is "
-                                     "reached first.")
-    budget_on: str = setting("completion", "Which tokens --max-tokens counts.", choices=("completion", "total"))
+                                     "reached first.", min=1)
+    budget_on: str = setting("completion", "Which tokens --max-tokens counts.", choices=BUDGET_ON)
     dedup: float | None = setting(None, "Skip a candidate whose feature cosine (at the selection's checkpoints) with a "
-                                  "selected member exceeds this, e.g. 0.9.")
+                                  "selected member exceeds this, e.g. 0.9.", above=0, max=1)
     dedup_text: float | None = setting(None, "Skip a candidate whose MinHash Jaccard estimate with a selected member "
-                                       "exceeds this, e.g. 0.8.")
+                                       "exceeds this, e.g. 0.8.", above=0, max=1)
     prefilter: str | None = setting(None, "Two-stage selection for huge stores, LOWDxFACTOR (e.g. 1024x20): "
                                     "score every candidate on the feature set's folded copy at d=LOWD (made on "
                                     "first use, kept beside the full vectors), then rescan only the best FACTOR*k "
@@ -82,10 +85,7 @@ class SelectConfig:
             problems.append(("task", "is required (see `lessdb tasks`)"))
         if self.count is not None and self.percentage is not None:
             problems.append((("percentage", "count"), "may be given, not both"))
-        if self.count is not None and self.count < 1:
-            problems.append(("count", f"{self.count}: must be at least 1"))
-        if self.percentage is not None and not (0 < self.percentage <= 1):
-            problems.append(("percentage", f"{self.percentage}: must be in (0, 1] (0.05 means 5%)"))
+        check_ranges(self, problems)
         if self.prefilter is not None:
             from ..featurize.folding import parse_prefilter
 

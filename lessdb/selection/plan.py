@@ -11,7 +11,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
-from ..choices import TRUNCATION_SIDES
 from ..errors import LessdbError
 from ..settings import FieldText, SettingError, ref
 from .choose import picking_options
@@ -205,12 +204,7 @@ def feature_set(ws, fsid: str):
 def validation_window(cfg: SelectConfig, default_max_seq_length: int) -> dict:
     """The token window of the validation examples, recorded with the selection so that a replay encodes them
     exactly as this run did. Selections recorded before it was recorded used the default window, cut on the
-    right (their readers fall back to that)."""
-    if cfg.val_truncation not in TRUNCATION_SIDES:
-        raise SettingError(SelectConfig, [("val_truncation", f"{cfg.val_truncation!r}: expected one of "
-                                                             f"{', '.join(TRUNCATION_SIDES)}")])
-    if cfg.val_max_seq_length is not None and cfg.val_max_seq_length < 2:
-        raise SettingError(SelectConfig, [("val_max_seq_length", f"{cfg.val_max_seq_length}: must be at least 2")])
+    right (their readers fall back to that). `cfg` is validated (its truncation side and window)."""
     return {"max_seq_length": int(cfg.val_max_seq_length or default_max_seq_length),
             "truncation": cfg.val_truncation}
 
