@@ -5,7 +5,7 @@ truncated to 256 tokens (the quickstart's shapes).
 For each cap (default 1024, 512, 256 padded tokens) a fresh process runs
   (a) training micro-batches (train mode, LoRA dropout 0.1, loss backward: the warmup's inner loop), and
   (b) featurize batches (eval mode, per-example gradients → CountSketch d=8192: featurize and validation),
-over the same examples grouped by `lessdb.batching.batches_by_length`, and reports the peak RSS above
+over the same examples grouped by `lessdb.models.batching.batches_by_length`, and reports the peak RSS above
 the loaded model (VmHWM reset before the batches) and the time per example. The caps run one after another in
 one invocation, so their ratios are side by side; on a loaded machine read the CPU-seconds column.
 

@@ -9,7 +9,7 @@ Three kinds of examples, `--n` of each, batches of `--batch-size`:
   bbh-256: BBH items in the quickstart's validation window (last 256 tokens): long prompt, few completion tokens;
   sharegpt-256: ShareGPT conversations (the quickstart's pool) truncated to 256 tokens: many completion tokens.
 Three computations, each timed with the full-logits path ("before": logits at every position, then the loss's
-mask) and the label-position path ("after": lessdb.completion_loss), alternating, best of `--reps`, as wall
+mask) and the label-position path ("after": lessdb.models.completion_loss), alternating, best of `--reps`, as wall
 time and as this process's CPU time (steadier on a shared machine):
   featurize: FeatureEngine (per-example gradients, SGD transform, CountSketch d=8192) — also the validation
              gradients of `select`;

@@ -2,7 +2,7 @@
 
     python bench/scale.py [--n 96] [--scan-rows 20000] [--scan-dim 2048] [--pf-rows 50000] [--json OUT]
 
-1. Featurize the same pool with the same tiny model (lessdb.tiny, 1 checkpoint, d = 1024): local engine (one
+1. Featurize the same pool with the same tiny model (lessdb.models.tiny, 1 checkpoint, d = 1024): local engine (one
    process, 1 thread) vs `--engine ray` with 2 CPU workers (1 thread each) on a private local cluster.
    Features/s of each, and the Ray driver's overheads (planning incl. the identity model load, Ray start, fragment
    writes on workers, commits) as a share of worker compute.

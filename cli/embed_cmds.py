@@ -1,4 +1,4 @@
-"""`lessdb embed`: RDS / RDS+ embeddings of a run's pool as a stored feature set (featurize/hidden.py)."""
+"""`lessdb embed`: RDS / RDS+ embeddings of a run's pool as a stored feature set (featurize/embeddings.py)."""
 from __future__ import annotations
 
 import click

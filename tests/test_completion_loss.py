@@ -1,4 +1,4 @@
-"""The LM head at label positions only (lessdb.completion_loss) against the full-logits computation: losses,
+"""The LM head at label positions only (lessdb.models.completion_loss) against the full-logits computation: losses,
 training gradients, per-example gradients and features, eval losses — with padding, per-example completion
 masks of different sizes and an example without any completion token (tiny model, real peft)."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Featurize jobs on real storage: a real tiny warmup (lessdb.warmup), real peft, LanceDB + DuckDB.
+"""Featurize jobs on real storage: a real tiny warmup (lessdb.runs.warmup), real peft, LanceDB + DuckDB.
 
 Complete and duplicate-free after kill -9 + rerun, two shard processes at once, incremental reruns,
 validation features cached, the CLI's --json output."""

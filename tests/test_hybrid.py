@@ -1,4 +1,4 @@
-"""`select --method hybrid`: LESS and BM25 fused per subtask (lessdb/selection/hybrid.py).
+"""`select --method hybrid`: LESS and BM25 fused per subtask (lessdb/selection/fusion.py).
 
 The fusion math is checked against brute-force formulas; on a real workspace (tiny model, real warmup, real
 featurize) the hybrid's recorded scores equal a recomputation from the LESS and BM25 selections' own recorded

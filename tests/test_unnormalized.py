@@ -1,5 +1,5 @@
 """Raw gradient norms stored with every feature, and the unnormalised-gradient ablation (`--method unnormalized`,
-the paper's Table 12) end to end: a real tiny warmup (lessdb.warmup, real peft), real featurize jobs, LanceDB +
+the paper's Table 12) end to end: a real tiny warmup (lessdb.runs.warmup, real peft), real featurize jobs, LanceDB +
 DuckDB on disk.
 
 The stored norms are checked against the exact sketched vector computed independently (plain autograd one

@@ -247,7 +247,7 @@ def _parse_gguf_once():
 
 def convert_gguf(gguf: Path, out_dir: Path) -> dict:
     """De-quantize a GGUF into a plain safetensors HF directory (atomic: temp dir, then rename), one tensor at a
-    time (lessdb.gguf_convert: peak memory about one tensor, not the whole model several times over)."""
+    time (gguf_convert.py: peak memory about one tensor, not the whole model several times over)."""
     from .gguf_convert import convert_gguf_streaming
 
     print(f"lessdb: converting {gguf.name} to safetensors (once per workspace, ~20-90 s)...", file=sys.stderr)
@@ -285,7 +285,7 @@ def load_base_model(ws, name_or_path: str = DEFAULT_MODEL, device: str = "cpu",
     """Load a base model and its tokenizer, and record it in the workspace's `models` table.
 
     "smollm2-135m" / "gemma3-270m": a bundled GGUF (BUNDLED_MODELS), cached as safetensors in the workspace;
-    "tiny": lessdb.tiny (seed 0, byte tokenizer, Tulu format); else a local HF model directory."""
+    "tiny": lessdb.models.tiny (seed 0, byte tokenizer, Tulu format); else a local HF model directory."""
     from ..storage import meta_runs
 
     device = resolve_device(device)

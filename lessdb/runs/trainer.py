@@ -1,5 +1,5 @@
 """The LoRA trainer (loop, optimizer, schedule), used by warmup (step 1) and `lessdb train` (step 4); the stage
-entries are warmup.py and train.py, the run lifecycle runs.py and the checkpoint files checkpoints.py.
+entries are warmup.py and train.py, the run lifecycle lifecycle.py and the checkpoint files checkpoints.py.
 
 What it does, and why:
 - peft LoRA on the configured modules; LoRA A is initialised from `torch.manual_seed(seed)` (B = 0).

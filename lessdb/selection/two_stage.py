@@ -1,6 +1,6 @@
 """`select --prefilter LOWDxFACTOR`: two-stage scoring of a gradient method for huge stores (issue 14 item 6).
 
-Stage one scores every filtered candidate on the feature set's folded copy at d' = LOWD (lessdb.scale.folded),
+Stage one scores every filtered candidate on the feature set's folded copy at d' = LOWD (lessdb.featurize.folding),
 with the same optimizer-aware cosine as the full path: the candidates' stored (Adam-preconditioned) vectors and
 the task's (SGD) validation vectors, both folded, through the same `build_queries` and `ScoreAccumulator` (so
 rows and queries are normalised at d' exactly as they are at d). Stage two rescans only the best FACTOR·k

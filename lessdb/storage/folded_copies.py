@@ -1,4 +1,4 @@
-"""Folded low-dimensional copies of feature tables (migrations/0016_folded_copies.sql; lessdb.scale.folded
+"""Folded low-dimensional copies of feature tables (migrations/0016_folded_copies.sql; lessdb.featurize.folding
 writes them, `select --prefilter` reads them).
 
 A folded table has the feature table's columns at d' = d/m — `vector` is the fold of the stored (unit) vector,

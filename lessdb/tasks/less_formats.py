@@ -1,5 +1,5 @@
 """LESS's validation prompt formats (BBH, MMLU, TyDiQA) as conversations, shared by the built-in tasks, the
-LESS-folder loader (`tasks.py`) and the evaluation prompts (`evaluate/items.py`).
+LESS-folder loader (`less_eval.py`) and the evaluation prompts (`evaluate/items.py`).
 
 LESS format, and the one place lessdb differs. LESS (`less/data_selection/get_validation_dataset.py`) builds
 each validation example as a Tulu string `"<|user|>\\n" + U + "\\n<|assistant|>\\n" + CUE` followed by the

@@ -11,7 +11,7 @@ from ..storage import meta_runs, meta_selections
 from ..storage.lance_tables import CANDIDATES
 from .findings import ERROR, INFO, WARNING, VerifyReport
 
-TINY_SOURCE = "config:tiny"    # built from code (lessdb.tiny), no weights file to hash
+TINY_SOURCE = "config:tiny"    # built from code (lessdb.models.tiny), no weights file to hash
 
 
 # -- runs and checkpoints ----------------------------------------------------------------------------------------
