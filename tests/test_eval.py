@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from lessdb.cli.main import cli
 from lessdb.errors import InputError, LessdbError
 from lessdb.evaluate import metrics as M
-from lessdb.evaluate.items import load_test_set
+from lessdb.evaluate.sources import load_test_set
 from lessdb.evaluate import mmlu
 from lessdb.evaluate.mmlu import MMLU_LETTERS, load_mmlu, mmlu_prompt
-from lessdb.evaluate.test_set import EvalItem, TestSet
+from lessdb.evaluate.items import EvalItem, TestSet
 from lessdb.evaluate.tydiqa import TYDIQA_DEV, TYDIQA_ONE_SHOT
 from lessdb.evaluate.run_eval import (EvalConfig, build_prompts, compare, compare_table, method_of,
                                       run_eval, score_test_set)

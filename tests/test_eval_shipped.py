@@ -10,7 +10,7 @@ import pytest
 
 from lessdb.evaluate import shipped
 from lessdb.evaluate.bbh import bbh_prompt
-from lessdb.evaluate.items import load_test_set
+from lessdb.evaluate.sources import load_test_set
 from lessdb.evaluate.mmlu import mmlu_prompt
 
 from conftest import LESS_EVAL, run_cli

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import InputError, LessdbError
 from ..settings import SettingError
 from .config import EvalConfig
-from .test_set import DATA_DIR_HINTS, EvalItem, TestSet, first_dir, read_json
+from .items import DATA_DIR_HINTS, EvalItem, TestSet, first_dir, read_json
 
 
 # -- BBH ----------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """A benchmark's test items as `lessdb eval` scores them: `EvalItem`, `TestSet` (items with the demonstrations
 that shape their prompts, and their hash), the fixed subset `--limit` takes, and what every reader shares (JSON
 with a clear error, the folder hints an error names). The readers are bbh.py, mmlu.py, tydiqa.py and shipped.py;
-items.py picks one."""
+sources.py picks one."""
 from __future__ import annotations
 
 import hashlib

@@ -12,7 +12,7 @@ import pyarrow as pa
 from ..errors import InputError, LessdbError
 from ..settings import SettingError
 from .config import EvalConfig
-from .test_set import DATA_DIR_HINTS, EvalItem, TestSet, first_dir
+from .items import DATA_DIR_HINTS, EvalItem, TestSet, first_dir
 
 MMLU_LETTERS = ("A", "B", "C", "D")
 

@@ -23,9 +23,9 @@ from . import metrics as M
 from .bbh import bbh_prompt
 from .config import EvalConfig
 from .inference import conversation_losses, generate_greedy, next_token_logits
-from .items import BENCHMARKS, load_test_set
+from .items import TestSet
 from .mmlu import MMLU_LETTERS, mmlu_prompt
-from .test_set import TestSet
+from .sources import BENCHMARKS, load_test_set
 from .tydiqa import tydiqa_user_text
 
 # LESS's generation settings per task (eval/*/run_eval.py)

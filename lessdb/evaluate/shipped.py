@@ -12,8 +12,8 @@ import json
 from importlib import resources
 
 from .bbh import bbh_items, strip_cot_header
+from .items import TestSet
 from .mmlu import mmlu_rows, mmlu_test_set
-from .test_set import TestSet
 
 MANIFEST = "eval_items.json"
 

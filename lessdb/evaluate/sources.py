@@ -1,5 +1,5 @@
-"""Test items for `lessdb eval`: where they come from, the fixed subset `--limit` takes, their hash, and the
-prompts LESS's evaluation builds from them.
+"""Where the test items of `lessdb eval` come from (`load_test_set`), the fixed subset `--limit` takes, their hash,
+and the prompts LESS's evaluation builds from them.
 
 Sources (one reader each):
 - BBH (bbh.py): the test items shipped with lessdb (shipped.py, MIT licence), or a LESS `data/eval` folder
@@ -24,7 +24,7 @@ from . import shipped
 from .bbh import load_bbh
 from .config import EvalConfig
 from .mmlu import load_mmlu
-from .test_set import TestSet, require_dir, take_subset
+from .items import TestSet, require_dir, take_subset
 from .tydiqa import load_tydiqa
 
 BENCHMARKS = ("bbh", "mmlu", "tydiqa")

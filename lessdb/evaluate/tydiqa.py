@@ -12,7 +12,7 @@ from ..errors import InputError
 from ..settings import SettingError
 from ..tasks.less_formats import TYDIQA_TEMPLATES
 from .config import EvalConfig
-from .test_set import DATA_DIR_HINTS, EvalItem, TestSet, first_dir, read_json
+from .items import DATA_DIR_HINTS, EvalItem, TestSet, first_dir, read_json
 
 
 TYDIQA_DEV = "tydiqa-goldp-v1.1-dev.json"
