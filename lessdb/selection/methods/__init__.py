@@ -164,5 +164,4 @@ def get_method(name: str) -> Method:
     return method
 
 
-__all__ = ["Scores", "Method", "register_method", "unregister_method", "method_names", "get_method",
-           "parse_method_params"]
+__all__ = ["Scores", "Method", "register_method", "unregister_method", "method_names", "get_method"]
