@@ -5,7 +5,7 @@ truncated to 256 tokens (the quickstart's shapes).
 For each cap (default 1024, 512, 256 padded tokens) a fresh process runs
   (a) training micro-batches (train mode, LoRA dropout 0.1, loss backward: the warmup's inner loop), and
   (b) featurize batches (eval mode, per-example gradients → CountSketch d=8192: featurize and validation),
-over the same examples grouped by `lessdb.batching.batches_by_length`, and reports the peak RSS above
+over the same examples grouped by `lessdb.models.batching.batches_by_length`, and reports the peak RSS above
 the loaded model (VmHWM reset before the batches) and the time per example. The caps run one after another in
 one invocation, so their ratios are side by side; on a loaded machine read the CPU-seconds column.
 
@@ -38,17 +38,17 @@ def measure(workspace: str, cap: int, n: int, threads: int) -> dict:
     import torch
 
     from lessdb import Workspace
-    from lessdb.completion_loss import completion_token_losses
-    from lessdb.config import LoraSettings
+    from lessdb.models.completion_loss import completion_token_losses
+    from lessdb.runs.config import LoraSettings
     from lessdb.featurize.adam import GradTransform
-    from lessdb.batching import batches_by_length
+    from lessdb.models.batching import batches_by_length
     from lessdb.featurize.engine import FeatureEngine
     from lessdb.featurize.per_example_grads import lora_params
     from lessdb.featurize.sketch import make_sketch
-    from lessdb.models import load_base_model, prepare_model
+    from lessdb.models.loading import load_base_model, prepare_model
     from lessdb.phase_meter import PhaseMeter, release_freed_memory
-    from lessdb.tokenization import collate, encode_window, pad_token_id
-    from lessdb.training import build_lora_model
+    from lessdb.models.tokenization import collate, encode_window, pad_token_id
+    from lessdb.runs.trainer import build_lora_model
 
     torch.set_num_threads(threads)
     ws = Workspace.init(workspace)

@@ -36,7 +36,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def build(root: Path, n: int, checkpoints: int, dim: int, signal: float, seed: int = 0) -> None:
-    from lessdb import Workspace, tasks
+    from lessdb import Workspace
+    from lessdb.tasks import catalog as tasks
     from lessdb.choices import DEFAULT_VAL_TRUNCATION
     from lessdb.featurize import validation_key
     from lessdb.storage import features as fstore
@@ -133,7 +134,7 @@ def run_worker(root: Path, dtype: str) -> dict:
 
 def all_scores(ws, fsid: str, epochs: list[int], weights: list[float]) -> tuple[list[str], np.ndarray]:
     """score(z) = max_j Σ_i η_i cos(mean_j validation, candidate) in float64, from the stored vectors."""
-    from lessdb import tasks
+    from lessdb.tasks import catalog as tasks
     from lessdb.choices import DEFAULT_VAL_TRUNCATION
     from lessdb.featurize import validation_key
     from lessdb.storage.features import iter_feature_batches

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 from bench import featurize_fidelity, featurize_speed  # noqa: E402
 from bench.featurize_common import add_common_arguments, log, setup  # noqa: E402
-from lessdb.tokenization import pad_token_id  # noqa: E402
+from lessdb.models.tokenization import pad_token_id  # noqa: E402
 
 
 def main():

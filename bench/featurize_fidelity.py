@@ -32,12 +32,12 @@ from bench.featurize_common import (REPO, add_common_arguments, exact_batches, e
                                     warm_adam_state)
 from lessdb.featurize.per_example_grads import lora_params  # noqa: E402
 from lessdb.featurize.sketch import CountSketch, DenseRademacher  # noqa: E402
-from lessdb.tokenization import encode_conversation, pad_token_id  # noqa: E402
+from lessdb.models.tokenization import encode_conversation, pad_token_id  # noqa: E402
 
 
 def basic_fidelity(args, ws, tok, model, examples, state, params, pad) -> None:
     """One BBH subtask, a few sketch seeds per d (the table in bench/RESULTS.md "Featurization")."""
-    from lessdb.tasks import load_task
+    from lessdb.tasks.catalog import load_task
 
     val = load_task(ws, "bbh").subtasks["boolean_expressions"]
     val_items = [(ex.example_id, encode_conversation(tok, ex.messages, 1024)) for ex in val]
@@ -309,7 +309,7 @@ def fidelity_only(args):
     import gc
     import json
 
-    from lessdb.tasks import load_task
+    from lessdb.tasks.catalog import load_task
 
     T0, C0 = time.perf_counter(), time.process_time()
     stamp = lambda: f"[{time.perf_counter() - T0:6.0f}s wall {time.process_time() - C0:6.0f}s cpu load {os.getloadavg()[0]:.1f}]"

@@ -38,7 +38,7 @@ from lessdb.featurize.engine import FeatureEngine  # noqa: E402
 from lessdb.featurize.per_example_grads import per_example_losses  # noqa: E402
 from lessdb.featurize.sketch import CountSketch  # noqa: E402
 from lessdb.storage import features as fstore  # noqa: E402
-from lessdb.tokenization import collate, pad_token_id  # noqa: E402
+from lessdb.models.tokenization import collate, pad_token_id  # noqa: E402
 
 
 def bench_floor(model, examples, pad, bs):

@@ -9,7 +9,7 @@ Three kinds of examples, `--n` of each, batches of `--batch-size`:
   bbh-256: BBH items in the quickstart's validation window (last 256 tokens): long prompt, few completion tokens;
   sharegpt-256: ShareGPT conversations (the quickstart's pool) truncated to 256 tokens: many completion tokens.
 Three computations, each timed with the full-logits path ("before": logits at every position, then the loss's
-mask) and the label-position path ("after": lessdb.completion_loss), alternating, best of `--reps`, as wall
+mask) and the label-position path ("after": lessdb.models.completion_loss), alternating, best of `--reps`, as wall
 time and as this process's CPU time (steadier on a shared machine):
   featurize: FeatureEngine (per-example gradients, SGD transform, CountSketch d=8192) — also the validation
              gradients of `select`;
@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 import lessdb.featurize.per_example_grads as peg  # noqa: E402
 from lessdb import Workspace  # noqa: E402
-from lessdb.completion_loss import TokenLosses, completion_token_losses, next_token_mask  # noqa: E402
+from lessdb.models.completion_loss import TokenLosses, completion_token_losses, next_token_mask  # noqa: E402
 
 
 def full_logits_token_losses(model, input_ids, attention_mask, labels, **kw) -> TokenLosses:
@@ -66,8 +66,8 @@ def loadavg() -> str:
 def examples(ws, tokenizer, n: int):
     from lessdb.ingest import ingest_builtin
     from lessdb.storage.candidates import read_candidates, select_candidate_ids
-    from lessdb.tasks import builtin_task
-    from lessdb.tokenization import encode_window
+    from lessdb.tasks.catalog import builtin_task
+    from lessdb.models.tokenization import encode_window
 
     bbh = [ex.messages for sub in builtin_task("bbh").subtasks.values() for ex in sub]
     step = max(1, len(bbh) // n)
@@ -116,11 +116,11 @@ def main() -> None:
     from lessdb.featurize.engine import FeatureEngine
     from lessdb.featurize.per_example_grads import lora_params
     from lessdb.featurize.sketch import CountSketch
-    from lessdb.models import load_base_model
+    from lessdb.models.loading import load_base_model
     from lessdb.phase_meter import PhaseMeter
-    from lessdb.config import LoraSettings
-    from lessdb.tokenization import collate, pad_token_id
-    from lessdb.training import build_lora_model
+    from lessdb.runs.config import LoraSettings
+    from lessdb.models.tokenization import collate, pad_token_id
+    from lessdb.runs.trainer import build_lora_model
 
     print(f"load average at start: {loadavg()}; torch threads {torch.get_num_threads()}", flush=True)
     ws = Workspace.init(args.workspace)

@@ -40,7 +40,7 @@ def worker(kind: str, root: Path, k: int, setting: str | None, task: str | None)
     from lessdb import Workspace
 
     for heavy in ("lessdb.selection.select", "lessdb.selection.scoring", "lessdb.selection.two_stage",
-                  "lessdb.scale.folded", "lessdb.storage.features", "lessdb.featurize.job"):
+                  "lessdb.featurize.folding", "lessdb.storage.features", "lessdb.featurize.job"):
         importlib.import_module(heavy)   # imports are not part of the timing
     sel = importlib.import_module("lessdb.selection.select")
     gradient = importlib.import_module("lessdb.selection.methods.gradient")

@@ -98,13 +98,13 @@ def build_split(args) -> dict:
 
 def prepare(ws, split: dict, args, timings: dict) -> str:
     """Pool, warmup run, feature sets and target tasks (each step skipped when already done). Returns the run."""
-    from lessdb import tasks
-    from lessdb.config import build_warmup_config
+    from lessdb.tasks import catalog as tasks
+    from lessdb.runs.config import build_warmup_config
     from lessdb.featurize import FeaturizeConfig, featurize_run
     from lessdb.ingest.pipeline import ingest_builtin, ingest_files
     from lessdb.storage import meta_runs
     from lessdb.storage.meta_selections import pools
-    from lessdb.warmup import resume_warmup, run_warmup
+    from lessdb.runs.warmup import resume_warmup, run_warmup
 
     root = Path(ws.root)
     if args.pool not in pools(ws):

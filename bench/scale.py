@@ -2,13 +2,13 @@
 
     python bench/scale.py [--n 96] [--scan-rows 20000] [--scan-dim 2048] [--pf-rows 50000] [--json OUT]
 
-1. Featurize the same pool with the same tiny model (lessdb.tiny, 1 checkpoint, d = 1024): local engine (one
+1. Featurize the same pool with the same tiny model (lessdb.models.tiny, 1 checkpoint, d = 1024): local engine (one
    process, 1 thread) vs `--engine ray` with 2 CPU workers (1 thread each) on a private local cluster.
    Features/s of each, and the Ray driver's overheads (planning incl. the identity model load, Ray start, fragment
    writes on workers, commits) as a share of worker compute.
 2. Select-scan throughput: the `vector` column of an N × d float16 feature table read with pylance from local
    disk and from the S3 emulator (moto[server] on 127.0.0.1), in GB/s.
-3. Two-stage selection (`lessdb.scale.prefilter`): recall of the exact top k and bytes read, on synthetic
+3. Two-stage selection (`lessdb.selection.two_stage`): recall of the exact top k and bytes read, on synthetic
    CountSketch features with low-rank structure (rank 32 signal + isotropic noise in a P = 2^20 gradient space,
    sketched to d = 8192 and folded to 1024). Synthetic: real recall depends on how clustered real gradients are.
 4. Paper arithmetic: wall time and cost of 5.8M candidates × 4 checkpoints at d = 8192 on 8, 64 and 256 GPUs.
@@ -67,11 +67,12 @@ def bench_featurize(n: int, tmp: Path) -> dict:
     import torch
 
     from lessdb import Workspace
-    from lessdb.config import build_warmup_config
+    from lessdb.runs.config import build_warmup_config
     from lessdb.featurize import FeaturizeConfig, featurize_run
     from lessdb.ingest.pipeline import ingest_files
-    from lessdb.scale import RayOptions, featurize_ray
-    from lessdb.warmup import run_warmup
+    from lessdb.featurize.ray_engine import featurize_ray
+    from lessdb.scale import RayOptions
+    from lessdb.runs.warmup import run_warmup
 
     pool = tmp / "pool.jsonl"
     pool.write_text("".join(json.dumps(r) + "\n" for r in _records(n)))
@@ -144,7 +145,8 @@ def bench_scan(rows: int, dim: int, tmp: Path) -> dict:
 
 def bench_prefilter(rows: int, k: int, tmp: Path, d: int = 8192, low: int = 1024, factor: int = 20,
                     rank: int = 32, big_p: int = 1 << 20, noise: float = 3.0) -> dict:
-    from lessdb.scale.prefilter import cosine_scores, fold, two_stage_top_k
+    from lessdb.featurize.folding import fold
+    from lessdb.selection.two_stage import cosine_scores, two_stage_top_k
 
     rng = np.random.default_rng(1)
     bucket = rng.integers(0, d, big_p)

@@ -56,7 +56,8 @@ def is_built(root: Path, n: int, checkpoints: int, dim: int) -> bool:
 
 def build(root: Path, n: int, checkpoints: int, dim: int, seed: int = 0, chunk: int = 10_000,
           compact: bool = True) -> None:
-    from lessdb import Workspace, tasks
+    from lessdb import Workspace
+    from lessdb.tasks import catalog as tasks
     from lessdb.storage import features as fstore
     from lessdb.storage import meta_features, meta_runs
     from lessdb.ingest.pipeline import ingest_rows

@@ -23,11 +23,12 @@ def run(args) -> dict:
     import torch
 
     from lessdb import Workspace
-    from lessdb.config import build_warmup_config
+    from lessdb.runs.config import build_warmup_config
     from lessdb.ingest import ingest_builtin
-    from lessdb.models import load_base_model
+    from lessdb.models.loading import load_base_model
     from lessdb.storage import meta_runs
-    from lessdb.warmup import record_token_counts, run_warmup
+    from lessdb.models.token_counts import record_token_counts
+    from lessdb.runs.warmup import run_warmup
 
     ws = Workspace.init(args.workspace)
     pool = f"bench-sharegpt-{args.pool_size}"
@@ -71,7 +72,7 @@ def run(args) -> dict:
 
 
 def meta_runs_tokenizer_id(tokenizer) -> str:
-    from lessdb.tokenization import tokenizer_id
+    from lessdb.models.tokenization import tokenizer_id
 
     return tokenizer_id(tokenizer)
 

@@ -90,7 +90,7 @@ def _fmt(value) -> str:
 def lora_training_options(command):
     """The LoRA and optimizer flags shared by `warmup` and `train` (same trainer, same meaning), generated from
     LoraSettings and TrainingSettings. None means "not given": the preset's value, else the field's default."""
-    from ..config import LORA_PREFIX, LoraSettings, TrainingSettings
+    from ..runs.config import LORA_PREFIX, LoraSettings, TrainingSettings
     from .options import options_from_dataclass
 
     command = options_from_dataclass(TrainingSettings, only=["lr", "warmup_ratio", "batch_size", "micro_batch_size",

@@ -104,7 +104,7 @@ def flag_name(config_cls, field: str, prefix: str = "") -> str:
     """The flag a user types for a field of a config (the one mapping from field names to flags); warmup's and
     train's flat names (lora_r, lr, ...) resolve through `config.flat_settings`; a command's own parameters
     (`config_cls` None, or a name the config lacks) are `--` + the name with dashes."""
-    from ..config import flat_settings
+    from ..runs.config import flat_settings
 
     if config_cls is not None:
         try:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ..config import PRESETS, TrainingSettings, WarmupConfig, flat_settings
+from ..runs.config import PRESETS, TrainingSettings, WarmupConfig, flat_settings
 from .options import options_from_dataclass, preset_help
 from .common import (lora_training_options, cli, emit, emit_run_summary, emit_table, json_option, open_workspace,
                      workspace_option)

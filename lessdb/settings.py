@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import re
 import textwrap
 import weakref
@@ -28,14 +29,19 @@ DEFAULT_MAX_SEQ_LENGTH = 2048
 
 def setting(default=MISSING, help: str = "", *, default_factory=MISSING, flag: str | None = None,
             choices=None, cli: bool = True, show: str | None = None, short: str | None = None,
-            multiple: bool = False, metavar: str | None = None):
+            multiple: bool = False, metavar: str | None = None, min=None, max=None, above=None, below=None,
+            finite: bool = False):
     """A dataclass field with its help. `flag`: the option's name when it is not the field's name with dashes; `choices`: the
     allowed values (validated, and a click.Choice); `cli=False`: no command-line option (library-only knob);
     `show`: the default as help shows it, when the value itself does not say it (None means "computed");
     `short`: a one-letter alias of the flag (`-p`); `multiple`: the flag may be repeated (the command gets a
-    tuple); `metavar`: how help shows its value."""
+    tuple); `metavar`: how help shows its value. The allowed range of a number, checked by `check_ranges`:
+    `min`/`max` (inclusive), `above`/`below` (exclusive); a bounded number must be finite, and `finite=True`
+    asks it of an unbounded one. None (an optional setting left out) is always allowed."""
+    bounds = {k: v for k, v in (("min", min), ("max", max), ("above", above), ("below", below)) if v is not None}
     metadata = {"help": help, "flag": flag, "choices": tuple(choices) if choices is not None else None,
-                "cli": cli, "show": show, "short": short, "multiple": multiple, "metavar": metavar}
+                "cli": cli, "show": show, "short": short, "multiple": multiple, "metavar": metavar,
+                "range": bounds or None, "finite": bool(finite or bounds)}
     if default_factory is not MISSING:
         return _documenting(field(default_factory=default_factory, metadata=metadata))
     return _documenting(field(default=default, metadata=metadata))
@@ -110,6 +116,37 @@ def check_choices(obj, problems: list[tuple[str, str]]) -> None:
         value = getattr(obj, f.name)
         if choices and value is not None and value not in choices:
             problems.append((f.name, f"{value!r} is not one of {', '.join(map(str, choices))}"))
+
+
+def range_problem(value, bounds: dict, finite: bool = True) -> str | None:
+    """What is wrong with a number against declared bounds ({min, max, above, below}), or None. NaN is outside
+    every bound; a bool is no number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{value!r}: must be a number"
+    if finite and not math.isfinite(value):
+        return f"{value}: must be a finite number"
+    low = ("[", bounds["min"]) if "min" in bounds else ("(", bounds["above"]) if "above" in bounds else None
+    high = ("]", bounds["max"]) if "max" in bounds else (")", bounds["below"]) if "below" in bounds else None
+    ok = ((low is None or (value >= low[1] if low[0] == "[" else value > low[1]))
+          and (high is None or (value <= high[1] if high[0] == "]" else value < high[1])))
+    if ok:
+        return None
+    if low and high:
+        return f"{value}: must be in {low[0]}{low[1]}, {high[1]}{high[0]}"
+    if low:
+        return f"{value}: must be {'at least' if low[0] == '[' else 'greater than'} {low[1]}"
+    return f"{value}: must be {'at most' if high[0] == ']' else 'less than'} {high[1]}"
+
+
+def check_ranges(obj, problems: list[tuple[str, str]]) -> None:
+    """Append a problem for every number outside the range its setting declares (`setting(min=..., ...)`)."""
+    for f in dataclasses.fields(obj):
+        bounds, finite = f.metadata.get("range"), f.metadata.get("finite")
+        value = getattr(obj, f.name)
+        if (bounds or finite) and value is not None:
+            problem = range_problem(value, bounds or {}, finite)
+            if problem:
+                problems.append((f.name, problem))
 
 
 def raise_problems(obj, problems: list[tuple[str, str]]) -> None:
@@ -203,7 +240,7 @@ def _shown(f: dataclasses.Field) -> str:
 
 def settings_doc(cls) -> str:
     """`cls`'s docstring followed by one entry per setting: `name: type = default  [its flag]`, then its help,
-    its choices and any declared bounds (metadata `min`/`max`). Settings without a flag are library-only."""
+    its choices and any declared bounds (`setting(min=..., max=..., above=..., below=...)`). Settings without a flag are library-only."""
     settings = [(name, value) for name, value in vars(cls).items() if isinstance(value, dataclasses.Field)]
     intro = inspect.cleandoc(cls.__dict__.get("__doc__") or "")
     lines = [intro, ""] if intro else []
@@ -218,7 +255,8 @@ def settings_doc(cls) -> str:
         notes = [meta.get("help", "")]
         if meta.get("choices"):
             notes.append("One of: " + ", ".join(map(str, meta["choices"])) + ".")
-        bounds = [f"{word} {meta[key]}" for key, word in (("min", ">="), ("max", "<=")) if meta.get(key) is not None]
+        words = {"min": ">=", "max": "<=", "above": ">", "below": "<"}
+        bounds = [f"{words[key]} {value}" for key, value in (meta.get("range") or {}).items()]
         if bounds:
             notes.append("Must be " + " and ".join(bounds) + ".")
         lines.append(head)

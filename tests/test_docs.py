@@ -157,7 +157,7 @@ def test_help_of_a_config_after_a_plain_import(tmp_path):
 
 
 def test_embed_poolings_match_the_embedder():
-    from lessdb.featurize.hidden import POOLINGS
+    from lessdb.featurize.embeddings import POOLINGS
 
     choices = dataclasses.fields(lessdb.config.EmbedConfig)[1].metadata["choices"]
     assert tuple(POOLINGS) == choices

@@ -9,7 +9,9 @@ from importlib import resources
 import pytest
 
 from lessdb.evaluate import shipped
-from lessdb.evaluate.items import bbh_prompt, load_test_set, mmlu_prompt
+from lessdb.evaluate.bbh import bbh_prompt
+from lessdb.evaluate.sources import load_test_set
+from lessdb.evaluate.mmlu import mmlu_prompt
 
 from conftest import LESS_EVAL, run_cli
 

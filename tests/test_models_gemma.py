@@ -10,11 +10,11 @@ import importlib.util
 import pytest
 import torch
 
-from lessdb import models
+from lessdb.models import loading as models
 from lessdb.choices import BUNDLED_MODEL_NAMES, MODEL_HELP
 from lessdb.errors import LessdbError
-from lessdb.models import BUNDLED_MODELS, GEMMA3_MODEL, bundled_gguf_parts, join_parts, load_base_model
-from lessdb.tokenization import IGNORE_INDEX, conversation_format, encode_conversation
+from lessdb.models.loading import BUNDLED_MODELS, GEMMA3_MODEL, bundled_gguf_parts, join_parts, load_base_model
+from lessdb.models.tokenization import IGNORE_INDEX, conversation_format, encode_conversation
 
 
 def _gemma_missing() -> str | None:

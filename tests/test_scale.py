@@ -14,7 +14,7 @@ import pytest
 from conftest import run_cli
 from lessdb import Workspace
 from lessdb.errors import LessdbError
-from lessdb.storage import meta_features, meta_scale
+from lessdb.storage import meta_features, meta_leases
 from lessdb.storage.object_store import load_location, parse_storage_options
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,8 +53,8 @@ def _job(i=0, n=1, epoch=1):
 def test_lease_one_driver_per_checkpoint_except_disjoint_shards(workspace):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        other = meta_scale.lease_owner(sleeper.pid)          # a live driver on this host
-        me = meta_scale.lease_owner()
+        other = meta_leases.lease_owner(sleeper.pid)          # a live driver on this host
+        me = meta_leases.lease_owner()
         meta_features.start_job(workspace, _job(), owner=other, engine="ray")
         for job, engine in ((_job(), "ray"), (_job(), "local"), (_job(0, 2), "local")):
             with pytest.raises(LessdbError, match="holds the lease"):
@@ -66,13 +66,13 @@ def test_lease_one_driver_per_checkpoint_except_disjoint_shards(workspace):
         meta_features.start_job(workspace, _job(1, 2), owner=me, engine="local")
         with pytest.raises(LessdbError, match="holds the lease"):
             meta_features.start_job(workspace, _job(1, 3), owner=me, engine="local")
-        assert {j["job_id"] for j in meta_scale.live_leases(workspace)} == \
+        assert {j["job_id"] for j in meta_leases.live_leases(workspace)} == \
             {"fs/candidate/2/0of1", "fs/candidate/1/0of2", "fs/candidate/1/1of2"}
     finally:
         sleeper.kill()
         sleeper.wait()
     # its owner died (kill -9): the lease is free at once
-    meta_features.start_job(workspace, _job(), owner=meta_scale.lease_owner(), engine="ray")
+    meta_features.start_job(workspace, _job(), owner=meta_leases.lease_owner(), engine="ray")
 
 
 def test_scale_scenarios_in_private_network_namespace():

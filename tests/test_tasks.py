@@ -8,7 +8,7 @@ from importlib import resources
 
 import pytest
 
-from lessdb import tasks
+from lessdb.tasks import catalog as tasks
 from lessdb.cli.main import main as cli_main
 from lessdb.conversation import content_hash
 from lessdb.errors import InputError, LessdbError

@@ -13,9 +13,9 @@ from lessdb import LessdbError, Workspace
 from lessdb.featurize import validation_key
 from lessdb.selection import SelectConfig, select
 from lessdb.storage import meta_features
-from lessdb.tasks import add_tasks, load_task
-from lessdb.tiny import tiny_tokenizer
-from lessdb.tokenization import IGNORE_INDEX, encode_conversation, encode_window
+from lessdb.tasks.catalog import add_tasks, load_task
+from lessdb.models.tiny import tiny_tokenizer
+from lessdb.models.tokenization import IGNORE_INDEX, encode_conversation, encode_window
 
 from conftest import run_cli, write_jsonl
 from report_workspace import built_workspace

@@ -53,4 +53,5 @@ class WorkspaceAPI(InputsAPI, RunsAPI, FeaturesAPI, SelectionAPI, EvaluationAPI,
         from ..config import QuickstartConfig
         from ..quickstart import run_quickstart
 
-        return Record(run_quickstart(make_config(QuickstartConfig, settings, workspace=path)))
+        config = make_config(QuickstartConfig, settings, workspace=path)
+        return Record(run_quickstart(cls.init(config.workspace), config))

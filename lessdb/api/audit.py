@@ -17,7 +17,7 @@ class AuditAPI:
     @command()
     def versions(self) -> list[dict]:
         """`lessdb versions`: the LanceDB table versions and which ingest, job or selection made or read each."""
-        from ..versions import workspace_versions
+        from ..storage.versions import workspace_versions
 
         return workspace_versions(self)
 

@@ -19,7 +19,7 @@ class FeaturesAPI:
         config = make_config(FeaturizeConfig, settings, base=config, run_id=run_id)
         config.validate()
         if config.engine == "ray":
-            from ..scale import featurize_ray
+            from ..featurize.ray_engine import featurize_ray
 
             return featurize_ray(self, config, ray or make_config(RayOptions, ray_settings))
         from ..featurize.job import featurize_run
@@ -34,7 +34,7 @@ class FeaturesAPI:
         from dataclasses import asdict
 
         from ..config import EmbedConfig
-        from ..featurize.hidden import embed_run
+        from ..featurize.embeddings import embed_run
 
         config = make_config(EmbedConfig, settings, base=config, run_id=run_id)
         config.validate()
@@ -45,7 +45,7 @@ class FeaturesAPI:
     def fold(self, feature_set: str, low_dim: int, *, progress: bool = True) -> Record:
         """`lessdb fold`: make or extend a feature set's folded copy at d = `low_dim` (what `select
         --prefilter` scores first); resumable, exactly once -> its `folded_copies` row."""
-        from ..scale.folded import sync_folded
+        from ..featurize.folding import sync_folded
         from ..storage.features import get_feature_set
 
         return Record(sync_folded(self, get_feature_set(self, feature_set), int(low_dim), progress=progress))

@@ -38,7 +38,7 @@ class InputsAPI:
     @command()
     def tasks(self) -> list[dict]:
         """`lessdb tasks`: target tasks (built-in bbh and mmlu, and the ones added) with hash and counts."""
-        from ..tasks import list_tasks
+        from ..tasks.catalog import list_tasks
 
         return list_tasks(self)
 
@@ -48,7 +48,7 @@ class InputsAPI:
                  description: str | None = None) -> list[dict]:
         """`lessdb task add`: a target task from a JSONL `file` (named `name`), or the validation sets of a LESS
         data/eval folder (`less_eval_dir`: bbh-less, mmlu-less, tydiqa) -> one row per task added."""
-        from ..tasks import add_tasks
+        from ..tasks.catalog import add_tasks
 
         return add_tasks(self, name=name, file=file, less_eval_dir=less_eval_dir, replace=replace,
                          description=description)
@@ -56,6 +56,6 @@ class InputsAPI:
     @command()
     def task_show(self, name: str) -> Record:
         """`lessdb task show`: one task's hash, source, subtasks and examples (every message in full)."""
-        from ..tasks import describe_task
+        from ..tasks.catalog import describe_task
 
         return Record(describe_task(self, name))

@@ -30,8 +30,8 @@ class RunsAPI:
         continues the `run_id` run (else the latest unfinished one of `pool`) with its recorded settings."""
         from ..config import build_warmup_config
         from ..errors import LessdbError, ref
-        from ..runs import refuse_settings_with_resume
-        from ..warmup import resume_warmup, run_warmup
+        from ..runs.lifecycle import refuse_settings_with_resume
+        from ..runs.warmup import resume_warmup, run_warmup
 
         if resume:
             refuse_settings_with_resume(settings, preset)
@@ -49,8 +49,8 @@ class RunsAPI:
         """`lessdb train`: LoRA-train on a selection's examples ('full' / 'random:P' for the baselines)
         -> RunSummary. `settings` as for `warmup` (plus `model`); `resume=True` continues a run."""
         from ..config import TrainConfig, build_train_config
-        from ..runs import refuse_settings_with_resume
-        from ..train import resume_train, run_train
+        from ..runs.lifecycle import refuse_settings_with_resume
+        from ..runs.train import resume_train, run_train
 
         if resume:
             refuse_settings_with_resume({"selection": selection, **settings}, preset, TrainConfig)

@@ -12,8 +12,9 @@ import numpy as np
 from .. import faults
 from ..errors import LessdbError
 from ..settings import ref
+from .config import invalid
 from .methods import Scores
-from .invalid import invalid
+from .noise import quick as sketch_noise_line
 from .plan import CANDIDATES, Plan
 
 
@@ -76,7 +77,6 @@ def record_selection(ws, plan: Plan, ids: list[str], scores: Scores, started: fl
     from .. import __version__
     from ..storage import meta_selections as meta
     from .choose import choose
-    from .diagnose import quick as sketch_noise_line
     from .scoring import k_from_percentage
 
     best = scores.per_subtask.max(axis=1) if scores.per_subtask.shape[1] else np.zeros(len(ids))

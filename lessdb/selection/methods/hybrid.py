@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
-from ..invalid import invalid
-from .. import hybrid
+from ..config import invalid
+from .. import fusion as hybrid
 from . import Scores, register_method
 from .gradient import gradient_scores, prepare
 from .text import Bm25Params, bm25_scores
