@@ -11,9 +11,8 @@ import pytest
 from lessdb.evaluate import shipped
 from lessdb.evaluate.items import bbh_prompt, load_test_set, mmlu_prompt
 
-from conftest import LESS_EVAL, run_cli
+from conftest import LESS_EVAL, needs_less_eval, run_cli
 
-needs_less_eval = pytest.mark.skipif(not LESS_EVAL.exists(), reason="LESS reference eval folder not present")
 DATA = resources.files("lessdb.data")
 
 
