@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from lessdb import Workspace
+# Tiny models are all overhead: with 2 intra-op threads on a shared 2-core machine a batch took 40x longer
+# (helper C: 29 s vs 0.7 s for one featurize run; a tiny warmup test here: 15.4 vs 2.7 CPU seconds). So every
+# test process, and every CLI child it starts (they inherit the environment), computes with one thread unless
+# OMP_NUM_THREADS says otherwise. Set before anything imports torch, which reads it once.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from lessdb import Workspace  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,8 +83,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """Tiny models are all overhead: with 2 intra-op threads on a shared 2-core machine a batch took 40x
-    longer (helper C measured 29 s vs 0.7 s for the same featurize run). Restored after the module."""
+    """One intra-op thread for the module even where OMP_NUM_THREADS asks for more (see the top of this file).
+    Restored after the module."""
     import torch
 
     before = torch.get_num_threads()
