@@ -54,6 +54,7 @@ def test_shipped_items_equal_the_reference_folder(task):
         assert hashlib.sha256((LESS_EVAL / rel).read_bytes()).hexdigest() == digest, rel
 
 
+@pytest.mark.slow   # 57 MMLU items with 5-shot prompts through the CLI: ~8 CPU s
 def test_eval_mmlu_without_data_dir_on_the_tiny_model(workspace):
     proc = run_cli("eval", "--model", "tiny", "--task", "mmlu", "--limit", "1", "--metrics", "task", "--json",
                    workspace=workspace.root)
