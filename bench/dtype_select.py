@@ -153,7 +153,7 @@ def main() -> None:
         return
     rows = []
     for shape in args.shapes.split(","):
-        n, c, d = (int(x) for x in shape.lower().split("x"))
+        n, c, d = synthetic_store.parse_shape(shape)
         root = args.workdir / f"ws-{n}x{c}x{d}"
         t0 = time.monotonic()
         if not (args.keep and (root / "built").exists()):

@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench import synthetic_store
 from bench.common import loadavg, peak_rss_gb, run_worker as run_bench_worker
 from bench.select_speed import FSID, TASK, build, is_built   # the same synthetic store
 
@@ -115,7 +116,7 @@ def main() -> None:
     settings = args.settings.split(",")
     out = {"load_average_1m_start": loadavg()[0]}
     if args.shape != "none":
-        n, c, d = (int(x) for x in args.shape.split("x"))
+        n, c, d = synthetic_store.parse_shape(args.shape)
         root = args.workdir / f"ws-{n}x{c}x{d}"
         t0 = time.monotonic()
         if not is_built(root, n, c, d):

@@ -149,7 +149,7 @@ def main() -> None:
         return
     results = []
     for shape in args.shapes.split(","):
-        n, c, d = (int(x) for x in shape.lower().split("x"))
+        n, c, d = synthetic_store.parse_shape(shape)
         root = args.workdir / f"ws-{n}x{c}x{d}"
         t0 = time.monotonic()
         if not is_built(root, n, c, d):

@@ -14,6 +14,12 @@ N_SUBTASKS, N_VAL = 27, 3      # BBH's shape
 CANDIDATE_CHUNK = 50_000       # candidates per ingest_rows call
 
 
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """"NxCxD" (candidates × checkpoints × dim) as three ints."""
+    n, c, d = (int(x) for x in text.lower().split("x"))
+    return n, c, d
+
+
 def add_candidates(ws, ids: list[str], rng: np.random.Generator | None = None,
                    datasets: tuple[str, ...] = ("flan",)) -> None:
     """Candidates `ids` in pool "bench": two-turn placeholder messages, source datasets cycling `datasets`;
