@@ -48,7 +48,8 @@ def build(root: Path, n: int, checkpoints: int, dim: int, signal: float, seed: i
     synthetic_store.add_candidates(ws, ids)
     task = synthetic_store.add_task(ws, root, TASK)
     synthetic_store.add_warmup_run(ws, RUN, checkpoints)
-    infos = {dtype: synthetic_store.add_feature_set(ws, fsid, RUN, dim, dtype) for dtype, fsid in FSIDS.items()}
+    infos = {dtype: synthetic_store.add_feature_set(ws, fsid, RUN, dim, dtype)
+             for dtype, fsid in FSIDS.items()}
     # select's default validation window: the feature set's, cut on the left
     val_ids = [validation_key(msgs, 512, None, DEFAULT_VAL_TRUNCATION) for _, msgs in task.examples()]
     val_subtask = [i // N_VAL for i in range(len(val_ids))]

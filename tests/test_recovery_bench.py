@@ -52,7 +52,8 @@ def test_smoke_run_counts_recovery_through_real_selections(tmp_path):
     pool = read_jsonl(root / "bigbench-pool.jsonl")
     assert len(pool) == 2 * 5 and {r["dataset"] for r in pool} == {"bigbench/skill0", "bigbench/skill1"}
     pool_texts = {(r["prompt"], r["completion"]) for r in pool}
-    targets = {(v, s): read_jsonl(root / "tasks" / f"{v}-{s}.jsonl") for v in ("same", "cross") for s in result["skills"]}
+    targets = {(v, s): read_jsonl(root / "tasks" / f"{v}-{s}.jsonl")
+               for v in ("same", "cross") for s in result["skills"]}
     for (variant, skill), exs in targets.items():
         assert len(exs) == 2 and {e["subtask"] for e in exs} == {skill}
         assert not {(e["prompt"], e["completion"]) for e in exs} & pool_texts
