@@ -1,7 +1,7 @@
 """LM head only at label positions (issue 14 item 0 / issue 17): before/after, side by side in one run, on the real
 SmolLM2-135M (vocabulary 49,152 × 576) with the quickstart's LoRA (cpu-small: r=8 on q/k/v/o).
 
-    nice -n 15 python bench/label_head.py [--workspace /tmp/lessdb-bench-ws] [--n 8] [--reps 2] [--json out.json]
+    nice -n 15 python -m bench.label_head [--workspace /tmp/lessdb-bench-ws] [--n 8] [--reps 2] [--json out.json]
 
 Three kinds of examples, `--n` of each, batches of `--batch-size`:
   short: BBH items cut BIG-bench-like: the question's last ~250 characters, the final answer sentence as the
@@ -21,22 +21,17 @@ Timings depend on the machine's load (2 shared vCPUs): the load average is print
 """
 from __future__ import annotations
 
-import sys
+import argparse
+import json
+from contextlib import contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[0] = str(REPO)   # this checkout's lessdb, and no bench/ module shadowing the standard library
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-
-import torch  # noqa: E402
-
-import lessdb.featurize.per_example_grads as peg  # noqa: E402
-from lessdb import Workspace  # noqa: E402
-from lessdb.models.completion_loss import TokenLosses, completion_token_losses, next_token_mask  # noqa: E402
+import lessdb.featurize.per_example_grads as peg
+from bench.common import loadavg, timed
+from lessdb import Workspace
+from lessdb.models.completion_loss import TokenLosses, completion_token_losses, next_token_mask
 
 
 def full_logits_token_losses(model, input_ids, attention_mask, labels, **kw) -> TokenLosses:
@@ -57,10 +52,6 @@ def path(kind: str):
         yield peg.completion_token_losses
     finally:
         peg.completion_token_losses = saved
-
-
-def loadavg() -> str:
-    return Path("/proc/loadavg").read_text().split(" ")[0:3].__str__()
 
 
 def examples(ws, tokenizer, n: int):
@@ -94,13 +85,6 @@ def _short(messages: list[dict]) -> list[dict]:
     question, answer = messages[0]["content"], messages[-1]["content"]
     final = answer[answer.rfind("So the answer is"):] if "So the answer is" in answer else answer[-40:]
     return [{"role": "user", "content": question[-250:]}, {"role": "assistant", "content": final}]
-
-
-def timed(fn) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process): on a shared machine the CPU time is the steadier figure."""
-    w, c = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - w, time.process_time() - c
 
 
 def main() -> None:

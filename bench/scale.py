@@ -1,6 +1,6 @@
 """Scale-out benchmark (issue 14): one run, side by side.
 
-    python bench/scale.py [--n 96] [--scan-rows 20000] [--scan-dim 2048] [--pf-rows 50000] [--json OUT]
+    python -m bench.scale [--n 96] [--scan-rows 20000] [--scan-dim 2048] [--pf-rows 50000] [--json OUT]
 
 1. Featurize the same pool with the same tiny model (lessdb.models.tiny, 1 checkpoint, d = 1024): local engine (one
    process, 1 thread) vs `--engine ray` with 2 CPU workers (1 thread each) on a private local cluster.
@@ -18,22 +18,21 @@ so Ray and the S3 emulator stay on loopback. Timings depend on the machine's loa
 """
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import random
+import shlex
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[0] = str(REPO)
+import numpy as np
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import random  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
+from bench.common import REPO, bench_command, loadavg, write_json
 
 # LESS Table 4: 48 A100-80GB hours for 270,679 candidates x 4 checkpoints (7B, dense projection at d = 8192)
 PAPER_GRADIENTS = 270_679 * 4
@@ -51,9 +50,9 @@ def _confine() -> None:
     if _interfaces() == ["lo"]:
         return
     if shutil.which("unshare") is None:
-        sys.exit("bench/scale.py needs `unshare` (util-linux) to keep Ray and the S3 emulator on loopback")
-    cmd = f"ip link set lo up && exec {sys.executable} {' '.join(map(repr, sys.argv))}"
-    sys.exit(subprocess.call(["unshare", "-n", "sh", "-c", cmd]))
+        sys.exit("bench.scale needs `unshare` (util-linux) to keep Ray and the S3 emulator on loopback")
+    cmd = f"ip link set lo up && exec {shlex.join(bench_command('scale', *sys.argv[1:]))}"
+    sys.exit(subprocess.call(["unshare", "-n", "sh", "-c", cmd], cwd=REPO))
 
 
 def _records(n: int, seed: int = 0) -> list[dict]:
@@ -203,8 +202,7 @@ def main() -> None:
     _confine()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("LESSDB_PROGRESS", "0")
-    load0 = open("/proc/loadavg").read().split()[:3]
-    out = {"load_at_start": load0}
+    out = {"load_at_start": loadavg()}
     srv, _ = _start_moto()
     try:
         with tempfile.TemporaryDirectory(prefix="lessdb-bench-scale-") as tmp:
@@ -225,10 +223,10 @@ def main() -> None:
     share = sum(out["featurize"]["ray_2_workers"]["overhead_share_of_compute"][k]
                 for k in ("fragment_writes", "commits")) if "featurize" in out else 0.0
     out["projection"] = projection(share)
-    out["load_at_end"] = open("/proc/loadavg").read().split()[:3]
+    out["load_at_end"] = loadavg()
     print(json.dumps({k: out[k] for k in ("projection", "load_at_start", "load_at_end")}, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(out, indent=2))
+        write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -69,8 +69,8 @@ def test_every_quoted_flag_exists():
     for path in _sources():
         for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             where = f"{path.relative_to(ROOT)}:{lineno}"
-            # a line running a bench/ script or another program quotes that program's own flags
-            foreign_line = "bench/" in line or OTHER_PROGRAM.match(line)
+            # a line running a benchmark (python -m bench.NAME) or another program quotes that program's own flags
+            foreign_line = "bench/" in line or "-m bench." in line or OTHER_PROGRAM.match(line)
             for flag in ([] if foreign_line else FLAG.findall(line)):
                 if flag not in ALL_FLAGS and flag not in FOREIGN:
                     unknown.append(f"{where}: {flag}")

@@ -3,9 +3,11 @@ folder, batched scoring against unbatched direct computations, an end-to-end `le
 model, and the compare table from recorded results."""
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import shutil
+from importlib import resources
 from types import SimpleNamespace
 
 import pyarrow as pa
@@ -31,9 +33,7 @@ from lessdb.tasks.catalog import add_tasks, load_task
 from lessdb.models.tiny import tiny_llama, tiny_tokenizer
 from lessdb.models.tokenization import encode_conversation
 
-from conftest import LESS_EVAL, run_cli, write_jsonl
-
-needs_less_eval = pytest.mark.skipif(not LESS_EVAL.exists(), reason="LESS reference eval folder not present")
+from conftest import LESS_EVAL, needs_less_eval, run_cli, write_jsonl
 
 
 # -- BBH answer extraction and exact match ---------------------------------------------------------------------
@@ -121,15 +121,15 @@ def test_bbh_items_and_prompts_match_less():
     assert prompts[ts.items.index(item)] == ts.shots["boolean_expressions"].strip() + "\n\nQ: " + first["input"] + "\nA:"
 
 
-@needs_less_eval
 def test_limit_is_a_fixed_recorded_subset():
-    a = load_test_set("bbh", LESS_EVAL, limit=2)
-    b = load_test_set("bbh", LESS_EVAL, limit=2)
-    c = load_test_set("bbh", LESS_EVAL, limit=2, seed=7)
+    # the BBH items shipped with lessdb (equal to the LESS folder's: tests/test_eval_shipped.py)
+    a = load_test_set("bbh", limit=2)
+    b = load_test_set("bbh", limit=2)
+    c = load_test_set("bbh", limit=2, seed=7)
     assert [it.item_id for it in a.items] == [it.item_id for it in b.items]
     assert a.items_sha256 == b.items_sha256
     assert len(a.items) == 54 and all(sum(it.subtask == s for it in a.items) == 2 for s in a.subtasks)
-    assert a.items_sha256 != c.items_sha256 and a.items_sha256 != load_test_set("bbh", LESS_EVAL, limit=3).items_sha256
+    assert a.items_sha256 != c.items_sha256 and a.items_sha256 != load_test_set("bbh", limit=3).items_sha256
     # items keep file order within a subtask
     idx = [int(it.item_id.split("/")[1]) for it in a.items if it.subtask == "navigate"]
     assert idx == sorted(idx)
@@ -324,15 +324,26 @@ def test_method_of_runs():
 
 
 # -- end to end on the tiny model ---------------------------------------------------------------------------------
-@needs_less_eval
-def test_eval_cli_end_to_end_on_tiny_model(workspace, tmp_path):
-    # two BBH subtasks from the reference folder keep the tiny run fast
-    data = tmp_path / "eval"
+def _bbh_folder(data, subtasks):
+    """A LESS-layout BBH folder (bbh/test/<sub>.json, bbh/cot-prompts/<sub>.txt) of a few subtasks, written from
+    the BBH test items shipped with lessdb (the same files' content: tests/test_eval_shipped.py)."""
     (data / "bbh" / "test").mkdir(parents=True)
     (data / "bbh" / "cot-prompts").mkdir()
-    for sub in ("navigate", "sports_understanding"):
-        shutil.copy(LESS_EVAL / "bbh" / "test" / f"{sub}.json", data / "bbh" / "test")
-        shutil.copy(LESS_EVAL / "bbh" / "cot-prompts" / f"{sub}.txt", data / "bbh" / "cot-prompts")
+    package = resources.files("lessdb.data")
+    name = json.loads(package.joinpath("eval_items.json").read_text(encoding="utf-8"))["bbh"]["file"]
+    with gzip.open(package.joinpath(name).open("rb"), "rt", encoding="utf-8") as fh:
+        lines = {line["subtask"]: line for line in map(json.loads, fh)}
+    for sub in subtasks:
+        line = lines[sub]
+        (data / "bbh" / "test" / f"{sub}.json").write_text(
+            json.dumps({"canary": line["canary"], "examples": line["examples"]}), encoding="utf-8")
+        (data / "bbh" / "cot-prompts" / f"{sub}.txt").write_text(line["cot_prompt"], encoding="utf-8")
+
+
+def test_eval_cli_end_to_end_on_tiny_model(workspace, tmp_path):
+    # two BBH subtasks in a --data-dir folder keep the tiny run fast
+    data = tmp_path / "eval"
+    _bbh_folder(data, ("navigate", "sports_understanding"))
     proc = run_cli("eval", "--model", "tiny", "--task", "bbh", "--data-dir", data, "--limit", "2", "--metrics", "task",
                    "--max-new-tokens", "4", "--batch-size", "4", "--json", workspace=workspace.root)
     summary = json.loads(proc.stdout)

@@ -189,6 +189,7 @@ def test_kill_during_featurize_then_rerun_is_complete(ws_run):
     assert all(j["status"] == "complete" for j in meta_features.job_rows(ws, fsid))
 
 
+@pytest.mark.slow   # two featurize processes at once: ~14 CPU s
 def test_two_shards_in_two_processes(ws_run):
     ws, run_id = ws_run
     procs = [subprocess.Popen([sys.executable, "-m", "lessdb.cli.main", "featurize", "--run", run_id, "--dim", str(DIM),

@@ -80,6 +80,7 @@ def test_cli_resume_of_a_killed_selection_run_equals_uninterrupted(sel):
     assert_same_training(ws, "whole", "killed")
 
 
+@pytest.mark.slow   # a whole train, a killed one and its resume: ~26 CPU s
 def test_resume_reads_back_the_recorded_random_draw_not_a_new_one(sel):
     ws = sel["ws"]
     version = candidates_version(ws)

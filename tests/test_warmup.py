@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import run_cli, write_jsonl
+from conftest import MISSING_COMPONENT, missing, run_cli, write_jsonl
 from lessdb.runs.config import PRESETS, TrainingSettings, build_warmup_config
 from lessdb.errors import LessdbError
 from lessdb.ingest import ingest_files
@@ -251,7 +251,8 @@ def test_cli_warmup_and_runs(workspace, tmp_path):
         run_warmup(workspace, tiny_config(pool="nope"), progress=False)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (runs on GPU machines)")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=missing(
+    MISSING_COMPONENT, "a CUDA GPU", "runs where torch.cuda.is_available() (the GPU machines)"))
 def test_cuda_warmup_uses_bf16_base_and_fp32_adam_state(workspace, tmp_path):
     make_pool(workspace, tmp_path, n=20)
     summary = run_warmup(workspace, tiny_config(device="cuda", epochs=2), progress=False)
