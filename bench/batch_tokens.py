@@ -5,11 +5,11 @@ truncated to 256 tokens (the quickstart's shapes).
 For each cap (default 1024, 512, 256 padded tokens) a fresh process runs
   (a) training micro-batches (train mode, LoRA dropout 0.1, loss backward: the warmup's inner loop), and
   (b) featurize batches (eval mode, per-example gradients → CountSketch d=8192: featurize and validation),
-over the same examples grouped by `lessdb.batching.batches_by_length`, and reports the peak RSS above
+over the same examples grouped by `lessdb.models.batching.batches_by_length`, and reports the peak RSS above
 the loaded model (VmHWM reset before the batches) and the time per example. The caps run one after another in
 one invocation, so their ratios are side by side; on a loaded machine read the CPU-seconds column.
 
-Run: python -P bench/batch_tokens.py [--workspace DIR] [--examples 32] [--caps 1024,512,256] [--threads 2]
+Run: python -m bench.batch_tokens [--workspace DIR] [--examples 32] [--caps 1024,512,256] [--threads 2]
 (DIR keeps the converted model between runs; a fresh one converts the bundled GGUF once, ~15 s.)
 """
 from __future__ import annotations
@@ -17,10 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
+
+from bench.common import loadavg, run_worker
 
 
 def _examples(ws, n: int):
@@ -38,17 +39,17 @@ def measure(workspace: str, cap: int, n: int, threads: int) -> dict:
     import torch
 
     from lessdb import Workspace
-    from lessdb.completion_loss import completion_token_losses
-    from lessdb.config import LoraSettings
+    from lessdb.models.completion_loss import completion_token_losses
+    from lessdb.runs.config import LoraSettings
     from lessdb.featurize.adam import GradTransform
-    from lessdb.batching import batches_by_length
+    from lessdb.models.batching import batches_by_length
     from lessdb.featurize.engine import FeatureEngine
     from lessdb.featurize.per_example_grads import lora_params
     from lessdb.featurize.sketch import make_sketch
-    from lessdb.models import load_base_model, prepare_model
+    from lessdb.models.loading import load_base_model, prepare_model
     from lessdb.phase_meter import PhaseMeter, release_freed_memory
-    from lessdb.tokenization import collate, encode_window, pad_token_id
-    from lessdb.training import build_lora_model
+    from lessdb.models.tokenization import collate, encode_window, pad_token_id
+    from lessdb.runs.trainer import build_lora_model
 
     torch.set_num_threads(threads)
     ws = Workspace.init(workspace)
@@ -110,16 +111,13 @@ def main() -> None:
         return
     results = []
     for cap in [int(c) for c in args.caps.split(",")]:
-        proc = subprocess.run([sys.executable, "-P", __file__, "--workspace", workspace, "--one", str(cap),
-                               "--examples", str(args.examples), "--threads", str(args.threads)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            sys.exit(f"cap {cap} failed:\n{proc.stderr[-3000:]}")
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        try:
+            results.append(run_worker("batch_tokens", "--workspace", workspace, "--one", cap,
+                                      "--examples", args.examples, "--threads", args.threads))
+        except RuntimeError as exc:
+            sys.exit(f"cap {cap} failed: {exc}")
         print(json.dumps(results[-1]), flush=True)
-    with open("/proc/loadavg") as fh:
-        load = fh.read().split()[:3]
-    print(json.dumps({"load_average": load, "threads": args.threads, "results": results}, indent=2))
+    print(json.dumps({"load_average": loadavg(), "threads": args.threads, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

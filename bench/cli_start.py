@@ -6,7 +6,7 @@ of tests/report_workspace.py, built once into --workdir). Then one `python -X im
 lists the slowest imports (cumulative), and whether torch / lancedb / transformers / peft were imported.
 Targets (issue 13): `--help` < 0.5 s, the others < 1.5 s on an idle 2-core machine.
 
-    python bench/cli_start.py --repeats 5
+    python -m bench.cli_start --repeats 5
 """
 from __future__ import annotations
 
@@ -18,26 +18,27 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.common import LESSDB, REPO, loadavg
+
 HEAVY = ("torch", "lancedb", "transformers", "peft")
 COMMANDS = [("--help",), ("tasks",), ("pools",), ("selections",), ("show", "arith-less"),
             ("sql", "SELECT pool, count(*) FROM candidates GROUP BY pool")]
 
 
 def ensure_workspace(workdir: Path) -> Path:
+    """The tests' demo workspace (ingest -> warmup -> featurize -> select, tiny model), built by running
+    tests/report_workspace.py's build() in a child process started in tests/ (where it imports from)."""
     root = workdir / "ws"
     if (root / "lessdb.duckdb").exists():
         return root
-    sys.path.insert(0, str(REPO / "tests"))
-    from report_workspace import build   # the tests' demo: ingest -> warmup -> featurize -> select (tiny)
-
     workdir.mkdir(parents=True, exist_ok=True)
-    build(root)
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from report_workspace import build; "
+                    "build(Path(sys.argv[1]))", str(root.resolve())], cwd=REPO / "tests", check=True)
     return root
 
 
 def _cmd(root: Path, args: tuple[str, ...], python_flags: tuple[str, ...] = ()) -> list[str]:
-    return [sys.executable, *python_flags, "-m", "lessdb.cli.main", "--workspace", str(root), *args]
+    return [sys.executable, *python_flags, *LESSDB[1:], "--workspace", str(root), *args]
 
 
 def time_once(root: Path, args: tuple[str, ...]) -> tuple[float, float]:
@@ -68,7 +69,7 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=8, help="slowest imports listed per command")
     args = ap.parse_args()
     root = ensure_workspace(args.workdir)
-    env_note = f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}"
+    env_note = "load average " + " ".join(f"{x:.2f}" for x in loadavg())
     results = []
     for command in COMMANDS:
         time_once(root, command)   # warm the page cache

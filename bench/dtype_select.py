@@ -8,27 +8,26 @@ in the noise. Each select runs in a fresh process with the page cache warm (best
 recorded selections are compared: top-k overlap, Spearman correlation of all scores (recomputed in float64
 from the stored vectors of each set), max |score difference| and that difference relative to the score spread.
 
-    python bench/dtype_select.py --shapes 20000x4x1024,10000x4x8192
+    python -m bench.dtype_select --shapes 20000x4x1024,10000x4x8192
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
+
+from bench import synthetic_store
+from bench.common import cpu_seconds, loadavg, peak_rss_gb, run_worker as run_bench_worker
+from bench.synthetic_store import N_SUBTASKS, N_VAL
 
 TASK = "dtype-bbh"
 RUN = "dtype-run"
 FSIDS = {"float32": "dtypebench000f32", "float16": "dtypebench000f16"}
-N_SUBTASKS, N_VAL = 27, 3
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -36,52 +35,21 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def build(root: Path, n: int, checkpoints: int, dim: int, signal: float, seed: int = 0) -> None:
-    from lessdb import Workspace, tasks
+    from lessdb import Workspace
     from lessdb.choices import DEFAULT_VAL_TRUNCATION
     from lessdb.featurize import validation_key
     from lessdb.storage import features as fstore
-    from lessdb.storage import meta_features, meta_runs
-    from lessdb.ingest.pipeline import ingest_rows
-    from lessdb.storage.lance_tables import CANDIDATE_SCHEMA
 
     if root.exists():
         shutil.rmtree(root)
     ws = Workspace.init(root)
     rng = np.random.default_rng(seed)
     ids = [f"{i:024x}" for i in range(n)]
-    m = n
-    ingest_rows(ws, pa.table({
-        "key": [f"bench/{c}" for c in ids], "id": ids, "pool": ["bench"] * m,
-        "ingest_id": pa.array([1] * m, pa.int64()), "source_dataset": ["flan"] * m,
-        "source_id": [str(i) for i in range(m)],
-        "messages": [[{"role": "user", "content": f"p {i}"}, {"role": "assistant", "content": f"a {i}"}]
-                     for i in range(m)],
-        "n_turns": pa.array([2] * m, pa.int32()), "prompt_chars": pa.array([5] * m, pa.int32()),
-        "completion_chars": pa.array([5] * m, pa.int32()), "total_chars": pa.array([10] * m, pa.int32())},
-        schema=CANDIDATE_SCHEMA), "bench")
-    task_file = root / "task.jsonl"
-    with open(task_file, "w") as fh:
-        for s in range(N_SUBTASKS):
-            for k in range(N_VAL):
-                fh.write(json.dumps({"subtask": f"sub{s:02d}", "prompt": f"q {s} {k}", "completion": f"a {s} {k}"})
-                         + "\n")
-    tasks.add_tasks(ws, TASK, file=task_file)
-    task = tasks.load_task(ws, TASK)
-    meta_runs.create_run(ws, run_id=RUN, kind="warmup", pool="bench", model_name="tiny", model_sha256="bench",
-                         seed=0, percentage=0.05, n_examples=0, n_excluded=0, config={}, device="cpu",
-                         lessdb_version="bench")
-    meta_runs.set_run_status(ws, RUN, "complete")
-    for e in range(1, checkpoints + 1):
-        meta_runs.add_checkpoint(ws, meta_runs.CheckpointInfo(RUN, e, "-", "-", "-", e, 2e-5 / e, None))
-    infos = {}
-    for dtype, fsid in FSIDS.items():
-        meta_features.insert_feature_set(ws, {
-            "feature_set_id": fsid, "run_id": RUN, "lance_table": fstore.table_name(fsid), "grad_kind": "adam",
-            "bias_correction": True, "sketch_kind": "countsketch", "sketch_seed": 0, "sketch_nnz": 1, "n_params": 0,
-            "dim": dim, "dtype": dtype, "compute_dtype": "float32", "max_seq_length": 512, "tokenizer_id": "-",
-            "module_order": [], "model_sha256": "bench", "params": {}, "lessdb_version": "bench"})
-        infos[dtype] = fstore.get_feature_set(ws, fsid)
-        fstore.ensure_feature_table(ws, infos[dtype])
+    synthetic_store.add_candidates(ws, ids)
+    task = synthetic_store.add_task(ws, root, TASK)
+    synthetic_store.add_warmup_run(ws, RUN, checkpoints)
+    infos = {dtype: synthetic_store.add_feature_set(ws, fsid, RUN, dim, dtype)
+             for dtype, fsid in FSIDS.items()}
     # select's default validation window: the feature set's, cut on the left
     val_ids = [validation_key(msgs, 512, None, DEFAULT_VAL_TRUNCATION) for _, msgs in task.examples()]
     val_subtask = [i // N_VAL for i in range(len(val_ids))]
@@ -110,30 +78,20 @@ def worker(root: Path, dtype: str) -> dict:
     from lessdb import Workspace
 
     ws = Workspace.open(root)
-    t0, c0 = time.monotonic(), _cpu()
+    t0, c0 = time.monotonic(), cpu_seconds()
     gradient.compute_validation_features = lambda *a, **k: None    # stored by build()
     res = sel.select(ws, sel.SelectConfig(task=TASK, feature_set=FSIDS[dtype], progress=False))
-    return {"dtype": dtype, "seconds": time.monotonic() - t0, "cpu_s": _cpu() - c0, "selection_id": res.selection_id, "k": res.k,
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
-
-
-def _cpu() -> float:
-    """CPU seconds of this process (all threads): on a loaded machine a steadier measure than wall time."""
-    use = resource.getrusage(resource.RUSAGE_SELF)
-    return use.ru_utime + use.ru_stime
+    return {"dtype": dtype, "seconds": time.monotonic() - t0, "cpu_s": cpu_seconds() - c0, "selection_id": res.selection_id, "k": res.k,
+            "peak_rss_gb": peak_rss_gb()}
 
 
 def run_worker(root: Path, dtype: str) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--worker", dtype, "--workdir", str(root)],
-                          capture_output=True, text=True, env=dict(os.environ, LESSDB_PROGRESS="0"))
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_bench_worker("dtype_select", "--worker", dtype, "--workdir", root)
 
 
 def all_scores(ws, fsid: str, epochs: list[int], weights: list[float]) -> tuple[list[str], np.ndarray]:
     """score(z) = max_j Σ_i η_i cos(mean_j validation, candidate) in float64, from the stored vectors."""
-    from lessdb import tasks
+    from lessdb.tasks import catalog as tasks
     from lessdb.choices import DEFAULT_VAL_TRUNCATION
     from lessdb.featurize import validation_key
     from lessdb.storage.features import iter_feature_batches
@@ -196,7 +154,7 @@ def main() -> None:
         return
     rows = []
     for shape in args.shapes.split(","):
-        n, c, d = (int(x) for x in shape.lower().split("x"))
+        n, c, d = synthetic_store.parse_shape(shape)
         root = args.workdir / f"ws-{n}x{c}x{d}"
         t0 = time.monotonic()
         if not (args.keep and (root / "built").exists()):
@@ -214,7 +172,7 @@ def main() -> None:
                "cpu_s_f32": round(timed["float32"]["cpu_s"], 2), "cpu_s_f16": round(timed["float16"]["cpu_s"], 2),
                "rss_gb_f32": round(timed["float32"]["peak_rss_gb"], 2),
                "rss_gb_f16": round(timed["float16"]["peak_rss_gb"], 2), "k": timed["float32"]["k"],
-               **compare(root, timed["float32"], timed["float16"]), "load_average_1m": round(os.getloadavg()[0], 2)}
+               **compare(root, timed["float32"], timed["float16"]), "load_average_1m": loadavg()[0]}
         rows.append(row)
         print(json.dumps(row), flush=True)
         if not args.keep:

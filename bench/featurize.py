@@ -2,29 +2,23 @@
 forward+backward only, (b) lessdb's default path, (c) the reference approach) then fidelity
 (bench/featurize_fidelity.py: Spearman of exact vs sketched LESS scores), sharing one model load.
 
-    python bench/featurize.py [--workspace /tmp/lessdb-bench-ws] [--n-speed 32] [--n-fidelity 64] [--quick]
+    python -m bench.featurize [--workspace /tmp/lessdb-bench-ws] [--n-speed 32] [--n-fidelity 64] [--quick]
                               [--skip-fidelity]
-    python bench/featurize.py --fidelity-only ...   (= python bench/featurize_fidelity.py --replicates ...)
+    python -m bench.featurize --fidelity-only ...   (= python -m bench.featurize_fidelity --replicates ...)
 
 Timings depend on the machine's load (2 shared vCPUs): the load average is printed at start and end.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
+import os
+import time
 
-# run as a script, bench/ is sys.path[0]: put the repository root there instead (bench.* and lessdb import)
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+import torch
 
-import argparse  # noqa: E402
-import os  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-
-from bench import featurize_fidelity, featurize_speed  # noqa: E402
-from bench.featurize_common import add_common_arguments, log, setup  # noqa: E402
-from lessdb.tokenization import pad_token_id  # noqa: E402
+from bench import featurize_fidelity, featurize_speed
+from bench.featurize_common import add_common_arguments, log, setup
+from lessdb.models.tokenization import pad_token_id
 
 
 def main():

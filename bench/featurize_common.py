@@ -15,7 +15,7 @@ from lessdb.featurize.adam import AdamState, GradTransform
 from lessdb.featurize.engine import FeatureEngine
 from lessdb.featurize.sketch import IdentitySketch
 from lessdb.featurize.per_example_grads import lora_params, per_example_losses
-from lessdb.tokenization import collate, encode_conversation, pad_token_id
+from lessdb.models.tokenization import collate, encode_conversation, pad_token_id
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ def log(*a):
 
 
 def load(ws_path: Path):
-    from lessdb.models import load_base_model
+    from lessdb.models.loading import load_base_model
 
     ws = Workspace.init(ws_path) if not (ws_path / "lessdb.duckdb").exists() else Workspace.open(ws_path)
     loaded = load_base_model(ws, "smollm2-135m", device="cpu")

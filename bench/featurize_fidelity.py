@@ -1,9 +1,9 @@
 """Featurization fidelity (issue 4): how well each sketch keeps LESS's scores, on the real SmolLM2-135M with
 LoRA r=128 on q/k/v/o (P = 14,745,600) and real ShareGPT candidates. The speed: bench/featurize_speed.py.
 
-    python bench/featurize_fidelity.py [--n-fidelity 64] [--quick]
-    python bench/featurize_fidelity.py --replicates [--n-fidelity 128] [--exact-cache DIR] [--quick]
-        (= the old `bench/featurize.py --fidelity-only`: 3 BBH subtasks, ~90 countsketch seeds, dense Rademacher
+    python -m bench.featurize_fidelity [--n-fidelity 64] [--quick]
+    python -m bench.featurize_fidelity --replicates [--n-fidelity 128] [--exact-cache DIR] [--quick]
+        (= the old `python -m bench.featurize --fidelity-only`: 3 BBH subtasks, ~90 countsketch seeds, dense Rademacher
         via its Gaussian limit; JSON in bench/out/fidelity.json)
 
 Basic: exact (unsketched) Adam Γ of N candidates and plain gradients of the 3 examples of the BBH subtask
@@ -14,30 +14,26 @@ same matrix; sparse sketches: mean over 3 seeds).
 """
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+import time
 from pathlib import Path
 
-# run as a script, bench/ is sys.path[0]: put the repository root there instead (bench.* and lessdb import)
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+import numpy as np
+import torch
 
-import argparse  # noqa: E402
-import os  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from bench.featurize_common import (REPO, add_common_arguments, exact_batches, exact_vectors, load, log,  # noqa: E402
+from bench.featurize_common import (REPO, add_common_arguments, exact_batches, exact_vectors, load, log,
                                     lora_model, scores, setup, sharegpt_examples, sketch_all, spearman,
                                     warm_adam_state)
-from lessdb.featurize.per_example_grads import lora_params  # noqa: E402
-from lessdb.featurize.sketch import CountSketch, DenseRademacher  # noqa: E402
-from lessdb.tokenization import encode_conversation, pad_token_id  # noqa: E402
+from lessdb.featurize.per_example_grads import lora_params
+from lessdb.featurize.sketch import CountSketch, DenseRademacher
+from lessdb.models.tokenization import encode_conversation, pad_token_id
 
 
 def basic_fidelity(args, ws, tok, model, examples, state, params, pad) -> None:
     """One BBH subtask, a few sketch seeds per d (the table in bench/RESULTS.md "Featurization")."""
-    from lessdb.tasks import load_task
+    from lessdb.tasks.catalog import load_task
 
     val = load_task(ws, "bbh").subtasks["boolean_expressions"]
     val_items = [(ex.example_id, encode_conversation(tok, ex.messages, 1024)) for ex in val]
@@ -309,7 +305,7 @@ def fidelity_only(args):
     import gc
     import json
 
-    from lessdb.tasks import load_task
+    from lessdb.tasks.catalog import load_task
 
     T0, C0 = time.perf_counter(), time.process_time()
     stamp = lambda: f"[{time.perf_counter() - T0:6.0f}s wall {time.process_time() - C0:6.0f}s cpu load {os.getloadavg()[0]:.1f}]"

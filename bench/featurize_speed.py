@@ -1,9 +1,9 @@
 """Featurization speed (issue 4): (a) forward+backward only, (b) lessdb's default path, (c) the reference
 approach, on the real SmolLM2-135M with LoRA r=128 on q/k/v/o (P = 14,745,600), d = 8192, real ShareGPT
 conversations truncated to 256 tokens. The fidelity of the sketches: bench/featurize_fidelity.py (and
-`python bench/featurize.py` runs both, as it always did).
+`python -m bench.featurize` runs both, as it always did).
 
-    python bench/featurize_speed.py [--workspace /tmp/lessdb-bench-ws] [--n-speed 32] [--n-reference 4] [--quick]
+    python -m bench.featurize_speed [--workspace /tmp/lessdb-bench-ws] [--n-speed 32] [--n-reference 4] [--quick]
 
 (a) floor: batched forward + ordinary backward of the per-example completion-mean losses (the LoRA weight
     gradients summed over the batch, as training computes them) — nothing per example.
@@ -20,25 +20,19 @@ Timings depend on the machine's load (2 shared vCPUs): the load average is print
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
+import os
+import time
 
-# run as a script, bench/ is sys.path[0]: put the repository root there instead (bench.* and lessdb import)
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+import torch
 
-import argparse  # noqa: E402
-import os  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-
-from bench.featurize_common import D, add_common_arguments, batches, log, setup  # noqa: E402
-from lessdb.featurize.adam import GradTransform, adam_direction  # noqa: E402
-from lessdb.featurize.engine import FeatureEngine  # noqa: E402
-from lessdb.featurize.per_example_grads import per_example_losses  # noqa: E402
-from lessdb.featurize.sketch import CountSketch  # noqa: E402
-from lessdb.storage import features as fstore  # noqa: E402
-from lessdb.tokenization import collate, pad_token_id  # noqa: E402
+from bench.featurize_common import D, add_common_arguments, batches, log, setup
+from lessdb.featurize.adam import GradTransform, adam_direction
+from lessdb.featurize.engine import FeatureEngine
+from lessdb.featurize.per_example_grads import per_example_losses
+from lessdb.featurize.sketch import CountSketch
+from lessdb.storage import features as fstore
+from lessdb.models.tokenization import collate, pad_token_id
 
 
 def bench_floor(model, examples, pad, bs):

@@ -1,17 +1,17 @@
 """Benchmark: ingest the full bundled ShareGPT pool into a fresh workspace.
 
 Prints records read, candidates added, wall seconds, conversations/s and peak RSS of the process.
-Run: python bench/ingest.py [--repeat 2]
+Run: python -m bench.ingest [--repeat 2]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
-import resource
 import tempfile
 import time
+
+from bench.common import loadavg, machine, peak_rss_gb
 
 
 def run_once() -> dict:
@@ -35,8 +35,8 @@ def main():
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     runs = [run_once() for _ in range(args.repeat)]
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-              "runs": runs, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    result = {"machine": machine(), "load_average": loadavg(), "runs": runs,
+              "peak_rss_mb": round(peak_rss_gb() * 1024, 1)}
     print(json.dumps(result, indent=2))
 
 

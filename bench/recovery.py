@@ -1,7 +1,7 @@
 """Task recovery: does a selector find the pool examples of the task its validation examples come from? (issue 16)
 
 A pool of BIG-bench tasks (`per_task` examples of each skill in bench/recovery_data.py, read from the `bigbench`
-1.0.0 sdist on PyPI) plus short ShareGPT conversations as distractors. For every skill and two variants,
+1.0.0 sdist, --bigbench-sdist) plus short ShareGPT conversations as distractors. For every skill and two variants,
 a target task of `n_val` held-out examples:
 
   same    validation examples from the pool's own task file, same rendering (shared template);
@@ -16,26 +16,24 @@ skills), paired differences hybrid − BM25 and hybrid − LESS, and the seconds
 The pipeline is the real one, in process: ingest -> warmup (--preset cpu-small, 5%) -> featurize (every
 checkpoint, CountSketch d 8192) -> task add -> select. Everything is resumed from --workspace.
 
-    python bench/recovery.py --bigbench-sdist /tmp/bigbench-1.0.0.tar.gz [--per-task 20] [--n-val 3]
+    python -m bench.recovery --bigbench-sdist /tmp/bigbench-1.0.0.tar.gz [--per-task 20] [--n-val 3]
                              [--sharegpt 400] [--skills color,math_word,...] [--ablations] [--threads 1]
-    python bench/recovery.py --smoke        # tiny random model, synthetic skills: checks the plumbing (~1 min)
+    python -m bench.recovery --smoke        # tiny random model, synthetic skills: checks the plumbing (~1 min)
+
+The `bigbench` 1.0.0 sdist is no longer on the package registry (only 0.0.1, without task data): pass a copy
+with --bigbench-sdist FILE. --smoke needs no download.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import recovery_data as rd  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
-OUT = REPO / "bench" / "out"
+from bench import recovery_data as rd
+from bench.common import OUT, bigbench_sdist, loadavg, logger, write_json
 
 # (label, SelectConfig overrides, feature-set key): the methods every run compares ...
 METHODS = [
@@ -71,8 +69,7 @@ WARMUP_ABLATIONS = [(f"less:{key}", {"method": "less"}, key) for key in WARMUP_V
 ABLATION_RUN_PREFIX = "recovery-ablation-"
 
 
-def log(msg: str) -> None:
-    print(f"[recovery {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+log = logger("recovery")
 
 
 # -- building the workspace ---------------------------------------------------------------------------------------
@@ -83,7 +80,7 @@ def build_split(args) -> dict:
         # always drawn for every skill (the same pool and held-out examples whichever targets are scored)
         skills = dict(rd.SKILLS)
         wanted = sorted({src for pair in skills.values() for src in pair[:2]})
-        sources = rd.load_sources(rd.bigbench_sdist(args.bigbench_sdist, OUT / "cache", log), wanted, args.cache)
+        sources = rd.load_sources(bigbench_sdist(args.bigbench_sdist, OUT / "cache", log), wanted, args.cache)
     split = rd.build_split(sources, skills, args.per_task, args.n_val, seed=0)
     if args.skills:
         unknown = set(args.skills) - set(split["same"])
@@ -98,13 +95,13 @@ def build_split(args) -> dict:
 
 def prepare(ws, split: dict, args, timings: dict) -> str:
     """Pool, warmup run, feature sets and target tasks (each step skipped when already done). Returns the run."""
-    from lessdb import tasks
-    from lessdb.config import build_warmup_config
+    from lessdb.tasks import catalog as tasks
+    from lessdb.runs.config import build_warmup_config
     from lessdb.featurize import FeaturizeConfig, featurize_run
     from lessdb.ingest.pipeline import ingest_builtin, ingest_files
     from lessdb.storage import meta_runs
     from lessdb.storage.meta_selections import pools
-    from lessdb.warmup import resume_warmup, run_warmup
+    from lessdb.runs.warmup import resume_warmup, run_warmup
 
     root = Path(ws.root)
     if args.pool not in pools(ws):
@@ -315,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
     from lessdb import Workspace
 
     t0 = time.perf_counter()
-    log(f"load average {os.getloadavg()}; workspace {args.workspace}")
+    log(f"load average {loadavg()}; workspace {args.workspace}")
     split = build_split(args)
     skills = list(split["same"])
     overlap = {v: rd.lexical_overlap(split, v) for v in ("same", "cross")}
@@ -350,11 +347,10 @@ def main(argv: list[str] | None = None) -> dict:
               "pool_size": len(skill_of), "distractors": sum(1 for v in skill_of.values() if not v),
               "lexical_overlap": {v: {k: o[k] for k in ("own", "other")} for v, o in overlap.items()},
               "lexical_overlap_per_skill": {v: o["per_skill"] for v, o in overlap.items()},
-              "timings_s": timings, "seconds": time.perf_counter() - t0, "load_average_end": os.getloadavg(),
+              "run_id": run_id, "warmup_runs": args.runs, "feature_sets": args.fsids,
+              "timings_s": timings, "seconds": time.perf_counter() - t0, "load_average_end": loadavg(),
               "summary": summary, "rows": rows}
-    out = args.json_out or OUT / ("recovery-smoke.json" if args.smoke else "recovery.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = write_json(args.json_out or OUT / ("recovery-smoke.json" if args.smoke else "recovery.json"), result)
     print_table(summary, skills)
     log(f"total {time.perf_counter() - t0:.0f}s; results in {out}")
     return result

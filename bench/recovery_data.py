@@ -1,4 +1,4 @@
-"""Data of the task-recovery benchmark (bench/recovery.py): which BIG-bench tasks, how pool and validation
+"""Data of the task-recovery benchmark (`python -m bench.recovery`): which BIG-bench tasks, how pool and validation
 examples are drawn and rendered, and how lexically close the validation examples are to their pool.
 
 Each *skill* has a pool source (a BIG-bench task or subtask) and a sibling source that exercises the same skill
@@ -20,11 +20,8 @@ from __future__ import annotations
 import json
 import random
 import re
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
-from typing import Callable
 
 # skill -> (pool source, sibling source, our instruction for the cross-surface rewrite)
 SKILLS: dict[str, tuple[str, str, str]] = {
@@ -181,16 +178,3 @@ def lexical_overlap(split: dict, variant: str) -> dict:
     return {"own": sum(v["own"] for v in per.values()) / n, "other": sum(v["other"] for v in per.values()) / n,
             "per_skill": per}
 
-
-def bigbench_sdist(given: Path | None, cache: Path, log: Callable[[str], None]) -> Path:
-    """The `bigbench` 1.0.0 sdist: `given`, else the one in `cache`, else downloaded there from PyPI once."""
-    if given:
-        return given
-    found = sorted(cache.glob("bigbench-*.tar.gz"))
-    if not found:
-        cache.mkdir(parents=True, exist_ok=True)
-        log("downloading the bigbench sdist from PyPI (358 MB, once)")
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-                        "bigbench==1.0.0", "-d", str(cache)], check=True)
-        found = sorted(cache.glob("bigbench-*.tar.gz"))
-    return found[-1]

@@ -3,8 +3,8 @@ random-delay kills per test, then the counts it tallied: kills (at injected poin
 moments), what `lessdb verify` found before repair, duplicate and missing feature keys after the reruns,
 vectors and resumed runs compared with uninterrupted runs.
 
-    python bench/reliability.py                          # seeds 12,13,14; 3 random kills per test and seed
-    python bench/reliability.py --seeds 12 --rounds 1    # what CI runs (pytest -m faults)
+    python -m bench.reliability                          # seeds 12,13,14; 3 random kills per test and seed
+    python -m bench.reliability --seeds 12 --rounds 1    # what CI runs (pytest -m faults)
 
 Every kill is of the real CLI in a subprocess (tiny Llama, real LanceDB + DuckDB); a failure names its seed, and
 `LESSDB_FAULT_SEED=<seed> LESSDB_FAULT_ROUNDS=<n> pytest -m faults tests/test_faults.py` reproduces it. Prints a
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.common import REPO, loadavg
 
 
 def main() -> None:
@@ -45,9 +45,9 @@ def main() -> None:
             failed.append(seed)
             print(proc.stdout[-4000:], file=sys.stderr)
     tally = json.loads(report.read_text()) if report.exists() else {}
-    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
+    load = loadavg()
     print(f"\nseeds {seeds}, {args.rounds} random kill(s) per test and seed, {time.monotonic() - started:.0f} s, "
-          f"load average at the end {' '.join(load)}; failed seeds: {failed or 'none'}\n")
+          f"load average at the end {' '.join(map(str, load))}; failed seeds: {failed or 'none'}\n")
     print("| what | count |\n|---|---|")
     for what, n in sorted(tally.items()):
         print(f"| {what} | {n:,} |")

@@ -1,14 +1,14 @@
 """Scale-out benchmark (issue 14): one run, side by side.
 
-    python bench/scale.py [--n 96] [--scan-rows 20000] [--scan-dim 2048] [--pf-rows 50000] [--json OUT]
+    python -m bench.scale [--n 96] [--scan-rows 20000] [--scan-dim 2048] [--pf-rows 50000] [--json OUT]
 
-1. Featurize the same pool with the same tiny model (lessdb.tiny, 1 checkpoint, d = 1024): local engine (one
+1. Featurize the same pool with the same tiny model (lessdb.models.tiny, 1 checkpoint, d = 1024): local engine (one
    process, 1 thread) vs `--engine ray` with 2 CPU workers (1 thread each) on a private local cluster.
    Features/s of each, and the Ray driver's overheads (planning incl. the identity model load, Ray start, fragment
    writes on workers, commits) as a share of worker compute.
 2. Select-scan throughput: the `vector` column of an N × d float16 feature table read with pylance from local
    disk and from the S3 emulator (moto[server] on 127.0.0.1), in GB/s.
-3. Two-stage selection (`lessdb.scale.prefilter`): recall of the exact top k and bytes read, on synthetic
+3. Two-stage selection (`lessdb.selection.two_stage`): recall of the exact top k and bytes read, on synthetic
    CountSketch features with low-rank structure (rank 32 signal + isotropic noise in a P = 2^20 gradient space,
    sketched to d = 8192 and folded to 1024). Synthetic: real recall depends on how clustered real gradients are.
 4. Paper arithmetic: wall time and cost of 5.8M candidates × 4 checkpoints at d = 8192 on 8, 64 and 256 GPUs.
@@ -18,22 +18,21 @@ so Ray and the S3 emulator stay on loopback. Timings depend on the machine's loa
 """
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import random
+import shlex
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[0] = str(REPO)
+import numpy as np
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import random  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
+from bench.common import REPO, bench_command, loadavg, write_json
 
 # LESS Table 4: 48 A100-80GB hours for 270,679 candidates x 4 checkpoints (7B, dense projection at d = 8192)
 PAPER_GRADIENTS = 270_679 * 4
@@ -51,9 +50,9 @@ def _confine() -> None:
     if _interfaces() == ["lo"]:
         return
     if shutil.which("unshare") is None:
-        sys.exit("bench/scale.py needs `unshare` (util-linux) to keep Ray and the S3 emulator on loopback")
-    cmd = f"ip link set lo up && exec {sys.executable} {' '.join(map(repr, sys.argv))}"
-    sys.exit(subprocess.call(["unshare", "-n", "sh", "-c", cmd]))
+        sys.exit("bench.scale needs `unshare` (util-linux) to keep Ray and the S3 emulator on loopback")
+    cmd = f"ip link set lo up && exec {shlex.join(bench_command('scale', *sys.argv[1:]))}"
+    sys.exit(subprocess.call(["unshare", "-n", "sh", "-c", cmd], cwd=REPO))
 
 
 def _records(n: int, seed: int = 0) -> list[dict]:
@@ -67,11 +66,12 @@ def bench_featurize(n: int, tmp: Path) -> dict:
     import torch
 
     from lessdb import Workspace
-    from lessdb.config import build_warmup_config
+    from lessdb.runs.config import build_warmup_config
     from lessdb.featurize import FeaturizeConfig, featurize_run
     from lessdb.ingest.pipeline import ingest_files
-    from lessdb.scale import RayOptions, featurize_ray
-    from lessdb.warmup import run_warmup
+    from lessdb.featurize.ray_engine import featurize_ray
+    from lessdb.scale import RayOptions
+    from lessdb.runs.warmup import run_warmup
 
     pool = tmp / "pool.jsonl"
     pool.write_text("".join(json.dumps(r) + "\n" for r in _records(n)))
@@ -144,7 +144,8 @@ def bench_scan(rows: int, dim: int, tmp: Path) -> dict:
 
 def bench_prefilter(rows: int, k: int, tmp: Path, d: int = 8192, low: int = 1024, factor: int = 20,
                     rank: int = 32, big_p: int = 1 << 20, noise: float = 3.0) -> dict:
-    from lessdb.scale.prefilter import cosine_scores, fold, two_stage_top_k
+    from lessdb.featurize.folding import fold
+    from lessdb.selection.two_stage import cosine_scores, two_stage_top_k
 
     rng = np.random.default_rng(1)
     bucket = rng.integers(0, d, big_p)
@@ -201,8 +202,7 @@ def main() -> None:
     _confine()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("LESSDB_PROGRESS", "0")
-    load0 = open("/proc/loadavg").read().split()[:3]
-    out = {"load_at_start": load0}
+    out = {"load_at_start": loadavg()}
     srv, _ = _start_moto()
     try:
         with tempfile.TemporaryDirectory(prefix="lessdb-bench-scale-") as tmp:
@@ -223,10 +223,10 @@ def main() -> None:
     share = sum(out["featurize"]["ray_2_workers"]["overhead_share_of_compute"][k]
                 for k in ("fragment_writes", "commits")) if "featurize" in out else 0.0
     out["projection"] = projection(share)
-    out["load_at_end"] = open("/proc/loadavg").read().split()[:3]
+    out["load_at_end"] = loadavg()
     print(json.dumps({k: out[k] for k in ("projection", "load_at_start", "load_at_end")}, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(out, indent=2))
+        write_json(args.json, out)
 
 
 if __name__ == "__main__":

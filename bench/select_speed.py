@@ -12,37 +12,29 @@ It reports seconds, GB/s of vector bytes, select/raw, and peak RSS of each proce
 The paper's shape is 270,679 × 4 × 8192 (17.7 GB of float16); pass --shapes 270679x4x8192 --no-compact to run
 it (it needs ~18 GB of disk; the build took 19 min here with other jobs sharing the 2 cores). --keep keeps a
 store and a later run reuses it. Validation features are written directly (the featurizer is benchmarked in
-bench/featurize.py), so `select` finds them cached.
+`python -m bench.featurize`), so `select` finds them cached.
 
-    python bench/select_speed.py --shapes 20000x4x1024,20000x4x8192 --workdir /tmp/lessdb-bench-select
-    python bench/select_speed.py --shapes 270679x4x8192 --no-compact --keep --repeats 3
+    python -m bench.select_speed --shapes 20000x4x1024,20000x4x8192 --workdir /tmp/lessdb-bench-select
+    python -m bench.select_speed --shapes 270679x4x8192 --no-compact --keep --repeats 3
 """
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import shutil
 import sys
+import time
+from pathlib import Path
 
-# Run as a script, this file's folder is sys.path[0] and its name would shadow the stdlib `select` module
-# (which subprocess and argparse import): drop that entry before importing anything else.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
+import numpy as np
+import pyarrow as pa
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import resource  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+from bench import synthetic_store
+from bench.common import loadavg, peak_rss_gb, run_worker as run_bench_worker
 
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 TASK = "bench-bbh"
 RUN = "bench-run"
 FSID = "benchfeatureset0"
-N_SUBTASKS, N_VAL = 27, 3
 BUILT = "bench-built.json"   # written last: a store without it is an interrupted build
 
 
@@ -56,11 +48,8 @@ def is_built(root: Path, n: int, checkpoints: int, dim: int) -> bool:
 
 def build(root: Path, n: int, checkpoints: int, dim: int, seed: int = 0, chunk: int = 10_000,
           compact: bool = True) -> None:
-    from lessdb import Workspace, tasks
+    from lessdb import Workspace
     from lessdb.storage import features as fstore
-    from lessdb.storage import meta_features, meta_runs
-    from lessdb.ingest.pipeline import ingest_rows
-    from lessdb.storage.lance_tables import CANDIDATE_SCHEMA
 
     if root.exists():
         shutil.rmtree(root)
@@ -68,41 +57,10 @@ def build(root: Path, n: int, checkpoints: int, dim: int, seed: int = 0, chunk: 
     rng = np.random.default_rng(seed)
     ids = [f"{i:024x}" for i in range(n)]
     t0 = time.monotonic()
-    for start in range(0, n, 50_000):
-        part = ids[start:start + 50_000]
-        m = len(part)
-        msgs = [[{"role": "user", "content": f"prompt {i}"}, {"role": "assistant", "content": f"answer {i}"}]
-                for i in range(start, start + m)]
-        ingest_rows(ws, pa.table({
-            "key": [f"bench/{c}" for c in part], "id": part, "pool": ["bench"] * m,
-            "ingest_id": pa.array([1] * m, pa.int64()),
-            "source_dataset": [["flan", "cot", "dolly", "oasst"][i % 4] for i in range(start, start + m)],
-            "source_id": [str(i) for i in range(start, start + m)], "messages": msgs,
-            "n_turns": pa.array([2] * m, pa.int32()),
-            "prompt_chars": pa.array(rng.integers(10, 2000, m), pa.int32()),
-            "completion_chars": pa.array(rng.integers(1, 3000, m), pa.int32()),
-            "total_chars": pa.array(rng.integers(11, 5000, m), pa.int32())}, schema=CANDIDATE_SCHEMA), "bench")
-    task_file = root / "task.jsonl"
-    with open(task_file, "w") as fh:
-        for s in range(N_SUBTASKS):
-            for k in range(N_VAL):
-                fh.write(json.dumps({"subtask": f"sub{s:02d}", "prompt": f"q {s} {k}", "completion": f"a {s} {k}"})
-                         + "\n")
-    tasks.add_tasks(ws, TASK, file=task_file)
-    task = tasks.load_task(ws, TASK)
-    meta_runs.create_run(ws, run_id=RUN, kind="warmup", pool="bench", model_name="tiny", model_sha256="bench",
-                         seed=0, percentage=0.05, n_examples=0, n_excluded=0, config={}, device="cpu",
-                         lessdb_version="bench")
-    meta_runs.set_run_status(ws, RUN, "complete")
-    for e in range(1, checkpoints + 1):
-        meta_runs.add_checkpoint(ws, meta_runs.CheckpointInfo(RUN, e, "-", "-", "-", e, 2e-5 / e, None))
-    meta_features.insert_feature_set(ws, {
-        "feature_set_id": FSID, "run_id": RUN, "lance_table": fstore.table_name(FSID), "grad_kind": "adam",
-        "bias_correction": True, "sketch_kind": "countsketch", "sketch_seed": 0, "sketch_nnz": 1, "n_params": 0,
-        "dim": dim, "dtype": "float16", "compute_dtype": "float32", "max_seq_length": 512, "tokenizer_id": "-",
-        "module_order": [], "model_sha256": "bench", "params": {}, "lessdb_version": "bench"})
-    info = fstore.get_feature_set(ws, FSID)
-    fstore.ensure_feature_table(ws, info)
+    synthetic_store.add_candidates(ws, ids, rng, datasets=("flan", "cot", "dolly", "oasst"))
+    task = synthetic_store.add_task(ws, root, TASK)
+    synthetic_store.add_warmup_run(ws, RUN, checkpoints)
+    info = synthetic_store.add_feature_set(ws, FSID, RUN, dim, "float16")
     schema = fstore.feature_schema(dim, "float16")
 
     def rows(role, epoch, part, vecs):
@@ -161,17 +119,13 @@ def worker(kind: str, root: Path, batch_rows: int, method: str = "less") -> dict
                                               progress=False))
         out.update(k=res.k, n_scored=res.n_scored, selection_id=res.selection_id)
     out["seconds"] = time.monotonic() - t0
-    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    out["peak_rss_gb"] = peak_rss_gb()
     return out
 
 
 def run_worker(kind: str, root: Path, batch_rows: int, method: str = "less") -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--worker", kind, "--workdir", str(root),
-                           "--batch-rows", str(batch_rows), "--method", method], capture_output=True, text=True,
-                          env=dict(os.environ, LESSDB_PROGRESS="0"))
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_bench_worker("select_speed", "--worker", kind, "--workdir", root, "--batch-rows", batch_rows,
+                            "--method", method)
 
 
 def main() -> None:
@@ -195,7 +149,7 @@ def main() -> None:
         return
     results = []
     for shape in args.shapes.split(","):
-        n, c, d = (int(x) for x in shape.lower().split("x"))
+        n, c, d = synthetic_store.parse_shape(shape)
         root = args.workdir / f"ws-{n}x{c}x{d}"
         t0 = time.monotonic()
         if not is_built(root, n, c, d):
@@ -214,7 +168,7 @@ def main() -> None:
                "raw_rss_gb": round(raw["peak_rss_gb"], 2), "select_s": round(sel["seconds"], 2),
                "select_gb_s": round(gb / sel["seconds"], 2), "select_over_raw": round(sel["seconds"] / raw["seconds"], 2),
                "select_rss_gb": round(sel["peak_rss_gb"], 2), "k": sel["k"], "n_scored": sel["n_scored"],
-               "load_average_1m": round(os.getloadavg()[0], 2)}
+               "load_average_1m": loadavg()[0]}
         results.append(row)
         print(json.dumps(row), flush=True)
         if not args.keep:

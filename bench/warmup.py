@@ -5,7 +5,7 @@ pieces of `run_warmup`: model load (GGUF conversion on a fresh workspace, cached
 the whole pool, and training (tokens/s and examples/s over the epochs, checkpoint writes excluded).
 Prints one JSON object.
 
-Run: python -P bench/warmup.py [--pool-size 1000] [--max-examples 64] [--epochs 2] [--workspace DIR]
+Run: python -m bench.warmup [--pool-size 1000] [--max-examples 64] [--epochs 2] [--workspace DIR]
 (a --workspace that already holds the converted model skips the ~25 s conversion).
 """
 from __future__ import annotations
@@ -13,21 +13,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import resource
 import tempfile
 import time
+
+from bench.common import loadavg, machine, peak_rss_gb
 
 
 def run(args) -> dict:
     import torch
 
     from lessdb import Workspace
-    from lessdb.config import build_warmup_config
+    from lessdb.runs.config import build_warmup_config
     from lessdb.ingest import ingest_builtin
-    from lessdb.models import load_base_model
+    from lessdb.models.loading import load_base_model
     from lessdb.storage import meta_runs
-    from lessdb.warmup import record_token_counts, run_warmup
+    from lessdb.models.token_counts import record_token_counts
+    from lessdb.runs.warmup import run_warmup
 
     ws = Workspace.init(args.workspace)
     pool = f"bench-sharegpt-{args.pool_size}"
@@ -57,8 +58,8 @@ def run(args) -> dict:
                        "examples_per_s": round(summary.n_examples / meta["seconds"], 2),
                        "train_loss": round(c["train_loss"], 4), "mean_lr": c["mean_lr"]})
     return {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                   f"{torch.get_num_threads()} threads",
+        "machine": {**machine(), "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
+        "load_average": loadavg(),
         "preset": "cpu-small", "config": run["config"]["warmup"], "pool_size": len(counts),
         "pool_excluded_at_max_seq_length": sum(1 for c in counts.values() if c["completion_tokens"] == 0),
         "pool_truncated": sum(1 for c in counts.values() if c["truncated"]),
@@ -66,12 +67,12 @@ def run(args) -> dict:
         "token_counts_per_s": round(len(counts) / count_s, 1) if count_s > 0 else None,
         "warmup_wall_seconds": round(wall_s, 1), "n_examples": summary.n_examples, "n_excluded": summary.n_excluded,
         "optimizer_steps": summary.total_steps, "train_tokens_per_s": round(summary.tokens_per_second or 0, 1),
-        "epochs": epochs, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "epochs": epochs, "peak_rss_mb": round(peak_rss_gb() * 1024, 1),
     }
 
 
 def meta_runs_tokenizer_id(tokenizer) -> str:
-    from lessdb.tokenization import tokenizer_id
+    from lessdb.models.tokenization import tokenizer_id
 
     return tokenizer_id(tokenizer)
 

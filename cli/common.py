@@ -29,10 +29,10 @@ def workspace_path(ctx: click.Context, override: Path | None = None) -> Path:
     return override or ctx.find_root().obj.get("workspace") or default_workspace_path()
 
 
-def open_workspace(ctx: click.Context, override: Path | None = None):
+def open_workspace(ctx: click.Context, override: Path | None = None, damaged_ok: bool = False):
     from ..workspace import Workspace
 
-    return Workspace.open(workspace_path(ctx, override))
+    return Workspace.open(workspace_path(ctx, override), damaged_ok=damaged_ok)
 
 
 workspace_option = click.option("--workspace", "-w", "workspace_override", type=click.Path(path_type=Path),
@@ -42,6 +42,17 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Machine-read
 
 def emit_json(obj) -> None:
     click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def emit(result, as_json: bool, human=None, columns: list[str] | None = None) -> None:
+    """Print what a Workspace method returned: with --json its JSON (a record's `as_dict()`, rows as they are),
+    else `human(result)`, or rows as a table (of `columns`)."""
+    if as_json:
+        emit_json(result.as_dict() if hasattr(result, "as_dict") else result)
+    elif human is not None:
+        human(result)
+    else:
+        emit_table(result, columns)
 
 
 def emit_table(rows: list[dict], columns: list[str] | None = None) -> None:
@@ -66,18 +77,6 @@ def emit_run_summary(summary) -> None:
     emit_table(summary.checkpoints, ["epoch", "optimizer_step", "mean_lr", "train_loss", "path"])
 
 
-def parse_epochs(text: str | None) -> tuple[int, ...] | None:
-    """`--checkpoints`: 'all' (or nothing) -> None, "1,2" -> (1, 2)."""
-    from ..errors import InputError
-
-    if text is None or not text.strip() or text.strip().lower() == "all":
-        return None
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise InputError(f"{text!r}: expected 'all' or epochs like 1,2", field="--checkpoints") from None
-
-
 def _fmt(value) -> str:
     if value is None:
         return ""
@@ -91,7 +90,7 @@ def _fmt(value) -> str:
 def lora_training_options(command):
     """The LoRA and optimizer flags shared by `warmup` and `train` (same trainer, same meaning), generated from
     LoraSettings and TrainingSettings. None means "not given": the preset's value, else the field's default."""
-    from ..config import LORA_PREFIX, LoraSettings, TrainingSettings
+    from ..runs.config import LORA_PREFIX, LoraSettings, TrainingSettings
     from .options import options_from_dataclass
 
     command = options_from_dataclass(TrainingSettings, only=["lr", "warmup_ratio", "batch_size", "micro_batch_size",

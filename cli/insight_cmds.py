@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from ..setting_ranges import count_type
-from .common import cli, emit_json, json_option, open_workspace, workspace_option
+from .options import count_type
+from .common import cli, emit, json_option, open_workspace, workspace_option
 
 
 @cli.command("explain")
@@ -16,7 +16,7 @@ from .common import cli, emit_json, json_option, open_workspace, workspace_optio
 @workspace_option
 @json_option
 @click.pass_context
-def explain_cmd(ctx, selection, candidate_id, top, examples, workspace_override, as_json):
+def explain_cmd(ctx, selection, candidate_id, workspace_override, as_json, **options):
     """Split members' scores into per-checkpoint parts (eta-bar x cosine) per subtask, with the validation
     examples that contributed most; stored for the `selection_explain` view.
 
@@ -25,14 +25,10 @@ def explain_cmd(ctx, selection, candidate_id, top, examples, workspace_override,
         lessdb explain bbh-5pct --top 3
         lessdb explain bbh-5pct 3f2a...c9 --json
     """
-    from ..selection.explain import explain_selection, format_explanation
+    from ..selection.explain import format_explanation
 
-    result = explain_selection(open_workspace(ctx, workspace_override), selection, candidate_id, top=top,
-                               top_examples=examples)
-    if as_json:
-        emit_json(result)
-    else:
-        click.echo(format_explanation(result))
+    emit(open_workspace(ctx, workspace_override).explain(selection, candidate_id, **options), as_json,
+         lambda result: click.echo(format_explanation(result)))
 
 
 @cli.command("diagnose")
@@ -48,10 +44,7 @@ def diagnose_cmd(ctx, selection, workspace_override, as_json):
     Example:
         lessdb diagnose bbh-5pct
     """
-    from ..selection.diagnose import diagnose_selection, format_diagnosis
+    from ..selection.diagnose import format_diagnosis
 
-    d = diagnose_selection(open_workspace(ctx, workspace_override), selection)
-    if as_json:
-        emit_json(d)
-    else:
-        click.echo(format_diagnosis(d))
+    emit(open_workspace(ctx, workspace_override).diagnose(selection), as_json,
+         lambda d: click.echo(format_diagnosis(d)))

@@ -18,8 +18,7 @@ from dataclasses import MISSING
 import click
 
 from ..errors import LessdbError
-from ..setting_ranges import click_type
-from ..settings import FieldText, flag_of, render_refs
+from ..settings import INT64_MAX, FieldText, flag_of, render_refs, value_problem
 
 
 def _base_type(annotation) -> type | None:
@@ -43,6 +42,25 @@ def shown_default(f: dataclasses.Field) -> str | None:
     return str(f.default)
 
 
+def number_type(f: dataclasses.Field, base: type):
+    """The click type of an int or float flag: refuses, while the command line is parsed, what no value of the
+    setting may be (a float not finite, an integer beyond 64 bits, a negative seed: `settings.effective_range`);
+    the setting's own declared bounds are its config's to check."""
+    class _Number(click.types.IntParamType if base is int else click.types.FloatParamType):
+        def convert(self, value, param, ctx):
+            out = super().convert(value, param, ctx)
+            problem = value_problem(f.name, out)
+            if problem:
+                self.fail(problem, param, ctx)
+            return out
+    return _Number()
+
+
+def count_type(minimum: int):
+    """The click type of a hand-written count flag (--top, --limit, --examples): from `minimum` to 2**63 - 1."""
+    return click.IntRange(minimum, INT64_MAX)
+
+
 def option_for(f: dataclasses.Field, *, prefix: str = "", flag: str | None = None, unset: bool = False,
                required: bool = False, help: str | None = None):
     """One click option for a dataclass field (see the module docstring)."""
@@ -60,7 +78,7 @@ def option_for(f: dataclasses.Field, *, prefix: str = "", flag: str | None = Non
     if choices:
         kwargs["type"] = click.Choice(list(choices))
     elif tp in (int, float):   # finite floats, 64-bit ints, non-negative seeds, refused while parsing
-        kwargs["type"] = click_type(f.name, tp)
+        kwargs["type"] = number_type(f, tp)
     elif tp is Path:
         kwargs["type"] = click.Path(path_type=Path)
     if required:
@@ -105,7 +123,7 @@ def flag_name(config_cls, field: str, prefix: str = "") -> str:
     """The flag a user types for a field of a config (the one mapping from field names to flags); warmup's and
     train's flat names (lora_r, lr, ...) resolve through `config.flat_settings`; a command's own parameters
     (`config_cls` None, or a name the config lacks) are `--` + the name with dashes."""
-    from ..config import flat_settings
+    from ..runs.config import flat_settings
 
     if config_cls is not None:
         try:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import click
 
-from ..quickstart import QuickstartConfig
-from .common import cli, emit_json, json_option, workspace_option, workspace_path
+from ..config import QuickstartConfig
+from .common import cli, emit, json_option, workspace_option, workspace_path
 from .options import options_from_dataclass
 
 
@@ -15,7 +15,7 @@ from .options import options_from_dataclass
 @workspace_option
 @json_option
 @click.pass_context
-def quickstart(ctx, pool_size, task, device, model, workspace_override: Path | None, as_json):
+def quickstart(ctx, workspace_override: Path | None, as_json, **settings):
     """Run the whole pipeline on the bundled real defaults (SmolLM2-135M, a ShareGPT V3 sample, BBH),
     sized for a laptop CPU (time and peak memory on 2 cores: bench/RESULTS.md, measured by
     bench/quickstart.py). Prints each phase's time and peak memory at the end. Rerunning reuses what exists.
@@ -25,16 +25,15 @@ def quickstart(ctx, pool_size, task, device, model, workspace_override: Path | N
         lessdb quickstart
         lessdb quickstart --workspace ./demo --pool-size 300
     """
+    from ..workspace import Workspace
+
+    emit(Workspace.quickstart(workspace_path(ctx, workspace_override), **settings), as_json, _say_done)
+
+
+def _say_done(result) -> None:
     from ..phase_meter import format_phases
-    from ..quickstart import run_quickstart
     from ..selection.audit import format_show
 
-    result = run_quickstart(QuickstartConfig(workspace=workspace_path(ctx, workspace_override),
-                                             pool_size=pool_size, task=task, device=device,
-                                             model=model))
-    if as_json:
-        emit_json(result)
-        return
     click.echo(format_show(result["less"]))
     names = result["selections"]
     click.echo(f"\nDone. Where the time and the memory went (peak RSS per phase):\n{format_phases(result['measured'])}")

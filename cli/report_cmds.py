@@ -5,8 +5,8 @@ from pathlib import Path
 
 import click
 
-from ..setting_ranges import count_type
-from .common import cli, emit_json, json_option, open_workspace, workspace_option
+from .options import count_type
+from .common import cli, emit, json_option, open_workspace, workspace_option
 
 
 @cli.command()
@@ -21,8 +21,7 @@ from .common import cli, emit_json, json_option, open_workspace, workspace_optio
 @workspace_option
 @json_option
 @click.pass_context
-def report(ctx, selection: str, output: Path, compare: tuple[str, ...], examples: int, workspace_override,
-           as_json: bool):
+def report(ctx, selection: str, workspace_override, as_json: bool, **options):
     """Write an HTML audit report of a recorded selection: provenance, source mix and length tables, the pool's
     score distribution with the cut-off, source mix and completion-length plots, per-checkpoint contributions,
     overlap with other methods, and the top and bottom examples per subtask.
@@ -31,11 +30,5 @@ def report(ctx, selection: str, output: Path, compare: tuple[str, ...], examples
     Example:
         lessdb report bbh-less --output report.html
     """
-    from ..report import write_report
-
-    ws = open_workspace(ctx, workspace_override)
-    info = write_report(ws, selection, output, compare=list(compare) or None, examples=examples)
-    if as_json:
-        emit_json(info)
-    else:
-        click.echo(f"Wrote {info['output']} ({info['bytes']:,} bytes, {info['images']} plots)")
+    emit(open_workspace(ctx, workspace_override).report(selection, **options), as_json,
+         lambda info: click.echo(f"Wrote {info['output']} ({info['bytes']:,} bytes, {info['images']} plots)"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option
+from .common import cli, emit, emit_table, json_option, open_workspace, workspace_option
 
 
 @cli.command()
@@ -11,7 +11,7 @@ from .common import cli, emit_json, emit_table, json_option, open_workspace, wor
 @workspace_option
 @json_option
 @click.pass_context
-def vacuum(ctx, dry_run, workspace_override, as_json):
+def vacuum(ctx, workspace_override, as_json, **options):
     """Delete data files that no table version references (fragments of killed workers or writes).
 
     Every table version is kept (selections replay them). Refused while a featurize job holds its lease.
@@ -20,13 +20,8 @@ def vacuum(ctx, dry_run, workspace_override, as_json):
     Example:
         lessdb vacuum --json
     """
-    from ..scale.vacuum import vacuum as run_vacuum
-
-    result = run_vacuum(open_workspace(ctx, workspace_override), dry_run=dry_run)
-    if as_json:
-        emit_json(result)
-    else:
-        emit_table([{"table": k, **v} for k, v in result["tables"].items()], ["table", "files_removed", "bytes_removed"])
+    emit(open_workspace(ctx, workspace_override).vacuum(**options), as_json, lambda result: emit_table(
+        [{"table": k, **v} for k, v in result["tables"].items()], ["table", "files_removed", "bytes_removed"]))
 
 
 @cli.command()
@@ -36,7 +31,7 @@ def vacuum(ctx, dry_run, workspace_override, as_json):
 @workspace_option
 @json_option
 @click.pass_context
-def fold(ctx, feature_set, low_dim, workspace_override, as_json):
+def fold(ctx, workspace_override, as_json, **settings):
     """Store (or extend) a feature set's folded low-d copy, which `select --prefilter` scores first.
 
     `select --prefilter` makes it on first use and featurize extends it; run this to pay the one-off pass over
@@ -46,10 +41,10 @@ def fold(ctx, feature_set, low_dim, workspace_override, as_json):
     Example:
         lessdb fold --feature-set fs-0123abcd --low-dim 1024
     """
-    row = open_workspace(ctx, workspace_override).fold(feature_set, low_dim)
-    if as_json:
-        emit_json(row)
-    else:
-        click.echo(f"feature set {row['feature_set_id']}: folded copy at d={row['low_dim']} in {row['lance_table']} "
+    emit(open_workspace(ctx, workspace_override).fold(**settings), as_json, _say_folded)
+
+
+def _say_folded(row) -> None:
+    click.echo(f"feature set {row['feature_set_id']}: folded copy at d={row['low_dim']} in {row['lance_table']} "
                    f"(version {row['lance_version']}, {row['n_rows']:,} rows, covers feature table version "
                    f"{row['source_version']})")

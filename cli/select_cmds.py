@@ -4,11 +4,10 @@ from __future__ import annotations
 import click
 
 from ..selection.methods import method_names
-from ..selection.plan import SelectConfig
-from ..setting_ranges import count_type
+from ..config import SelectConfig
 from ..settings import field_named, help_of
-from .options import options_from_dataclass, shown_with_flags
-from .common import cli, emit_json, emit_table, json_option, open_workspace, parse_epochs, workspace_option
+from .options import count_type, options_from_dataclass, shown_with_flags
+from .common import cli, emit, emit_json, json_option, open_workspace, workspace_option
 
 
 @cli.command("select")
@@ -24,7 +23,7 @@ from .common import cli, emit_json, emit_table, json_option, open_workspace, par
 @workspace_option
 @json_option
 @click.pass_context
-def select_cmd(ctx, method, checkpoints, output, workspace_override, as_json, **settings):
+def select_cmd(ctx, workspace_override, as_json, **settings):
     """Select the candidates most useful for a task (LESS step 3) and record the selection.
 
     \b
@@ -35,14 +34,17 @@ def select_cmd(ctx, method, checkpoints, output, workspace_override, as_json, **
         lessdb select --task bbh --count 1000 --prefilter 1024x20
         lessdb select --replay bbh-5pct
     """
+    result = open_workspace(ctx, workspace_override).select(**settings)
+    if as_json:   # the library's notes name fields (what a Python user passes); the CLI shows flags
+        emit_json({**result.as_dict(), "notes": [shown_with_flags(note) for note in result.notes]})
+    else:
+        _say_selected(result)
+
+
+def _say_selected(result) -> None:
     from ..selection.audit import histogram_lines
     from ..selection.feature_audit import selection_feature_lines
-    result = open_workspace(ctx, workspace_override).select(
-        method=method.lower(), checkpoints=parse_epochs(checkpoints), output=None if output is None else str(output),
-        **settings)
-    if as_json:
-        emit_json({**result.summary(), "notes": [shown_with_flags(note) for note in result.notes]})
-        return
+
     for note in result.notes:
         click.echo(f"note: {shown_with_flags(note)}", err=True)
     click.echo(f"{result.selection_id}" + (f" ({result.name})" if result.name else "") +
@@ -72,13 +74,9 @@ def selections_cmd(ctx, workspace_override, as_json):
     Example:
         lessdb selections --json
     """
-    from ..selection import list_selections
-    rows = list_selections(open_workspace(ctx, workspace_override))
-    if as_json:
-        emit_json(rows)
-    else:
-        emit_table(rows, ["selection_id", "name", "task", "method", "pool", "k", "n_scored", "sql_filter",
-                          "replay_of", "created_at"])
+    emit(open_workspace(ctx, workspace_override).selections(), as_json,
+         columns=["selection_id", "name", "task", "method", "pool", "k", "n_scored", "sql_filter", "replay_of",
+                  "created_at"])
 
 
 @cli.command("show")
@@ -87,20 +85,17 @@ def selections_cmd(ctx, workspace_override, as_json):
 @workspace_option
 @json_option
 @click.pass_context
-def show_cmd(ctx, selection, top, workspace_override, as_json):
+def show_cmd(ctx, selection, workspace_override, as_json, **options):
     """Summarise a selection: provenance, source mix and lengths vs the pool, score histogram, top members.
 
     \b
     Example:
         lessdb show bbh-5pct
     """
-    from ..selection import show_selection
     from ..selection.audit import format_show
-    report = show_selection(open_workspace(ctx, workspace_override), selection, top=top)
-    if as_json:
-        emit_json(report)
-    else:
-        click.echo(format_show(report))
+
+    emit(open_workspace(ctx, workspace_override).show(selection, **options), as_json,
+         lambda report: click.echo(format_show(report)))
 
 
 @cli.command("diff")
@@ -116,18 +111,14 @@ def diff_cmd(ctx, a, b, workspace_override, as_json):
     Example:
         lessdb diff bbh-5pct bbh-random
     """
-    from ..selection import diff_selections
     from ..selection.audit import format_diff
-    d = diff_selections(open_workspace(ctx, workspace_override), a, b)
-    if as_json:
-        emit_json(d)
-    else:
-        click.echo(format_diff(d))
+
+    emit(open_workspace(ctx, workspace_override).diff(a, b), as_json, lambda d: click.echo(format_diff(d)))
 
 
 @cli.command("export")
 @click.argument("selection")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default=None,
+@click.option("--format", type=click.Choice(["jsonl", "parquet"]), default=None,
               help="Default: from the output's suffix (.parquet/.pq: parquet), else jsonl.")
 @click.option("--output", "-o", type=click.Path(), default=None,
               help="Default: <workspace>/exports/<selection_id>.<format>.")
@@ -135,7 +126,7 @@ def diff_cmd(ctx, a, b, workspace_override, as_json):
 @workspace_option
 @json_option
 @click.pass_context
-def export_cmd(ctx, selection, fmt, output, force, workspace_override, as_json):
+def export_cmd(ctx, selection, workspace_override, as_json, **options):
     """Write a selection's training set (messages format for open-instruct / TRL) and record its sha256.
 
     A suffix that means the other format (--format parquet --output x.jsonl) is an error; without --format
@@ -145,8 +136,5 @@ def export_cmd(ctx, selection, fmt, output, force, workspace_override, as_json):
     Example:
         lessdb export bbh-5pct --format jsonl --output bbh-5pct.jsonl
     """
-    info = open_workspace(ctx, workspace_override).export(selection, output, format=fmt, force=force)
-    if as_json:
-        emit_json(info)
-    else:
-        click.echo(f"wrote {info['n_rows']:,} examples to {info['path']} (sha256 {info['sha256']})")
+    emit(open_workspace(ctx, workspace_override).export(selection, **options), as_json,
+         lambda info: click.echo(f"wrote {info['n_rows']:,} examples to {info['path']} (sha256 {info['sha256']})"))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option
+from .common import cli, emit, emit_table, json_option, open_workspace, workspace_option
 
 
 @cli.command("tasks")
@@ -20,11 +20,10 @@ def tasks_cmd(ctx, verbose: bool, workspace_override, as_json: bool):
     Example:
         lessdb tasks --verbose
     """
-    from .. import tasks as tasks_lib
-    rows = tasks_lib.list_tasks(open_workspace(ctx, workspace_override))
-    if as_json:
-        emit_json(rows)
-        return
+    emit(open_workspace(ctx, workspace_override).tasks(), as_json, lambda rows: _tasks_table(rows, verbose))
+
+
+def _tasks_table(rows, verbose: bool) -> None:
     emit_table([{**r, "subtasks": r["n_subtasks"], "examples": r["n_examples"]} for r in rows],
                ["name", "origin", "subtasks", "examples", "task_hash", "description"])
     if verbose:
@@ -51,7 +50,7 @@ def task_group():
 @workspace_option
 @json_option
 @click.pass_context
-def task_add(ctx, name, file, less_eval_dir, replace, description, workspace_override, as_json):
+def task_add(ctx, name, workspace_override, as_json, **settings):
     """Add a target task from a JSONL file, or the validation sets of a LESS data/eval folder.
 
     \b
@@ -78,13 +77,10 @@ def task_add(ctx, name, file, less_eval_dir, replace, description, workspace_ove
         lessdb task add my-target --file my_target.jsonl
         lessdb task add --less-eval-dir LESS/data/eval
     """
-    ws = open_workspace(ctx, workspace_override)
-    from .. import tasks as tasks_lib
-    added = tasks_lib.add_tasks(ws, name=name, file=file, less_eval_dir=less_eval_dir, replace=replace,
-                                description=description)
-    if as_json:
-        emit_json(added)
-        return
+    emit(open_workspace(ctx, workspace_override).task_add(name, **settings), as_json, _say_added)
+
+
+def _say_added(added) -> None:
     for a in added:
         click.echo(f"{a['name']}: {a['status']} ({a['n_subtasks']} subtasks, {a['n_examples']} examples, "
                    f"hash {a['task_hash']})")
@@ -103,11 +99,10 @@ def task_show(ctx, name, full, workspace_override, as_json):
     Example:
         lessdb task show bbh --full
     """
-    from .. import tasks as tasks_lib
-    info = tasks_lib.describe_task(open_workspace(ctx, workspace_override), name)
-    if as_json:
-        emit_json(info)
-        return
+    emit(open_workspace(ctx, workspace_override).task_show(name), as_json, lambda info: _say_task(info, full))
+
+
+def _say_task(info, full: bool) -> None:
     for key in ("name", "task_hash", "origin", "source", "description", "n_subtasks", "n_examples"):
         click.echo(f"{key:<12} {info[key] if info[key] is not None else ''}")
     click.echo("")

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import click
 
-from ..config import PRESETS, TrainConfig, TrainingSettings, WarmupConfig, flat_settings
+from ..runs.config import PRESETS, TrainConfig, TrainingSettings, WarmupConfig, flat_settings
 from .options import options_from_dataclass, preset_help
-from .common import (lora_training_options, cli, emit_json, emit_run_summary, json_option, open_workspace,
-                     workspace_option)
+from .common import lora_training_options, cli, emit, emit_run_summary, json_option, open_workspace, workspace_option
 
 
 @cli.command()
@@ -25,7 +24,7 @@ from .common import (lora_training_options, cli, emit_json, emit_run_summary, js
 @workspace_option
 @json_option
 @click.pass_context
-def train(ctx, selection, pool, resume, preset, run_id, device, workspace_override, as_json, **settings):
+def train(ctx, workspace_override, as_json, **settings):
     """Step 4 of LESS: LoRA-train a model on exactly the examples of a selection (same trainer, settings
     and checkpoints as warmup), recorded as a 'train' run linked to the selection. Progress on stderr.
 
@@ -37,9 +36,4 @@ def train(ctx, selection, pool, resume, preset, run_id, device, workspace_overri
         lessdb train --selection bbh-less-5pct --model gemma3-270m --preset cpu-small
         lessdb train --resume --run-id train-20260101-120000-abc123
     """
-    summary = open_workspace(ctx, workspace_override).train(selection, pool=pool, resume=resume, preset=preset,
-                                                            run_id=run_id, device=device, **settings)
-    if as_json:
-        emit_json(summary.as_dict())
-        return
-    emit_run_summary(summary)
+    emit(open_workspace(ctx, workspace_override).train(**settings), as_json, emit_run_summary)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import click
 
-from ..config import PRESETS, TrainingSettings, WarmupConfig, flat_settings
+from ..runs.config import PRESETS, TrainingSettings, WarmupConfig, flat_settings
 from .options import options_from_dataclass, preset_help
-from .common import (lora_training_options, cli, emit_json, emit_run_summary, emit_table, json_option, open_workspace,
+from .common import (lora_training_options, cli, emit, emit_run_summary, emit_table, json_option, open_workspace,
                      workspace_option)
 
 
@@ -21,7 +21,7 @@ from .common import (lora_training_options, cli, emit_json, emit_run_summary, em
 @workspace_option
 @json_option
 @click.pass_context
-def warmup(ctx, pool, resume, preset, run_id, device, workspace_override, as_json, **settings):
+def warmup(ctx, workspace_override, as_json, **settings):
     """Step 1 of LESS: LoRA-train the base model on a random p% of a pool, saving a checkpoint (adapter +
     Adam state by parameter name) after every epoch and recording the mean learning rate of each epoch.
     Paper defaults; progress on stderr.
@@ -32,12 +32,7 @@ def warmup(ctx, pool, resume, preset, run_id, device, workspace_override, as_jso
         lessdb warmup --pool mypool --percentage 0.05 --epochs 4 --seed 0
         lessdb warmup --resume --run-id warmup-20260101-120000-abc123
     """
-    summary = open_workspace(ctx, workspace_override).warmup(pool, resume=resume, preset=preset, run_id=run_id,
-                                                             device=device, **settings)
-    if as_json:
-        emit_json(summary.as_dict())
-        return
-    emit_run_summary(summary)
+    emit(open_workspace(ctx, workspace_override).warmup(**settings), as_json, emit_run_summary)
 
 
 @cli.command()
@@ -46,18 +41,17 @@ def warmup(ctx, pool, resume, preset, run_id, device, workspace_override, as_jso
 @workspace_option
 @json_option
 @click.pass_context
-def runs(ctx, kind, pool, workspace_override, as_json):
+def runs(ctx, workspace_override, as_json, **filters):
     """List training runs with their status, checkpoints and mean learning rate per epoch (eta-bar).
 
     \b
     Example:
         lessdb runs --kind warmup --json
     """
-    from ..storage.meta_runs import list_runs
-    rows = list_runs(open_workspace(ctx, workspace_override), kind=kind, pool=pool)
-    if as_json:
-        emit_json(rows)
-        return
+    emit(open_workspace(ctx, workspace_override).runs(**filters), as_json, _runs_table)
+
+
+def _runs_table(rows) -> None:
     emit_table([{**r, "model": r["model_name"], "examples": r["n_examples"], "excluded": r["n_excluded"],
                  "checkpoints": len(r["checkpoints"]),
                  "eta_bar": " ".join(f"{c['epoch']}:{c['mean_lr']:.3g}" for c in r["checkpoints"])} for r in rows],

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import click
 
-from ..setting_ranges import count_type
-from .common import cli, emit_json, emit_table, json_option, open_workspace, workspace_option, workspace_path
+from .options import count_type
+from .common import cli, emit, json_option, open_workspace, workspace_option, workspace_path
 
 
 @cli.command()
@@ -19,7 +19,7 @@ from .common import cli, emit_json, emit_table, json_option, open_workspace, wor
 @workspace_option
 @json_option
 @click.pass_context
-def init(ctx, tables, storage_options, workspace_override: Path | None, as_json: bool):
+def init(ctx, workspace_override: Path | None, as_json: bool, **settings):
     """Create a workspace (LanceDB + DuckDB) or upgrade an existing one.
 
     \b
@@ -28,16 +28,10 @@ def init(ctx, tables, storage_options, workspace_override: Path | None, as_json:
         lessdb init --workspace ./ws --tables s3://my-bucket/lessdb --storage-option aws_region=eu-west-1
     """
     from ..workspace import Workspace
-    from ..storage.object_store import parse_storage_options
 
-    ws = Workspace.init(workspace_path(ctx, workspace_override), tables=tables,
-                        storage_options=parse_storage_options(storage_options))
-    info = {"workspace": str(ws.root), "tables": ws.tables.uri,
-            "migrations": [f"{v:04d}_{n}" for v, n, _ in ws.duck.applied_migrations()]}
-    if as_json:
-        emit_json(info)
-    else:
-        click.echo(f"Workspace ready at {ws.root} (tables at {ws.tables.uri}; schema {info['migrations'][-1]})")
+    emit(Workspace.init(workspace_path(ctx, workspace_override), **settings), as_json,
+         lambda ws: click.echo(f"Workspace ready at {ws.root} (tables at {ws.tables.uri}; schema "
+                               f"{ws.as_dict()['migrations'][-1]})"))
 
 
 @cli.command()
@@ -46,7 +40,7 @@ def init(ctx, tables, storage_options, workspace_override: Path | None, as_json:
 @workspace_option
 @json_option
 @click.pass_context
-def sql(ctx, query: str, limit: int | None, workspace_override, as_json: bool):
+def sql(ctx, query: str, workspace_override, as_json: bool, **options):
     """Run read-only SQL over the workspace: DuckDB metadata tables and views, plus the LanceDB
     `candidates` table. Nothing outside the workspace can be read.
 
@@ -54,12 +48,10 @@ def sql(ctx, query: str, limit: int | None, workspace_override, as_json: bool):
     Example:
         lessdb sql "SELECT pool, source_dataset, count(*) FROM candidates GROUP BY ALL"
     """
-    from ..storage.user_sql import run_readonly_sql
-    result = run_readonly_sql(open_workspace(ctx, workspace_override), query, limit)
-    if as_json:
-        emit_json(result.as_dicts())
-    else:
-        emit_table(result.as_dicts(), result.columns)
+    from ..storage.user_sql import python_rows
+
+    table = open_workspace(ctx, workspace_override).sql(query, **options)
+    emit(python_rows(table), as_json, columns=table.column_names)
 
 
 @cli.command()
@@ -73,9 +65,5 @@ def versions(ctx, workspace_override, as_json: bool):
     Example:
         lessdb versions --json
     """
-    from ..versions import workspace_versions
-    rows = workspace_versions(open_workspace(ctx, workspace_override))
-    if as_json:
-        emit_json(rows)
-    else:
-        emit_table(rows, ["table", "version", "timestamp", "rows", "made_by"])
+    emit(open_workspace(ctx, workspace_override).versions(), as_json,
+         columns=["table", "version", "timestamp", "rows", "made_by"])

@@ -13,6 +13,15 @@ except PackageNotFoundError:  # running from a source tree without an install
 from .errors import InputError, LessdbError  # noqa: E402
 from .lazy import lazy_exports  # noqa: E402
 
-__getattr__ = lazy_exports(__name__, {"Workspace": ".workspace"})   # DuckDB and pyarrow load on first use
+_exports = lazy_exports(__name__, {"Workspace": ".workspace"})   # DuckDB and pyarrow load on first use
 
-__all__ = ["Workspace", "LessdbError", "InputError", "__version__"]
+
+def __getattr__(name: str):
+    if name == "config":   # every command's settings, `help(lessdb.config.SelectConfig)` after a plain `import lessdb`
+        from importlib import import_module
+
+        return import_module(".config", __name__)
+    return _exports(name)
+
+
+__all__ = ["Workspace", "LessdbError", "InputError", "config", "__version__"]

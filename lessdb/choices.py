@@ -31,4 +31,8 @@ TRUNCATION_SIDES = ("right", "left")
 # fits is encoded exactly as on the right, so the paper's 2048-token windows see the same tokens.
 DEFAULT_VAL_TRUNCATION = "left"
 
+# select, and every streamed read of a feature table: rows per read and per BLAS product (bounds memory: 4,096
+# rows of d = 8192 float32 are 128 MiB a buffer)
+FEATURE_BATCH_ROWS = 4096
+
 # select: the methods are lessdb.selection.methods.method_names() (a registry; its modules import light)

@@ -1,242 +1,27 @@
-"""Typed configuration of LoRA training (warmup now, `lessdb train` later) and its presets.
+"""Every command's settings, importable from here: `help(lessdb.config.SelectConfig)` lists each setting with its
+type, default, flag and help (generated from the fields: `settings.settings_doc`).
 
-Defaults are the paper's (LESS §4.1 / Appendix A.2), meant for a GPU. `cpu-small` sizes a warmup for a
-2-core laptop CPU so the quickstart's warmup takes a few minutes on the real SmolLM2-135M; it turns exactly
-the knobs listed in `PRESETS["cpu-small"]` and nothing else (same optimizer, schedule shape, loss, seed rules).
+Each config is declared with its stage (`CONFIGS` names the module) and loads on first use, so that
+`import lessdb.config` stays light (no torch) and no stage imports this facade.
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from .lazy import lazy_exports
 
-from .batching import CPU_BATCH_TOKENS
-from .choices import DEFAULT_MODEL, MODEL_HELP
-from .errors import LessdbError
-from .settings import DEFAULT_MAX_SEQ_LENGTH, SettingError, raise_problems, setting
-
-PAPER_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
-
-# Each preset overrides these fields; everything else stays at the paper's default or the user's flag.
-PRESETS: dict[str, dict] = {
-    # The paper's settings (the defaults), named so a run can say so.
-    "paper": {},
-    # A few minutes on a 2-core CPU with the real SmolLM2-135M: shorter sequences (256 vs 2048), a much
-    # smaller LoRA (r=8, alpha=32: the paper's alpha/r = 4), at most 64 warmup examples, 2 epochs (N >= 2
-    # checkpoints, so the influence sum still spans several epochs), effective batch 8 in micro-batches of 4
-    # (8 optimizer steps per epoch at 64 examples, so the 1 warm-up step at lr 0 is a small part of epoch 1
-    # and the cosine decay is visible; on a CPU the 512-padded-token cap of lessdb/batching.py makes the forward
-    # passes 2 × 256). Optimizer, lr and schedule shape are the paper's; all layers kept.
-    "cpu-small": {
-        "max_seq_length": 256,
-        "lora_r": 8,
-        "lora_alpha": 32,
-        "max_examples": 64,
-        "epochs": 2,
-        "batch_size": 8,
-        "micro_batch_size": 4,
-    },
+# every command's config (and the training helpers scripts use) -> the module that declares it
+CONFIGS = {
+    "LoraSettings": "lessdb.runs.config", "TrainingSettings": "lessdb.runs.config",
+    "WarmupConfig": "lessdb.runs.config", "TrainConfig": "lessdb.runs.config",
+    "FeaturizeConfig": "lessdb.featurize.config", "EmbedConfig": "lessdb.featurize.config",
+    "RayOptions": "lessdb.scale.options",
+    "SelectConfig": "lessdb.selection.config",
+    "EvalConfig": "lessdb.evaluate.config",
+    "QuickstartConfig": "lessdb.quickstart",
 }
+HELPERS = {name: "lessdb.runs.config" for name in
+           ("PRESETS", "LORA_PREFIX", "flat_settings", "build_warmup_config", "build_train_config")}
+__getattr__ = lazy_exports(__name__, {**CONFIGS, **HELPERS})
 
 
-
-@dataclass(frozen=True)
-class LoraSettings:
-    r: int = setting(128, "LoRA rank.", flag="--lora-r")
-    alpha: int = setting(512, "LoRA alpha.", flag="--lora-alpha")
-    dropout: float = setting(0.1, "LoRA dropout.", flag="--lora-dropout")
-    target_modules: tuple[str, ...] = setting(PAPER_TARGET_MODULES, "Comma-separated module names to adapt.",
-                                              flag="--target-modules", show=",".join(PAPER_TARGET_MODULES))
-
-    def validate(self) -> None:
-        problems = []
-        if self.r < 1:
-            problems.append(("r", f"{self.r} must be >= 1"))
-        if self.alpha <= 0:
-            problems.append(("alpha", f"{self.alpha} must be > 0"))
-        if not (0.0 <= self.dropout < 1.0):
-            problems.append(("dropout", f"{self.dropout} must be in [0, 1)"))
-        if not self.target_modules:
-            problems.append(("target_modules", "must name at least one module"))
-        raise_problems(self, problems)
-
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    """Optimizer, schedule and batching. `batch_size` is the effective batch (one optimizer step);
-    `micro_batch_size` only bounds memory: the loss is normalised over the whole effective batch, so the
-    result does not depend on it (up to float summation order)."""
-    lr: float = setting(2e-5, "Peak learning rate.")
-    epochs: int = setting(4, "Epochs = checkpoints N.")
-    batch_size: int = setting(128, "Effective batch per optimizer step.")
-    micro_batch_size: int = setting(8, "Examples per forward pass (memory only; on a CPU also at most "
-                                     f"{CPU_BATCH_TOKENS} padded tokens).")
-    warmup_ratio: float = setting(0.03, "Linear warm-up fraction of steps.")
-    max_seq_length: int = setting(DEFAULT_MAX_SEQ_LENGTH, "Truncate examples to this many tokens.")
-    beta1: float = setting(0.9, "AdamW beta1.", cli=False)
-    beta2: float = setting(0.999, "AdamW beta2.", cli=False)
-    eps: float = setting(1e-8, "AdamW epsilon.", cli=False)
-    weight_decay: float = setting(0.0, "AdamW weight decay.", cli=False)
-    # HF Trainer's default, which LESS's runs used; 0 disables clipping
-    max_grad_norm: float = setting(1.0, "Gradient clipping norm (0: none).", cli=False)
-    seed: int = setting(0, "Seed of the random subset (warmup) or random:P (train), LoRA init, order, dropout.")
-
-    def validate(self) -> None:
-        problems = []
-        if self.lr <= 0:
-            problems.append(("lr", f"{self.lr} must be > 0"))
-        if self.epochs < 1:
-            problems.append(("epochs", f"{self.epochs} must be >= 1"))
-        if self.batch_size < 1:
-            problems.append(("batch_size", f"{self.batch_size} must be >= 1"))
-        if self.micro_batch_size < 1:
-            problems.append(("micro_batch_size", f"{self.micro_batch_size} must be >= 1"))
-        if not (0.0 <= self.warmup_ratio < 1.0):
-            problems.append(("warmup_ratio", f"{self.warmup_ratio} must be in [0, 1)"))
-        if self.max_seq_length < 8:
-            problems.append(("max_seq_length", f"{self.max_seq_length} is too small"))
-        raise_problems(self, problems)
-
-
-DEVICE_HELP = "auto (cuda with bf16 if available, else cpu), cpu or cuda."
-
-
-@dataclass(frozen=True)
-class WarmupConfig:
-    pool: str = setting(help="Pool to draw the warmup subset from.")
-    model: str = setting(DEFAULT_MODEL, MODEL_HELP + ".")
-    percentage: float = setting(0.05, "Fraction of the pool to train on (0.05 means 5%).")
-    # presets use it; None: p% of the pool
-    max_examples: int | None = setting(None, "Cap on the subset size.")
-    lora: LoraSettings = setting(default_factory=LoraSettings, cli=False)
-    training: TrainingSettings = setting(default_factory=TrainingSettings, cli=False)
-    device: str = setting("auto", DEVICE_HELP)
-    preset: str | None = setting(None, "Named settings; explicit options override them.", choices=tuple(PRESETS))
-    run_id: str | None = setting(None, "Name of the new run, or the run to resume.", show="a fresh id")
-
-    @property
-    def seed(self) -> int:
-        return self.training.seed
-
-    def validate(self) -> None:
-        problems = []
-        if not (0.0 < self.percentage <= 1.0):
-            problems.append(("percentage", f"{self.percentage}: must be in (0, 1] (0.05 means 5%)"))
-        if self.max_examples is not None and self.max_examples < 1:
-            problems.append(("max_examples", f"{self.max_examples} must be >= 1"))
-        raise_problems(self, problems)
-        self.lora.validate()
-        self.training.validate()
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["lora"]["target_modules"] = list(self.lora.target_modules)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "WarmupConfig":
-        lora = dict(d.get("lora") or {})
-        if "target_modules" in lora:
-            lora["target_modules"] = tuple(lora["target_modules"])
-        known = {f.name for f in dataclasses.fields(cls)}
-        rest = {k: v for k, v in d.items() if k in known and k not in ("lora", "training")}
-        return cls(lora=LoraSettings(**lora), training=TrainingSettings(**(d.get("training") or {})), **rest)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    selection: str = setting(help="A selection id or name (see `lessdb selections`), 'full' (every candidate of the "
-                             "pool) or 'random:P' (a seeded random fraction P of the pool, e.g. random:0.05).")
-    pool: str | None = setting(None, "Pool for full / random:P (default: the only pool); selections carry theirs.")
-    model: str | None = setting(None, MODEL_HELP + ". A model other than the selection's is LESS-T and is recorded "
-                                "as a transfer.", show=f"the selection's warmup model, else {DEFAULT_MODEL}")
-    lora: LoraSettings = setting(default_factory=LoraSettings, cli=False)
-    training: TrainingSettings = setting(default_factory=TrainingSettings, cli=False)
-    device: str = setting("auto", DEVICE_HELP)
-    preset: str | None = setting(None, "Named settings (the warmup's; an example cap does not apply); explicit "
-                                 "options override them.", choices=tuple(PRESETS))
-    run_id: str | None = setting(None, "Name of the new run, or the run to resume.", show="a fresh id")
-
-    @property
-    def seed(self) -> int:
-        return self.training.seed
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["lora"]["target_modules"] = list(self.lora.target_modules)
-        return d
-
-    @classmethod
-    def from_stored(cls, stored: dict, run_id: str) -> "TrainConfig":
-        """The config a run recorded (`run_train`'s stored config), for resuming it."""
-        lora = {**stored["lora"], "target_modules": tuple(stored["lora"]["target_modules"])}
-        return cls(selection=stored["selection"], pool=stored.get("pool"), model=stored["model"],
-                   lora=LoraSettings(**lora), training=TrainingSettings(**stored["training"]),
-                   device=stored.get("device") or "auto", preset=stored.get("preset"), run_id=run_id)
-
-
-LORA_PREFIX = "lora_"   # flat keys of LoRA settings: lora_r, lora_alpha, lora_dropout, lora_target_modules
-
-
-def flat_settings() -> dict[str, tuple[type, str]]:
-    """The flat option names of warmup and train (as the CLI and presets have them) -> (settings class, field)."""
-    out = {LORA_PREFIX + f.name: (LoraSettings, f.name) for f in dataclasses.fields(LoraSettings)}
-    out.update({f.name: (TrainingSettings, f.name) for f in dataclasses.fields(TrainingSettings)})
-    return out
-
-
-def _split_flat(flat: dict) -> tuple[dict, dict, dict]:
-    """Flat options -> (LoraSettings kwargs, TrainingSettings kwargs, the rest)."""
-    if "target_modules" in flat:   # the flag's historical key
-        flat[LORA_PREFIX + "target_modules"] = flat.pop("target_modules")
-    lora, training, rest = {}, {}, {}
-    known = flat_settings()
-    for key, value in flat.items():
-        cls, name = known.get(key, (None, key))
-        (lora if cls is LoraSettings else training if cls is TrainingSettings else rest)[name] = value
-    if isinstance(lora.get("target_modules"), str) or "target_modules" in lora:
-        tm = lora["target_modules"]
-        lora["target_modules"] = tuple(x.strip() for x in (tm.split(",") if isinstance(tm, str) else tm) if x.strip())
-    return lora, training, rest
-
-
-def _preset_values(preset: str | None) -> dict:
-    if preset is not None and preset not in PRESETS:
-        raise SettingError(WarmupConfig, [("preset", f"{preset!r}: unknown; choose one of {', '.join(PRESETS)}")])
-    return dict(PRESETS.get(preset or "paper", {}))
-
-
-def build_warmup_config(pool: str, preset: str | None = None, **overrides) -> WarmupConfig:
-    """A WarmupConfig from flat options (as the CLI has them): preset values first, then any option given
-    explicitly (None means "not given"). Flat keys: WarmupConfig's fields, `lora_` + LoraSettings' fields
-    and TrainingSettings' fields (`flat_settings`)."""
-    flat = _preset_values(preset)
-    flat.update({k: v for k, v in overrides.items() if v is not None})
-    lora, training, rest = _split_flat(flat)
-    unknown = set(rest) - {f.name for f in dataclasses.fields(WarmupConfig)}
-    if unknown:
-        raise LessdbError(f"unknown warmup settings: {sorted(unknown)}")
-    cfg = WarmupConfig(pool=pool, preset=preset, lora=LoraSettings(**lora), training=TrainingSettings(**training),
-                       **rest)
-    cfg.validate()
-    return cfg
-
-
-def build_train_config(selection: str, preset: str | None = None, **overrides) -> TrainConfig:
-    """A TrainConfig from flat options as the CLI has them (None = not given), with the warmup's LoRA, optimizer,
-    schedule and preset handling (so the same option means the same thing). A preset's warmup-only example cap
-    does not apply: `train` trains on every example of the selection (random:P draws a fraction)."""
-    flat = {k: v for k, v in _preset_values(preset).items() if k in flat_settings()}
-    flat.update({k: v for k, v in overrides.items() if v is not None})
-    lora, training, rest = _split_flat(flat)
-    for key in ("percentage", "max_examples"):
-        if key in rest:
-            raise SettingError(WarmupConfig, [(key, "is a warmup setting; `lessdb train` trains on every example "
-                                                    "of the selection (use random:P for a random fraction)")])
-    unknown = set(rest) - {f.name for f in dataclasses.fields(TrainConfig)}
-    if unknown:
-        raise LessdbError(f"unknown train settings: {sorted(unknown)}")
-    cfg = TrainConfig(selection=selection, preset=preset, lora=LoraSettings(**lora),
-                      training=TrainingSettings(**training), **rest)
-    cfg.lora.validate()
-    cfg.training.validate()
-    return cfg
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(CONFIGS) | set(HELPERS))

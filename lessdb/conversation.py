@@ -1,8 +1,9 @@
-"""The one conversation form every input format is normalised to, and its content hash."""
+"""The one conversation form every input format is normalised to, its content hash, and its text and words."""
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 
 ROLES = ("system", "user", "assistant")
@@ -43,3 +44,17 @@ def content_hash(messages) -> str:
     pairs = [[m["role"], m["content"]] if isinstance(m, dict) else list(m) for m in messages]
     canonical = json.dumps(pairs, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:24]
+
+
+# -- the text of a conversation, as the text methods (BM25, DSIR, MinHash) see it ---------------------------------
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def conversation_text(messages: list[dict]) -> str:
+    """All turns' text, as BM25, DSIR and MinHash see an example."""
+    return "\n\n".join(m["content"] for m in messages)
+
+
+def words(text: str) -> list[str]:
+    """Lowercase \\w+ words."""
+    return _WORD.findall(text.lower())

@@ -57,20 +57,17 @@ def _reusable_run(ws, pool: str, model: str) -> str | None:
     return None
 
 
-def run_quickstart(cfg: QuickstartConfig) -> dict:
+def run_quickstart(ws, cfg: QuickstartConfig) -> dict:
+    """The whole pipeline in `ws` (a Workspace: `Workspace.quickstart` opens it; reruns reuse what exists)."""
     from .featurize import FeaturizeConfig, featurize_run
     from .ingest import ingest_builtin
-    from .model_reuse import reuse_checkpoint_models
-    from .models import prepare_model
+    from .runs.checkpoint_models import reuse_checkpoint_models
+    from .models.loading import prepare_model
     from .phase_meter import PhaseMeter, release_freed_memory
     from .selection import SelectConfig, list_selections, select, show_selection
-    from .warmup import resume_warmup
+    from .runs.warmup import resume_warmup
 
     meter, stack = PhaseMeter(), ExitStack()
-    from .workspace import Workspace, default_workspace_path
-
-    root = Path(cfg.workspace) if cfg.workspace else default_workspace_path()
-    ws = Workspace.init(root)
     try:
         with meter.phase("ingest"):
             _say(f"1/5 ingest: first {cfg.pool_size} valid ShareGPT V3 conversations into pool {cfg.pool!r}")

@@ -14,6 +14,11 @@ named inside a sentence is written `ref("pool")`:
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import math
+import re
+import textwrap
+import weakref
 from dataclasses import MISSING, field
 
 from .errors import _REF_PATTERN, LessdbError, ref, render_refs  # noqa: F401 (ref: re-exported)
@@ -24,17 +29,22 @@ DEFAULT_MAX_SEQ_LENGTH = 2048
 
 def setting(default=MISSING, help: str = "", *, default_factory=MISSING, flag: str | None = None,
             choices=None, cli: bool = True, show: str | None = None, short: str | None = None,
-            multiple: bool = False, metavar: str | None = None):
+            multiple: bool = False, metavar: str | None = None, min=None, max=None, above=None, below=None,
+            finite: bool = False):
     """A dataclass field with its help. `flag`: the option's name when it is not the field's name with dashes; `choices`: the
     allowed values (validated, and a click.Choice); `cli=False`: no command-line option (library-only knob);
     `show`: the default as help shows it, when the value itself does not say it (None means "computed");
     `short`: a one-letter alias of the flag (`-p`); `multiple`: the flag may be repeated (the command gets a
-    tuple); `metavar`: how help shows its value."""
+    tuple); `metavar`: how help shows its value. The allowed range of a number, checked by `check_ranges`:
+    `min`/`max` (inclusive), `above`/`below` (exclusive); a bounded number must be finite, and `finite=True`
+    asks it of an unbounded one. None (an optional setting left out) is always allowed."""
+    bounds = {k: v for k, v in (("min", min), ("max", max), ("above", above), ("below", below)) if v is not None}
     metadata = {"help": help, "flag": flag, "choices": tuple(choices) if choices is not None else None,
-                "cli": cli, "show": show, "short": short, "multiple": multiple, "metavar": metavar}
+                "cli": cli, "show": show, "short": short, "multiple": multiple, "metavar": metavar,
+                "range": bounds or None, "finite": bool(finite or bounds)}
     if default_factory is not MISSING:
-        return field(default_factory=default_factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
+        return _documenting(field(default_factory=default_factory, metadata=metadata))
+    return _documenting(field(default=default, metadata=metadata))
 
 
 def field_named(cls, name: str) -> dataclasses.Field:
@@ -108,11 +118,179 @@ def check_choices(obj, problems: list[tuple[str, str]]) -> None:
             problems.append((f.name, f"{value!r} is not one of {', '.join(map(str, choices))}"))
 
 
-def raise_problems(obj, problems: list[tuple[str, str]]) -> None:
-    """Raise the problems found, after adding those of the ranges every setting keeps (finite floats, 64-bit
-    integers, non-negative seeds: `setting_ranges.py`). Every config's `validate` ends here."""
-    from .setting_ranges import check_ranges
+def range_problem(value, bounds: dict, finite: bool = True) -> str | None:
+    """What is wrong with a number against declared bounds ({min, max, above, below}), or None. NaN is outside
+    every bound; a bool is no number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{value!r}: must be a number"
+    if finite and not math.isfinite(value):
+        return f"{value}: must be a finite number"
+    low = ("[", bounds["min"]) if "min" in bounds else ("(", bounds["above"]) if "above" in bounds else None
+    high = ("]", bounds["max"]) if "max" in bounds else (")", bounds["below"]) if "below" in bounds else None
+    ok = ((low is None or (value >= low[1] if low[0] == "[" else value > low[1]))
+          and (high is None or (value <= high[1] if high[0] == "]" else value < high[1])))
+    if ok:
+        return None
+    if low and high:
+        return f"{value}: must be in {low[0]}{low[1]}, {high[1]}{high[0]}"
+    if low:
+        return f"{value}: must be {'at least' if low[0] == '[' else 'greater than'} {low[1]}"
+    return f"{value}: must be {'at most' if high[0] == ']' else 'less than'} {high[1]}"
 
-    check_ranges(obj, problems)
+
+# The range every number keeps whatever its setting declares (issue 23): a float is finite (`--lr nan` would reach
+# torch after the run was recorded), an integer fits the 64-bit columns and arrays it ends up in, a seed is 0 to
+# 2**63 - 1 (numpy refuses negative seeds; DuckDB's BIGINT column refused 2**63 after the work was done).
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
+def is_seed(name: str) -> bool:
+    return name == "seed" or name.endswith("_seed")
+
+
+def effective_range(name: str, value, declared: dict | None = None, finite: bool = False) -> tuple[dict, bool]:
+    """(bounds, finite) a setting's value must meet: the declared bounds, and on each side the declaration leaves
+    open the implied one (above); a bool or a non-number implies nothing."""
+    bounds = dict(declared or {})
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return bounds, finite
+    if isinstance(value, int):
+        low, high = (0, INT64_MAX) if is_seed(name) else (INT64_MIN, INT64_MAX)
+        if "min" not in bounds and "above" not in bounds:
+            bounds["min"] = low
+        if "max" not in bounds and "below" not in bounds:
+            bounds["max"] = high
+    return bounds, True
+
+
+def value_problem(name: str, value, declared: dict | None = None, finite: bool = False) -> str | None:
+    """What is wrong with `value` for a setting (or a method parameter) called `name`, or None."""
+    if value is None:
+        return None
+    bounds, finite = effective_range(name, value, declared, finite)
+    return range_problem(value, bounds, finite) if bounds or finite else None
+
+
+def check_ranges(obj, problems: list[tuple[str, str]]) -> None:
+    """Append a problem for every number outside the range its setting declares (`setting(min=..., ...)`) or
+    every number keeps (`effective_range`)."""
+    for f in dataclasses.fields(obj):
+        problem = value_problem(f.name, getattr(obj, f.name), f.metadata.get("range"), f.metadata.get("finite"))
+        if problem:
+            problems.append((f.name, problem))
+
+
+def raise_problems(obj, problems: list[tuple[str, str]]) -> None:
     if problems:
         raise SettingError(type(obj), problems)
+
+
+# -- text given for typed settings ----------------------------------------------------------------------------
+# A setting typed as a list of epochs or as a shard may come as text (the command line always gives text): one
+# parser per shape, chosen by the field's annotation, so `featurize --checkpoints`, `select --checkpoints`,
+# `featurize --shard` and `embed --shard` read and refuse text the same way.
+_EPOCH_LIST = re.compile(r"^(tuple\[int, \.\.\.\]|list\[int\])")
+_SHARD = "tuple[int, int]"
+
+
+def _annotation(f: dataclasses.Field) -> str:
+    return f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+
+
+def parse_epochs(text: str) -> tuple[int, ...] | None:
+    """'all' (or nothing) -> None (every checkpoint); '1,2' -> (1, 2). ValueError says what was expected."""
+    if not text.strip() or text.strip().lower() == "all":
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"{text!r}: expected 'all' or epochs like 1,2") from None
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' -> (i, n); nothing -> (0, 1), the whole pool. ValueError says what was expected."""
+    if not text.strip():
+        return (0, 1)
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"{text!r}: expected i/n, e.g. 0/4 (i from 0 to n-1)") from None
+    return (i, n)
+
+
+def parse_setting(cls, name: str, value):
+    """`value` for field `name` of `cls`: text for an epoch list or a shard parsed by the field's type (a
+    SettingError naming the field if it does not parse); anything else unchanged."""
+    if not isinstance(value, str):
+        return value
+    kind = _annotation(field_named(cls, name))
+    try:
+        if _EPOCH_LIST.match(kind):
+            epochs = parse_epochs(value)
+            return None if epochs is None else (list(epochs) if kind.startswith("list") else epochs)
+        if kind.split("|")[0].strip() == _SHARD:
+            return parse_shard(value)
+    except ValueError as exc:
+        raise SettingError(cls, [(name, str(exc))]) from None
+    return value
+
+
+# -- help(Config) lists the settings ----------------------------------------------------------------------------
+class _SettingField(dataclasses.Field):
+    """A field made by `setting`. Python calls `__set_name__` on each once its class exists (every field is in
+    the class by then), so the first call writes the class's docstring from its settings: `help(SelectConfig)`
+    shows each field's type, default, flag and help, whatever module declares the config."""
+    __slots__ = ()
+
+    def __set_name__(self, owner, name):
+        super().__set_name__(owner, name)
+        if owner not in _DOCUMENTED:
+            _DOCUMENTED.add(owner)
+            owner.__doc__ = settings_doc(owner)
+
+
+_DOCUMENTED: "weakref.WeakSet[type]" = weakref.WeakSet()
+
+
+def _documenting(f: dataclasses.Field) -> dataclasses.Field:
+    f.__class__ = _SettingField   # same slots: only __set_name__ differs
+    return f
+
+
+def _shown(f: dataclasses.Field) -> str:
+    if f.metadata.get("show") is not None:
+        return f.metadata["show"]
+    if f.default is not MISSING:
+        return repr(f.default)
+    if f.default_factory is not MISSING:
+        made = f.default_factory()
+        name = type(made).__name__
+        return f"{name}() (its settings: help({name}))" if dataclasses.is_dataclass(made) else repr(made)
+    return "required"
+
+
+def settings_doc(cls) -> str:
+    """`cls`'s docstring followed by one entry per setting: `name: type = default  [its flag]`, then its help,
+    its choices and any declared bounds (`setting(min=..., max=..., above=..., below=...)`). Settings without a flag are library-only."""
+    settings = [(name, value) for name, value in vars(cls).items() if isinstance(value, dataclasses.Field)]
+    intro = inspect.cleandoc(cls.__dict__.get("__doc__") or "")
+    lines = [intro, ""] if intro else []
+    lines.append("Settings (keyword arguments; the command-line flag in brackets):")
+    annotations = cls.__dict__.get("__annotations__", {})
+    for name, f in settings:
+        meta = f.metadata
+        kind = annotations.get(name, "")
+        kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+        flag = meta.get("flag") or "--" + name.replace("_", "-")
+        head = f"  {name}: {kind} = {_shown(f)}" + (f"  [{flag}]" if meta.get("cli", True) else "")
+        notes = [meta.get("help", "")]
+        if meta.get("choices"):
+            notes.append("One of: " + ", ".join(map(str, meta["choices"])) + ".")
+        words = {"min": ">=", "max": "<=", "above": ">", "below": "<"}
+        bounds = [f"{words[key]} {value}" for key, value in (meta.get("range") or {}).items()]
+        if bounds:
+            notes.append("Must be " + " and ".join(bounds) + ".")
+        lines.append(head)
+        lines += textwrap.wrap(" ".join(n for n in notes if n), 100, initial_indent=" " * 6,
+                               subsequent_indent=" " * 6, break_on_hyphens=False)
+    return "\n".join(lines)

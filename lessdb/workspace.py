@@ -13,8 +13,8 @@ from typing import Iterator
 import pyarrow as pa
 
 from . import faults
-from .api import WorkspaceAPI
-from .errors import WorkspaceError
+from .api import WorkspaceAPI, command
+from .errors import WorkspaceDamaged, WorkspaceError
 from .storage.duck import DuckStore
 from .storage.lance_tables import CANDIDATE_SCHEMA, CANDIDATES, LanceStore
 from .storage.object_store import check_tables_uri
@@ -32,7 +32,8 @@ def default_workspace_path() -> Path:
 
 class Workspace(WorkspaceAPI):
     """Open with `Workspace.init(path)` (creates) or `Workspace.open(path)` (must exist; migrates). The
-    pipeline's methods (`ingest`, `warmup`, `featurize`, `select`, ..., `sql`) are in `lessdb/api.py`."""
+    pipeline's methods (`ingest`, `warmup`, `featurize`, `select`, ..., `sql`), one per command, are in
+    `lessdb/api/`."""
 
     def __init__(self, root: Path):
         if os.environ.get("LESSDB_WORKER") == "1":
@@ -45,10 +46,17 @@ class Workspace(WorkspaceAPI):
 
     # -- lifecycle ------------------------------------------------------------------------------
     @classmethod
+    @command()
     def init(cls, path: Path | str | None = None, tables: str | None = None,
-             storage_options: dict | None = None) -> "Workspace":
-        """`tables`: where the Lance tables go (default `<path>/lance`; or s3://bucket/prefix), with non-secret
-        `storage_options` (credentials come from AWS_* environment variables)."""
+             storage_options: dict | list[str] | None = None) -> "Workspace":
+        """`lessdb init`: create a workspace (or upgrade an existing one) -> the Workspace (`.as_dict()`: what
+        `init --json` prints). `tables`: where the Lance tables go (default `<path>/lance`; or
+        s3://bucket/prefix), with non-secret `storage_options`, a dict or KEY=VALUE strings (credentials come
+        from AWS_* environment variables)."""
+        from .storage.object_store import parse_storage_options
+
+        if storage_options is not None and not isinstance(storage_options, dict):
+            storage_options = parse_storage_options(storage_options)
         root = Path(path) if path is not None else default_workspace_path()
         check_tables_uri(tables)   # before anything is created
         root.mkdir(parents=True, exist_ok=True)
@@ -62,16 +70,27 @@ class Workspace(WorkspaceAPI):
         return ws
 
     @classmethod
-    def open(cls, path: Path | str | None = None) -> "Workspace":
+    @command()
+    def open(cls, path: Path | str | None = None, *, damaged_ok: bool = False) -> "Workspace":
+        """`damaged_ok`: open even when the catalogue cannot be read (what `verify` needs, to report it)."""
         root = Path(path) if path is not None else default_workspace_path()
         if not (root / DUCKDB_FILE).exists():
             raise WorkspaceError(f"{root}: no lessdb workspace here; create one with `lessdb init --workspace {root}`")
         ws = cls(root)
-        ws.migrate()
+        try:
+            ws.migrate()
+        except WorkspaceDamaged:
+            if not damaged_ok:
+                raise
         return ws
 
     def migrate(self):
         return self.duck.migrate(placeholders=self.lance_placeholders())
+
+    def as_dict(self) -> dict:
+        """Where it is and its schema (what `lessdb init --json` prints)."""
+        return {"workspace": str(self.root), "tables": self.tables.uri,
+                "migrations": [f"{v:04d}_{n}" for v, n, _ in self.duck.applied_migrations()]}
 
     # -- paths ------------------------------------------------------------------------------------
     @property

@@ -15,12 +15,12 @@ from pathlib import Path
 from conftest import write_jsonl
 
 from lessdb import LessdbError, Workspace
-from lessdb.config import build_warmup_config
+from lessdb.runs.config import build_warmup_config
 from lessdb.featurize import FeaturizeConfig, featurize_run
 from lessdb.ingest.pipeline import ingest_files
 from lessdb.selection import SelectConfig, select
-from lessdb.tasks import add_tasks
-from lessdb.warmup import run_warmup
+from lessdb.tasks.catalog import add_tasks
+from lessdb.runs.warmup import run_warmup
 
 TASK = "arith"
 METHODS = ("less", "random", "bm25", "rds", "unnormalized")

@@ -25,7 +25,7 @@ from lessdb import Workspace
 from lessdb.cli.main import EXIT_INTERNAL, main
 from lessdb.ingest import ingest_files
 from lessdb.selection import SelectConfig, select
-from lessdb.tasks import add_tasks
+from lessdb.tasks.catalog import add_tasks
 
 GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 SURROGATE = "bad \\ud800 text"          # as it appears in a JSON file: a lone-surrogate escape
@@ -398,7 +398,7 @@ def test_export_force_suffix_rule_and_atomic_write(env, monkeypatch):
 def test_unexpected_error_is_short_unless_debug(env, monkeypatch):
     """A bug (any exception lessdb did not expect) exits 70 with one line and a hint; LESSDB_DEBUG=1 shows the
     traceback."""
-    from lessdb import tasks
+    from lessdb.tasks import catalog as tasks
 
     def bug(*a, **k):
         raise KeyError("oops")

@@ -1,4 +1,4 @@
-"""The LM head at label positions only (lessdb.completion_loss) against the full-logits computation: losses,
+"""The LM head at label positions only (lessdb.models.completion_loss) against the full-logits computation: losses,
 training gradients, per-example gradients and features, eval losses — with padding, per-example completion
 masks of different sizes and an example without any completion token (tiny model, real peft)."""
 from __future__ import annotations
@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from lessdb.completion_loss import completion_token_losses, next_token_mask
+from lessdb.models.completion_loss import completion_token_losses, next_token_mask
 from lessdb.evaluate import metrics
 from lessdb.featurize.adam import GradTransform
 from lessdb.featurize.engine import FeatureEngine
 from lessdb.featurize.per_example_grads import capture, forward_backward, lora_params, per_example_losses
 from lessdb.featurize.sketch import CountSketch
-from lessdb.tokenization import collate
-from lessdb.training import token_ce_sum
+from lessdb.models.tokenization import collate
+from lessdb.runs.trainer import token_ce_sum
 from test_featurize_math import encoded, lora_model  # noqa: F401  (fixtures: tiny LoRA model, 5 conversations)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -128,7 +128,7 @@ def test_models_that_ignore_the_mask_still_work(lora_model, batch):
 
 
 def test_hidden_state_embeddings_skip_the_head_and_match_a_full_forward(lora_model, encoded):
-    from lessdb.selection.baselines import hidden_state_embeddings
+    from lessdb.featurize.embeddings import hidden_state_embeddings
 
     head = lora_model.get_output_embeddings()
     seen = []
@@ -147,7 +147,7 @@ def test_hidden_state_embeddings_skip_the_head_and_match_a_full_forward(lora_mod
 
 
 def test_batches_by_length_respect_count_and_token_budget():
-    from lessdb.batching import batches_by_length, token_budget
+    from lessdb.models.batching import batches_by_length, token_budget
 
     lengths = [10, 20, 200, 250, 256, 256, 256, 256, 256, 900]
     items = list(range(len(lengths)))

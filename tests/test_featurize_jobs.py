@@ -1,4 +1,4 @@
-"""Featurize jobs on real storage: a real tiny warmup (lessdb.warmup), real peft, LanceDB + DuckDB.
+"""Featurize jobs on real storage: a real tiny warmup (lessdb.runs.warmup), real peft, LanceDB + DuckDB.
 
 Complete and duplicate-free after kill -9 + rerun, two shard processes at once, incremental reruns,
 validation features cached, the CLI's --json output."""
@@ -21,12 +21,12 @@ import torch
 
 from conftest import run_cli, write_jsonl
 from lessdb import Workspace
-from lessdb.config import build_warmup_config
+from lessdb.runs.config import build_warmup_config
 from lessdb.featurize import FeaturizeConfig, featurize_run, shard_of, validation_features
 from lessdb.ingest.pipeline import ingest_files
 from lessdb.storage import meta_features
 from lessdb.storage.features import get_feature_set, iter_feature_batches
-from lessdb.warmup import run_warmup
+from lessdb.runs.warmup import run_warmup
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -189,6 +189,7 @@ def test_kill_during_featurize_then_rerun_is_complete(ws_run):
     assert all(j["status"] == "complete" for j in meta_features.job_rows(ws, fsid))
 
 
+@pytest.mark.slow   # two featurize processes at once: ~14 CPU s
 def test_two_shards_in_two_processes(ws_run):
     ws, run_id = ws_run
     procs = [subprocess.Popen([sys.executable, "-m", "lessdb.cli.main", "featurize", "--run", run_id, "--dim", str(DIM),

@@ -15,8 +15,8 @@ from lessdb.featurize.engine import FeatureEngine
 from lessdb.featurize.per_example_grads import capture, forward_backward, lora_params, per_example_losses
 from lessdb.featurize.sketch import (CountSketch, DenseRademacher, IdentitySketch, rademacher_block, splitmix64,
                                      splitmix64_int)
-from lessdb.tiny import tiny_llama, tiny_tokenizer
-from lessdb.tokenization import collate, encode_conversation
+from lessdb.models.tiny import tiny_llama, tiny_tokenizer
+from lessdb.models.tokenization import collate, encode_conversation
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from lessdb.errors import LessdbError
-from lessdb.gguf_convert import SafetensorsStreamWriter
+from lessdb.models.gguf_convert import SafetensorsStreamWriter
 
 
 def _tensors():

@@ -1,4 +1,4 @@
-"""`select --method hybrid`: LESS and BM25 fused per subtask (lessdb/selection/hybrid.py).
+"""`select --method hybrid`: LESS and BM25 fused per subtask (lessdb/selection/fusion.py).
 
 The fusion math is checked against brute-force formulas; on a real workspace (tiny model, real warmup, real
 featurize) the hybrid's recorded scores equal a recomputation from the LESS and BM25 selections' own recorded
@@ -12,13 +12,14 @@ import random
 import numpy as np
 import pytest
 
-from lessdb import Workspace, tasks
-from lessdb.config import build_warmup_config
+from lessdb import Workspace
+from lessdb.tasks import catalog as tasks
+from lessdb.runs.config import build_warmup_config
 from lessdb.featurize import FeaturizeConfig, featurize_run
 from lessdb.ingest.pipeline import ingest_files
-from lessdb.selection import SelectConfig, hybrid, select
+from lessdb.selection import SelectConfig, fusion as hybrid, select
 from lessdb.storage import meta_selections as meta
-from lessdb.warmup import run_warmup
+from lessdb.runs.warmup import run_warmup
 
 from conftest import run_cli, write_jsonl
 

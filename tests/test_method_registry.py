@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from rank_bm25 import BM25Okapi
 
-from lessdb import LessdbError, tasks
+from lessdb import LessdbError
+from lessdb.tasks import catalog as tasks
 from lessdb.ingest.pipeline import ingest_files
 from lessdb.selection import SelectConfig, Scores, method_names, register_method, select
 from lessdb.selection.methods import get_method, unregister_method

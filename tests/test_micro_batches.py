@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from lessdb.config import LoraSettings, TrainingSettings
-from lessdb.tiny import tiny_llama, tiny_tokenizer
-from lessdb.tokenization import encode_conversation, pad_token_id
-from lessdb.training import LoraTrainer, build_lora_model, micro_batches
+from lessdb.runs.config import LoraSettings, TrainingSettings
+from lessdb.models.tiny import tiny_llama, tiny_tokenizer
+from lessdb.models.tokenization import encode_conversation, pad_token_id
+from lessdb.runs.trainer import LoraTrainer, build_lora_model, micro_batches
 
 
 def test_micro_batches_longest_first_within_count_and_token_cap():
@@ -22,7 +22,7 @@ def test_micro_batches_longest_first_within_count_and_token_cap():
 
 
 def _train(examples, micro: int, cap: int | None, tmp_path, monkeypatch):
-    import lessdb.training as training
+    import lessdb.runs.trainer as training
 
     monkeypatch.setattr(training, "token_budget", lambda device: cap)
     model = build_lora_model(tiny_llama(0), LoraSettings(r=4, alpha=16, dropout=0.0), seed=0)

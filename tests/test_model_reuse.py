@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from lessdb import Workspace, models
+from lessdb import Workspace
 from lessdb.featurize import featurize_run, validation_features
-from lessdb.model_reuse import reuse_checkpoint_models
+from lessdb.runs.checkpoint_models import load_checkpoint_model, reuse_checkpoint_models
 from lessdb.storage.features import iter_feature_batches
 from test_featurize_jobs import _config, _records, template, ws_run  # noqa: F401  (tiny warmup run, 2 checkpoints)
 
@@ -43,17 +43,17 @@ def test_reuse_gives_the_same_vectors_as_fresh_loads(ws_run):
 
 def test_loads_inside_a_block_share_one_model_with_each_checkpoints_weights(ws_run):
     ws, run_id = ws_run
-    m1, _ = models.load_checkpoint_model(ws, run_id, 1)
-    m2, _ = models.load_checkpoint_model(ws, run_id, 2)
+    m1, _ = load_checkpoint_model(ws, run_id, 1)
+    m2, _ = load_checkpoint_model(ws, run_id, 2)
     assert m1 is not m2   # outside a block: nothing kept
     want = {n: p.detach().clone() for n, p in m2.named_parameters() if ".lora_" in n}
     with reuse_checkpoint_models():
-        a, _ = models.load_checkpoint_model(ws, run_id, 1)
-        b, _ = models.load_checkpoint_model(ws, run_id, 2)
+        a, _ = load_checkpoint_model(ws, run_id, 1)
+        b, _ = load_checkpoint_model(ws, run_id, 2)
         assert a is b and not a.training
         got = {n: p for n, p in b.named_parameters() if ".lora_" in n}
         assert got.keys() == want.keys()
         assert all(torch.equal(got[n], want[n]) and got[n].requires_grad for n in want)
         assert not any(p.requires_grad for n, p in b.named_parameters() if ".lora_" not in n)
-    c, _ = models.load_checkpoint_model(ws, run_id, 2)
+    c, _ = load_checkpoint_model(ws, run_id, 2)
     assert c is not b

@@ -6,13 +6,13 @@ import time
 import pytest
 import torch
 
-from lessdb.config import LoraSettings, TrainingSettings
+from lessdb.runs.config import LoraSettings, TrainingSettings
 from lessdb.errors import LessdbError
-from lessdb.models import (DEFAULT_MODEL, load_base_model, smollm2_gguf_path, state_dict_sha256)
+from lessdb.models.loading import (DEFAULT_MODEL, load_base_model, smollm2_gguf_path, state_dict_sha256)
 from lessdb.storage import meta_runs
-from lessdb.tiny import tiny_llama, tiny_tokenizer
-from lessdb.tokenization import IGNORE_INDEX, conversation_format, encode_conversation, pad_token_id
-from lessdb.training import LoraTrainer, build_lora_model
+from lessdb.models.tiny import tiny_llama, tiny_tokenizer
+from lessdb.models.tokenization import IGNORE_INDEX, conversation_format, encode_conversation, pad_token_id
+from lessdb.runs.trainer import LoraTrainer, build_lora_model
 
 
 def test_tiny_model_is_deterministic_and_recorded(workspace):
@@ -57,7 +57,7 @@ def test_real_smollm2_loads_caches_and_trains_one_step(workspace, tmp_path):
     labelled = tok.decode([t for t, l in zip(enc.input_ids, enc.labels) if l != IGNORE_INDEX])
     assert labelled == "The capital of France is Paris.<|im_end|>\n"
     # the head-only tokenization of long texts equals whole-text tokenization with the real BPE tokenizer
-    import lessdb.tokenization as T
+    import lessdb.models.tokenization as T
 
     long_conv = [{"role": "user", "content": "\n".join(f"Point {i}: explain why sky is blue, briefly." for i in range(200))},
                  {"role": "assistant", "content": "Rayleigh scattering.\n" * 200}]

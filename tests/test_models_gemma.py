@@ -10,11 +10,13 @@ import importlib.util
 import pytest
 import torch
 
-from lessdb import models
+from lessdb.models import loading as models
 from lessdb.choices import BUNDLED_MODEL_NAMES, MODEL_HELP
 from lessdb.errors import LessdbError
-from lessdb.models import BUNDLED_MODELS, GEMMA3_MODEL, bundled_gguf_parts, join_parts, load_base_model
-from lessdb.tokenization import IGNORE_INDEX, conversation_format, encode_conversation
+from lessdb.models.loading import BUNDLED_MODELS, GEMMA3_MODEL, bundled_gguf_parts, join_parts, load_base_model
+from lessdb.models.tokenization import IGNORE_INDEX, conversation_format, encode_conversation
+
+from conftest import MISSING_COMPONENT, missing
 
 
 def _gemma_missing() -> str | None:
@@ -69,7 +71,8 @@ def _expected_gemma3_params(cfg) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(_gemma_missing() is not None, reason=f"Gemma-3-270m is not installed: {_gemma_missing()}")
+@pytest.mark.skipif(_gemma_missing() is not None, reason=missing(
+    MISSING_COMPONENT, f"Gemma-3-270m: {_gemma_missing()}", "bash .ci/setup-venv .venv --with-gemma"))
 def test_real_gemma3_loads_generates_and_masks_assistant_tokens(workspace, monkeypatch, one_torch_thread):
     loaded = load_base_model(workspace, GEMMA3_MODEL)  # joins the parts and converts them (1-2 min here)
     spec = BUNDLED_MODELS[GEMMA3_MODEL]

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lessdb import LessdbError, tasks
+from lessdb import LessdbError
+from lessdb.tasks import catalog as tasks
 from lessdb.selection import SelectConfig, select, show_selection
 from lessdb.selection.picking import pick, split_by_weight
 from lessdb.selection.scoring import top_k
@@ -164,7 +165,7 @@ def test_bad_selection_flags_are_clear_errors(store):
     proc = run_cli("select", "--task", "toy", "--max-tokens", "0", workspace=ws.root, check=False)
     assert proc.returncode != 0 and "--max-tokens 0: must be at least 1" in proc.stderr
     assert "Traceback" not in proc.stderr
-    for cfg, msg in ((dict(dedup=1.5), r"^dedup 1.5: a similarity threshold in \(0, 1\]"),
+    for cfg, msg in ((dict(dedup=1.5), r"^dedup 1.5: must be in \(0, 1\]"),
                      (dict(dedup_text=0), "^dedup_text 0"),
                      # SelectConfig's own checks name the field (the CLI shows the flag)
                      (dict(balance="zigzag"), "balance 'zigzag'"),

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import REPO
+from conftest import MISSING_COMPONENT, REPO, missing
 from report_workspace import built_workspace
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+nbformat = pytest.importorskip("nbformat", reason=missing(MISSING_COMPONENT, "nbformat", "pip install -e '.[test]'"))
+nbclient = pytest.importorskip("nbclient", reason=missing(MISSING_COMPONENT, "nbclient", "pip install -e '.[test]'"))
 
 NOTEBOOKS = {"audit_selection.ipynb": 3, "compare_methods.ipynb": 3}   # notebook -> plots it must draw
 SHOWS = {"audit_selection.ipynb": "top validation examples",           # the explanations cell ran

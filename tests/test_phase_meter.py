@@ -32,11 +32,10 @@ def test_phase_peaks_see_a_transient_allocation():
 
 
 def test_quickstart_reports_phases_and_peak_memory(tmp_path):
-    from lessdb.quickstart import QuickstartConfig, run_quickstart
+    from lessdb import Workspace
 
-    result = run_quickstart(QuickstartConfig(workspace=tmp_path / "ws", pool_size=12, model="tiny", dim=64,
-                                             percentage=0.25, warmup_percentage=0.5, val_max_seq_length=64,
-                                             device="cpu"))
+    result = Workspace.quickstart(tmp_path / "ws", pool_size=12, model="tiny", dim=64, percentage=0.25,
+                                  warmup_percentage=0.5, val_max_seq_length=64, device="cpu")
     phases = result["measured"]["phases"]
     assert list(phases) == ["ingest", "convert", "warmup", "featurize", "select"]
     assert all(p["seconds"] >= 0 and p["peak_rss_bytes"] > 50 * 2**20 for p in phases.values())

@@ -3,7 +3,8 @@ folding a CountSketch at d into d/m is the CountSketch at d/m with buckets reduc
 independently here; and with a shortlist covering the whole pool the two stages give the exact top k."""
 import numpy as np
 
-from lessdb.scale.prefilter import fold, two_stage_top_k
+from lessdb.featurize.folding import fold
+from lessdb.selection.two_stage import two_stage_top_k
 
 
 def _countsketch(x: np.ndarray, buckets: np.ndarray, signs: np.ndarray, d: int) -> np.ndarray:

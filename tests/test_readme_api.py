@@ -37,3 +37,8 @@ def test_readme_python_api_block_runs(tmp_path, monkeypatch, one_torch_thread, c
     assert ws.sql("SELECT count(*) AS n FROM selections WHERE method = $m", params={"m": "bm25"}).to_pylist() == \
         [{"n": 1}]
     assert "target_loss" in " ".join(namespace["result"].results)
+    # records: attributes and as_dict() are the command's --json
+    shown = json.loads(run_cli("show", "bbh-5pct", "--top", "3", "--json", workspace=ws.root).stdout)
+    assert set(namespace["shown"].as_dict()) == set(shown) and namespace["shown"].size == shown["size"] == sel.k
+    assert [m["candidate_id"] for m in namespace["why"].members] == [m.candidate_id for m in sel.members[:2]]
+    assert "select() has no setting 'n'" in out and "count" in out and "percentage" in out

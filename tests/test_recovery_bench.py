@@ -1,8 +1,14 @@
-"""bench/recovery.py's --smoke path (tiny model, synthetic skills, real pipeline and real `select`): the recorded
-precision@k equals a recount from the selections' members and the candidates' source datasets, the summary is
-the mean of the per-skill values inside its bootstrap interval, and a rerun resumes without selecting again."""
+"""The task-recovery benchmark's --smoke path, run as a user runs it (`python -m bench.recovery --smoke` in a child
+process: tiny model, synthetic skills, real pipeline and real `select`), judged from its JSON output and the
+workspace it leaves: the pool and target files keep targets out of the pool, the recorded precision@k equals a
+recount from the selections' members and the candidates' source datasets, the summary is the mean of the
+per-skill values inside its bootstrap interval, and a rerun resumes without selecting again. Tests never import
+bench/: they check what the benchmark prints and records."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,41 +19,53 @@ from lessdb import Workspace
 from lessdb.storage import meta_selections as meta
 from lessdb.storage.candidates import read_candidates
 from lessdb.storage.features import get_feature_set, stored_counts
+from lessdb.storage.meta_runs import get_run
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import recovery  # noqa: E402
-import recovery_data  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def test_split_keeps_targets_out_of_the_pool_and_rewrites_the_cross_surface():
-    sources, skills = recovery_data.synthetic_split(3, per_task=6, n_val=2)
-    split = recovery_data.build_split(sources, skills, per_task=6, n_val=2, seed=0)
-    assert len(split["pool"]) == 18 and {r["dataset"] for r in split["pool"]} == {f"bigbench/skill{i}" for i in range(3)}
-    pool_texts = {(r["prompt"], r["completion"]) for r in split["pool"]}
-    for variant in ("same", "cross"):
-        for exs in split[variant].values():
-            assert len(exs) == 2 and not {(e["prompt"], e["completion"]) for e in exs} & pool_texts
-    assert all(e["completion"].startswith("The answer is: ") for exs in split["cross"].values() for e in exs)
-    assert all(e["prompt"].startswith("Skill ") for exs in split["same"].values() for e in exs)
-    overlap = {v: recovery_data.lexical_overlap(split, v) for v in ("same", "cross")}
-    assert overlap["cross"]["own"] < overlap["same"]["own"]
+pytestmark = pytest.mark.slow   # each test runs the benchmark (tiny warmup + featurize + selections): 12-20 CPU s
 
 
-def test_bootstrap_interval():
-    assert recovery.bootstrap_ci(np.full(7, 0.25)) == (0.25, 0.25)
-    lo, hi = recovery.bootstrap_ci(np.array([0.0, 1.0, 0.5, 0.2]))
-    assert 0.0 <= lo < 0.425 < hi <= 1.0
+def recovery(tmp_path: Path, *args: str) -> dict:
+    """`python -m bench.recovery --smoke ...` from the repository root; its JSON result."""
+    out = tmp_path / "r.json"
+    argv = [sys.executable, "-m", "bench.recovery", "--smoke", "--workspace", str(tmp_path / "ws"), "--threads", "1",
+            "--json-out", str(out), "--quiet", *args]
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True,
+                          env=dict(os.environ, OMP_NUM_THREADS="1", LESSDB_PROGRESS="0"))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(out.read_text())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_smoke_run_counts_recovery_through_real_selections(tmp_path):
-    argv = ["--smoke", "--workspace", str(tmp_path / "ws"), "--n-skills", "2", "--per-task", "5", "--n-val", "2",
-            "--methods", "random,bm25,hybrid", "--json-out", str(tmp_path / "r.json"), "--quiet"]
-    result = recovery.main(argv)
+    args = ("--n-skills", "2", "--per-task", "5", "--n-val", "2", "--methods", "random,bm25,hybrid")
+    result = recovery(tmp_path, *args)
     rows = result["rows"]
-    assert len(rows) == 3 * 2 * 2
-    ws = Workspace.open(tmp_path / "ws")
+    assert len(rows) == 3 * 2 * 2 and result["skills"] == ["skill0", "skill1"]
+
+    # the files it ingested and added as tasks: targets are held out of the pool, the cross surface rewritten
+    root = tmp_path / "ws"
+    pool = read_jsonl(root / "bigbench-pool.jsonl")
+    assert len(pool) == 2 * 5 and {r["dataset"] for r in pool} == {"bigbench/skill0", "bigbench/skill1"}
+    pool_texts = {(r["prompt"], r["completion"]) for r in pool}
+    targets = {(v, s): read_jsonl(root / "tasks" / f"{v}-{s}.jsonl")
+               for v in ("same", "cross") for s in result["skills"]}
+    for (variant, skill), exs in targets.items():
+        assert len(exs) == 2 and {e["subtask"] for e in exs} == {skill}
+        assert not {(e["prompt"], e["completion"]) for e in exs} & pool_texts
+        if variant == "cross":
+            assert all(e["completion"].startswith("The answer is: ") for e in exs)
+        else:
+            assert all(e["prompt"].startswith("Skill ") for e in exs)
+    overlap = result["lexical_overlap"]
+    assert overlap["cross"]["own"] < overlap["same"]["own"]
+
+    # precision@k recounted from the recorded selections and the candidates' source datasets
+    ws = Workspace.open(root)
     cands = read_candidates(ws, pool="recovery", columns=["source_dataset"])
     dataset = dict(zip(cands.column("id").to_pylist(), cands.column("source_dataset").to_pylist()))
     for r in rows:
@@ -59,22 +77,24 @@ def test_smoke_run_counts_recovery_through_real_selections(tmp_path):
         for method in ("random", "bm25", "hybrid"):
             s = summary[method]
             per = [r["precision"] for r in rows if r["method"] == method and r["variant"] == variant]
-            assert s["mean"] == pytest.approx(np.mean(per)) and s["ci95"][0] <= s["mean"] <= s["ci95"][1]
+            assert s["mean"] == pytest.approx(np.mean(per))
+            # a percentile interval of resampled means: inside the range of the values, around their mean
+            assert min(per) <= s["ci95"][0] <= s["mean"] <= s["ci95"][1] <= max(per)
+            if len(set(per)) == 1:
+                assert s["ci95"] == [per[0], per[0]]
     # the synthetic same-surface targets share their skill's template: BM25 must find them
     assert result["summary"]["same"]["bm25"]["mean"] == 1.0
     # a rerun resumes: same rows, no new selection recorded
     n = len(meta.list_selections(ws))
-    assert recovery.main(argv)["rows"] == rows and len(meta.list_selections(ws)) == n
+    assert recovery(tmp_path, *args)["rows"] == rows and len(meta.list_selections(ws)) == n
 
 
 def test_feature_ablation_at_one_checkpoint_and_rds(tmp_path):
     """--feature-checkpoints 1: the sketch-seed ablation is featurized at checkpoint 1 only, its selections use
     exactly that checkpoint and that feature set (seed 1, float32 like the main set), and the label says so;
     RDS+ runs through the same select path."""
-    argv = ["--smoke", "--workspace", str(tmp_path / "ws"), "--n-skills", "2", "--per-task", "4", "--n-val", "2",
-            "--methods", "less:ckpt1,less:sketch-seed1,rds+", "--feature-checkpoints", "1",
-            "--json-out", str(tmp_path / "r.json"), "--quiet"]
-    result = recovery.main(argv)
+    result = recovery(tmp_path, "--n-skills", "2", "--per-task", "4", "--n-val", "2",
+                      "--methods", "less:ckpt1,less:sketch-seed1,rds+", "--feature-checkpoints", "1")
     assert set(result["summary"]["same"]) == {"less:ckpt1", "less:sketch-seed1@ckpt1", "rds+"}
     ws = Workspace.open(tmp_path / "ws")
     by_method = {}
@@ -83,6 +103,7 @@ def test_feature_ablation_at_one_checkpoint_and_rds(tmp_path):
     main_fs = {s["feature_set_id"] for s in by_method["less:ckpt1"]}
     seed_fs = {s["feature_set_id"] for s in by_method["less:sketch-seed1@ckpt1"]}
     assert len(main_fs) == len(seed_fs) == 1 and main_fs != seed_fs
+    assert seed_fs == {result["feature_sets"]["seed1"]} and main_fs == {result["feature_sets"]["main"]}
     assert all(s["checkpoints"] == [1] for s in by_method["less:sketch-seed1@ckpt1"] + by_method["less:ckpt1"])
     info = get_feature_set(ws, seed_fs.pop())
     assert (info.sketch_seed, info.dtype) == (1, "float32")
@@ -93,20 +114,17 @@ def test_feature_ablation_at_one_checkpoint_and_rds(tmp_path):
 def test_warmup_ablation_uses_its_own_run_and_keeps_the_main_one(tmp_path):
     """--warmup-ablations: the lr variant gets its own warmup run (lr 8e-5, otherwise the main run's settings),
     its selections use that run's feature set, and the main methods keep using the main run."""
-    argv = ["--smoke", "--workspace", str(tmp_path / "ws"), "--n-skills", "2", "--per-task", "4", "--n-val", "2",
-            "--methods", "less:ckpt1,less:warmup-lr8e-5", "--warmup-ablations", "--feature-checkpoints", "1",
-            "--json-out", str(tmp_path / "r.json"), "--quiet"]
-    result = recovery.main(argv)
+    result = recovery(tmp_path, "--n-skills", "2", "--per-task", "4", "--n-val", "2",
+                      "--methods", "less:ckpt1,less:warmup-lr8e-5", "--warmup-ablations", "--feature-checkpoints", "1")
     assert set(result["summary"]["same"]) == {"less:ckpt1", "less:warmup-lr8e-5@ckpt1"}
     ws = Workspace.open(tmp_path / "ws")
     runs = {}
     for r in result["rows"]:
         runs.setdefault(r["method"], set()).add(meta.get_selection(ws, r["selection_id"])["run_id"])
-    assert runs["less:warmup-lr8e-5@ckpt1"] == {recovery.ABLATION_RUN_PREFIX + "warmup-lr8e-5"}
-    (main_run,) = runs["less:ckpt1"]
-    assert not main_run.startswith(recovery.ABLATION_RUN_PREFIX)
-    from lessdb.storage.meta_runs import get_run
-    variant, main = get_run(ws, recovery.ABLATION_RUN_PREFIX + "warmup-lr8e-5"), get_run(ws, main_run)
+    variant_run = result["warmup_runs"]["warmup-lr8e-5"]
+    assert runs["less:warmup-lr8e-5@ckpt1"] == {variant_run} and runs["less:ckpt1"] == {result["run_id"]}
+    assert variant_run != result["run_id"]
+    variant, main = get_run(ws, variant_run), get_run(ws, result["run_id"])
     lr = lambda run: run["config"]["warmup"]["training"]["lr"]   # noqa: E731
     assert lr(variant) == 8e-5 and lr(main) != 8e-5
     assert main["n_examples"] == variant["n_examples"]            # same subset size: only the lr differs

@@ -14,7 +14,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import MISSING_COMPONENT, REPO, missing, run_cli
 from report_workspace import built_workspace
 
 from lessdb import LessdbError, Workspace
@@ -177,7 +177,7 @@ def test_report_of_a_baseline_and_bad_references(demo, tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None and shutil.which("chromium-browser") is None,
-                    reason="Debian's chromium is not installed (apt-get install -y chromium)")
+                    reason=missing(MISSING_COMPONENT, "chromium", "apt-get install -y chromium (Debian's package)"))
 def test_report_renders_in_headless_chromium(demo, tmp_path):
     from PIL import Image
 

@@ -2,6 +2,7 @@
 scenarios of tests/scale_cases/."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -11,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import MISSING_COMPONENT, missing, run_cli
 from lessdb import Workspace
 from lessdb.errors import LessdbError
-from lessdb.storage import meta_features, meta_scale
+from lessdb.storage import meta_features, meta_leases
 from lessdb.storage.object_store import load_location, parse_storage_options
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,8 +54,8 @@ def _job(i=0, n=1, epoch=1):
 def test_lease_one_driver_per_checkpoint_except_disjoint_shards(workspace):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        other = meta_scale.lease_owner(sleeper.pid)          # a live driver on this host
-        me = meta_scale.lease_owner()
+        other = meta_leases.lease_owner(sleeper.pid)          # a live driver on this host
+        me = meta_leases.lease_owner()
         meta_features.start_job(workspace, _job(), owner=other, engine="ray")
         for job, engine in ((_job(), "ray"), (_job(), "local"), (_job(0, 2), "local")):
             with pytest.raises(LessdbError, match="holds the lease"):
@@ -66,30 +67,53 @@ def test_lease_one_driver_per_checkpoint_except_disjoint_shards(workspace):
         meta_features.start_job(workspace, _job(1, 2), owner=me, engine="local")
         with pytest.raises(LessdbError, match="holds the lease"):
             meta_features.start_job(workspace, _job(1, 3), owner=me, engine="local")
-        assert {j["job_id"] for j in meta_scale.live_leases(workspace)} == \
+        assert {j["job_id"] for j in meta_leases.live_leases(workspace)} == \
             {"fs/candidate/2/0of1", "fs/candidate/1/0of2", "fs/candidate/1/1of2"}
     finally:
         sleeper.kill()
         sleeper.wait()
     # its owner died (kill -9): the lease is free at once
-    meta_features.start_job(workspace, _job(), owner=meta_scale.lease_owner(), engine="ray")
+    meta_features.start_job(workspace, _job(), owner=meta_leases.lease_owner(), engine="ray")
 
 
-def test_scale_scenarios_in_private_network_namespace():
-    """Ray + S3 scenarios (tests/scale_cases) in a child pytest under `unshare -n`, where only `lo` exists."""
-    pytest.importorskip("ray")
-    pytest.importorskip("moto")
+def _loopback_namespace() -> tuple[list[str] | None, str]:
+    """How to start a process in a private network namespace that has only `lo`: `unshare -n` (root), else
+    `unshare -rn` (an unprivileged user namespace); (None, why not) where this machine allows neither."""
     if shutil.which("unshare") is None or shutil.which("ip") is None:
-        pytest.fail("the Ray/S3 scenarios need `unshare` and `ip` (util-linux, iproute2) to confine them to "
-                    "loopback; install them rather than skipping these tests")
+        return None, "`unshare` and `ip` are not both on PATH"
+    errors = []
+    for cmd in (["unshare", "-n"], ["unshare", "-rn"]):
+        try:
+            proc = subprocess.run([*cmd, "true"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            errors.append(f"{' '.join(cmd)}: {exc}")
+            continue
+        if proc.returncode == 0:
+            return cmd, ""
+        errors.append(f"`{' '.join(cmd)} true` failed: {proc.stderr.strip() or proc.returncode}")
+    return None, "; ".join(errors)
+
+
+NAMESPACE, NO_NAMESPACE = _loopback_namespace()   # checked once, at collection
+
+
+@pytest.mark.scale
+@pytest.mark.skipif(NAMESPACE is None, reason=missing(
+    MISSING_COMPONENT, f"network namespaces: {NO_NAMESPACE}",
+    "the Ray/S3 scenarios run only inside a private network namespace with nothing but `lo`: run as root, or "
+    "enable unprivileged user namespaces (Debian: sysctl kernel.unprivileged_userns_clone=1)"))
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None or importlib.util.find_spec("moto") is None,
+                    reason=missing(MISSING_COMPONENT, "ray and moto", "pip install -e '.[test,scale]'"))
+def test_scale_scenarios_in_private_network_namespace():
+    """Ray + S3 scenarios (tests/scale_cases) in a child pytest in a private network namespace where only `lo`
+    exists: nothing they start can reach, or be reached from, another address (scale_fixtures fails them
+    outright if any other interface is present)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "scale_cases"), str(REPO / "tests")]),
                RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", LESSDB_PROGRESS="0")
     inner = (f"ip link set lo up && exec {sys.executable} -m pytest -q -x -p no:cacheprovider -p scale_fixtures "
              f"-o python_files='scale_case_*.py' {REPO / 'tests' / 'scale_cases'}")
-    proc = subprocess.run(["unshare", "-n", "sh", "-c", inner], capture_output=True, text=True, env=env,
+    proc = subprocess.run([*NAMESPACE, "sh", "-c", inner], capture_output=True, text=True, env=env,
                           cwd=REPO, timeout=1800)
-    if proc.returncode != 0 and "unshare failed" in proc.stderr:
-        pytest.fail(f"cannot create a private network namespace here (needs root or user namespaces): {proc.stderr}")
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-2000:]
 

@@ -26,7 +26,7 @@ from lessdb.selection import baselines
 from lessdb.storage import features as fstore
 from lessdb.storage import meta_features, meta_runs
 from lessdb.storage.lance_tables import CANDIDATES
-from lessdb import tasks
+from lessdb.tasks import catalog as tasks
 
 from conftest import run_cli, write_jsonl
 
@@ -78,7 +78,7 @@ def store(workspace, tmp_path, monkeypatch):
     recs = [_conv(i, rng) for i in range(60)]
     write_jsonl(tmp_path / "pool.jsonl", recs)
     ingest_files(workspace, [tmp_path / "pool.jsonl"], pool="p", progress=False)
-    from lessdb.models import load_base_model
+    from lessdb.models.loading import load_base_model
 
     tiny_sha = load_base_model(workspace, "tiny").sha256
     meta_runs.create_run(workspace, run_id=RUN, kind="warmup", pool="p", model_name="tiny", model_sha256=tiny_sha,
@@ -356,9 +356,9 @@ def test_real_pipeline_select_then_replay_after_appends(workspace, tmp_path):
     """ingest -> warmup (tiny model, real peft) -> featurize -> select (validation features computed on demand
     by the real featurizer) -> append candidates + featurize them -> replay is identical; scores equal an
     independent recomputation from the stored vectors and the run's η̄."""
-    from lessdb.config import LoraSettings, TrainingSettings, WarmupConfig
+    from lessdb.runs.config import LoraSettings, TrainingSettings, WarmupConfig
     from lessdb.featurize import FeaturizeConfig, featurize_run
-    from lessdb.warmup import run_warmup
+    from lessdb.runs.warmup import run_warmup
 
     ws = workspace
     rng = np.random.default_rng(1)

@@ -13,14 +13,15 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, write_jsonl
-from lessdb import LessdbError, Workspace, tasks
-from lessdb.config import build_warmup_config
+from lessdb import LessdbError, Workspace
+from lessdb.tasks import catalog as tasks
+from lessdb.runs.config import build_warmup_config
 from lessdb.featurize import FeaturizeConfig, featurize_run
 from lessdb.ingest.pipeline import ingest_files
 from lessdb.selection import SelectConfig, select
 from lessdb.storage import features as fstore
-from lessdb.storage.folded import folded_copy, folded_table_name
-from lessdb.warmup import run_warmup
+from lessdb.storage.folded_copies import folded_copy, folded_table_name
+from lessdb.runs.warmup import run_warmup
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lessdb import Workspace, tasks
+from lessdb import Workspace
+from lessdb.tasks import catalog as tasks
 from lessdb.choices import DEFAULT_VAL_TRUNCATION
 from lessdb.conversation import content_hash
 from lessdb.featurize import validation_key
 from lessdb.ingest.pipeline import ingest_files
 from lessdb.selection import SelectConfig, select
-from lessdb.selection.diagnose import gap_vs_noise
+from lessdb.selection.noise import gap_vs_noise
 from lessdb.storage import features as fstore
 from lessdb.storage import meta_runs
 
@@ -26,9 +27,9 @@ MSL = 128
 def real(tmp_path_factory, one_torch_thread):
     """24 candidates (two near-duplicate pairs), a 2-epoch tiny warmup, features at d = 32, a 2-subtask task;
     4 more candidates appended after the warmup (no token counts yet)."""
-    from lessdb.config import LoraSettings, TrainingSettings, WarmupConfig
+    from lessdb.runs.config import LoraSettings, TrainingSettings, WarmupConfig
     from lessdb.featurize import FeaturizeConfig, featurize_run
-    from lessdb.warmup import run_warmup
+    from lessdb.runs.warmup import run_warmup
 
     tmp = tmp_path_factory.mktemp("insight")
     ws = Workspace.init(tmp / "ws")
@@ -61,8 +62,8 @@ def real(tmp_path_factory, one_torch_thread):
 
 def _token_counts(ws, recs, budget_on):
     """Independently: encode each conversation with the tiny tokenizer at the run's window."""
-    from lessdb.tiny import tiny_tokenizer
-    from lessdb.tokenization import encode_conversation
+    from lessdb.models.tiny import tiny_tokenizer
+    from lessdb.models.tokenization import encode_conversation
 
     tok = tiny_tokenizer()
     out = {}
@@ -161,8 +162,8 @@ def test_feature_dedup_skips_what_a_plain_greedy_walk_skips(real):
 def test_text_dedup_uses_minhash_signatures_stored_at_ingest(real):
     from datasketch import MinHash
 
-    from lessdb.selection import minhash
-    from lessdb.selection.baselines import conversation_text
+    from lessdb.ingest import minhash
+    from lessdb.conversation import conversation_text
 
     ws = real["ws"]
     ids = [content_hash(r["messages"]) for r in real["recs"]]
@@ -267,9 +268,9 @@ def _n_rows(ws, table):
 
 
 def test_rds_embeddings_are_a_stored_feature_set(real, tmp_path):
-    from lessdb.models import load_base_model
-    from lessdb.selection.baselines import hidden_state_embeddings
-    from lessdb.tokenization import encode_conversation, pad_token_id
+    from lessdb.models.loading import load_base_model
+    from lessdb.featurize.embeddings import hidden_state_embeddings
+    from lessdb.models.tokenization import encode_conversation, pad_token_id
 
     ws = real["ws"]
     out = cli_json(ws, "embed", "--run", real["run"], "--pooling", "mean", "--shard", "0/2")

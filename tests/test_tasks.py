@@ -8,15 +8,13 @@ from importlib import resources
 
 import pytest
 
-from lessdb import tasks
+from lessdb.tasks import catalog as tasks
 from lessdb.cli.main import main as cli_main
 from lessdb.conversation import content_hash
 from lessdb.errors import InputError, LessdbError
 from lessdb.storage import meta_tasks
 
-from conftest import LESS_EVAL, run_cli, write_jsonl
-
-needs_less_eval = pytest.mark.skipif(not LESS_EVAL.is_dir(), reason="LESS reference eval data not available")
+from conftest import LESS_EVAL, needs_less_eval, run_cli, write_jsonl
 
 
 # -- an independent re-implementation of LESS's get_validation_dataset.py (Tulu branch), as strings -----------

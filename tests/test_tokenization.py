@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lessdb.tiny import tiny_llama, tiny_tokenizer
-from lessdb.tokenization import (IGNORE_INDEX, collate, conversation_format, encode_conversation,
+from lessdb.models.tiny import tiny_llama, tiny_tokenizer
+from lessdb.models.tokenization import (IGNORE_INDEX, collate, conversation_format, encode_conversation,
                                  tokenizer_id)
 
 CONV = [{"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4."}]
@@ -68,7 +68,7 @@ def test_truncation_and_all_prompt_example_is_excluded():
 def test_changing_prompt_labels_changes_nothing_in_the_loss():
     """Only assistant positions carry a loss: whatever the labels under prompt positions say (or the logits
     there predict), the training loss is unchanged; changing one completion label does change it."""
-    from lessdb.training import token_ce_sum
+    from lessdb.runs.trainer import token_ce_sum
 
     tok = tiny_tokenizer()
     model = tiny_llama(0)
@@ -114,7 +114,7 @@ def test_collate_right_pads_and_masks():
 
 def test_long_conversations_tokenize_only_their_head_with_identical_result(monkeypatch):
     """Long texts are cut at a newline before tokenizing; the kept tokens equal those of the whole text."""
-    import lessdb.tokenization as T
+    import lessdb.models.tokenization as T
 
     tok = tiny_tokenizer()
     tok.chat_template = CHATML

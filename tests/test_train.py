@@ -9,19 +9,21 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import run_cli, write_jsonl
-from lessdb import tasks
+from lessdb.tasks import catalog as tasks
 from lessdb.conversation import content_hash
 from lessdb.errors import LessdbError
 from lessdb.ingest import ingest_files
-from lessdb.models import load_checkpoint_model
+from lessdb.runs.checkpoint_models import load_checkpoint_model
 from lessdb.selection import SelectConfig, select
 from lessdb.storage import meta_runs, meta_selections
 from lessdb.storage.candidates import select_candidate_ids
-from lessdb.tiny import tiny_llama, tiny_tokenizer
-from lessdb.warmup import run_warmup, sample_subset
-from lessdb.config import build_warmup_config
-import lessdb.train as train_module
-from lessdb.train import build_train_config, parse_random_fraction, run_train
+from lessdb.models.tiny import tiny_llama, tiny_tokenizer
+from lessdb.runs.lifecycle import sample_subset
+from lessdb.runs.warmup import run_warmup
+from lessdb.runs.config import build_warmup_config
+import lessdb.runs.train as train_module
+from lessdb.runs.config import build_train_config
+from lessdb.runs.train import parse_random_fraction, run_train
 
 POOL = "toy"
 SMALL = dict(epochs=2, batch_size=8, micro_batch_size=4, lora_r=4, lora_alpha=16, max_seq_length=64, lr=1e-3)
@@ -172,7 +174,7 @@ def test_cli_train_json(sel):
                         "steps_per_epoch", "total_steps", "warmup_steps", "batch_size", "checkpoints", "notes",
                         "resumed_from_epoch", "seconds", "tokens_per_second"}
     assert out["selection_id"] == sel["selection_id"] and out["model_name"] == "tiny" and not out["is_transfer"]
-    from lessdb.runs import run_summary
+    from lessdb.runs.lifecycle import run_summary
     assert run_summary(sel["ws"], out["run_id"], "cpu", 0.0).headline() == (
         f"Run {out['run_id']}: tiny on {out['n_examples']} examples of {out['selection']} (pool {out['pool']}; "
         f"{out['n_excluded']} excluded), {out['total_steps']} optimizer steps (batch 8), device cpu")

@@ -14,10 +14,11 @@ from lessdb.errors import LessdbError
 from lessdb.ingest import ingest_files
 from lessdb.storage import meta_runs, meta_selections
 from lessdb.storage.candidates import candidates_version, select_candidate_ids
-from lessdb.tiny import tiny_llama, tiny_tokenizer
-from lessdb.train import build_train_config, resume_train, run_train
-from lessdb.models import load_optimizer_state
-from lessdb.warmup import sample_subset
+from lessdb.models.tiny import tiny_llama, tiny_tokenizer
+from lessdb.runs.config import build_train_config
+from lessdb.runs.train import resume_train, run_train
+from lessdb.runs.checkpoints import load_optimizer_state
+from lessdb.runs.lifecycle import sample_subset
 from test_train import POOL, SMALL, sel  # noqa: F401  (sel: the shared pool/warmup/selection fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -79,6 +80,7 @@ def test_cli_resume_of_a_killed_selection_run_equals_uninterrupted(sel):
     assert_same_training(ws, "whole", "killed")
 
 
+@pytest.mark.slow   # a whole train, a killed one and its resume: ~26 CPU s
 def test_resume_reads_back_the_recorded_random_draw_not_a_new_one(sel):
     ws = sel["ws"]
     version = candidates_version(ws)

@@ -13,9 +13,9 @@ from lessdb import LessdbError, Workspace
 from lessdb.featurize import validation_key
 from lessdb.selection import SelectConfig, select
 from lessdb.storage import meta_features
-from lessdb.tasks import add_tasks, load_task
-from lessdb.tiny import tiny_tokenizer
-from lessdb.tokenization import IGNORE_INDEX, encode_conversation, encode_window
+from lessdb.tasks.catalog import add_tasks, load_task
+from lessdb.models.tiny import tiny_tokenizer
+from lessdb.models.tokenization import IGNORE_INDEX, encode_conversation, encode_window
 
 from conftest import run_cli, write_jsonl
 from report_workspace import built_workspace
@@ -72,6 +72,7 @@ def test_left_window_scores_long_prompts_that_right_truncation_cannot(long_task_
     assert [(m.candidate_id, m.score) for m in again.members] == [(m.candidate_id, m.score) for m in res.members]
 
 
+@pytest.mark.slow   # BBH's 81 validation examples at two checkpoints: ~12 CPU s each
 @pytest.mark.parametrize("method", ["less", "rds"])
 def test_select_task_bbh_just_works_after_a_short_warmup(long_task_ws, method):
     """The headline command with its defaults: BBH's 3-shot prompts (thousands of tokens for the byte-level

@@ -1,5 +1,5 @@
 """Raw gradient norms stored with every feature, and the unnormalised-gradient ablation (`--method unnormalized`,
-the paper's Table 12) end to end: a real tiny warmup (lessdb.warmup, real peft), real featurize jobs, LanceDB +
+the paper's Table 12) end to end: a real tiny warmup (lessdb.runs.warmup, real peft), real featurize jobs, LanceDB +
 DuckDB on disk.
 
 The stored norms are checked against the exact sketched vector computed independently (plain autograd one
@@ -16,8 +16,9 @@ import pytest
 import torch
 
 from conftest import write_jsonl
-from lessdb import LessdbError, Workspace, tasks
-from lessdb.config import build_warmup_config
+from lessdb import LessdbError, Workspace
+from lessdb.tasks import catalog as tasks
+from lessdb.runs.config import build_warmup_config
 from lessdb.choices import DEFAULT_VAL_TRUNCATION
 from lessdb.conversation import content_hash
 from lessdb.featurize import FeaturizeConfig, featurize_run, validation_features, validation_key
@@ -26,7 +27,7 @@ from lessdb.ingest.pipeline import ingest_files
 from lessdb.selection import SelectConfig, select
 from lessdb.storage import features as fstore
 from lessdb.storage import meta_runs
-from lessdb.warmup import run_warmup
+from lessdb.runs.warmup import run_warmup
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -77,15 +78,16 @@ def ws_run(template, tmp_path):
 def _exact_sketches(ws, run_id, info, epoch, conversations: list[list[dict]], adam: bool) -> np.ndarray:
     """Π·Γ (adam) or Π·g (plain gradient) of each conversation in float64, without the featurize engine: one
     example at a time through ordinary autograd, Adam as the paper writes it, Π = rademacher blocks per slice."""
-    from lessdb import models
-    from lessdb.tokenization import collate, encode_conversation, pad_token_id
+    from lessdb.runs.checkpoint_models import load_checkpoint_model
+    from lessdb.runs.checkpoints import load_optimizer_state
+    from lessdb.models.tokenization import collate, encode_conversation, pad_token_id
 
-    model, base = models.load_checkpoint_model(ws, run_id, epoch, device="cpu", dtype=torch.float32)
+    model, base = load_checkpoint_model(ws, run_id, epoch, device="cpu", dtype=torch.float32)
     named = dict(model.named_parameters())
     names = [name for name, _ in info.module_order]
     weights = [named[n] for n in names]
     ckpt = {c.epoch: c for c in meta_runs.list_checkpoints(ws, run_id)}[epoch]
-    state = models.load_optimizer_state(ckpt.path)
+    state = load_optimizer_state(ckpt.path)
     b1, b2 = state["betas"]
     t, eps = int(state["step"]), float(state["eps"])
     pi = [rademacher_block(info.sketch_seed, k, 0, int(np.prod(shape)), info.dim).double().numpy()

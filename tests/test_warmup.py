@@ -10,17 +10,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import run_cli, write_jsonl
-from lessdb.config import PRESETS, TrainingSettings, build_warmup_config
+from conftest import MISSING_COMPONENT, missing, run_cli, write_jsonl
+from lessdb.runs.config import PRESETS, TrainingSettings, build_warmup_config
 from lessdb.errors import LessdbError
 from lessdb.ingest import ingest_files
-from lessdb.models import load_base_model, load_checkpoint_model, load_optimizer_state
+from lessdb.models.loading import load_base_model
+from lessdb.runs.checkpoint_models import load_checkpoint_model
+from lessdb.runs.checkpoints import load_optimizer_state, optimizer_state_by_name
 from lessdb.storage import meta_runs
-from lessdb.tiny import tiny_tokenizer
-from lessdb.tokenization import encode_conversation
-from lessdb.training import (LoraTrainer, build_lora_model, optimizer_state_by_name, plan_schedule,
-                             trainable_named_parameters)
-from lessdb.warmup import resume_warmup, run_warmup, sample_subset, subset_size
+from lessdb.models.tiny import tiny_tokenizer
+from lessdb.models.tokenization import encode_conversation
+from lessdb.runs.trainer import (LoraTrainer, build_lora_model, plan_schedule, trainable_named_parameters)
+from lessdb.runs.lifecycle import sample_subset, subset_size
+from lessdb.runs.warmup import resume_warmup, run_warmup
 
 
 def toy_records(n: int, long_prompt_every: int = 0) -> list[dict]:
@@ -234,7 +236,7 @@ def test_cli_warmup_and_runs(workspace, tmp_path):
                             "batch_size", "checkpoints", "notes", "resumed_from_epoch", "seconds",
                             "tokens_per_second"}
     assert (summary["n_pool"], summary["n_sampled"]) == (20, 10)
-    from lessdb.runs import run_summary
+    from lessdb.runs.lifecycle import run_summary
     text = run_summary(workspace, summary["run_id"], "cpu", 0.0).headline()
     assert text == (f"Run {summary['run_id']}: tiny on {summary['n_examples']} examples of pool toy "
                     f"({summary['n_excluded']} excluded), {summary['total_steps']} optimizer steps (batch 4), "
@@ -249,7 +251,8 @@ def test_cli_warmup_and_runs(workspace, tmp_path):
         run_warmup(workspace, tiny_config(pool="nope"), progress=False)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (runs on GPU machines)")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=missing(
+    MISSING_COMPONENT, "a CUDA GPU", "runs where torch.cuda.is_available() (the GPU machines)"))
 def test_cuda_warmup_uses_bf16_base_and_fp32_adam_state(workspace, tmp_path):
     make_pool(workspace, tmp_path, n=20)
     summary = run_warmup(workspace, tiny_config(device="cuda", epochs=2), progress=False)

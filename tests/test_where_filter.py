@@ -15,7 +15,7 @@ from lessdb.ingest import ingest_files
 from lessdb.selection import SelectConfig, list_selections, select
 from lessdb.storage import user_filter
 from lessdb.storage.candidates import read_candidates, select_candidate_ids
-from lessdb.tasks import add_tasks
+from lessdb.tasks.catalog import add_tasks
 
 ESCAPES = ["1=1) OR (1=1", "1=1) OR pool <> 'p1' OR (1=1", "TRUE)) OR ((TRUE"]
 

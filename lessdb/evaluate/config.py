@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..choices import DEFAULT_SAMPLE_SEED, METRIC_SETS, MODEL_HELP, TRUNCATION_SIDES
-from ..settings import DEFAULT_MAX_SEQ_LENGTH, SettingError, check_choices, raise_problems, setting
+from ..settings import DEFAULT_MAX_SEQ_LENGTH, SettingError, check_choices, check_ranges, raise_problems, setting
 
 
 @dataclass
@@ -16,13 +16,13 @@ class EvalConfig:
     model: str | None = setting(None, "Evaluate a base model without LoRA instead: " + MODEL_HELP + ".")
     epoch: int | None = setting(None, "Checkpoint epoch.", show="the run's last")
     split: str = setting("test", "Test split of the task metric.")
-    limit: int | None = setting(None, "At most N test items per subtask (seeded sample, recorded).")
+    limit: int | None = setting(None, "At most N test items per subtask (seeded sample, recorded).", min=1)
     sample_seed: int = setting(DEFAULT_SAMPLE_SEED, "Seed of the --limit sample.", flag="--seed")
     data_dir: Path | None = setting(None, "Folder with the test items (a LESS data/eval folder; TyDiQA: its dev file "
                                     "or folder). BBH and MMLU test items ship with lessdb: leave it out for those.")
     metrics: str = setting("all", "all: target loss and task metric; loss: target loss only; task: task metric only.",
                            choices=METRIC_SETS)
-    batch_size: int = setting(8, "Examples per forward pass.")
+    batch_size: int = setting(8, "Examples per forward pass.", min=1)
     max_new_tokens: int | None = setting(None, "Generation budget.", show="BBH 512, TyDiQA 50")
     max_seq_length: int = setting(DEFAULT_MAX_SEQ_LENGTH, "Truncation for the target loss.")
     loss_truncation: str = setting("right", "left keeps the last max-seq-length tokens of each validation example "
@@ -41,8 +41,5 @@ class EvalConfig:
                                                                   "trained run's checkpoint, or a base model)")])
         problems: list[tuple[str, str]] = []
         check_choices(self, problems)
-        if self.batch_size < 1:
-            problems.append(("batch_size", "must be at least 1"))
-        if self.limit is not None and self.limit < 1:
-            problems.append(("limit", f"{self.limit}: must be at least 1 (leave it out for every item)"))
+        check_ranges(self, problems)
         raise_problems(self, problems)

@@ -1,5 +1,5 @@
 """Task metrics as LESS reports them (its `evaluation/eval/*/run_eval.py`, from open-instruct), as small pure
-functions. Everything a model does is elsewhere (`scoring.py`); these take strings and numbers.
+functions. Everything a model does is elsewhere (`inference.py`); these take strings and numbers.
 
 - BBH: the answer is the text after the first "So the answer is" up to the next period on that line; without
   one, the first paragraph of the output. Exact match after lower-casing and deleting ASCII punctuation, as

@@ -20,10 +20,13 @@ from ..progress import Progress
 from ..storage import meta_evals
 from ..storage.meta_evals import EvalRecord, ItemResult, MetricValue
 from . import metrics as M
-from .items import (BENCHMARKS, MMLU_LETTERS, TestSet, bbh_prompt, load_test_set, mmlu_prompt,
-                    tydiqa_user_text)
-from .config import EvalConfig  # noqa: F401 (re-exported)
-from .scoring import conversation_losses, generate_greedy, next_token_logits
+from .bbh import bbh_prompt
+from .config import EvalConfig
+from .inference import conversation_losses, generate_greedy, next_token_logits
+from .items import TestSet
+from .mmlu import MMLU_LETTERS, mmlu_prompt
+from .sources import BENCHMARKS, load_test_set
+from .tydiqa import tydiqa_user_text
 
 # LESS's generation settings per task (eval/*/run_eval.py)
 MAX_NEW_TOKENS = {"bbh": 512, "tydiqa": 50}
@@ -223,7 +226,7 @@ def method_of(run: dict | None) -> str:
 
 
 def _validation_examples(ws, task: str) -> tuple[dict[str, list[list[dict]]], str]:
-    from ..tasks import load_task  # owner A; imported late so the metric code works without a workspace task
+    from ..tasks.catalog import load_task  # imported late so the metric code works without a workspace task
 
     t = load_task(ws, task)
     return {sub: [ex.messages for ex in exs] for sub, exs in t.subtasks.items()}, t.task_hash
@@ -244,9 +247,10 @@ def run_eval(ws, cfg: EvalConfig) -> EvalSummary:
         if want_task else None
     validation, task_hash = _validation_examples(ws, cfg.task) if want_loss else (None, None)
 
-    from .. import models  # owner B
+    from ..models.loading import load_base_model, resolve_device  # torch: loaded only to evaluate
+    from ..runs.checkpoint_models import load_checkpoint_model
 
-    device = models.resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     run = None
 
     if cfg.run_id is not None:
@@ -259,10 +263,10 @@ def run_eval(ws, cfg: EvalConfig) -> EvalSummary:
         epoch = cfg.epoch if cfg.epoch is not None else epochs[-1]
         if epoch not in epochs:
             raise LessdbError(f"run {cfg.run_id} has no checkpoint for epoch {epoch} (has {epochs})")
-        model, loaded = models.load_checkpoint_model(ws, cfg.run_id, epoch, device=device)
+        model, loaded = load_checkpoint_model(ws, cfg.run_id, epoch, device=device)
     else:
         epoch = None
-        loaded = models.load_base_model(ws, cfg.model, device=device)
+        loaded = load_base_model(ws, cfg.model, device=device)
         model = loaded.model
     print(f"evaluating {cfg.task} with {loaded.name}" + (f" + LoRA of {cfg.run_id} epoch {epoch}" if run else "")
           + f" on {device}", file=sys.stderr)

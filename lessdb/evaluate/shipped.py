@@ -11,7 +11,9 @@ import gzip
 import json
 from importlib import resources
 
-from .items import TestSet, bbh_items, mmlu_rows, mmlu_test_set, strip_cot_header
+from .bbh import bbh_items, strip_cot_header
+from .items import TestSet
+from .mmlu import mmlu_rows, mmlu_test_set
 
 MANIFEST = "eval_items.json"
 

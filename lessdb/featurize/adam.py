@@ -21,7 +21,7 @@ from ..choices import GRAD_KINDS  # noqa: E402  (one source for --help)
 
 @dataclass(frozen=True)
 class AdamState:
-    """An AdamW checkpoint's moments keyed by parameter name (as `models.load_optimizer_state` returns)."""
+    """An AdamW checkpoint's moments keyed by parameter name (as `runs.checkpoints.load_optimizer_state` returns)."""
     exp_avg: dict[str, torch.Tensor]
     exp_avg_sq: dict[str, torch.Tensor]
     step: int

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..batching import CPU_BATCH_TOKENS
+from ..models.batching import CPU_BATCH_TOKENS
 from ..choices import DEFAULT_SKETCH, GRAD_KINDS, SKETCH_KINDS, STORED_DTYPE_NAMES
 from ..scale.options import ENGINES
-from ..settings import check_choices, raise_problems, setting
+from ..settings import check_choices, check_ranges, raise_problems, setting
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 
@@ -16,10 +16,10 @@ class FeaturizeConfig:
     run_id: str = setting(help="Warmup run whose checkpoints give the gradients.", flag="--run")
     checkpoints: tuple[int, ...] | None = setting(
         None, "Epochs to featurize: all, or e.g. 1,2.", show="all")
-    dim: int = setting(8192, "Sketch dimension d.")
+    dim: int = setting(8192, "Sketch dimension d.", min=1)
     sketch: str = setting(DEFAULT_SKETCH, "Random projection; dense-rademacher is the paper's (slow on CPU at LESS "
                           "sizes).", choices=SKETCH_KINDS)
-    sketch_nnz: int | None = setting(None, "Nonzeros per coordinate of the sparse-sign sketch.", show="4")
+    sketch_nnz: int | None = setting(None, "Nonzeros per coordinate of the sparse-sign sketch.", show="4", min=1)
     seed: int = setting(0, "Sketch seed.")
     dtype: str | None = setting(None, "Stored vector dtype: float16 (as the paper: half the disk and scan time of "
                                 "float32) unless a run's existing float32 feature set with the same settings keeps "
@@ -31,10 +31,10 @@ class FeaturizeConfig:
     shard: tuple[int, int] = setting((0, 1), "i/n: do only the examples whose id hashes to shard i (0-based).",
                                      show="0/1")
     batch_size: int = setting(8, "Examples per forward+backward (on a CPU also at most "
-                                                f"{CPU_BATCH_TOKENS} padded tokens).")
+                                 f"{CPU_BATCH_TOKENS} padded tokens).", min=1)
     device: str = setting("auto", "auto, cpu or cuda.")
     where: str | None = setting(None, "SQL boolean expression over `candidates` selecting a subset.")
-    max_seq_length: int | None = setting(None, "Token limit.", show="the run's")
+    max_seq_length: int | None = setting(None, "Token limit.", show="the run's", min=2)
     compute_dtype: str = setting("auto", "Forward/backward precision (auto: bfloat16 on CUDA, float32 on CPU).",
                                  flag="--precision", choices=COMPUTE_DTYPES)
     engine: str = setting("local", "local: this process; ray: Ray actors compute, this process commits (see "
@@ -46,18 +46,39 @@ class FeaturizeConfig:
     def validate(self) -> None:
         problems: list[tuple[str, str]] = []
         check_choices(self, problems)
+        check_ranges(self, problems)
+        check_shard(self.shard, problems)
         if not self.run_id:
             problems.append(("run_id", "is required: the warmup run whose checkpoints give the gradients (see "
                                        "`lessdb runs`)"))
-        if self.dim < 1:
-            problems.append(("dim", f"{self.dim} must be positive"))
-        i, n = self.shard
-        if not (n >= 1 and 0 <= i < n):
-            problems.append(("shard", f"{i}/{n}: need 0 <= i < n"))
-        if self.batch_size < 1:
-            problems.append(("batch_size", f"{self.batch_size} must be >= 1"))
-        if self.sketch_nnz is not None and self.sketch_nnz < 1:
-            problems.append(("sketch_nnz", f"{self.sketch_nnz} must be >= 1"))
-        if self.max_seq_length is not None and self.max_seq_length < 2:
-            problems.append(("max_seq_length", f"{self.max_seq_length} is too small"))
+        raise_problems(self, problems)
+
+
+def check_shard(shard: tuple[int, int], problems: list) -> None:
+    """`i/n` names one of n shards: featurize's and embed's `--shard`."""
+    i, n = shard
+    if not (n >= 1 and 0 <= i < n):
+        problems.append(("shard", f"{i}/{n}: need 0 <= i < n"))
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """The settings of `lessdb embed`: RDS / RDS+ embeddings of a run's pool, stored once per (model, pooling,
+    token window) as a feature set that every later `select --method rds|rds+` reads."""
+    run_id: str = setting(help="Warmup run: its base model, tokenizer and pool.", flag="--run")
+    pooling: str = setting("mean", "last: the final hidden state at the last token (RDS); mean: mean-pooled (RDS+).",
+                           choices=("last", "mean"))   # featurize/embeddings.py's POOLINGS (a test keeps them equal)
+    max_seq_length: int | None = setting(None, "Token window.", show="the run's", min=2)
+    shard: tuple[int, int] = setting((0, 1), "i/n: embed only this shard (run n processes for a big pool).",
+                                     show="0/1")
+    where: str | None = setting(None, "SQL condition on candidate metadata.")
+    device: str = setting("cpu", "cpu or cuda.")
+    batch_size: int = setting(16, "Examples per forward pass.", min=1)
+    progress: bool = setting(True, "Progress on stderr.", cli=False)
+
+    def validate(self) -> None:
+        problems: list[tuple[str, str]] = []
+        check_choices(self, problems)
+        check_ranges(self, problems)
+        check_shard(self.shard, problems)
         raise_problems(self, problems)

@@ -15,30 +15,21 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-import torch
-
-from .. import __version__, faults, owners
+from .. import __version__, owners
 from ..choices import DEFAULT_STORED_DTYPE
-from ..errors import LessdbError
 from ..progress import Progress
-from ..settings import DEFAULT_MAX_SEQ_LENGTH, SettingError
 from ..storage import features as fstore
 from ..storage import meta_features
-from ..storage.meta_scale import lease_owner
-from .planning import job_row, plan_run, todo_ids, unit_rows  # noqa: F401  (both engines plan through these)
-from .adam import GRAD_KINDS, AdamState, GradTransform
-from ..batching import batches_by_length, token_budget
-from .engine import FeatureEngine
-from .per_example_grads import lora_params
-from .config import COMPUTE_DTYPES, FeaturizeConfig  # noqa: F401 (re-exported)
-from .sketch import DEFAULT_SKETCH, SKETCH_KINDS, make_sketch
+from ..storage.meta_leases import lease_owner
+from .compute import (CheckpointModel, FeatureWriter, compute_features, engine_for, load_checkpoint,
+                      sketch_for)
+from .config import FeaturizeConfig
+from .planning import job_row, plan_run, todo_ids, unit_rows
+from .sketch import make_sketch
 
 # 2: tables store each vector's raw norm (the `norm` column). Part of the feature set id, so featurizing
 # again after the change makes a new feature set with norms instead of appending to a table without them.
 FORMAT_VERSION = 2
-EXCLUDED_NO_COMPLETION = "no completion token after truncation to {n} tokens"
-EXCLUDED_ZERO = "zero or non-finite gradient"
 
 
 @dataclass
@@ -66,66 +57,8 @@ class FeaturizeSummary:
         return {**asdict(self), "examples_per_s": round(self.examples_per_s, 3)}
 
 
-# -- helpers ------------------------------------------------------------------------------------------------
-def shard_of(example_id: str, n: int) -> int:
-    """Deterministic shard of an example: sha256 of its id, mod n (independent of order and pool size)."""
-    return int(hashlib.sha256(example_id.encode("utf-8")).hexdigest()[:15], 16) % n
-
-
-def parse_shard(text: str | None) -> tuple[int, int]:
-    if not text:
-        return (0, 1)
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise SettingError(FeaturizeConfig, [("shard", f"{text!r}: expected i/n, e.g. 0/4 (i from 0 to n-1)")]) from None
-    return (i, n)
-
-
-def _resolve_compute(compute_dtype: str, device: str) -> str:
-    if compute_dtype == "auto":
-        return "bfloat16" if device.startswith("cuda") else "float32"
-    return compute_dtype
-
-
-def _run_max_seq_length(run: dict) -> int:
-    cfg = run.get("config") or {}
-    for getter in (lambda c: c["warmup"]["training"]["max_seq_length"], lambda c: c["training"]["max_seq_length"],
-                   lambda c: c["max_seq_length"]):
-        try:
-            return int(getter(cfg))
-        except (KeyError, TypeError, ValueError):
-            continue
-    return DEFAULT_MAX_SEQ_LENGTH
-
-
-@dataclass
-class _Loaded:
-    model: torch.nn.Module
-    base: object           # models.LoadedModel
-    params: list
-    autocast: torch.dtype | None
-
-
-def _load(ws, run_id: str, epoch: int, device: str, compute: str, facts: tuple | None = None) -> _Loaded:
-    """`facts` = (model name, model sha256, CheckpointInfo): load without reading the catalogue (`ws` then
-    only needs `models_dir`; distributed workers)."""
-    from .. import models
-
-    if device.startswith("cuda"):
-        dtype, autocast = (torch.bfloat16 if compute == "bfloat16" else torch.float32), None
-    else:  # CPU: float32 weights; bf16 GEMMs through autocast (LoRA weights and gradients stay float32)
-        dtype, autocast = torch.float32, (torch.bfloat16 if compute == "bfloat16" else None)
-    if facts is None:
-        peft_model, base = models.load_checkpoint_model(ws, run_id, epoch, device=device, dtype=dtype)
-    else:
-        peft_model, base = models.load_checkpoint_model_from(ws, run_id, *facts, device=device, dtype=dtype)
-    peft_model.eval()
-    return _Loaded(peft_model, base, lora_params(peft_model), autocast)
-
-
-def _identity(run: dict, loaded: _Loaded, tokenizer_id: str, max_len: int, grad_kind: str, bias_correction: bool,
-              compute: str, dtype: str, sketch_identity: dict) -> dict:
+def _identity(run: dict, loaded: CheckpointModel, tokenizer_id: str, max_len: int, grad_kind: str,
+              bias_correction: bool, compute: str, dtype: str, sketch_identity: dict) -> dict:
     return {"format": FORMAT_VERSION, "run_id": run["run_id"], "model_sha256": loaded.base.sha256,
             "tokenizer_id": tokenizer_id, "max_seq_length": max_len, "grad_kind": grad_kind,
             "bias_correction": bool(bias_correction) if grad_kind == "adam" else False,
@@ -134,9 +67,11 @@ def _identity(run: dict, loaded: _Loaded, tokenizer_id: str, max_len: int, grad_
             "module_order": [[p.name, list(p.shape)] for p in loaded.params]}
 
 
-def _ensure_feature_set(ws, run: dict, loaded: _Loaded, cfg: FeaturizeConfig, max_len: int, compute: str,
-                        device: str) -> fstore.FeatureSetInfo:
-    from ..tokenization import tokenizer_id
+def ensure_feature_set(ws, run: dict, loaded: CheckpointModel, cfg: FeaturizeConfig, max_len: int, compute: str,
+                       device: str) -> fstore.FeatureSetInfo:
+    """The run's feature set under these settings (its id hashes them), created with its table on first use;
+    both engines featurize into it."""
+    from ..models.tokenization import tokenizer_id
 
     sketch = make_sketch(cfg.sketch, [p.numel for p in loaded.params], cfg.dim, cfg.seed, "cpu", cfg.sketch_nnz)
 
@@ -171,122 +106,6 @@ def _stored_dtype(ws, feature_set_id_for) -> str:
     return DEFAULT_STORED_DTYPE
 
 
-def _check_same_model(info: fstore.FeatureSetInfo, loaded: _Loaded) -> None:
-    order = [[p.name, list(p.shape)] for p in loaded.params]
-    if order != info.module_order or loaded.base.sha256 != info.model_sha256:
-        raise LessdbError(f"feature set {info.feature_set_id}: the checkpoint's model or LoRA layout differs from "
-                          "the one the feature set was made with")
-
-
-def _sketch_for(info: fstore.FeatureSetInfo, loaded: _Loaded, device: str):
-    return make_sketch(info.sketch_kind, [p.numel for p in loaded.params], info.dim, info.sketch_seed, device,
-                       info.sketch_nnz)
-
-
-def _optimizer_state(ckpt) -> AdamState:
-    from .. import models
-
-    return AdamState.from_dict(models.load_optimizer_state(ckpt.path))
-
-
-def _engine_for(info: fstore.FeatureSetInfo, loaded: _Loaded, ckpt, device: str, sketch=None) -> FeatureEngine:
-    """The feature engine of one checkpoint: its Adam state (for grad_kind adam), the set's sketch."""
-    _check_same_model(info, loaded)
-    sketch = sketch or _sketch_for(info, loaded, device)
-    state = _optimizer_state(ckpt) if info.grad_kind == "adam" else None
-    transform = GradTransform(info.grad_kind, loaded.params, state, info.bias_correction, device)
-    return FeatureEngine(loaded.model, loaded.params, transform, sketch, loaded.autocast)
-
-
-# -- the worker loop -----------------------------------------------------------------------------------------
-class RowBuffer:
-    """What `_compute` hands on: computed ids, vectors, raw norms and exclusions, kept until taken. The local
-    `_Writer` commits it every few rows; a Ray worker keeps a whole work unit in it (lessdb/scale/worker.py)."""
-
-    def __init__(self):
-        self.ids: list[str] = []
-        self.vecs: list[np.ndarray] = []
-        self.norms: list[np.ndarray] = []
-        self.exclusions: list[tuple[str, str]] = []
-
-    def add(self, ids, vecs, norms, exclusions) -> None:
-        self.ids.extend(ids)
-        if len(ids):
-            self.vecs.append(vecs)
-            self.norms.append(norms)
-        self.exclusions.extend(exclusions)
-
-
-class _Writer(RowBuffer):
-    """Buffers computed vectors and their raw norms and commits them (Lance insert-if-absent, then DuckDB
-    progress)."""
-
-    def __init__(self, ws, info, epoch: int, role: str, job_id: str, commit_rows: int, commit_seconds: float):
-        super().__init__()
-        self.ws, self.info, self.epoch, self.role, self.job_id = ws, info, epoch, role, job_id
-        self.commit_rows, self.commit_seconds = commit_rows, commit_seconds
-        self.last = time.monotonic()
-        self.t0 = self.last
-        self.written = self.excluded = self.bytes = 0
-        self.version = None
-
-    def add(self, ids, vecs, norms, exclusions) -> None:
-        super().add(ids, vecs, norms, exclusions)
-        if len(self.ids) + len(self.exclusions) >= self.commit_rows or \
-                time.monotonic() - self.last >= self.commit_seconds:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.ids and not self.exclusions:
-            return
-        nbytes = 0
-        if self.ids:
-            self.version, _, nbytes = fstore.write_features(self.ws, self.info, self.epoch, self.role, self.ids,
-                                                            np.concatenate(self.vecs), np.concatenate(self.norms))
-            faults.point(f"{self.role if self.role == 'validation' else 'featurize'}.after_lance_write")
-        now = time.monotonic()
-        excl = [(self.info.feature_set_id, self.role, self.epoch, e, r) for e, r in self.exclusions]
-        meta_features.record_progress(self.ws, self.job_id, done=len(self.ids), excluded=len(excl),
-                                      seconds=now - self.last, bytes_written=nbytes, lance_version=self.version,
-                                      exclusions=excl)
-        self.written += len(self.ids)
-        self.excluded += len(excl)
-        self.bytes += nbytes
-        self.ids, self.vecs, self.norms, self.exclusions, self.last = [], [], [], [], now
-
-
-def _compute(engine: FeatureEngine, tokenizer, items: list[tuple[str, list[dict]]], max_len: int,
-             batch_size: int, writer: RowBuffer, progress: Progress | None, truncation: str = "right") -> None:
-    """Encode, exclude the examples without completion tokens, batch by length, compute, hand to writer."""
-    from ..tokenization import collate, encode_window, pad_token_id
-
-    pad = pad_token_id(tokenizer)
-    encoded, excluded = [], []
-    for example_id, messages in items:
-        enc = encode_window(tokenizer, messages, max_len, truncation)
-        if sum(1 for x in enc.labels[1:] if x != -100) == 0:
-            excluded.append((example_id, EXCLUDED_NO_COMPLETION.format(n=max_len)))
-        else:
-            encoded.append((example_id, enc))
-    if excluded:
-        writer.add([], None, None, excluded)
-        if progress:
-            progress.update(len(excluded))
-    # length-sorted batches waste little on padding; results do not depend on the grouping
-    encoded.sort(key=lambda pair: (len(pair[1].input_ids), pair[0]))
-    for chunk in batches_by_length(encoded, [len(e.input_ids) for _, e in encoded], batch_size,
-                                   token_budget(engine.sketch.device)):
-        out = engine.features(collate([e for _, e in chunk], pad))
-        ok = out.ok.cpu().numpy()
-        vecs = out.vectors.cpu().numpy()
-        norms = out.norms.float().cpu().numpy()
-        ids = [eid for (eid, _), good in zip(chunk, ok) if good]
-        bad = [(eid, EXCLUDED_ZERO) for (eid, _), good in zip(chunk, ok) if not good]
-        writer.add(ids, vecs[ok], norms[ok], bad)
-        if progress:
-            progress.update(len(chunk))
-
-
 def _shard_counts(ws, info, epoch: int, mine: list[str]) -> dict:
     """A job's n_done / n_excluded as the stored rows and recorded exclusions say."""
     present = fstore.present_example_ids(ws, info.feature_set_id, epoch, "candidate")
@@ -296,15 +115,15 @@ def _shard_counts(ws, info, epoch: int, mine: list[str]) -> dict:
 
 def featurize_run(ws, cfg: FeaturizeConfig) -> FeaturizeSummary:
     """Compute and append the gradient features of the run's candidates (see module docstring)."""
-    from ..recovery import clean_up_after_kills
+    from ..storage.cleanup import clean_up_after_kills
     from ..storage.candidates import read_candidates
 
     t_start = time.monotonic()
     clean_up_after_kills(ws)   # every write command first clears what killed processes left
     plan = plan_run(ws, cfg)
     device, i, n = plan.device, *cfg.shard
-    loaded = _load(ws, cfg.run_id, plan.epochs[0], device, plan.compute)
-    info = _ensure_feature_set(ws, plan.run, loaded, cfg, plan.max_len, plan.compute, device)
+    loaded = load_checkpoint(ws, cfg.run_id, plan.epochs[0], device, plan.compute)
+    info = ensure_feature_set(ws, plan.run, loaded, cfg, plan.max_len, plan.compute, device)
     from ..storage.meta_integrity import require_versions_present
 
     require_versions_present(ws, info.lance_table)   # a lost newest manifest: appending would reuse its number
@@ -322,10 +141,10 @@ def featurize_run(ws, cfg: FeaturizeConfig) -> FeaturizeSummary:
                                     engine="local")
             if todo:
                 if loaded is None:
-                    loaded = _load(ws, cfg.run_id, epoch, device, plan.compute)
-                sketch = sketch or _sketch_for(info, loaded, device)
-                engine = _engine_for(info, loaded, plan.ckpts[epoch], device, sketch)
-                writer = _Writer(ws, info, epoch, "candidate", job_id, cfg.commit_rows, cfg.commit_seconds)
+                    loaded = load_checkpoint(ws, cfg.run_id, epoch, device, plan.compute)
+                sketch = sketch or sketch_for(info, loaded, device)
+                engine = engine_for(info, loaded, plan.ckpts[epoch], device, sketch)
+                writer = FeatureWriter(ws, info, epoch, "candidate", job_id, cfg.commit_rows, cfg.commit_seconds)
                 progress = Progress(f"featurize epoch {epoch} shard {i}/{n}", total=len(todo),
                                     enabled=None if cfg.progress else False)  # None: on unless LESSDB_PROGRESS=0
                 chunk = unit_rows(cfg)
@@ -334,7 +153,7 @@ def featurize_run(ws, cfg: FeaturizeConfig) -> FeaturizeSummary:
                     table = read_candidates(ws, ids, pool=plan.pool, version=plan.cand_version,
                                             columns=["id", "messages"])
                     items = list(zip(table.column("id").to_pylist(), table.column("messages").to_pylist()))
-                    _compute(engine, loaded.base.tokenizer, items, plan.max_len, cfg.batch_size, writer, progress)
+                    compute_features(engine, loaded.base.tokenizer, items, plan.max_len, cfg.batch_size, writer, progress)
                 writer.flush()
                 progress.close()
                 summary.examples += writer.written
@@ -345,14 +164,9 @@ def featurize_run(ws, cfg: FeaturizeConfig) -> FeaturizeSummary:
             meta_features.finish_job(ws, job_id, counts=_shard_counts(ws, info, epoch, plan.mine))
         summary.jobs.append({"job_id": job_id, "epoch": epoch, "todo": len(todo), "shard_examples": len(plan.mine)})
         loaded = None  # the next epoch has its own adapter
-    from ..scale.folded import refresh_folded_copies
+    from .folding import refresh_folded_copies
     refresh_folded_copies(ws, info.feature_set_id, progress=cfg.progress)   # folded copies stay beside the vectors
     summary.seconds = time.monotonic() - t_start
     if summary.lance_version is None:
         summary.lance_version = ws.lance.version(info.lance_table)
     return summary
-
-
-# validation features live in validation.py; re-exported here for older imports
-from .validation import (settle_validation_jobs, validation_features, validation_key,  # noqa: E402,F401
-                         validation_missing)

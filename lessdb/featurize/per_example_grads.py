@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from ..completion_loss import completion_token_losses
+from ..models.completion_loss import completion_token_losses
 from ..errors import LessdbError
 
 IGNORE_INDEX = -100

@@ -1,16 +1,19 @@
 """Planning a featurize call from the catalogue, shared by every engine (local `featurize_run`, Ray
-`lessdb.scale.featurize_ray`): the run and its checkpoints, this shard's candidate ids, the resume rule
+`ray_engine.featurize_ray`): the run and its checkpoints, this shard's candidate ids, the resume rule
 (ids − stored − excluded), the job row, and the read chunk that fixes how batches are formed."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from ..errors import LessdbError
+from ..settings import parse_setting
 from ..storage import features as fstore
 from ..storage import meta_features
+from .config import FeaturizeConfig
 
 
-def unit_rows(cfg: "FeaturizeConfig") -> int:
+def unit_rows(cfg: FeaturizeConfig) -> int:
     """Examples read and encoded together; batches are formed within such a chunk (length-sorted), so an engine
     that hands out work units of this size computes exactly the local engine's batches."""
     return max(cfg.commit_rows, cfg.batch_size * 16)
@@ -30,12 +33,13 @@ class RunPlan:
     mine: list[str]
 
 
-def plan_run(ws, cfg: "FeaturizeConfig", device: str | None = None) -> RunPlan:
+def plan_run(ws, cfg: FeaturizeConfig, device: str | None = None) -> RunPlan:
     """`device`: where the vectors will be computed (default: cfg.device resolved here)."""
-    from ..models import resolve_device
+    from ..models.loading import resolve_device
     from ..storage import meta_runs
     from ..storage.candidates import candidates_version, select_candidate_ids
-    from .job import _resolve_compute, _run_max_seq_length, shard_of
+    from .compute import resolve_compute_dtype
+    from ..runs.config import run_max_seq_length
 
     cfg.validate()
     if cfg.where is not None:   # before any lookup or model load: a bad filter is refused first
@@ -50,8 +54,8 @@ def plan_run(ws, cfg: "FeaturizeConfig", device: str | None = None) -> RunPlan:
     if missing:
         raise LessdbError(f"run {cfg.run_id} has no checkpoint for epoch(s) {missing}; it has {sorted(ckpts)}")
     device = device or resolve_device(cfg.device)
-    compute = _resolve_compute(cfg.compute_dtype, device)
-    max_len = cfg.max_seq_length or _run_max_seq_length(run)
+    compute = resolve_compute_dtype(cfg.compute_dtype, device)
+    max_len = cfg.max_seq_length or run_max_seq_length(run)
     pool = run.get("pool")
     cand_version = candidates_version(ws)
     all_ids = select_candidate_ids(ws, pool, cfg.where, version=cand_version)
@@ -73,7 +77,7 @@ def todo_ids(ws, info: fstore.FeatureSetInfo, epoch: int, mine: list[str]) -> li
     return [e for e in mine if e not in present and e not in skipped]
 
 
-def job_row(info: fstore.FeatureSetInfo, cfg: "FeaturizeConfig", plan: RunPlan, epoch: int) -> dict:
+def job_row(info: fstore.FeatureSetInfo, cfg: FeaturizeConfig, plan: RunPlan, epoch: int) -> dict:
     i, n = cfg.shard
     ckpt = plan.ckpts[epoch]
     return {"job_id": f"{info.feature_set_id}/candidate/{epoch}/{i}of{n}", "feature_set_id": info.feature_set_id,
@@ -81,3 +85,14 @@ def job_row(info: fstore.FeatureSetInfo, cfg: "FeaturizeConfig", plan: RunPlan, 
             "candidates_version": plan.cand_version, "adapter_sha256": ckpt.adapter_sha256,
             "optimizer_sha256": ckpt.optimizer_sha256, "optimizer_step": ckpt.optimizer_step,
             "n_total": len(plan.mine)}
+
+
+# -- shards -------------------------------------------------------------------------------------------------
+def shard_of(example_id: str, n: int) -> int:
+    """Deterministic shard of an example: sha256 of its id, mod n (independent of order and pool size)."""
+    return int(hashlib.sha256(example_id.encode("utf-8")).hexdigest()[:15], 16) % n
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """`--shard i/n` -> (i, n); none given: (0, 1), the whole pool (the one parser: `settings.parse_setting`)."""
+    return parse_setting(FeaturizeConfig, "shard", text or "")

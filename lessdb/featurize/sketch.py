@@ -24,7 +24,7 @@ import torch
 
 from ..errors import LessdbError
 
-from ..choices import DEFAULT_SKETCH, SKETCH_KINDS  # noqa: E402  (one source for --help)
+from ..choices import SKETCH_KINDS  # noqa: E402  (one source for --help)
 HASH_VERSION = "v1"
 
 _MASK64 = (1 << 64) - 1

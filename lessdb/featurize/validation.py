@@ -1,5 +1,5 @@
 """Validation features: plain-gradient ("sgd") features of task examples through the candidates' code path
-(job.py), cached in the feature table with role "validation" under the content hash of the messages.
+(compute.py), cached in the feature table with role "validation" under the content hash of the messages.
 
 One filler per (feature set, checkpoint) at a time: the fill holds an owner lock (lessdb/owners.py), so two
 concurrent selects never compute the same vectors; the job row (one per feature set and checkpoint, shared by
@@ -16,10 +16,10 @@ from ..errors import LessdbError
 from ..progress import Progress
 from ..storage import features as fstore
 from ..storage import meta_features
-from ..tokenization import check_truncation
+from ..models.tokenization import check_truncation
 from .adam import GradTransform
 from .engine import FeatureEngine
-from .job import _check_same_model, _compute, _load, _sketch_for, _Writer
+from .compute import FeatureWriter, check_same_model, compute_features, load_checkpoint, sketch_for
 
 
 def validation_key(messages: list[dict], set_max_len: int, max_len: int | None = None,
@@ -85,17 +85,17 @@ def _fill_validation(ws, info, epoch: int, by_content: dict, todo: list[str], ca
                      batch_size: int, progress: bool, max_len: int, truncation: str) -> None:
     """Compute the `todo` validation features, store them, add them to `cached`. The job row (one per feature
     set and checkpoint, shared by every task) counts what is stored, recounted from the table."""
-    from ..models import resolve_device
+    from ..models.loading import resolve_device
     from ..storage import meta_runs
 
     ckpt = {c.epoch: c for c in meta_runs.list_checkpoints(ws, info.run_id)}.get(epoch)
     if ckpt is None:
         raise LessdbError(f"run {info.run_id} has no checkpoint for epoch {epoch}")
     dev = resolve_device(device)
-    loaded = _load(ws, info.run_id, epoch, dev, info.compute_dtype)
-    _check_same_model(info, loaded)
+    loaded = load_checkpoint(ws, info.run_id, epoch, dev, info.compute_dtype)
+    check_same_model(info, loaded)
     transform = GradTransform("sgd", loaded.params)
-    engine = FeatureEngine(loaded.model, loaded.params, transform, _sketch_for(info, loaded, dev), loaded.autocast)
+    engine = FeatureEngine(loaded.model, loaded.params, transform, sketch_for(info, loaded, dev), loaded.autocast)
     job_id = f"{info.feature_set_id}/validation/{epoch}/0of1"
 
     before = _validation_counts(ws, info.feature_set_id, epoch)
@@ -104,9 +104,9 @@ def _fill_validation(ws, info, epoch: int, by_content: dict, todo: list[str], ca
                                  "adapter_sha256": ckpt.adapter_sha256, "optimizer_sha256": ckpt.optimizer_sha256,
                                  "optimizer_step": ckpt.optimizer_step,
                                  **before, "n_total": before["n_total"] + len(todo)})
-    writer = _Writer(ws, info, epoch, "validation", job_id, commit_rows=1 << 30, commit_seconds=1e9)
+    writer = FeatureWriter(ws, info, epoch, "validation", job_id, commit_rows=1 << 30, commit_seconds=1e9)
     prog = Progress(f"validation features epoch {epoch}", total=len(todo), enabled=progress)
-    _compute(engine, loaded.base.tokenizer, [(c, by_content[c]) for c in todo], max_len,
+    compute_features(engine, loaded.base.tokenizer, [(c, by_content[c]) for c in todo], max_len,
              batch_size, writer, prog, truncation)
     got_ids, got_vecs = list(writer.ids), list(writer.vecs)
     writer.flush()

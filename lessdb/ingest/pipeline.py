@@ -154,8 +154,8 @@ def _ingest(ws, sources: list[_Source], pool: str, skip_invalid: bool, limit: in
             if version is not None:  # undo the rows so no uncommitted ingest stays visible
                 candidate_store.delete_ingests(ws, [r.ingest_id for r in reports])
             raise
-        if version is not None:   # --dedup-text signatures of the new rows (selection/minhash.py)
-            from ..selection.minhash import record_at_ingest
+        if version is not None:   # --dedup-text signatures of the new rows (minhash.py)
+            from .minhash import record_at_ingest
 
             record_at_ingest(ws, version, [r.ingest_id for r in reports])
     return IngestReport(pool, reports, version, time.monotonic() - started, skipped)

@@ -1,14 +1,12 @@
-"""Scale out: featurize and select on a Ray cluster, with the feature tables on an object store.
+"""Scale-out plumbing shared by the Ray engines of featurize (`lessdb.featurize.ray_engine`) and select
+(`lessdb.selection.ray_scoring`), with the feature tables on an object store:
 
-- `featurize_ray` (featurize_ray.py): driver plans from DuckDB + Lance, Ray actors write Lance fragments, the
-  driver commits one Append per batch of units (exactly once, by transaction uuid) and records it in DuckDB.
-- `score_ray` (select_ray.py): fragment-by-fragment scoring at the pinned table version.
-- `vacuum` (vacuum.py): removes fragments no version references (killed workers' leftovers).
+- `options`: how the Ray engines run (`RayOptions`, the engine names; light: no Ray, no storage);
+- `cluster`: connecting the driver to Ray; `commits`: exactly-once Lance appends by transaction uuid;
+- `shipping`: a checkpoint's files through Ray's object store to workers without a shared filesystem;
+- `vacuum` (`lessdb vacuum`): removes fragments no version references (killed workers' leftovers).
 Ray is optional (`lessdb[scale]`); nothing here imports it until an engine is chosen.
 """
-from ..lazy import lazy_exports
 from .options import RayOptions
 
-__all__ = ["RayOptions", "featurize_ray"]
-# the engine (storage, Lance) loads on first use: `lessdb --help` reads RayOptions' settings only
-__getattr__ = lazy_exports(__name__, {"featurize_ray": ".featurize_ray"})
+__all__ = ["RayOptions"]

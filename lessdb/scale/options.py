@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..settings import raise_problems, setting
+from ..settings import check_ranges, raise_problems, setting
 
 ENGINES = ("local", "ray")
 _ADDRESS_HELP = ("Ray engine: local (start a private cluster), auto, or HOST:PORT of a running cluster.")
@@ -19,24 +19,17 @@ def ray_address_setting(**kwargs):
 class RayOptions:
     """How `featurize --engine ray` runs (never recorded: both engines store bit-identical vectors)."""
     address: str = ray_address_setting()
-    workers: int = setting(2, "Ray engine: actors (one model each).", flag="--workers")
-    gpus_per_worker: float = setting(0.0, "Ray engine: GPUs per actor (0: CPU).", flag="--gpus-per-worker")
+    workers: int = setting(2, "Ray engine: actors (one model each).", flag="--workers", min=1)
+    gpus_per_worker: float = setting(0.0, "Ray engine: GPUs per actor (0: CPU).", flag="--gpus-per-worker", min=0)
     cpus_per_worker: float = setting(1.0, "Ray engine: CPUs per actor.", cli=False)
     unit_rows: int | None = setting(None, "Ray engine: examples per work unit (default: the local engine's chunk, so "
                                     "vectors are bit-identical; larger units mean fewer, bigger fragments).",
-                                    flag="--unit-rows")
+                                    flag="--unit-rows", min=1)
     commit_units: int = setting(8, "Ray engine: finished units per Lance commit (a crash recomputes at most one "
-                                "such batch).", flag="--commit-units")
+                                "such batch).", flag="--commit-units", min=1)
     commit_seconds: float = setting(60.0, "Ray engine: commit at least this often.", cli=False)
 
     def validate(self) -> None:
         problems = []
-        if self.workers < 1:
-            problems.append(("workers", f"{self.workers} must be >= 1"))
-        if self.gpus_per_worker < 0:
-            problems.append(("gpus_per_worker", f"{self.gpus_per_worker} must be >= 0"))
-        if self.commit_units < 1:
-            problems.append(("commit_units", f"{self.commit_units} must be >= 1"))
-        if self.unit_rows is not None and self.unit_rows < 1:
-            problems.append(("unit_rows", f"{self.unit_rows} must be >= 1"))
+        check_ranges(self, problems)
         raise_problems(self, problems)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from ..errors import LessdbError
-from ..storage import meta_scale
+from ..storage import meta_leases
 
 KEEP_EVERY_VERSION = timedelta(days=365 * 1000)
 
@@ -19,7 +19,7 @@ KEEP_EVERY_VERSION = timedelta(days=365 * 1000)
 def vacuum(ws, dry_run: bool = False) -> dict:
     """{tables: {name: {files_removed, bytes_removed, versions_removed (always 0)}}}. Raises while a job holds
     a lease."""
-    live = meta_scale.live_leases(ws)
+    live = meta_leases.live_leases(ws)
     if live:
         jobs = ", ".join(f"{j['job_id']} ({j['engine'] or 'local'}, {j['owner']})" for j in live)
         raise LessdbError(f"not vacuuming: featurize job(s) {jobs} hold their lease and may have written fragments "

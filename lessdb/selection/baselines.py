@@ -8,28 +8,17 @@ go through the same aggregation (mean within a subtask, max over subtasks), top-
 - DSIR (Xie et al. 2023): hashed unigram+bigram features; log importance weight of a candidate =
   Σ_f count_f · (log p_target(f) − log p_pool(f)), one target distribution per subtask; deterministic top-k
   (no Gumbel resampling).
-- RDS / RDS+: cosine of the selection model's final hidden state at the last token / mean-pooled over tokens.
 """
 from __future__ import annotations
 
 import hashlib
-import re
 import zlib
 from collections import Counter
 from typing import Iterable
 
 import numpy as np
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def conversation_text(messages: list[dict]) -> str:
-    """All turns' text, as BM25/DSIR see an example."""
-    return "\n\n".join(m["content"] for m in messages)
-
-
-def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+from ..conversation import words
 
 
 # -- random ---------------------------------------------------------------------------------------------------
@@ -154,34 +143,6 @@ def dsir_log_ratio(target_counts: np.ndarray, pool_counts: np.ndarray, floor: fl
     return np.log(pt + floor) - np.log(pp + floor)
 
 
-# -- RDS / RDS+ -------------------------------------------------------------------------------------------------
-def hidden_state_embeddings(model, encoded: list, pad_id: int, pooling: str, batch_size: int = 16) -> np.ndarray:
-    """[n, hidden] final-layer hidden states: the last real token ("last", RDS) or the mean over real tokens
-    ("mean", RDS+). `encoded` are EncodedExamples; batches are right-padded, so padding changes neither."""
-    if pooling not in ("last", "mean"):
-        raise ValueError(pooling)
-    import torch
-
-    from ..tokenization import collate
-
-    out = []
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        for start in range(0, len(encoded), batch_size):
-            batch = collate(encoded[start:start + batch_size], pad_id)
-            mask = batch["attention_mask"].to(device)
-            hs = model(input_ids=batch["input_ids"].to(device), attention_mask=mask, output_hidden_states=True,
-                       logits_to_keep=1).hidden_states[-1].float()   # hidden states only: skip the vocabulary head
-            if pooling == "last":
-                last = mask.sum(dim=1) - 1
-                emb = hs[torch.arange(hs.shape[0], device=device), last]
-            else:
-                m = mask.unsqueeze(-1).to(hs.dtype)
-                emb = (hs * m).sum(dim=1) / m.sum(dim=1)
-            out.append(emb.cpu().numpy().astype(np.float32))
-    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
-
-
 def iter_chunks(items: Iterable, size: int):
     chunk = []
     for item in items:
@@ -199,5 +160,4 @@ def finite_or_raise(x: np.ndarray, what: str) -> np.ndarray:
     return x
 
 
-__all__ = ["conversation_text", "words", "random_scores", "mean_within_subtasks", "StreamingBM25", "HashedNgrams",
-           "dsir_log_ratio", "hidden_state_embeddings"]
+__all__ = ["random_scores", "mean_within_subtasks", "StreamingBM25", "HashedNgrams", "dsir_log_ratio"]

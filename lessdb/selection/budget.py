@@ -10,10 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import LessdbError
+from ..runs.config import run_max_seq_length
 from ..settings import ref
-from .invalid import invalid
-
-BUDGET_ON = ("completion", "total")
+from .config import BUDGET_ON, invalid
 
 
 def budget_tokenizer(ws, plan) -> dict:
@@ -26,12 +25,7 @@ def budget_tokenizer(ws, plan) -> dict:
     run = meta_runs.get_run(ws, plan.run_id)
     cfg = run.get("config") or {}
     tid = plan.fs.tokenizer_id if plan.fs is not None else cfg.get("tokenizer_id")
-    if plan.fs is not None:
-        msl = int(plan.fs.max_seq_length)
-    else:
-        from .plan import run_max_seq_length
-
-        msl = int(run_max_seq_length(run))
+    msl = int(plan.fs.max_seq_length) if plan.fs is not None else run_max_seq_length(run)
     return {"tokenizer_id": tid, "max_seq_length": msl, "model": run["model_name"],
             "model_sha256": run["model_sha256"]}
 
@@ -52,10 +46,10 @@ def token_array(ws, plan, ids: list[str], budget_on: str, tokenizer: dict, count
 
 
 def _count(ws, plan, ids: list[str], tokenizer: dict) -> None:
-    from ..models import load_base_model
+    from ..models.loading import load_base_model
     from ..storage.lance_tables import CANDIDATES
-    from ..tokenization import tokenizer_id
-    from ..warmup import record_token_counts
+    from ..models.tokenization import tokenizer_id
+    from ..models.token_counts import record_token_counts
 
     loaded = load_base_model(ws, tokenizer["model"], record=False)
     if tokenizer["tokenizer_id"] and tokenizer_id(loaded.tokenizer) != tokenizer["tokenizer_id"]:

@@ -12,9 +12,9 @@ import numpy as np
 
 from ..settings import ref
 from . import targets as tgt
-from .invalid import invalid
-from .budget import BUDGET_ON, budget_tokenizer, token_array
-from .picking import BALANCES, pick
+from .config import invalid
+from .budget import budget_tokenizer, token_array
+from .picking import pick
 
 
 def k_from_percentage(percentage: float, n: int) -> int:
@@ -23,26 +23,16 @@ def k_from_percentage(percentage: float, n: int) -> int:
 
 
 def picking_options(cfg) -> dict:
-    """The recorded picking options of a select config (empty for a classic selection: old records match)."""
+    """The recorded picking options of a validated select config (empty for a classic selection: old records
+    match). The values were checked against their settings' choices and ranges (SelectConfig.validate)."""
     opts: dict = {}
-    balance = getattr(cfg, "balance", "max") or "max"
-    if balance not in BALANCES:
-        raise invalid([("balance", f"{balance!r}: choose one of {', '.join(BALANCES)}")])
-    if balance != "max":
-        opts["balance"] = balance
-    max_tokens = getattr(cfg, "max_tokens", None)
-    if max_tokens is not None:
-        if int(max_tokens) < 1:
-            raise invalid([("max_tokens", f"{max_tokens}: must be at least 1")])
-        budget_on = getattr(cfg, "budget_on", "completion") or "completion"
-        if budget_on not in BUDGET_ON:
-            raise invalid([("budget_on", f"{budget_on!r}: choose completion or total")])
-        opts["budget"] = {"max_tokens": int(max_tokens), "budget_on": budget_on}
+    if (cfg.balance or "max") != "max":
+        opts["balance"] = cfg.balance
+    if cfg.max_tokens is not None:
+        opts["budget"] = {"max_tokens": int(cfg.max_tokens), "budget_on": cfg.budget_on or "completion"}
     for key in ("dedup", "dedup_text"):
-        value = getattr(cfg, key, None)
+        value = getattr(cfg, key)
         if value is not None:
-            if not (0 < float(value) <= 1):
-                raise invalid([(key, f"{value}: a similarity threshold in (0, 1]")])
             opts[key] = float(value)
     return opts
 

@@ -8,14 +8,15 @@ actually looks at are read). Cost: one product with the members so far per candi
 k² · d · #ckpt / 2 flops in all) and k · d · #ckpt float32 of memory: 5,000 members at d = 8192 over 4 checkpoints
 are 650 MB and 4·10¹¹ flops (minutes on a laptop CPU); for larger k use --dedup-text or a smaller d.
 
-`--dedup-text j`: the estimated Jaccard similarity of word-3-gram MinHash signatures (minhash.py) exceeds j.
+`--dedup-text j`: the estimated Jaccard similarity of word-3-gram MinHash signatures (ingest/minhash.py) exceeds j.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..ingest.minhash import NUM_PERM, PARAMS, SIGNATURE_ID, ensure_signatures, jaccard
 from ..settings import ref
-from .invalid import invalid
+from .config import invalid
 
 FETCH_BLOCK = 512
 
@@ -116,6 +117,44 @@ class FeatureDedup:
         return self.vectors[row]
 
 
+class TextDedup:
+    """The picker's `--dedup-text` check: reject a candidate whose estimated Jaccard with a member exceeds j."""
+
+    def __init__(self, ws, plan, ids: list[str], order: np.ndarray, threshold: float):
+        from ..storage.lance_tables import CANDIDATES
+
+        self.ids, self.threshold = ids, threshold
+        self.ws, self.pool, self.version = ws, plan.pool, plan.versions[CANDIDATES]
+        self.sigs: dict[str, np.ndarray] = {}
+        self.order = order
+        self.position = {int(r): p for p, r in enumerate(order)}
+        self.members = GrowingRows(NUM_PERM, np.uint32)
+        self.member_rows: list[int] = []
+        self.record = {"text_jaccard": threshold, "minhash": dict(PARAMS, signature_id=SIGNATURE_ID)}
+
+    def _sig(self, row: int) -> np.ndarray:
+        cid = self.ids[row]
+        if cid not in self.sigs:   # read (or compute) the next block of the ranking at once
+            start = self.position.get(row, 0)
+            block = {cid} | {self.ids[int(r)] for r in self.order[start:start + 1024]}
+            self.sigs.update(ensure_signatures(self.ws, self.pool, self.version,
+                                               sorted(i for i in block if i not in self.sigs)))
+        return self.sigs[cid]
+
+    def __call__(self, row: int, chosen: list[int]):
+        while len(self.member_rows) < len(chosen):
+            r = chosen[len(self.member_rows)]
+            self.member_rows.append(r)
+            self.members.append(self._sig(r))
+        if not self.members.n:
+            return None
+        sims = jaccard(self._sig(row), self.members.rows)
+        j = int(np.argmax(sims))
+        if sims[j] > self.threshold:
+            return ("near_duplicate_text", self.member_rows[j], float(sims[j]))
+        return None
+
+
 def make_reject(ws, plan, ids: list[str], order_score: np.ndarray, valid: np.ndarray, opts: dict):
     """The picker's reject callback for the selection's dedup options, and what to record about it."""
     from .picking import ranking
@@ -127,8 +166,6 @@ def make_reject(ws, plan, ids: list[str], order_score: np.ndarray, valid: np.nda
         checks.append(fd)
         record.update(fd.record)
     if opts.get("dedup_text") is not None:
-        from .minhash import TextDedup
-
         td = TextDedup(ws, plan, ids, order, opts["dedup_text"])
         checks.append(td)
         record.update(td.record)

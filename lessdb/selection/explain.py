@@ -118,14 +118,14 @@ def _vectors(ws, fs, version: int, role: str, epochs: list[int], keys: list[str]
 
 def _example_names(ws, sel: dict, val_keys: dict) -> dict[str, str]:
     """validation key -> "task example id" where it can be told (keys are content hashes of the messages)."""
-    from .. import tasks
+    from ..tasks.catalog import load_task_version
     from ..conversation import content_hash
 
     targets = (sel["params"] or {}).get("targets") or [{"task": sel["task"], "task_hash": sel["task_hash"]}]
     names = {}
     for t in targets:
         try:
-            task = tasks.load_task_version(ws, t["task_hash"], t["task"])
+            task = load_task_version(ws, t["task_hash"], t["task"])
         except LessdbError:
             continue
         for eid, msgs in task.examples():

@@ -11,116 +11,16 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
-from ..choices import DEFAULT_VAL_TRUNCATION, TRUNCATION_SIDES
 from ..errors import LessdbError
-from ..settings import (DEFAULT_MAX_SEQ_LENGTH, FieldText, SettingError, check_choices, raise_problems, ref,
-                        setting)
-from ..scale.options import ENGINES, ray_address_setting
+from ..settings import FieldText, SettingError, ref
 from .choose import picking_options
+from .config import DEFAULT_PERCENTAGE, RunOptions, SelectConfig
 from .methods import Method, get_method
 from .targets import check_balance, parse_targets, plan_targets, recorded_targets
 
 # storage (lancedb, duckdb) is imported inside the functions: `lessdb --help` imports the method modules, which
 # import this one
 CANDIDATES = "candidates"   # storage.lance_tables.CANDIDATES (a test keeps the two equal)
-
-DEFAULT_PERCENTAGE = 0.05
-VAL_AGGREGATIONS = ("paper", "reference")
-
-
-@dataclass
-class SelectConfig:
-    task: str | list[str] | None = setting(None, "Target task (see `lessdb tasks`), e.g. bbh, mmlu, tydiqa. Repeat for "
-                                           "several targets in one selection (a list); NAME:WEIGHT weights a "
-                                           "target for --balance proportional.", multiple=True)
-    method: str = setting("less", "LESS, an ablation (sgd, sign, unnormalized), a baseline (random, bm25, dsir, rds, "
-                          "rds+) or hybrid (LESS and BM25 fused; --method-param fusion=rrf|zscore).")
-    pool: str | None = setting(None, "Candidate pool.", show="the run's pool")
-    run: str | None = setting(None, "Warmup run.", show="the feature set's run, else the newest complete one")
-    feature_set: str | None = setting(None, "Feature set.", show="the run's newest of the method's gradient kind")
-    percentage: float | None = setting(None, "Select floor(p*N) of the N scored candidates.",
-                                       show=str(DEFAULT_PERCENTAGE), short="-p")
-    count: int | None = setting(None, "Select exactly this many instead.", short="-k")
-    where: str | None = setting(None, "SQL condition on candidate metadata, applied before scoring.")
-    val_aggregation: str = setting("paper", "paper: cosine with the subtask's mean gradient; reference: mean of "
-                                   "per-example cosines.", choices=VAL_AGGREGATIONS)
-    checkpoints: list[int] | None = setting(None, "Epochs to sum over, e.g. 1,2.", show="all")
-    seed: int = setting(0, "Seed (random baseline).")
-    name: str | None = setting(None, "A unique name for the selection.")
-    output: str | None = setting(None, "Also export it (.jsonl or .parquet).", short="-o")
-    force: bool = setting(False, "Overwrite --output if it exists.")
-    max_seq_length: int | None = setting(None, "RDS/RDS+ truncation.", show="the run's")
-    device: str = setting("cpu", "RDS/RDS+ device.")
-    batch_rows: int = setting(4096, "Feature rows per BLAS product (bounds memory).", cli=False)
-    val_max_seq_length: int | None = setting(None, "Token window of validation examples, for gradient methods and "
-                                             "RDS/RDS+.", show="the feature set's, or the RDS window")
-    val_truncation: str = setting(DEFAULT_VAL_TRUNCATION, "left keeps each validation example's completion and drops "
-                                  "the earliest prompt tokens when it does not fit (long few-shot prompts on small "
-                                  "windows); right drops the end instead (the paper's cut, which can leave no "
-                                  "completion). An example that fits is the same either way.", choices=TRUNCATION_SIDES)
-    replay: str | None = setting(None, "Re-run this recorded selection at the table versions it read.")
-    progress: bool = setting(True, "Progress on stderr.", cli=False)
-    method_params: dict | None = setting(None, "A parameter of the method, e.g. k1=1.2 for bm25 (repeatable; in "
-                                         "Python a dict such as {'k1': 1.2}; recorded with the selection).",
-                                         flag="--method-param", multiple=True, metavar="KEY=VALUE")
-    engine: str = setting("local", "Where gradient features are scored: this process, or fragment by fragment on Ray "
-                          "(same result).", choices=ENGINES)
-    ray_address: str = ray_address_setting()
-    balance: str = setting("max", "Several targets: max over all their subtasks (the paper), round-robin turns, or k "
-                           "split by target weights.", choices=("max", "round-robin", "proportional"))
-    max_tokens: int | None = setting(None, "Token budget: take candidates best first until the next one would exceed "
-                                     "it (run's tokenizer and window). With --count/--percentage, whichever is "
-                                     "reached first.")
-    budget_on: str = setting("completion", "Which tokens --max-tokens counts.", choices=("completion", "total"))
-    dedup: float | None = setting(None, "Skip a candidate whose feature cosine (at the selection's checkpoints) with a "
-                                  "selected member exceeds this, e.g. 0.9.")
-    dedup_text: float | None = setting(None, "Skip a candidate whose MinHash Jaccard estimate with a selected member "
-                                       "exceeds this, e.g. 0.8.")
-    prefilter: str | None = setting(None, "Two-stage selection for huge stores, LOWDxFACTOR (e.g. 1024x20): "
-                                    "score every candidate on the feature set's folded copy at d=LOWD (made on "
-                                    "first use, kept beside the full vectors), then rescan only the best FACTOR*k "
-                                    "at full d. Scores are exact; a top-k candidate is missed only if it ranked "
-                                    "below FACTOR*k at LOWD. CountSketch features, gradient methods.")
-
-    def __post_init__(self):
-        """The command line's repeated flags as the library takes them: --task given once is one task name (its
-        record keeps unprefixed subtask names), several a list; --method-param KEY=VALUE items a dict."""
-        if isinstance(self.task, tuple):
-            self.task = list(self.task) if len(self.task) > 1 else (self.task[0] if self.task else None)
-        if isinstance(self.method_params, (tuple, list)):
-            from .methods import parse_method_params
-
-            self.method_params = parse_method_params(self.method_params) or None
-
-    def validate(self) -> None:
-        problems: list[tuple[str, str]] = []
-        check_choices(self, problems)
-        if not self.task and not self.replay:
-            problems.append(("task", "is required (see `lessdb tasks`)"))
-        if self.count is not None and self.percentage is not None:
-            problems.append((("percentage", "count"), "may be given, not both"))
-        if self.count is not None and self.count < 1:
-            problems.append(("count", f"{self.count}: must be at least 1"))
-        if self.percentage is not None and not (0 < self.percentage <= 1):
-            problems.append(("percentage", f"{self.percentage}: must be in (0, 1] (0.05 means 5%)"))
-        if self.prefilter is not None:
-            from ..scale.folded import parse_prefilter
-
-            try:
-                parse_prefilter(self.prefilter)
-            except ValueError as exc:
-                problems.append(("prefilter", str(exc)))
-        raise_problems(self, problems)
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How a selection runs, not what it selects (never recorded)."""
-    batch_rows: int = 4096
-    device: str = "cpu"
-    progress: bool = True
-    engine: str = "local"                   # local | ray (lessdb.scale.select_ray): same scores either way
-    ray_address: str = "local"
 
 
 @dataclass
@@ -266,13 +166,13 @@ def make_plan(ws, cfg: SelectConfig, options: RunOptions | None = None) -> Plan:
 
 def plan_from_record(ws, row: dict, options: RunOptions | None = None) -> Plan:
     """The plan of recorded selection `row`, pinned to the table versions it read."""
-    from .. import tasks
+    from ..tasks.catalog import load_task_version
 
     method = get_method(row["method"])
     params = dict(row["params"])
     subtasks = recorded_targets(ws, row)   # several targets; else the one task's version
     if subtasks is None:
-        subtasks = _task_subtasks(tasks.load_task_version(ws, row["task_hash"], row["task"]))
+        subtasks = _task_subtasks(load_task_version(ws, row["task_hash"], row["task"]))
     fsid = row.get("feature_set_id") or params.get("exclusions_from")
     fs = feature_set(ws, fsid) if fsid else None
     count = params.get("count")
@@ -304,12 +204,7 @@ def feature_set(ws, fsid: str):
 def validation_window(cfg: SelectConfig, default_max_seq_length: int) -> dict:
     """The token window of the validation examples, recorded with the selection so that a replay encodes them
     exactly as this run did. Selections recorded before it was recorded used the default window, cut on the
-    right (their readers fall back to that)."""
-    if cfg.val_truncation not in TRUNCATION_SIDES:
-        raise SettingError(SelectConfig, [("val_truncation", f"{cfg.val_truncation!r}: expected one of "
-                                                             f"{', '.join(TRUNCATION_SIDES)}")])
-    if cfg.val_max_seq_length is not None and cfg.val_max_seq_length < 2:
-        raise SettingError(SelectConfig, [("val_max_seq_length", f"{cfg.val_max_seq_length}: must be at least 2")])
+    right (their readers fall back to that). `cfg` is validated (its truncation side and window)."""
     return {"max_seq_length": int(cfg.val_max_seq_length or default_max_seq_length),
             "truncation": cfg.val_truncation}
 
@@ -320,15 +215,3 @@ def window_hint(window: dict) -> str:
         return f"drop {ref('val_truncation')} right (the default, left, keeps each completion) or pass a larger " \
                f"{ref('val_max_seq_length')}"
     return f"check that the task's examples have a non-empty completion, or pass a larger {ref('val_max_seq_length')}"
-
-
-def run_max_seq_length(run: dict) -> int:
-    """The token window a run trained with (older runs recorded it at different places in their config)."""
-    cfg = run.get("config") or {}
-    for path in (("warmup", "training", "max_seq_length"), ("training", "max_seq_length"), ("max_seq_length",)):
-        node = cfg
-        for key in path:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, int):
-            return node
-    return DEFAULT_MAX_SEQ_LENGTH

@@ -1,5 +1,6 @@
-"""Streams of a plan's filtered candidates for the scorers: row numbers of ids, which candidates a text or
-hidden-state method may score, and their texts or messages from one pinned scan of the pool."""
+"""Streams for the scorers: row numbers of ids, which candidates a text or hidden-state method may score, their
+texts or messages from one pinned scan of the pool, their stored feature vectors, and the validation vectors of a
+feature table at the version a selection pins."""
 from __future__ import annotations
 
 import numpy as np
@@ -44,7 +45,7 @@ def iter_texts(ws, plan, ids: list[str], mask: np.ndarray, batch_rows: int = 102
     twice comes twice: callers keep the first)."""
     from ..storage import meta_selections as meta
 
-    from .baselines import conversation_text
+    from ..conversation import conversation_text
 
     id_index = IdIndex(ids)
     for batch in meta.scan_candidates(ws, plan.versions[CANDIDATES], plan.pool, ["messages"], batch_rows):
@@ -89,3 +90,27 @@ def candidate_batches(ws, table: str, version: int, epochs: list[int], cols: tup
             if scale is not None and check_norms is not None:
                 check_norms(scale)
             yield epoch, rows, vecs, scale
+
+
+def read_validation(ws, table: str, version: int, epochs: list[int], dim: int, with_norm: bool,
+                    batch_rows: int) -> tuple[dict[int, dict[str, np.ndarray]], dict[int, dict[str, float]]]:
+    """Validation vectors (float32) and raw norms by checkpoint and example id from a feature table (or its
+    folded copy) at `version`: the first stored row of each (checkpoint, example), in table order."""
+    from ..storage import meta_selections as meta
+    from ..storage.features import vector_view
+
+    cols = ("example_id", "epoch", "vector") + (("norm",) if with_norm else ())
+    vecs_of: dict[int, dict[str, np.ndarray]] = {e: {} for e in epochs}
+    norms_of: dict[int, dict[str, float]] = {e: {} for e in epochs}
+    # one scan for every checkpoint (each scan evaluates the filter over the whole table)
+    for batch in meta.scan_features(ws, table, version, "validation", epochs, cols, batch_rows):
+        vecs = vector_view(batch.column("vector"), dim)
+        scale = batch.column("norm").to_numpy(zero_copy_only=False) if with_norm else None
+        for r, (eid, epoch) in enumerate(zip(batch.column("example_id").to_pylist(),
+                                             batch.column("epoch").to_pylist())):
+            got = vecs_of[epoch]
+            if eid not in got:
+                got[eid] = vecs[r].astype(np.float32)
+                if scale is not None:
+                    norms_of[epoch][eid] = float(scale[r])
+    return vecs_of, norms_of

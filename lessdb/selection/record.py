@@ -12,8 +12,9 @@ import numpy as np
 from .. import faults
 from ..errors import LessdbError
 from ..settings import ref
+from .config import invalid
 from .methods import Scores
-from .invalid import invalid
+from .noise import quick as sketch_noise_line
 from .plan import CANDIDATES, Plan
 
 
@@ -52,6 +53,10 @@ class SelectionResult:
         d["members_head"] = [asdict(m) for m in self.members[:top]]
         return d
 
+    def as_dict(self) -> dict:
+        """What `lessdb select --json` prints (its notes name settings by field; the CLI shows flags)."""
+        return self.summary()
+
 
 def require_candidates(ws, plan: Plan, ids: list[str]) -> None:
     """A clear error when the filter (or the pool) leaves nothing to score, or fewer candidates than k could ever
@@ -81,7 +86,6 @@ def record_selection(ws, plan: Plan, ids: list[str], scores: Scores, started: fl
     from .. import __version__
     from ..storage import meta_selections as meta
     from .choose import choose
-    from .diagnose import quick as sketch_noise_line
     from .scoring import k_from_percentage
 
     best = scores.per_subtask.max(axis=1) if scores.per_subtask.shape[1] else np.zeros(len(ids))

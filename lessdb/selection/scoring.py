@@ -27,6 +27,8 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from ..choices import FEATURE_BATCH_ROWS
+
 AGGREGATIONS = ("paper", "reference", "dot")
 
 
@@ -113,7 +115,8 @@ class ScoreAccumulator:
     they overlap the GEMM. Both give bit-identical scores.
     """
 
-    def __init__(self, n_rows: int, queries: QuerySet, row_scale: str = "inverse_norm", batch_rows: int = 4096):
+    def __init__(self, n_rows: int, queries: QuerySet, row_scale: str = "inverse_norm",
+                 batch_rows: int = FEATURE_BATCH_ROWS):
         if row_scale not in ("inverse_norm", "none", "given"):
             raise ValueError(row_scale)
         self.queries = queries

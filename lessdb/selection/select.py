@@ -10,20 +10,13 @@ count is recorded.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 
-from ..recovery import clean_up_after_kills
-from .methods import Scores, get_method, method_names
-from .methods.gradient import compute_validation_features  # noqa: F401  (re-exported: older imports)
-from .plan import (DEFAULT_PERCENTAGE, Plan, RunOptions, SelectConfig, make_plan, metadata_reads,  # noqa: F401
-                   plan_from_record, prefetch)
-from .reading import IdIndex  # noqa: F401  (re-exported: older imports)
-from .record import Member, SelectionResult, record_selection, require_candidates, same_as_recorded
-
-
-def __getattr__(name: str):
-    if name == "METHODS":   # the registry's names, as the tuple this module used to define
-        return method_names()
-    raise AttributeError(name)
+from ..storage.cleanup import clean_up_after_kills
+from .config import RunOptions, SelectConfig
+from .methods import Scores, get_method
+from .plan import Plan, make_plan, metadata_reads, plan_from_record, prefetch
+from .record import SelectionResult, record_selection, require_candidates, same_as_recorded
 
 
 def select(ws, config: SelectConfig) -> SelectionResult:
@@ -37,31 +30,29 @@ def select(ws, config: SelectConfig) -> SelectionResult:
 
         check_filter(config.where)
     if config.replay:
-        return replay(ws, config.replay, name=config.name, output=config.output, progress=config.progress,
-                      batch_rows=config.batch_rows, device=config.device, force=config.force,
-                      engine=config.engine, ray_address=config.ray_address)
+        return replay(ws, config.replay, name=config.name, output=config.output, force=config.force,
+                      **asdict(RunOptions.of(config)))
     started = time.monotonic()
     clean_up_after_kills(ws)   # every write command first clears what killed processes left
     if config.task:
-        from .. import tasks
-
+        from ..tasks.catalog import ensure_builtin_tasks
         from .targets import parse_targets
 
-        tasks.ensure_builtin_tasks(ws, [t.name for t in parse_targets(config.task)])   # may write: before the
+        ensure_builtin_tasks(ws, [t.name for t in parse_targets(config.task)])   # may write: before the
         # read-only block below
-    options = RunOptions(batch_rows=config.batch_rows, device=config.device, progress=config.progress,
-                         engine=config.engine, ray_address=config.ray_address)
+    options = RunOptions.of(config)
     with metadata_reads(ws):
         plan = make_plan(ws, config, options)
         ids = prefetch(ws, plan)
     return _execute(ws, plan, ids, started, config.name, config.output, notes=[], force=config.force)
 
 
-def replay(ws, ref: str, name: str | None = None, output: str | None = None, progress: bool = True,
-           batch_rows: int = 4096, device: str = "cpu", force: bool = False, engine: str = "local",
-           ray_address: str = "local") -> SelectionResult:
+def replay(ws, ref: str, name: str | None = None, output: str | None = None, progress: bool = RunOptions.progress,
+           batch_rows: int = RunOptions.batch_rows, device: str = RunOptions.device, force: bool = False,
+           engine: str = RunOptions.engine, ray_address: str = RunOptions.ray_address) -> SelectionResult:
     """Re-run recorded selection `ref` against the LanceDB versions it read; records the replay (replay_of)
-    and reports whether members, ranks and scores are identical to the original."""
+    and reports whether members, ranks and scores are identical to the original. How it runs (progress,
+    batch_rows, device, engine, ray_address) takes SelectConfig's defaults."""
     from ..storage import meta_selections as meta
 
     started = time.monotonic()

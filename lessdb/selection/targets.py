@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..settings import ref
-from .invalid import invalid
+from .config import invalid
 from .picking import BALANCES
 
 SEPARATOR = "/"
@@ -120,15 +120,15 @@ def plan_targets(ws, specs) -> tuple[str, str, dict, list[dict]]:
 
     One target: its own name, hash and subtasks, and no recorded targets (the classic record). Several:
     "bbh+mmlu", a hash over their hashes, merged "target/subtask" names, and [{task, task_hash, weight}]."""
-    from .. import tasks
+    from ..tasks.catalog import load_task
 
     targets = parse_targets(specs)
     if not targets:
         raise invalid([("task", "is required (see `lessdb tasks`)")])
     if len(targets) == 1:   # a weight means nothing without other targets
-        task = tasks.load_task(ws, targets[0].name)
+        task = load_task(ws, targets[0].name)
         return task.name, task.task_hash, _subtask_examples(task), []
-    loaded = [tasks.load_task(ws, t.name) for t in targets]
+    loaded = [load_task(ws, t.name) for t in targets]
     recorded = [{"task": task.name, "task_hash": task.task_hash, "weight": t.weight}
                 for t, task in zip(targets, loaded)]
     return (combined_name(targets), combined_hash([t.task_hash for t in loaded]),
@@ -137,10 +137,10 @@ def plan_targets(ws, specs) -> tuple[str, str, dict, list[dict]]:
 
 def recorded_targets(ws, row: dict) -> dict | None:
     """The merged subtasks of a recorded multi-target selection (None: a single-target record)."""
-    from .. import tasks
+    from ..tasks.catalog import load_task_version
 
     recorded = (row.get("params") or {}).get("targets")
     if not recorded:
         return None
-    return merge_subtasks([(t["task"], _subtask_examples(tasks.load_task_version(ws, t["task_hash"], t["task"])))
+    return merge_subtasks([(t["task"], _subtask_examples(load_task_version(ws, t["task_hash"], t["task"])))
                            for t in recorded])

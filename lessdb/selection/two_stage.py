@@ -1,6 +1,6 @@
 """`select --prefilter LOWDxFACTOR`: two-stage scoring of a gradient method for huge stores (issue 14 item 6).
 
-Stage one scores every filtered candidate on the feature set's folded copy at d' = LOWD (lessdb.scale.folded),
+Stage one scores every filtered candidate on the feature set's folded copy at d' = LOWD (lessdb.featurize.folding),
 with the same optimizer-aware cosine as the full path: the candidates' stored (Adam-preconditioned) vectors and
 the task's (SGD) validation vectors, both folded, through the same `build_queries` and `ScoreAccumulator` (so
 rows and queries are normalised at d' exactly as they are at d). Stage two rescans only the best FACTOR·k
@@ -15,15 +15,16 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import LessdbError, ref
+from ..featurize.folding import fold
 
 
 def plan_prefilter(plan, text) -> dict:
     """The recorded prefilter setting, checked against the plan (its feature set, k, method family)."""
-    from ..scale.folded import check_foldable, parse_prefilter
-    from ..storage.folded import folded_table_name
+    from ..featurize.folding import check_foldable, parse_prefilter
+    from ..storage.folded_copies import folded_table_name
 
     from ..settings import SettingError
-    from .plan import SelectConfig
+    from .config import SelectConfig
 
     try:
         low, factor = parse_prefilter(text)
@@ -41,12 +42,11 @@ def two_stage_scores(ws, plan, ids: list[str], usable: dict[str, list[str]], wei
                      queries, row_scale: str, check_norms):
     """Scores of `ids` as `gradient_scores` returns them, with only the shortlist rescored at full d."""
     from ..progress import Progress
-    from ..scale.folded import sync_folded
+    from ..featurize.folding import sync_folded
     from ..storage import meta_selections as meta
     from ..storage.features import vector_view
     from .methods import Scores
-    from .methods.gradient import read_validation
-    from .reading import IdIndex, candidate_batches
+    from .reading import IdIndex, candidate_batches, read_validation
     from .scoring import ScoreAccumulator, build_queries
 
     fs, opts, pf = plan.fs, plan.options, plan.params["prefilter"]
@@ -69,7 +69,7 @@ def two_stage_scores(ws, plan, ids: list[str], usable: dict[str, list[str]], wei
     progress = Progress(f"scoring {plan.method} at d={low}", total=len(ids) * len(plan.epochs), unit="rows",
                         enabled=None if opts.progress else False)
     if opts.engine == "ray":
-        from ..scale.select_ray import score_ray
+        from .ray_scoring import score_ray
         score_ray(ws, name, low_version, plan.epochs, cols, low_queries, coarse, id_index, low, opts.batch_rows,
                   opts.ray_address, progress, check_norms=check_norms)
     else:
@@ -165,3 +165,27 @@ def _same_rows(got, wanted_ids: list[str], epoch: int) -> bool:
     return (got.num_rows == len(wanted_ids) and got.column("example_id").to_pylist() == wanted_ids
             and set(got.column("epoch").to_pylist()) <= {epoch}
             and set(got.column("role").to_pylist()) <= {"candidate"})
+
+
+# -- the algorithm in its plainest form, on in-memory arrays: a reference for tests and bench/scale.py (recall) --
+def cosine_scores(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """max over query columns of cos(row, column): [n, d] x [d, m] -> [n] (float64)."""
+    v = np.asarray(vectors, dtype=np.float32)
+    q = np.asarray(queries, dtype=np.float32)
+    norms = np.linalg.norm(v, axis=1)
+    qn = q / np.maximum(np.linalg.norm(q, axis=0, keepdims=True), 1e-30)
+    s = (v @ qn).astype(np.float64) / np.maximum(norms, 1e-30)[:, None]
+    return s.max(axis=1)
+
+
+def two_stage_top_k(low_vectors: np.ndarray, queries: np.ndarray, k: int, factor: int, full_rows) -> dict:
+    """Stage one on `low_vectors` [N, d'] with the folded queries; stage two calls `full_rows(indices)` ->
+    [len, d] full vectors of the shortlist and ranks them exactly. Returns {top (indices), shortlist, scores}."""
+    low_q = fold(np.ascontiguousarray(queries.T), low_vectors.shape[1]).T
+    coarse = cosine_scores(low_vectors, low_q)
+    n_short = min(len(coarse), factor * k)
+    shortlist = np.argpartition(-coarse, n_short - 1)[:n_short] if n_short < len(coarse) else np.arange(len(coarse))
+    shortlist = np.sort(shortlist)
+    exact = cosine_scores(full_rows(shortlist), queries)
+    order = np.lexsort((shortlist, -exact))[:k]
+    return {"top": shortlist[order], "scores": exact[order], "shortlist": shortlist}

@@ -17,6 +17,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
+from ..choices import FEATURE_BATCH_ROWS
 from ..errors import LessdbError
 from . import meta_features
 from .sql_text import sql_in_list
@@ -227,7 +228,7 @@ def vector_view(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
 
 
 def iter_feature_batches(ws, feature_set_id: str, epoch: int, role: str = "candidate", version: int | None = None,
-                         ids=None, batch_rows: int = 4096, info: FeatureSetInfo | None = None,
+                         ids=None, batch_rows: int = FEATURE_BATCH_ROWS, info: FeatureSetInfo | None = None,
                          raw: bool = False) -> Iterator[tuple[list[str], np.ndarray]]:
     """Stream (example ids, float32 [n, dim]) of one checkpoint's features, optionally only `ids`, read at
     `version` (None: latest). Memory is bounded by `batch_rows`. `info`: the feature set, if already read.

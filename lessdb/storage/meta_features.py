@@ -64,15 +64,15 @@ def feature_set_rows(ws, run_id: str | None = None) -> list[dict]:
 def start_job(ws, job: dict, owner: str | None = None, engine: str = "local") -> dict:
     """Create the job row, or mark an existing one running again (a rerun resumes it). Returns the row.
     `owner`: take the driver lease on the row for this process (refused while another live driver holds an
-    incompatible one; see meta_scale). `n_done` / `n_excluded`: the job's examples already stored / excluded,
+    incompatible one; see meta_leases). `n_done` / `n_excluded`: the job's examples already stored / excluded,
     counted from the stored rows (so a job killed between its Lance write and its DuckDB progress record
     starts again from the truth)."""
-    from . import meta_scale
+    from . import meta_leases
 
     counts = [job.get("n_done"), job.get("n_excluded")]   # None: keep what the row says
     with ws.duck.transaction() as con:
         if owner is not None:
-            meta_scale.check_lease(con, {**job, "engine": engine}, owner)
+            meta_leases.check_lease(con, {**job, "engine": engine}, owner)
         exists = con.execute("SELECT count(*) FROM feature_jobs WHERE job_id = ?", [job["job_id"]]).fetchone()[0]
         if exists:
             con.execute("UPDATE feature_jobs SET status = 'running', where_sql = ?, candidates_version = ?, "
@@ -91,7 +91,7 @@ def start_job(ws, job: dict, owner: str | None = None, engine: str = "local") ->
                          job.get("adapter_sha256"), job.get("optimizer_sha256"), job.get("optimizer_step"),
                          job.get("n_total"), os.getpid(), *[c or 0 for c in counts]])
         if owner is not None:
-            meta_scale.take_lease(con, job["job_id"], owner, engine)
+            meta_leases.take_lease(con, job["job_id"], owner, engine)
         row = con.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM feature_jobs WHERE job_id = ?",
                           [job["job_id"]]).fetchone()
     return dict(zip(JOB_COLUMNS, row))
@@ -120,7 +120,7 @@ def record_progress(ws, job_id: str, *, done: int, excluded: int, seconds: float
                     "seconds = seconds + ?, bytes_written = bytes_written + ?, "
                     "lance_version = coalesce(?, lance_version), updated_at = current_timestamp, "
                     "lease_expires_at = CASE WHEN lease_owner IS NULL THEN NULL "
-                    "ELSE current_timestamp + INTERVAL 600 SECOND END WHERE job_id = ?",   # meta_scale TTL
+                    "ELSE current_timestamp + INTERVAL 600 SECOND END WHERE job_id = ?",   # meta_leases TTL
                     [done, excluded, seconds, bytes_written, lance_version, job_id])
 
 

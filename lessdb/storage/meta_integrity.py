@@ -9,12 +9,20 @@ import json
 def read_every_table(ws, batch_rows: int = 65536) -> dict[str, int]:
     """Read every row of every base table (DuckDB checks each block's checksum as it reads it, and fails on a file
     that ends early); returns rows per table. Raises the library's error at the first block that fails."""
+    import duckdb
+
+    from ..errors import WorkspaceDamaged
+    from .damage import describe
+
     counts = {}
-    with ws.duck.connect(read_only=True) as con:
-        tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY table_name").fetchall()]
-        for table in tables:
-            reader = con.sql(f'SELECT * FROM "{table}"').to_arrow_reader(batch_rows)
-            counts[table] = sum(batch.num_rows for batch in reader)
+    try:
+        with ws.duck.connect(read_only=True) as con:
+            tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY table_name").fetchall()]
+            for table in tables:
+                reader = con.sql(f'SELECT * FROM "{table}"').to_arrow_reader(batch_rows)
+                counts[table] = sum(batch.num_rows for batch in reader)
+    except duckdb.Error as exc:   # any block that cannot be read back is damage here
+        raise WorkspaceDamaged(f"the metadata database cannot be read ({describe(exc)})") from exc
     return counts
 
 
@@ -53,6 +61,17 @@ def recorded_versions(ws) -> tuple[dict[str, dict[int, list[str]]], dict[str, in
             add(table, version, f"folded copy {fsid}/{low}")
             add(fs_table, source, f"folded copy {fsid}/{low}")
     return out, newest
+
+
+def drop_fragments(ws, table: str, fragment_ids: set[int], why: str) -> int:
+    """A new version of `table` without these fragments (their data files are lost); returns that version."""
+    import lance
+
+    with ws.lance.writing():
+        ds = ws.lance.dataset(table)
+        op = lance.LanceOperation.Delete([], sorted(fragment_ids), why)
+        return lance.LanceDataset.commit(ws.lance.table_uri(table), op, read_version=ds.version,
+                                         storage_options=ws.lance.storage_options).version
 
 
 def set_checkpoint_mean_lr(ws, run_id: str, epoch: int, mean_lr: float) -> None:

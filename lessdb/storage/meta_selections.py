@@ -10,6 +10,7 @@ from typing import Iterator
 
 import pyarrow as pa
 
+from ..choices import FEATURE_BATCH_ROWS
 from ..errors import LessdbError
 from ..settings import SettingError, ref
 from .lance_tables import CANDIDATES
@@ -147,7 +148,7 @@ def feature_table_columns(ws, table: str) -> list[str]:
 
 def scan_features(ws, table: str, version: int, role: str, epoch: int | list[int] | None = None,
                   columns: tuple[str, ...] = ("example_id", "vector"),
-                  batch_rows: int = 4096) -> Iterator[pa.RecordBatch]:
+                  batch_rows: int = FEATURE_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
     """Rows of a feature table at `version` with this role (and epoch, or any of a list of epochs), in the
     table's stored order."""
     ds = ws.lance.dataset(table, version)

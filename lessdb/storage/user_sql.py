@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import duckdb
 import pyarrow as pa
@@ -19,6 +20,24 @@ class QueryResult:
         return [dict(zip(self.columns, row)) for row in self.rows]
 
 
+def python_rows(table: pa.Table) -> list[dict]:
+    """An Arrow result's rows as the Python values DuckDB itself returns (what `lessdb sql` printed before it read
+    Arrow): maps as dicts, HUGEINT (e.g. a `sum` of integers, which Arrow carries as decimal(38, 0)) as int,
+    intervals as timedelta (a month as 30 days, as DuckDB counts it)."""
+    rows = table.to_pylist(maps_as_pydicts="lossy")
+    whole = [f.name for f in table.schema if pa.types.is_decimal(f.type) and f.type.precision == 38
+             and f.type.scale == 0]
+    spans = [f.name for f in table.schema if pa.types.is_interval(f.type)]
+    for row in rows:
+        for name in whole:
+            row[name] = None if row[name] is None else int(row[name])
+        for name in spans:
+            span = row[name]
+            row[name] = None if span is None else timedelta(days=30 * span.months + span.days,
+                                                            microseconds=span.nanoseconds // 1000)
+    return rows
+
+
 def run_readonly_sql(workspace, query: str, limit: int | None = None, params=None) -> QueryResult:
     """Run `query` against the workspace. The connection is read-only and file/network access is switched
     off before the query runs (it cannot be switched back on), so user SQL can read only the workspace.
@@ -27,9 +46,10 @@ def run_readonly_sql(workspace, query: str, limit: int | None = None, params=Non
         list(rel.columns), (rel.limit(limit) if limit is not None else rel).fetchall()), QueryResult([], []))
 
 
-def readonly_arrow(workspace, query: str, params=None) -> pa.Table:
-    """`query`'s result as an Arrow table, through the same sandbox as `run_readonly_sql`."""
-    return _sandboxed(workspace, query, params, lambda rel: rel.to_arrow_table(), pa.table({}))
+def readonly_arrow(workspace, query: str, params=None, limit: int | None = None) -> pa.Table:
+    """`query`'s result (at most `limit` rows) as an Arrow table, through the same sandbox as `run_readonly_sql`."""
+    return _sandboxed(workspace, query, params, lambda rel: (rel.limit(limit) if limit is not None else rel)
+                      .to_arrow_table(), pa.table({}))
 
 
 def _sandboxed(workspace, query: str, params, read, empty):

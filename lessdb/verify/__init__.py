@@ -37,18 +37,7 @@ from .table_checks import check_candidates, check_features
 CHECKS = (check_lance_files, check_candidates, check_lance_temp_files, check_features, check_runs, check_mean_lr,
           check_models, check_selections, check_member_digests)
 
-__all__ = ["verify_workspace", "open_for_verify", "VerifyReport", "Finding", "ERROR", "WARNING", "INFO"]
-
-
-def open_for_verify(path):
-    """The workspace, opened even when its catalogue cannot be read (`check_metadata_file` reports that)."""
-    from ..errors import WorkspaceDamaged
-    from ..workspace import Workspace
-
-    try:
-        return Workspace.open(path)
-    except WorkspaceDamaged:
-        return Workspace(path)
+__all__ = ["verify_workspace", "VerifyReport", "Finding", "ERROR", "WARNING", "INFO"]
 
 
 def verify_workspace(ws, repair: bool = False) -> VerifyReport:

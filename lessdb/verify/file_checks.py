@@ -12,12 +12,12 @@ from ..storage.damage import describe
 from ..storage.lance_tables import CANDIDATES
 from .findings import ERROR, INFO, WARNING, VerifyReport
 
-TINY_SOURCE = "config:tiny"    # built from code (lessdb.tiny), no weights file to hash
+TINY_SOURCE = "config:tiny"    # built from code (lessdb.models.tiny), no weights file to hash
 
 
 # -- runs and checkpoints ----------------------------------------------------------------------------------------
 def check_runs(ws, report: VerifyReport) -> None:
-    from ..checkpoints import TMP_PREFIX
+    from ..runs.checkpoints import TMP_PREFIX
 
     runs = meta_runs.list_runs(ws)   # status already says `interrupted` where the owner is gone
     for run in runs:
@@ -61,7 +61,7 @@ def _stored_status(ws, run_id: str) -> str:
 
 
 def _check_checkpoint_files(report: VerifyReport, ckpt) -> None:
-    from ..models import sha256_file
+    from ..models.loading import sha256_file
 
     path = Path(ckpt.path)
     if not path.is_dir():
@@ -84,7 +84,7 @@ def _check_checkpoint_files(report: VerifyReport, ckpt) -> None:
 
 def _check_unregistered_epochs(ws, report: VerifyReport, run: dict, run_dir: Path) -> None:
     """A checkpoint renamed into place whose registration was killed: complete on disk, unknown to DuckDB."""
-    from ..checkpoints import read_checkpoint_meta
+    from ..runs.checkpoints import read_checkpoint_meta
 
     registered = {c.epoch for c in meta_runs.list_checkpoints(ws, run["run_id"])}
     landed = sorted(int(p.name.split("-", 1)[1]) for p in run_dir.glob("epoch-*")
@@ -99,14 +99,14 @@ def _check_unregistered_epochs(ws, report: VerifyReport, run: dict, run_dir: Pat
                              if complete else f"delete it (`rm -r {path}`); a resume writes it again",
                              repairable=complete)
         if report.repair and complete:
-            from ..runs import register_landed_checkpoints
+            from ..runs.lifecycle import register_landed_checkpoints
 
             if epoch in range(1, register_landed_checkpoints(ws, run["run_id"], max(landed)) + 1):
                 finding.repaired = "registered (files verified against their sha256)"
 
 
 def check_models(ws, report: VerifyReport) -> None:
-    from ..models import _dir_weights_sha256
+    from ..models.loading import _dir_weights_sha256
 
     for model in meta_runs.list_models(ws):
         report.count("models")

@@ -14,8 +14,6 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import duckdb
-
 from ..storage import meta_integrity, meta_runs, meta_selections
 from ..storage.damage import damage_of, describe
 from ..storage.lance_tables import CANDIDATES
@@ -33,7 +31,7 @@ def check_metadata_file(ws, report: VerifyReport) -> bool:
 
     try:
         counts = meta_integrity.read_every_table(ws)
-    except (WorkspaceError, duckdb.Error) as exc:   # damage (storage/damage.py), or not a DuckDB file at all
+    except WorkspaceError as exc:   # damage (storage/damage.py), or no DuckDB file at all
         damaged = exc if isinstance(exc, WorkspaceDamaged) else damage_of(exc)
         why = damaged.what if damaged is not None else str(exc).splitlines()[0]
         report.add(ERROR, "metadata", f"{why}; every other check reads this file, so they were skipped",
@@ -153,13 +151,8 @@ def _check_files(ws, report: VerifyReport, table: str, files: _TableFiles, lates
 
 
 def _drop_fragments(ws, table: str, fragment_ids: set[int]) -> int:
-    import lance
-
-    with ws.write_lock("features"), ws.lance.writing():
-        ds = ws.lance.dataset(table)
-        op = lance.LanceOperation.Delete([], sorted(fragment_ids), "verify --repair: data file lost")
-        return lance.LanceDataset.commit(ws.lance.table_uri(table), op, read_version=ds.version,
-                                         storage_options=ws.lance.storage_options).version
+    with ws.write_lock("features"):
+        return meta_integrity.drop_fragments(ws, table, fragment_ids, "verify --repair: data file lost")
 
 
 def _read_remote(ws, report: VerifyReport, table: str, files: _TableFiles, latest) -> None:
@@ -200,7 +193,7 @@ def _why(exc: BaseException) -> str:
 def check_mean_lr(ws, report: VerifyReport) -> None:
     """Each checkpoint's η̄ in the catalogue against its checkpoint.json (written with the checkpoint, with the
     learning rate of every step: its own mean is checked too); then each selection's weights against them."""
-    from ..checkpoints import CHECKPOINT_FILE, read_checkpoint_meta
+    from ..runs.checkpoints import CHECKPOINT_FILE, read_checkpoint_meta
 
     true_lr: dict[tuple[str, int], float] = {}
     for run in meta_runs.list_runs(ws):

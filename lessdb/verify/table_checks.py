@@ -211,7 +211,7 @@ def _check_jobs(ws, report, fs, jobs: list[dict], present: dict[tuple[str, int],
 
 def _shard_ids(ws, fs, job: dict, cache: dict) -> list[str]:
     """The job's examples: the run's pool at the job's candidates version, its filter, its hash shard."""
-    from ..featurize.job import shard_of
+    from ..featurize.planning import shard_of
 
     key = (job["where_sql"], job["candidates_version"], job["shard_index"], job["shard_count"])
     if key not in cache:

@@ -15,7 +15,7 @@ from conftest import run_cli
 from scale_fixtures import cli, cli_json
 from lessdb import Workspace
 from lessdb.featurize import FeaturizeConfig, featurize_run
-from lessdb.storage import meta_features, meta_scale
+from lessdb.storage import meta_features, meta_leases, meta_scale
 from lessdb.storage.features import get_feature_set
 from test_featurize_jobs import DIM, N_GOOD
 
@@ -182,7 +182,7 @@ def test_kill_worker_then_complete_and_vacuum(ws_copy, ray_cluster, tmp_path):
     # vacuum is refused while a job holds its lease (a live process: this one)
     with ws.duck.transaction() as con:
         con.execute("UPDATE feature_jobs SET status = 'running', lease_owner = ? WHERE role = 'candidate'",
-                    [meta_scale.lease_owner()])
+                    [meta_leases.lease_owner()])
     refused = run_cli("vacuum", "--json", workspace=ws_root, check=False)   # the real CLI: a clear error
     assert refused.returncode != 0 and "lease" in refused.stderr and "Traceback" not in refused.stderr
     assert _data_files(ws, summary["lance_table"])[0] == on_disk
@@ -210,7 +210,7 @@ def test_second_driver_refused_while_first_holds_lease(ws_copy, ray_cluster):
         with ws.duck.transaction() as con:
             con.execute("UPDATE feature_jobs SET status = 'running', engine = 'ray', lease_owner = ?, "
                         "lease_expires_at = current_timestamp + INTERVAL 600 SECOND",
-                        [meta_scale.lease_owner(sleeper.pid)])
+                        [meta_leases.lease_owner(sleeper.pid)])
         for args in (_ray(ray_cluster), ("featurize",)):
             result = cli(ws_root, *args, "--run", run_id, *FEAT, "--checkpoints", "1", ok=False)
             assert result.exit_code != 0 and "holds the lease" in str(result.exception), result.output

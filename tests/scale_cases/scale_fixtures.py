@@ -114,9 +114,9 @@ def tiny_template(tmp_path_factory):
     """A local workspace with a real tiny warmup (2 checkpoints) over a 31-example pool."""
     from conftest import write_jsonl
     from lessdb import Workspace
-    from lessdb.config import build_warmup_config
+    from lessdb.runs.config import build_warmup_config
     from lessdb.ingest.pipeline import ingest_files
-    from lessdb.warmup import run_warmup
+    from lessdb.runs.warmup import run_warmup
     from test_featurize_jobs import LONG, N_GOOD, _records
 
     root = tmp_path_factory.mktemp("scale-template")

@@ -48,9 +48,8 @@ from typing import Callable
 import numpy as np
 
 from ...errors import LessdbError
-from ...setting_ranges import value_problem
-from ...settings import ref
-from ..invalid import invalid
+from ...settings import ref, value_problem
+from ..config import invalid
 
 
 @dataclass
@@ -150,17 +149,6 @@ def unregister_method(name: str) -> None:
     _REGISTRY.pop(name.lower(), None)
 
 
-def parse_method_params(items) -> dict[str, str]:
-    """["k1=1.2", "b=0.5"] (the CLI's --method-param) -> {"k1": "1.2", "b": "0.5"}; typed by make_params."""
-    out = {}
-    for item in items or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise invalid([("method_params", f"{item!r}: expected KEY=VALUE, e.g. k1=1.2")])
-        out[key.strip()] = value.strip()
-    return out
-
-
 def _discover() -> None:
     global _DISCOVERED
     if _DISCOVERED:
@@ -185,5 +173,4 @@ def get_method(name: str) -> Method:
     return method
 
 
-__all__ = ["Scores", "Method", "register_method", "unregister_method", "method_names", "get_method",
-           "parse_method_params"]
+__all__ = ["Scores", "Method", "register_method", "unregister_method", "method_names", "get_method"]

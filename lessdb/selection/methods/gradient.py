@@ -11,7 +11,8 @@ import numpy as np
 
 from ...errors import LessdbError
 from ...settings import SettingError, ref
-from ..plan import SelectConfig, metadata_reads, validation_window, window_hint
+from ..config import SelectConfig
+from ..plan import metadata_reads, validation_window, window_hint
 from . import Scores, register_method
 
 
@@ -49,10 +50,10 @@ def plan_checkpoints(ws, plan, wanted: list[int] | None) -> None:
 def gradient_scores(ws, plan, ids: list[str]) -> Scores:
     """Per-subtask scores of every filtered candidate from the plan's feature set (one streamed scan per
     checkpoint); validation features are computed and cached on first use, read back from the pinned version."""
-    from ...featurize.job import settle_validation_jobs, validation_key, validation_missing
+    from ...featurize.validation import settle_validation_jobs, validation_key, validation_missing
     from ...progress import Progress
     from ...storage import meta_selections as meta
-    from ..reading import IdIndex, candidate_batches
+    from ..reading import IdIndex, candidate_batches, read_validation
     from ..scoring import ScoreAccumulator, build_queries
 
     fs, opts = plan.fs, plan.options
@@ -144,7 +145,7 @@ def gradient_scores(ws, plan, ids: list[str]) -> Scores:
                         enabled=None if opts.progress else False)
 
     if opts.engine == "ray":   # the same products, computed fragment by fragment on the cluster
-        from ...scale.select_ray import score_ray
+        from ..ray_scoring import score_ray
         score_ray(ws, table, version, plan.epochs, cols, queries, acc, id_index, fs.dim, opts.batch_rows,
                   opts.ray_address, progress, check_norms=lambda n: _require_norms(n, fs))
     else:
@@ -171,30 +172,6 @@ GRADIENT_METHODS = {
 for _name, (_kind, _prepare, _help) in GRADIENT_METHODS.items():
     register_method(_name, help=_help, needs_run=True, feature_kind=_kind, feature_required=True,
                     prepare=_prepare)(gradient_scores)
-
-
-def read_validation(ws, table: str, version: int, epochs: list[int], dim: int, with_norm: bool,
-                    batch_rows: int) -> tuple[dict[int, dict[str, np.ndarray]], dict[int, dict[str, float]]]:
-    """Validation vectors (float32) and raw norms by checkpoint and example id from a feature table (or its
-    folded copy) at `version`: the first stored row of each (checkpoint, example), in table order."""
-    from ...storage import meta_selections as meta
-    from ...storage.features import vector_view
-
-    cols = ("example_id", "epoch", "vector") + (("norm",) if with_norm else ())
-    vecs_of: dict[int, dict[str, np.ndarray]] = {e: {} for e in epochs}
-    norms_of: dict[int, dict[str, float]] = {e: {} for e in epochs}
-    # one scan for every checkpoint (each scan evaluates the filter over the whole table)
-    for batch in meta.scan_features(ws, table, version, "validation", epochs, cols, batch_rows):
-        vecs = vector_view(batch.column("vector"), dim)
-        scale = batch.column("norm").to_numpy(zero_copy_only=False) if with_norm else None
-        for r, (eid, epoch) in enumerate(zip(batch.column("example_id").to_pylist(),
-                                             batch.column("epoch").to_pylist())):
-            got = vecs_of[epoch]
-            if eid not in got:
-                got[eid] = vecs[r].astype(np.float32)
-                if scale is not None:
-                    norms_of[epoch][eid] = float(scale[r])
-    return vecs_of, norms_of
 
 
 def _require_norms(norms: np.ndarray, fs) -> None:

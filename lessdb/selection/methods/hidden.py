@@ -1,6 +1,8 @@
 """Hidden-state baselines RDS and RDS+ (SPEC §1 "Baselines and ablations"): cosine of the warmup run's base
 model's final hidden state, at the last token (RDS) or mean-pooled over tokens (RDS+), between each candidate and
-the task's validation examples; the same query folding, max over subtasks and top k as LESS."""
+the task's validation examples; the same query folding, max over subtasks and top k as LESS. The candidates'
+embeddings are a stored feature set (featurize/embeddings.py, filled on demand or by `lessdb embed`); selections
+recorded before it existed replay by embedding the pool again."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,7 +11,9 @@ import numpy as np
 
 from ...errors import LessdbError
 from ...settings import SettingError
-from ..plan import SelectConfig, run_max_seq_length, validation_window, window_hint
+from ...runs.config import run_max_seq_length
+from ..config import SelectConfig
+from ..plan import validation_window, window_hint
 from ..reading import iter_messages, scorable_mask
 from . import Scores, register_method
 
@@ -41,9 +45,10 @@ _HIDDEN = dict(params_key="rds", needs_run=True, prepare=prepare)
 
 
 def hidden_scores(ws, plan, ids: list[str]) -> Scores:
-    from ...models import load_base_model
+    from ...featurize.embeddings import hidden_state_embeddings
+    from ...models.loading import load_base_model
+    from ...models.tokenization import encode_conversation, encode_window, pad_token_id
     from ...progress import Progress
-    from ...tokenization import encode_conversation, encode_window, pad_token_id
     from .. import baselines
     from ..scoring import ScoreAccumulator, build_queries
 
@@ -63,7 +68,7 @@ def hidden_scores(ws, plan, ids: list[str]) -> Scores:
         enc = [encode_window(tok, m, window["max_seq_length"], window["truncation"]) for _, m in exs]
         enc = [e for e in enc if e.completion_tokens > 0]
         if enc:
-            subtask_vecs[s] = baselines.hidden_state_embeddings(model, enc, pad, pooling)
+            subtask_vecs[s] = hidden_state_embeddings(model, enc, pad, pooling)
         else:
             dropped.append(s)
     if not subtask_vecs:
@@ -75,9 +80,7 @@ def hidden_scores(ws, plan, ids: list[str]) -> Scores:
         plan.params["dropped_subtasks"] = dropped
     queries = build_queries({1: subtask_vecs}, {1: 1.0}, plan.aggregation)
     mask, unscorable = scorable_mask(ws, plan, ids)
-    if not plan.replaying or rds.get("feature_set_id"):   # the stored embedding feature set (hidden_features.py)
-        from ..hidden_features import stored_hidden_scores
-
+    if not plan.replaying or rds.get("feature_set_id"):   # the stored embedding feature set
         per, valid, unscorable = stored_hidden_scores(ws, plan, ids, queries, mask, unscorable, loaded,
                                                       opts.batch_rows, opts.progress)
         return Scores(per, valid, queries.subtasks, unscorable)
@@ -95,12 +98,61 @@ def hidden_scores(ws, plan, ids: list[str]) -> Scores:
             else:
                 n_trunc += 1
         if enc:
-            acc.add(1, np.array(rows), baselines.hidden_state_embeddings(model, enc, pad, pooling))
+            acc.add(1, np.array(rows), hidden_state_embeddings(model, enc, pad, pooling))
         progress.update(len(chunk))
     progress.close()
     unscorable["no_completion_tokens"] = unscorable.get("no_completion_tokens", 0) + n_trunc
     res = acc.result()
     return Scores(res.per_subtask, res.valid & mask, res.subtasks, unscorable)
+
+
+QUERY_EPOCH = 1   # the query set's key (select builds RDS queries as one "checkpoint")
+
+
+def stored_hidden_scores(ws, plan, ids: list[str], queries, mask: np.ndarray, unscorable: dict, loaded,
+                         batch_rows: int, progress: bool = True):
+    """RDS / RDS+ scores from the stored embedding feature set (featurize/embeddings.py) instead of a forward pass
+    over the whole pool per selection: embed what is missing of the filtered candidates, then stream the stored
+    vectors at a pinned table version through the same accumulator as gradient features (cosine with each
+    subtask's query). A replay reads the recorded version, so it reproduces the scores bit for bit.
+    Returns (per-subtask scores [N, m], valid [N], unscorable counts); records the feature set and its version."""
+    from ...featurize.embeddings import EPOCH, embed_candidates, hidden_feature_set
+    from ...storage import meta_selections as meta
+    from ...storage.lance_tables import CANDIDATES
+    from ..reading import IdIndex
+    from ..scoring import ScoreAccumulator
+
+    rds = plan.params["rds"]
+    info = hidden_feature_set(ws, plan.run_id, loaded, rds["pooling"], rds["max_seq_length"])
+    table = info.lance_table
+    if plan.recorded is None:
+        wanted = [cid for cid, ok in zip(ids, mask) if ok]
+        embed_candidates(ws, info, loaded, plan.pool, wanted, plan.versions[CANDIDATES], progress=progress)
+        plan.versions[table] = ws.lance.version(table)
+        rds["feature_set_id"] = info.feature_set_id
+    version = plan.versions[table]
+    index = IdIndex(ids)
+    acc = ScoreAccumulator(len(ids), queries, batch_rows=batch_rows)
+
+    def batches():
+        for batch in meta.scan_features(ws, table, version, "candidate", EPOCH, ("example_id", "vector"),
+                                        batch_rows):
+            rows = index(batch.column("example_id"))
+            keep = rows >= 0
+            vecs = batch.column("vector").flatten().to_numpy(zero_copy_only=False).reshape(-1, info.dim)
+            yield QUERY_EPOCH, rows[keep], vecs[keep], None
+
+    acc.add_stream(batches())
+    res = acc.result()
+    valid = res.valid & mask
+    excluded = set(meta.excluded_examples(ws, info.feature_set_id, EPOCH))
+    n_excl = sum(1 for cid, ok, v in zip(ids, mask, res.valid) if ok and not v and cid in excluded)
+    unscorable = dict(unscorable)
+    unscorable["no_completion_tokens"] = unscorable.get("no_completion_tokens", 0) + n_excl
+    missing = int((mask & ~res.valid).sum()) - n_excl
+    if missing:
+        unscorable["missing_features"] = missing
+    return res.per_subtask, valid, unscorable
 
 
 register_method("rds", params=RdsParams, help="RDS: last-token hidden states of the run's base model",

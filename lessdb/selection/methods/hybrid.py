@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
-from .. import hybrid
+from .. import fusion as hybrid
 from . import Scores, register_method
 from .gradient import gradient_scores, prepare
 from .text import Bm25Params, bm25_scores

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...conversation import conversation_text, words
 from ..reading import iter_texts, scorable_mask
 from . import Scores, register_method
 
@@ -54,8 +55,6 @@ def _progress(plan, total: int):
 
 def _queries(plan) -> tuple[tuple[str, ...], list[str], list[int]]:
     """Subtask names, every validation example's text and its subtask's index."""
-    from ..baselines import conversation_text
-
     names = tuple(plan.subtasks)
     queries, query_subtask = [], []
     for j, s in enumerate(names):
@@ -85,14 +84,14 @@ def bm25_scores(ws, plan, ids: list[str]) -> Scores:
     n = len(ids)
     seen = np.zeros(n, dtype=bool)
     progress = _progress(plan, int(mask.sum()))
-    bm25 = baselines.StreamingBM25([baselines.words(q) for q in queries], p.k1, p.b, p.epsilon)
+    bm25 = baselines.StreamingBM25([words(q) for q in queries], p.k1, p.b, p.epsilon)
     order = []
     for r, text in iter_texts(ws, plan, ids, mask):
         if seen[r]:
             continue
         seen[r] = True
         order.append(r)
-        bm25.add(baselines.words(text))
+        bm25.add(words(text))
         progress.update()
     per_query = np.zeros((len(queries), n))
     per_query[:, order] = bm25.scores()
@@ -119,7 +118,7 @@ def dsir_scores(ws, plan, ids: list[str]) -> Scores:
             seen[r] = True
             pool_counts += ngrams.counts(text)
     log_ratio = np.stack([baselines.dsir_log_ratio(
-        sum(ngrams.counts(baselines.conversation_text(m)) for _, m in plan.subtasks[s]), pool_counts,
+        sum(ngrams.counts(conversation_text(m)) for _, m in plan.subtasks[s]), pool_counts,
         p.floor) for s in names], axis=1)                     # [buckets, m]
     per_subtask = np.zeros((n, len(names)))
     done = np.zeros(n, dtype=bool)
