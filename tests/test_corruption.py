@@ -28,13 +28,13 @@ import suite_tally
 from conftest import write_jsonl
 from lessdb import Workspace
 from lessdb.cli.main import EXIT_INTERNAL, main
-from lessdb.config import build_warmup_config
+from lessdb.runs.config import build_warmup_config
 from lessdb.featurize import FeaturizeConfig, featurize_run
 from lessdb.ingest.pipeline import ingest_files
 from lessdb.selection import SelectConfig, select
 from lessdb.storage import meta_features, meta_runs, meta_selections
-from lessdb.tasks import add_tasks
-from lessdb.warmup import run_warmup
+from lessdb.tasks.catalog import add_tasks
+from lessdb.runs.warmup import run_warmup
 from test_faults import _records
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

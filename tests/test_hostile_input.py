@@ -21,12 +21,12 @@ import suite_tally
 from conftest import write_jsonl
 from lessdb import Workspace
 from lessdb.cli.main import EXIT_INTERNAL
-from lessdb.config import build_warmup_config
+from lessdb.runs.config import build_warmup_config
 from lessdb.featurize import FeaturizeConfig, featurize_run
 from lessdb.ingest import ingest_files
 from lessdb.selection import SelectConfig, select
-from lessdb.tasks import add_tasks
-from lessdb.warmup import run_warmup
+from lessdb.tasks.catalog import add_tasks
+from lessdb.runs.warmup import run_warmup
 from test_bad_input import Case, lessdb, msgs, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
