@@ -18,7 +18,7 @@ from dataclasses import MISSING
 import click
 
 from ..errors import LessdbError
-from ..settings import INT64_MAX, FieldText, flag_of, render_refs, value_problem
+from ..settings import INT64_MAX, FieldText, flag_of, implied_problem, render_refs
 
 
 def _base_type(annotation) -> type | None:
@@ -44,12 +44,12 @@ def shown_default(f: dataclasses.Field) -> str | None:
 
 def number_type(f: dataclasses.Field, base: type):
     """The click type of an int or float flag: refuses, while the command line is parsed, what no value of the
-    setting may be (a float not finite, an integer beyond 64 bits, a negative seed: `settings.effective_range`);
+    setting may be (a float not finite, an integer beyond 64 bits, a negative seed: `settings.implied_problem`);
     the setting's own declared bounds are its config's to check."""
     class _Number(click.types.IntParamType if base is int else click.types.FloatParamType):
         def convert(self, value, param, ctx):
             out = super().convert(value, param, ctx)
-            problem = value_problem(f.name, out)
+            problem = implied_problem(f.name, out)
             if problem:
                 self.fail(problem, param, ctx)
             return out

@@ -148,32 +148,34 @@ def is_seed(name: str) -> bool:
     return name == "seed" or name.endswith("_seed")
 
 
-def effective_range(name: str, value, declared: dict | None = None, finite: bool = False) -> tuple[dict, bool]:
-    """(bounds, finite) a setting's value must meet: the declared bounds, and on each side the declaration leaves
-    open the implied one (above); a bool or a non-number implies nothing."""
-    bounds = dict(declared or {})
+def implied_problem(name: str, value) -> str | None:
+    """What is wrong with a number whatever its setting declares (above), or None; a non-number: None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return bounds, finite
-    if isinstance(value, int):
-        low, high = (0, INT64_MAX) if is_seed(name) else (INT64_MIN, INT64_MAX)
-        if "min" not in bounds and "above" not in bounds:
-            bounds["min"] = low
-        if "max" not in bounds and "below" not in bounds:
-            bounds["max"] = high
-    return bounds, True
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{value}: must be a finite number"
+    if is_seed(name) and not 0 <= value <= INT64_MAX:
+        return f"{value}: a seed is between 0 and 2**63 - 1"
+    if not INT64_MIN <= value <= INT64_MAX:
+        return f"{value}: out of range (a 64-bit integer: at most 2**63 - 1 in size)"
+    return None
 
 
 def value_problem(name: str, value, declared: dict | None = None, finite: bool = False) -> str | None:
-    """What is wrong with `value` for a setting (or a method parameter) called `name`, or None."""
+    """What is wrong with `value` for a setting (or a method parameter) called `name`: against its declared
+    range first, then against the range every number keeps; None if nothing."""
     if value is None:
         return None
-    bounds, finite = effective_range(name, value, declared, finite)
-    return range_problem(value, bounds, finite) if bounds or finite else None
+    if declared or finite:
+        problem = range_problem(value, declared or {}, finite)
+        if problem:
+            return problem
+    return implied_problem(name, value)
 
 
 def check_ranges(obj, problems: list[tuple[str, str]]) -> None:
     """Append a problem for every number outside the range its setting declares (`setting(min=..., ...)`) or
-    every number keeps (`effective_range`)."""
+    every number keeps (`implied_problem`)."""
     for f in dataclasses.fields(obj):
         problem = value_problem(f.name, getattr(obj, f.name), f.metadata.get("range"), f.metadata.get("finite"))
         if problem:

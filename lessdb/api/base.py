@@ -17,7 +17,7 @@ import inspect
 from typing import Callable, Iterable
 
 from ..errors import InputError
-from ..settings import parse_setting
+from ..settings import SettingError, parse_setting
 from ..storage.damage import raise_if_damage
 
 
@@ -98,4 +98,9 @@ def make_config(cls, settings: dict, base=None, **named):
     applies, or `base`'s value when a whole config is given too), and text for an epoch list or a shard is parsed
     by the field's type (`settings.parse_setting`)."""
     given = {key: parse_setting(cls, key, value) for key, value in {**settings, **named}.items() if value is not None}
+    if base is None:   # a required setting left out is the user's to give, named as such (not a TypeError)
+        missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in given
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise SettingError(cls, [(name, "is required") for name in missing])
     return cls(**given) if base is None else dataclasses.replace(base, **given)
