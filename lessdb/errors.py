@@ -71,4 +71,5 @@ class WorkspaceDamaged(WorkspaceError):
 
     def __init__(self, what: str):
         self.what = what
-        super().__init__(f"the workspace is damaged: {what}; run `lessdb verify` to see what is wrong and how to fix it")
+        super().__init__(f"the workspace is damaged: {what}; run `lessdb verify` to see what is wrong and how to "
+                         "fix it")

@@ -52,9 +52,10 @@ class UnknownSettingError(InputError, TypeError):
 def command(takes: Callable[[], Iterable[str]] | None = None, *, passes: tuple[str, ...] = ()):
     """Decorates every `Workspace` method: a keyword argument it does not take is refused with an
     UnknownSettingError, before anything runs; a workspace file found unreadable while it runs surfaces as
-    `WorkspaceDamaged` (storage/damage.py), not as the library exception that found it. It takes its own named parameters and, if it has `**settings`,
-    the names `takes()` lists (called on first use: the config classes load with their stage). `passes`: names
-    let through unlisted, because the method refuses them itself with a more specific message."""
+    `WorkspaceDamaged` (storage/damage.py), not as the library exception that found it. It takes its own named
+    parameters and, if it has `**settings`, the names `takes()` lists (called on first use: the config classes
+    load with their stage). `passes`: names let through unlisted, because the method refuses them itself with a
+    more specific message."""
 
     def wrap(func):
         own = [name for name, p in inspect.signature(func).parameters.items()

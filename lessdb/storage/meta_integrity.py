@@ -17,7 +17,8 @@ def read_every_table(ws, batch_rows: int = 65536) -> dict[str, int]:
     counts = {}
     try:
         with ws.duck.connect(read_only=True) as con:
-            tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY table_name").fetchall()]
+            tables = [r[0] for r in
+                      con.execute("SELECT table_name FROM duckdb_tables() ORDER BY table_name").fetchall()]
             for table in tables:
                 reader = con.sql(f'SELECT * FROM "{table}"').to_arrow_reader(batch_rows)
                 counts[table] = sum(batch.num_rows for batch in reader)

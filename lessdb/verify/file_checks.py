@@ -152,7 +152,8 @@ def check_selections(ws, report: VerifyReport) -> None:
                 if report.repair:
                     meta_selections.tag_versions(ws, {table: int(version)}, sid)
                     finding.repaired = f"tagged {table} version {version} as {sid}"
-        if CANDIDATES in readable and (CANDIDATES, int(sel["table_versions"][CANDIDATES])) not in report.damaged_versions:
+        pinned = (CANDIDATES, int((sel["table_versions"] or {}).get(CANDIDATES, -1)))
+        if CANDIDATES in readable and pinned not in report.damaged_versions:
             _check_members(ws, report, sel, readable[CANDIDATES])
 
 

@@ -23,7 +23,7 @@ class RdsParams:
     pooling: str = "last"   # "last": the last real token (RDS) | "mean": the mean over real tokens (RDS+)
 
     def problems(self) -> list[str]:
-        return [f"pooling={self.pooling!r}: choose last or mean"] * (self.pooling not in ("last", "mean"))
+        return [] if self.pooling in ("last", "mean") else [f"pooling={self.pooling!r}: choose last or mean"]
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,14 @@ class HybridParams:
     gradient_weight: float = 0.5   # zscore: weight of the gradient side (BM25 gets 1 − it)
 
     def problems(self) -> list[str]:
-        return ([f"fusion={self.fusion!r}: choose one of {', '.join(hybrid.FUSIONS)}"] * (self.fusion not in hybrid.FUSIONS)
-                + [f"rrf_k={self.rrf_k}: must be >= 0"] * (self.rrf_k < 0)
-                + [f"gradient_weight={self.gradient_weight}: must be in [0, 1]"] * (not 0 <= self.gradient_weight <= 1))
+        out = []
+        if self.fusion not in hybrid.FUSIONS:
+            out.append(f"fusion={self.fusion!r}: choose one of {', '.join(hybrid.FUSIONS)}")
+        if self.rrf_k < 0:
+            out.append(f"rrf_k={self.rrf_k}: must be >= 0")
+        if not 0 <= self.gradient_weight <= 1:
+            out.append(f"gradient_weight={self.gradient_weight}: must be in [0, 1]")
+        return out
 
 
 def prepare_hybrid(ws, plan, cfg, run) -> None:
