@@ -42,18 +42,19 @@ def shown_default(f: dataclasses.Field) -> str | None:
     return str(f.default)
 
 
-def number_type(f: dataclasses.Field, base: type):
-    """The click type of an int or float flag: refuses, while the command line is parsed, what no value of the
-    setting may be (a float not finite, an integer beyond 64 bits, a negative seed: `settings.implied_problem`);
-    the setting's own declared bounds are its config's to check."""
-    class _Number(click.types.IntParamType if base is int else click.types.FloatParamType):
+def integer_type(f: dataclasses.Field):
+    """The click type of an int flag: refuses, while the command line is parsed, what no value of the setting
+    may be (beyond 64 bits; a seed below 0 or from 2**63: `settings.implied_problem`), which would otherwise fail
+    only where the number meets a 64-bit column. Declared bounds, and floats (finite), are the config's to check
+    before any work."""
+    class _Integer(click.types.IntParamType):
         def convert(self, value, param, ctx):
             out = super().convert(value, param, ctx)
             problem = implied_problem(f.name, out)
             if problem:
                 self.fail(problem, param, ctx)
             return out
-    return _Number()
+    return _Integer()
 
 
 def count_type(minimum: int):
@@ -77,8 +78,10 @@ def option_for(f: dataclasses.Field, *, prefix: str = "", flag: str | None = Non
     choices = meta.get("choices")
     if choices:
         kwargs["type"] = click.Choice(list(choices))
-    elif tp in (int, float):   # finite floats, 64-bit ints, non-negative seeds, refused while parsing
-        kwargs["type"] = number_type(f, tp)
+    elif tp is int:   # 64-bit integers, seeds from 0, refused while parsing
+        kwargs["type"] = integer_type(f)
+    elif tp is float:
+        kwargs["type"] = tp
     elif tp is Path:
         kwargs["type"] = click.Path(path_type=Path)
     if required:

@@ -39,9 +39,9 @@ def score_fragment(uri: str, version: int, storage_options, fragment_id: int, ep
     if n:
         acc.add(epoch, np.arange(n), vectors, scale)
     if fault:
-        from .worker import _fault
+        from ..featurize.ray_worker import kill_once
 
-        _fault(fault, "select-worker")   # crash tests only: a task killed after its work, before returning it
+        kill_once(fault, "select-worker")   # crash tests only: a task killed after its work, before returning it
     return {"ids": table.column("example_id").to_pylist(), "products": acc.scores, "zero": acc.zero_norm,
             "norms": scale, "bytes": int(vectors.nbytes)}
 
