@@ -1,6 +1,7 @@
 """The pipeline's inputs: candidate pools (`ingest`, `pools`) and target tasks (`tasks`, `task add`, `task show`)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import InputError, ref
@@ -9,24 +10,37 @@ from .base import Record, command
 
 class InputsAPI:
     @command()
-    def ingest(self, files=(), *, pool: str | None = None, format: str = "auto", builtin: str | None = None,
-               skip_invalid: bool = False, limit: int | None = None, progress: bool = True):
-        """`lessdb ingest`: add JSON/JSONL files (Tulu messages, ShareGPT, Alpaca or prompt/completion; `format`
-        auto-detects per file) or a `builtin` pool ('sharegpt') to a pool, as one new version of the candidates
-        table -> IngestReport. `skip_invalid` skips and records bad records instead of failing; `limit` keeps the
-        first N new candidates."""
-        from ..ingest import ingest_builtin, ingest_files
+    def ingest(self, files=(), *, pool: str | None = None, format="auto", columns=None, builtin: str | None = None,
+               skip_invalid: bool = False, limit: int | None = None, minhash: bool = False,
+               dataset: str | None = None, progress: bool = True):
+        """`lessdb ingest`: add instruction data to a pool, as one new version of the candidates table ->
+        IngestReport. `files`: paths (files, folders, globs, s3:// URIs) of JSON/JSONL (.gz/.zst), Parquet, Arrow
+        IPC or Hugging Face `save_to_disk` folders; or an object in memory: a `datasets.Dataset`/
+        `IterableDataset`, a `pyarrow.Table`/`RecordBatchReader`, a pandas DataFrame, or an iterable of dicts
+        (`dataset`: their source_dataset when they name none). Or a `builtin` pool ('sharegpt'). `format`: a
+        record shape (Tulu messages, ShareGPT, Alpaca, prompt-completion; auto-detected by default) and/or a
+        file format (jsonl, parquet, arrow; from the first bytes by default), one name or a list; `columns`:
+        {lessdb field: input column} (or FIELD=COLUMN strings), e.g. {"messages": "conversation"}; other
+        columns are kept as the candidate's `metadata`. `skip_invalid` skips and records bad records instead of
+        failing; `limit` keeps the first N new candidates; `minhash` computes the --dedup-text signatures now
+        rather than at the first selection that uses them."""
+        from ..ingest import ingest_builtin, ingest_files, ingest_object
 
-        files = [files] if isinstance(files, (str, Path)) else list(files)
-        if builtin and files:
+        paths = _as_paths(files)
+        given = paths is None or bool(paths)
+        if builtin and given:
             raise InputError(f"give either files or {ref('builtin')}, not both")
-        if not builtin and not files:
+        if not builtin and not given:
             raise InputError(f"no input files (or use {ref('builtin')} sharegpt)")
         if builtin:
-            return ingest_builtin(self, builtin, pool=pool, limit=limit, progress=progress)
+            return ingest_builtin(self, builtin, pool=pool, limit=limit, progress=progress, minhash=minhash)
         if not pool:
-            raise InputError(f"{ref('pool')} is required when ingesting files")
-        return ingest_files(self, files, pool, fmt=format, skip_invalid=skip_invalid, limit=limit, progress=progress)
+            raise InputError(f"{ref('pool')} is required when ingesting " + ("files" if paths else "an object"))
+        if paths is None:
+            return ingest_object(self, files, pool, fmt=format, skip_invalid=skip_invalid, limit=limit,
+                                 progress=progress, columns=columns, minhash=minhash, dataset=dataset)
+        return ingest_files(self, paths, pool, fmt=format, skip_invalid=skip_invalid, limit=limit,
+                            progress=progress, columns=columns, minhash=minhash)
 
     @command()
     def pools(self) -> list[dict]:
@@ -59,3 +73,15 @@ class InputsAPI:
         from ..tasks.catalog import describe_task
 
         return Record(describe_task(self, name))
+
+
+def _as_paths(files) -> list | None:
+    """`files` as a list of paths (str or path-like), or None when it is an object to read from memory (a list
+    of dicts included)."""
+    if files is None:
+        return []
+    if isinstance(files, (str, os.PathLike)):
+        return [files]
+    if isinstance(files, (list, tuple)) and all(isinstance(f, (str, os.PathLike)) for f in files):
+        return list(files)
+    return None

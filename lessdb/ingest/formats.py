@@ -1,6 +1,6 @@
 """Input formats and their normalisation to `Conversation`.
 
-Supported shapes (auto-detected from the first record of a file, then enforced for the rest):
+Supported shapes (JSON: detected per record; Parquet/Arrow: from the file's columns):
 - messages (Tulu / open-instruct): {"dataset", "id", "messages": [{"role", "content"}, ...]}
 - sharegpt: {"id", "conversations": [{"from", "value"}, ...]}
 - alpaca: {"instruction", "input"?, "output"}
@@ -45,7 +45,7 @@ def detect_format(record: object) -> str:
 def normalise(record: object, fmt: str, default_dataset: str) -> Conversation:
     if not isinstance(record, dict):
         raise RecordError(None, f"expected a JSON object, got {type(record).__name__}")
-    for required in _REQUIRED[fmt]:
+    for required in REQUIRED[fmt]:
         if required not in record:
             raise RecordError(required, f"missing (required by the {fmt} format)")
     return _NORMALISERS[fmt](record, default_dataset)
@@ -147,8 +147,15 @@ def _from_prompt_completion(record: dict, default_dataset: str) -> Conversation:
     return _finish([("user", prompt), ("assistant", completion)], "completion", dataset, _optional_id(record))
 
 
-_REQUIRED = {"messages": ("messages",), "sharegpt": ("conversations",), "alpaca": ("instruction", "output"),
+REQUIRED = {"messages": ("messages",), "sharegpt": ("conversations",), "alpaca": ("instruction", "output"),
              "prompt-completion": ("prompt", "completion")}
+# the fields a shape turns into the conversation, id and source dataset; every other field is the metadata
+CONSUMED = {"messages": frozenset({"messages", "id", "dataset"}),
+            "sharegpt": frozenset({"conversations", "id", "dataset"}),
+            "alpaca": frozenset({"instruction", "input", "output", "id", "dataset"}),
+            "prompt-completion": frozenset({"prompt", "completion", "id", "dataset"})}
+# what `--map FIELD=COLUMN` may name: every field some shape reads
+FIELDS = tuple(dict.fromkeys(f for shape in FORMATS for f in sorted(CONSUMED[shape])))
 
 _NORMALISERS: dict[str, Callable[[dict, str], Conversation]] = {
     "messages": _from_messages,
