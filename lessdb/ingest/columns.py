@@ -149,7 +149,21 @@ def schema_hash(description: str) -> str:
 
 
 def arrow_schema_text(schema) -> str:
-    return schema.remove_metadata().to_string(show_schema_metadata=False)
+    """`name: type` per column, the same for the same columns whatever file format carried them (Parquet names a
+    list's item `element`, Arrow `item`; nullability and metadata left out)."""
+    return "\n".join(f"{f.name}: {_type_text(f.type)}" for f in schema)
+
+
+def _type_text(t) -> str:
+    import pyarrow as pa
+
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return f"list<{_type_text(t.value_type)}>"
+    if pa.types.is_struct(t):
+        return "struct<" + ", ".join(f"{f.name}: {_type_text(f.type)}" for f in t) + ">"
+    if pa.types.is_large_string(t):
+        return "string"
+    return str(t)
 
 
 assert set(FORMATS) == set(CONSUMED)

@@ -94,6 +94,8 @@ def _turns(record: dict, field: str, role_key: str, content_key: str, role_of, u
     """A list of turn objects -> [(role, content)]. `role_of` maps a turn's role value to a lessdb role
     (None: unknown); `unknown` words the error for an unknown one."""
     turns = record[field]
+    if turns is None:
+        raise RecordError(field, "missing (null)")
     if not isinstance(turns, list) or not turns:
         raise RecordError(field, f"expected a non-empty list of {{{role_key}, {content_key}}} objects")
     messages = []

@@ -346,7 +346,7 @@ def _sha256(inp: InputFile) -> str:
     """sha256 of the stored bytes (compressed as stored), read in 4 MB blocks."""
     digest = hashlib.sha256()
     try:
-        with inp.fs.open_input_stream(inp.path) as fh:
+        with inp.fs.open_input_stream(inp.path, compression=None) as fh:
             for block in iter(lambda: fh.read(1 << 22), b""):
                 digest.update(block)
     except OSError as exc:

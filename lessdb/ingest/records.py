@@ -62,10 +62,10 @@ def iter_records(source: Path | TextSource, stats: ReadStats | None = None,
     stats = stats or ReadStats()
     if src.size == 0:
         raise InputError("file is empty", file=src.name)
-    first = _first_non_space_char(src)
-    if first is None:
-        raise InputError("file contains only whitespace", file=src.name)
     try:
+        first = _first_non_space_char(src)
+        if first is None:
+            raise InputError("file contains only whitespace", file=src.name)
         if first == "[":
             yield from _iter_json_array(src, stats, tolerate_truncation)
         elif src.json_suffix and not _looks_like_jsonl(src):

@@ -245,7 +245,7 @@ def _listing(fs, folder: str, arg: str, recursive: bool) -> list[str]:
 
 def _read_json(fs, path: str, arg: str) -> dict:
     try:
-        with fs.open_input_stream(path) as fh:
+        with fs.open_input_stream(path, compression=None) as fh:
             value = json.loads(fh.read(1 << 20).decode("utf-8"))
     except (OSError, ValueError) as exc:
         raise InputError(f"{PurePosixPath(path).name} cannot be read: {_first_line(exc)}", file=arg) from None
