@@ -430,3 +430,49 @@ def test_older_candidates_table_gains_metadata_and_old_selections_replay(tmp_pat
     # rows built without the column (benchmarks) still append
     ingest_rows(workspace, pa.Table.from_pylist([dict(rows[0], key="gen/x", pool="gen")], schema=old_schema), "gen")
     assert run_readonly_sql(workspace, "SELECT count(*) FROM candidates WHERE pool = 'gen'").rows == [(1,)]
+
+
+def test_metadata_values_become_json(workspace, tmp_path):
+    """Column types JSON has no word for: timestamps and dates as ISO text, decimals as text, binary as base64,
+    NaN and infinity as null; nested structs and lists as they are."""
+    import decimal
+    from datetime import date
+
+    n = 3
+    table = pa.table({
+        "prompt": [f"p{i}" for i in range(n)], "completion": [f"c{i}" for i in range(n)],
+        "when": pa.array([datetime(2024, 5, 1, 12, 30)] * n, pa.timestamp("us")),
+        "day": pa.array([date(2024, 5, 1)] * n, pa.date32()),
+        "price": pa.array([decimal.Decimal("1.25")] * n, pa.decimal128(5, 2)),
+        "blob": pa.array([b"\x00\xffab"] * n, pa.binary()),
+        "x": pa.array([float("nan"), float("inf"), 0.5]),
+        "nested": pa.array([{"a": 1, "b": [1, 2]}] * n),
+        "empty": pa.array([None] * n, pa.string())})
+    ingest_object(workspace, table, pool="m", progress=False)
+    got = sorted((json.loads(r["metadata"]) for r in pool_rows(workspace, "m").values()), key=lambda m: str(m["x"]))
+    base = {"when": "2024-05-01T12:30:00", "day": "2024-05-01", "price": "1.25", "blob": "AP9hYg==",
+            "nested": {"a": 1, "b": [1, 2]}, "empty": None}
+    assert got == [dict(base, x=0.5), dict(base, x=None), dict(base, x=None)]
+
+
+def test_format_names_a_file_format_a_shape_or_both(workspace, tmp_path):
+    from lessdb.ingest.pipeline import split_formats
+
+    assert split_formats("auto") == (None, None)
+    assert split_formats(["parquet", "alpaca"]) == ("parquet", "alpaca")
+    assert split_formats(["jsonl"]) == ("json", None) and split_formats("feather") == ("arrow", None)
+    for bad, words in (("csv", "unknown format"), (["alpaca", "messages"], "two record shapes"),
+                       (["parquet", "json"], "two file formats")):
+        with pytest.raises(InputError, match=words):
+            split_formats(bad)
+    alpaca = [{"instruction": f"i{i}", "output": f"o{i}", "messages": "not a conversation"} for i in range(4)]
+    path = tmp_path / "data.bin"
+    pq.write_table(pa.Table.from_pylist(alpaca), path)
+    # auto: the messages column wins, and its text is no conversation; forcing alpaca reads the other columns
+    with pytest.raises(InputError, match="expected a non-empty list"):
+        ingest_files(workspace, [path], pool="a", progress=False)
+    report = ingest_files(workspace, [path], pool="a", fmt=["parquet", "alpaca"], progress=False)
+    assert report.total("n_added") == 4 and report.files[0].format == "alpaca"
+    assert {json.loads(r["metadata"])["messages"] for r in pool_rows(workspace, "a").values()} == {"not a conversation"}
+    with pytest.raises(InputError, match="cannot be read as Parquet"):
+        ingest_files(workspace, [write_jsonl(tmp_path / "x.jsonl", alpaca)], pool="b", fmt="parquet", progress=False)
