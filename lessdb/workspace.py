@@ -125,3 +125,19 @@ class Workspace(WorkspaceAPI):
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextmanager
+    def try_write_lock(self, name: str) -> Iterator[bool]:
+        """`write_lock` without waiting: yields True holding it, False if another process holds it now."""
+        lock_dir = self.root / "locks"
+        lock_dir.mkdir(exist_ok=True)
+        with open(lock_dir / f"{name}.lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)

@@ -3,7 +3,6 @@
 (export_formats.py); the file's sha256 is recorded in the `exports` table."""
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from ..storage.candidates import read_candidates
 from ..storage.lance_tables import CANDIDATES, MESSAGE_TYPE
 from .export_formats import (check_hf_destination, jsonl_lines, member_metadata, to_datasets, with_metadata,
                              write_hf_folder)
+from .export_formats import file_sha256 as _sha256
 
 FORMATS = ("jsonl", "parquet", "hf")
 API_FORMATS = (*FORMATS, "datasets")    # datasets: a datasets.Dataset returned, nothing written
@@ -110,11 +110,3 @@ def selection_table(ws, sel: dict) -> pa.Table:
         "rank": members.column("rank"),
         "score": members.column("score"),
     }, schema=EXPORT_SCHEMA)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

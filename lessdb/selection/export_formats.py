@@ -120,7 +120,7 @@ def write_hf_folder(path: Path, table: pa.Table, description: str) -> str:
         with pa.OSFile(str(tmp / HF_SHARD), "wb") as sink:
             with pa.ipc.new_stream(sink, table.schema) as writer:
                 writer.write_table(table, max_chunksize=1000)
-        digest = _sha256(tmp / HF_SHARD)
+        digest = file_sha256(tmp / HF_SHARD)
         state = {"_data_files": [{"filename": HF_SHARD}], "_fingerprint": digest[:16], "_format_columns": None,
                  "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False, "_split": None}
         info = {"citation": "", "description": description, "features": None, "homepage": "", "license": ""}
@@ -137,7 +137,7 @@ def write_hf_folder(path: Path, table: pa.Table, description: str) -> str:
     return digest
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

@@ -189,20 +189,14 @@ def check_lance_temp_files(ws, report: VerifyReport) -> None:
 def check_ingest_spills(ws, report: VerifyReport) -> None:
     """Spill files (`tmp/ingest-*.arrow`) of ingests killed while reading: invisible to every reader, but disk
     space. Checked under the `candidates` write lock (an ingest holds it while its spill file exists)."""
-    import fcntl
-
     from ..ingest.spill import remove_stale, spill_folder
 
     folder = spill_folder(ws)
     files = sorted(folder.glob("ingest-*.arrow")) if folder.is_dir() else []
     if not files:
         return
-    lock = ws.root / "locks" / "candidates.lock"
-    lock.parent.mkdir(exist_ok=True)
-    with open(lock, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with ws.try_write_lock("candidates") as held:
+        if not held:
             report.add(INFO, "files", f"{len(files)} ingest spill files, but an ingest is running now (they are "
                        "its own); not checked", str(folder), "run `lessdb verify` again when it finishes")
             return
@@ -212,4 +206,3 @@ def check_ingest_spills(ws, report: VerifyReport) -> None:
                              "`lessdb verify --repair` (or the next ingest) deletes them")
         if report.repair:
             finding.repaired = f"deleted {len(remove_stale(ws))} files"
-
