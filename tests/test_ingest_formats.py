@@ -476,3 +476,22 @@ def test_format_names_a_file_format_a_shape_or_both(workspace, tmp_path):
     assert {json.loads(r["metadata"])["messages"] for r in pool_rows(workspace, "a").values()} == {"not a conversation"}
     with pytest.raises(InputError, match="cannot be read as Parquet"):
         ingest_files(workspace, [write_jsonl(tmp_path / "x.jsonl", alpaca)], pool="b", fmt="parquet", progress=False)
+
+
+def test_turns_stored_as_a_struct_of_lists(workspace, tmp_path):
+    """datasets' Sequence-of-dict feature stores `messages` as {role: [...], content: [...]}: read as the turns."""
+    recs = records(6)
+    table = pa.table({"messages": pa.array([{"role": [m["role"] for m in r["messages"]],
+                                             "content": [m["content"] for m in r["messages"]]} for r in recs])})
+    assert pa.types.is_struct(table.schema.field("messages").type)
+    ingest_object(workspace, table, pool="s", progress=False)
+    assert set(pool_rows(workspace, "s")) == {content_hash(r["messages"]) for r in recs}
+
+
+def test_object_store_globs_match_like_local_ones():
+    from lessdb.ingest.sources import _glob_match
+
+    assert _glob_match("b/p/x.parquet", "b/p/*.parquet")
+    assert not _glob_match("b/p/q/x.parquet", "b/p/*.parquet")          # `*` stays within one segment
+    assert _glob_match("b/p/q/r/x.parquet", "b/p/**/*.parquet") and _glob_match("b/p/x.parquet", "b/p/**/*.parquet")
+    assert not _glob_match("b/p/x.json", "b/p/**/*.parquet")

@@ -96,6 +96,10 @@ def _turns(record: dict, field: str, role_key: str, content_key: str, role_of, u
     turns = record[field]
     if turns is None:
         raise RecordError(field, "missing (null)")
+    if isinstance(turns, dict) and isinstance(turns.get(role_key), list) and isinstance(turns.get(content_key), list) \
+            and len(turns[role_key]) == len(turns[content_key]):
+        # datasets' Sequence-of-dict feature stores the turns as one struct of lists: {role: [...], content: [...]}
+        turns = [{role_key: r, content_key: c} for r, c in zip(turns[role_key], turns[content_key])]
     if not isinstance(turns, list) or not turns:
         raise RecordError(field, f"expected a non-empty list of {{{role_key}, {content_key}}} objects")
     messages = []

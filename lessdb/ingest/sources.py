@@ -170,7 +170,20 @@ def _glob(fs, path: str, arg: str) -> list[str]:
         infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
     except OSError as exc:
         raise InputError(f"cannot be listed: {_first_line(exc)}", file=arg) from None
-    return sorted(i.path for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatchcase(i.path, path))
+    return sorted(i.path for i in infos if i.type == pafs.FileType.File and _glob_match(i.path, path))
+
+
+def _glob_match(path: str, pattern: str) -> bool:
+    """What the local glob matches, for object keys: `*`, `?` and `[...]` within one path segment, `**` across
+    any number of them."""
+    def match(parts: list[str], pats: list[str]) -> bool:
+        if not pats:
+            return not parts
+        if pats[0] == "**":
+            return any(match(parts[i:], pats[1:]) for i in range(len(parts) + 1))
+        return bool(parts) and fnmatch.fnmatchcase(parts[0], pats[0]) and match(parts[1:], pats[1:])
+
+    return match(path.split("/"), pattern.split("/"))
 
 
 def _glob_root(path: str) -> str:
