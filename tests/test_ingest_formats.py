@@ -330,7 +330,7 @@ def test_skip_invalid_records_bad_rows_by_row_and_row_group(workspace, tmp_path)
 # -- export ---------------------------------------------------------------------------------------------------------
 @pytest.fixture
 def toy_task(workspace, tmp_path):
-    from lessdb.tasks import add_tasks
+    from lessdb.tasks.catalog import add_tasks
 
     add_tasks(workspace, "toy", file=write_jsonl(tmp_path / "task.jsonl", [
         {"subtask": "a", "prompt": "alpha beta", "completion": "gamma"}]))

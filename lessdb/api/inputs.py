@@ -5,42 +5,40 @@ import os
 from pathlib import Path
 
 from ..errors import InputError, ref
-from .base import Record, command
+from .base import Record, command, config_fields, make_config
 
 
 class InputsAPI:
-    @command()
-    def ingest(self, files=(), *, pool: str | None = None, format="auto", columns=None, builtin: str | None = None,
-               skip_invalid: bool = False, limit: int | None = None, minhash: bool = False,
-               dataset: str | None = None, progress: bool = True):
+    @command(config_fields("IngestConfig"))
+    def ingest(self, files=(), *, config=None, **settings):
         """`lessdb ingest`: add instruction data to a pool, as one new version of the candidates table ->
         IngestReport. `files`: paths (files, folders, globs, s3:// URIs) of JSON/JSONL (.gz/.zst), Parquet, Arrow
         IPC or Hugging Face `save_to_disk` folders; or an object in memory: a `datasets.Dataset`/
-        `IterableDataset`, a `pyarrow.Table`/`RecordBatchReader`, a pandas DataFrame, or an iterable of dicts
-        (`dataset`: their source_dataset when they name none). Or a `builtin` pool ('sharegpt'). `format`: a
-        record shape (Tulu messages, ShareGPT, Alpaca, prompt-completion; auto-detected by default) and/or a
-        file format (jsonl, parquet, arrow; from the first bytes by default), one name or a list; `columns`:
-        {lessdb field: input column} (or FIELD=COLUMN strings), e.g. {"messages": "conversation"}; other
-        columns are kept as the candidate's `metadata`. `skip_invalid` skips and records bad records instead of
-        failing; `limit` keeps the first N new candidates; `minhash` computes the --dedup-text signatures now
-        rather than at the first selection that uses them."""
+        `IterableDataset`, a `pyarrow.Table`/`RecordBatchReader`, a pandas DataFrame, or an iterable of dicts.
+        Or a `builtin` pool ('sharegpt'). `settings`: IngestConfig fields (`pool`, `format`: a record shape
+        and/or a file format, `columns`: {lessdb field: input column}, `skip_invalid`, `limit`, `minhash`,
+        `dataset`, ...); every other input column is kept as the candidate's `metadata`."""
+        from ..config import IngestConfig
         from ..ingest import ingest_builtin, ingest_files, ingest_object
 
+        config = make_config(IngestConfig, settings, base=config)
+        config.validate()
         paths = _as_paths(files)
         given = paths is None or bool(paths)
-        if builtin and given:
+        if config.builtin and given:
             raise InputError(f"give either files or {ref('builtin')}, not both")
-        if not builtin and not given:
+        if not config.builtin and not given:
             raise InputError(f"no input files (or use {ref('builtin')} sharegpt)")
-        if builtin:
-            return ingest_builtin(self, builtin, pool=pool, limit=limit, progress=progress, minhash=minhash)
-        if not pool:
+        if config.builtin:
+            return ingest_builtin(self, config.builtin, pool=config.pool, limit=config.limit,
+                                  progress=config.progress, minhash=config.minhash)
+        if not config.pool:
             raise InputError(f"{ref('pool')} is required when ingesting " + ("files" if paths else "an object"))
+        common = dict(fmt=config.format, skip_invalid=config.skip_invalid, limit=config.limit,
+                      progress=config.progress, columns=config.columns, minhash=config.minhash)
         if paths is None:
-            return ingest_object(self, files, pool, fmt=format, skip_invalid=skip_invalid, limit=limit,
-                                 progress=progress, columns=columns, minhash=minhash, dataset=dataset)
-        return ingest_files(self, paths, pool, fmt=format, skip_invalid=skip_invalid, limit=limit,
-                            progress=progress, columns=columns, minhash=minhash)
+            return ingest_object(self, files, config.pool, dataset=config.dataset, **common)
+        return ingest_files(self, paths, config.pool, **common)
 
     @command()
     def pools(self) -> list[dict]:

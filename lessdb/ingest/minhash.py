@@ -2,7 +2,7 @@
 over the word 3-grams of the whole conversation, lowercased), stored in LanceDB (`text_minhash`). Computed lazily:
 a `--dedup-text` selection computes (and keeps) those of the candidates it examines, in ranking order, which
 for a top-5% selection is a small part of the pool; `lessdb ingest --minhash` computes them all at ingest
-instead. At ingest they cost about 2.5x the ingest itself (bench/RESULTS.md), the reason they are lazy.
+instead. At ingest they cost about 3.5x the ingest's own CPU time (bench/RESULTS.md), the reason they are lazy.
 
 The estimated Jaccard similarity of two signatures is the fraction of equal slots (datasketch's `jaccard`);
 select's `--dedup-text` check that reads them is selection/dedup.py.

@@ -13,23 +13,13 @@ from ..errors import InputError, ref
 from ..output_file import check_destination, write_atomically
 from ..storage import meta_selections as meta
 from ..storage.candidates import read_candidates
-from ..storage.lance_tables import CANDIDATES, MESSAGE_TYPE
-from .export_formats import (check_hf_destination, jsonl_lines, member_metadata, to_datasets, with_metadata,
-                             write_hf_folder)
+from ..storage.lance_tables import CANDIDATES
+from .export_formats import (EXPORT_SCHEMA, check_hf_destination, jsonl_lines, member_metadata, to_datasets,
+                             with_metadata, write_hf_folder)
 from .export_formats import file_sha256 as _sha256
 
 FORMATS = ("jsonl", "parquet", "hf")
 API_FORMATS = (*FORMATS, "datasets")    # datasets: a datasets.Dataset returned, nothing written
-
-EXPORT_SCHEMA = pa.schema([
-    pa.field("id", pa.string()),            # the source's own id when it had one, else lessdb's
-    pa.field("dataset", pa.string()),       # source dataset (open-instruct's field name)
-    pa.field("messages", pa.list_(MESSAGE_TYPE)),
-    pa.field("lessdb_id", pa.string()),     # content hash in the candidates table
-    pa.field("rank", pa.int64()),
-    pa.field("score", pa.float64()),
-])
-
 
 def export_selection(ws, ref: str, output: str | os.PathLike | None = None, fmt: str | None = None,
                      force: bool = False) -> dict:

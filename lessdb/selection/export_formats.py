@@ -19,8 +19,17 @@ import pyarrow as pa
 
 from ..errors import InputError, ref
 from ..storage.candidates import has_column, read_candidates
-from ..storage.lance_tables import CANDIDATES
+from ..storage.lance_tables import CANDIDATES, MESSAGE_TYPE
 
+# lessdb's own columns of every export, in this order; the members' original columns follow
+EXPORT_SCHEMA = pa.schema([
+    pa.field("id", pa.string()),            # the source's own id when it had one, else lessdb's
+    pa.field("dataset", pa.string()),       # source dataset (open-instruct's field name)
+    pa.field("messages", pa.list_(MESSAGE_TYPE)),
+    pa.field("lessdb_id", pa.string()),     # content hash in the candidates table
+    pa.field("rank", pa.int64()),
+    pa.field("score", pa.float64()),
+])
 COLLISION_PREFIX = "input_"
 HF_SHARD = "data-00000-of-00001.arrow"
 HF_FILES = ("state.json", "dataset_info.json", HF_SHARD)
@@ -33,8 +42,6 @@ def member_metadata(ws, sel: dict, ids: list[str]) -> list[dict]:
     ds = ws.lance.dataset(CANDIDATES, version)
     if not ids or not has_column(ds, "metadata"):     # a pool ingested before lessdb kept metadata
         return [{} for _ in ids]
-    from .export import EXPORT_SCHEMA
-
     taken = set(EXPORT_SCHEMA.names)
     texts = read_candidates(ws, ids, pool=sel["params"].get("pool"), version=version,
                             columns=["id", "metadata"]).column("metadata").to_pylist()
