@@ -108,6 +108,21 @@ def lessdb(ws: Path, *args: str, json_out: bool = True, log: Callable[[str], Non
     return json.loads(proc.stdout) if json_out else proc.stdout
 
 
+def run_measured(cmd: list[str], env: dict | None = None) -> tuple[str, float, float, int]:
+    """Run `cmd` (cwd=REPO) and measure that one child: (its stdout, wall seconds, CPU seconds of user + system
+    over all its threads, peak RSS in bytes), the last two from wait4 (RUSAGE_CHILDREN would mix in earlier
+    children). stderr passes through (progress). Exits on failure."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO, env=env)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, cmd))} failed with exit {proc.returncode}")
+    return out, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
+
+
 def bench_command(module: str, *args: str, python_flags: tuple[str, ...] = ()) -> list[str]:
     """The command line that runs bench/<module>.py as `python -m bench.<module>` (run it with cwd=REPO)."""
     return [sys.executable, *python_flags, "-m", f"bench.{module}", *map(str, args)]

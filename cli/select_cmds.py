@@ -118,8 +118,9 @@ def diff_cmd(ctx, a, b, workspace_override, as_json):
 
 @cli.command("export")
 @click.argument("selection")
-@click.option("--format", type=click.Choice(["jsonl", "parquet"]), default=None,
-              help="Default: from the output's suffix (.parquet/.pq: parquet), else jsonl.")
+@click.option("--format", type=click.Choice(["jsonl", "parquet", "hf"]), default=None,
+              help="Default: from the output's suffix (.parquet/.pq: parquet), else jsonl. hf: a folder that "
+                   "datasets.load_from_disk opens. Every format keeps each member's original input columns.")
 @click.option("--output", "-o", type=click.Path(), default=None,
               help="Default: <workspace>/exports/<selection_id>.<format>.")
 @click.option("--force", is_flag=True, help="Overwrite --output if it exists (refused otherwise).")

@@ -117,11 +117,26 @@ class Workspace(WorkspaceAPI):
     @contextmanager
     def write_lock(self, name: str) -> Iterator[None]:
         """Serialise writers of one kind (e.g. ingests) across processes; released even on kill."""
+        with self._flock(name, wait=True):
+            yield
+
+    @contextmanager
+    def try_write_lock(self, name: str) -> Iterator[bool]:
+        """`write_lock` without waiting: yields True holding it, False if another process holds it now."""
+        with self._flock(name, wait=False) as held:
+            yield held
+
+    @contextmanager
+    def _flock(self, name: str, wait: bool) -> Iterator[bool]:
         lock_dir = self.root / "locks"
         lock_dir.mkdir(exist_ok=True)
         with open(lock_dir / f"{name}.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                yield
+                fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)

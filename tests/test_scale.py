@@ -105,9 +105,9 @@ NAMESPACE, NO_NAMESPACE = _loopback_namespace()   # checked once, at collection
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None or importlib.util.find_spec("moto") is None,
                     reason=missing(MISSING_COMPONENT, "ray and moto", "pip install -e '.[test,scale]'"))
 def test_scale_scenarios_in_private_network_namespace():
-    """Ray + S3 scenarios (tests/scale_cases) in a child pytest in a private network namespace where only `lo`
-    exists: nothing they start can reach, or be reached from, another address (scale_fixtures fails them
-    outright if any other interface is present)."""
+    """Ray + S3 scenarios (tests/scale_cases: featurize/select on Ray, tables on S3, ingest from s3://) in a child
+    pytest in a private network namespace where only `lo` exists: nothing they start can reach, or be reached
+    from, another address (scale_fixtures fails them outright if any other interface is present)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "scale_cases"), str(REPO / "tests")]),
                RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", LESSDB_PROGRESS="0")
     inner = (f"ip link set lo up && exec {sys.executable} -m pytest -q -x -p no:cacheprovider -p scale_fixtures "

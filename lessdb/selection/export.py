@@ -1,10 +1,8 @@
 """Write a selection's training set (SPEC §4 `lessdb export`): the candidates' conversations in the
-`messages` format open-instruct and TRL's SFTTrainer read, in rank order, with their original ids; the file's
-sha256 is recorded in the `exports` table."""
+`messages` format open-instruct and TRL's SFTTrainer read, in rank order, with their original ids and columns
+(export_formats.py); the file's sha256 is recorded in the `exports` table."""
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 
@@ -15,19 +13,13 @@ from ..errors import InputError, ref
 from ..output_file import check_destination, write_atomically
 from ..storage import meta_selections as meta
 from ..storage.candidates import read_candidates
-from ..storage.lance_tables import CANDIDATES, MESSAGE_TYPE
+from ..storage.lance_tables import CANDIDATES
+from .export_formats import (EXPORT_SCHEMA, check_hf_destination, jsonl_lines, member_metadata, to_datasets,
+                             with_metadata, write_hf_folder)
+from .export_formats import file_sha256 as _sha256
 
-FORMATS = ("jsonl", "parquet")
-
-EXPORT_SCHEMA = pa.schema([
-    pa.field("id", pa.string()),            # the source's own id when it had one, else lessdb's
-    pa.field("dataset", pa.string()),       # source dataset (open-instruct's field name)
-    pa.field("messages", pa.list_(MESSAGE_TYPE)),
-    pa.field("lessdb_id", pa.string()),     # content hash in the candidates table
-    pa.field("rank", pa.int64()),
-    pa.field("score", pa.float64()),
-])
-
+FORMATS = ("jsonl", "parquet", "hf")
+API_FORMATS = (*FORMATS, "datasets")    # datasets: a datasets.Dataset returned, nothing written
 
 def export_selection(ws, ref: str, output: str | os.PathLike | None = None, fmt: str | None = None,
                      force: bool = False) -> dict:
@@ -35,22 +27,32 @@ def export_selection(ws, ref: str, output: str | os.PathLike | None = None, fmt:
     `fmt`, else the output's suffix (see `resolve_target`). An existing `output` is refused unless `force`
     (the default path inside the workspace is lessdb's own and rewritten). Written to a temporary file in the
     same folder and renamed into place: nothing half-written on failure. Returns {selection_id, path, format,
-    n_rows, sha256}."""
+    n_rows, sha256}. `hf` writes a folder (its data shard's sha256 is recorded); format "datasets" returns a
+    `datasets.Dataset` instead and records nothing."""
+    if fmt == "datasets":
+        sel = meta.get_selection(ws, ref)
+        table = selection_table(ws, sel)
+        return to_datasets(with_metadata(table, member_metadata(ws, sel, table.column("lessdb_id").to_pylist())))
     path, fmt = resolve_target(output, fmt, force)
     sel = meta.get_selection(ws, ref)
     if path is None:
         path, force = ws.exports_dir / f"{sel['selection_id']}.{fmt}", True
+        if fmt == "hf":
+            path = check_hf_destination(path, force)
     table = selection_table(ws, sel)
+    extras = member_metadata(ws, sel, table.column("lessdb_id").to_pylist())
 
     def write(fh) -> None:
         if fmt == "parquet":
-            pq.write_table(table, fh)
+            pq.write_table(with_metadata(table, extras), fh)
         else:
-            for rec in table.to_pylist():
-                fh.write((json.dumps(rec, ensure_ascii=False) + "\n").encode("utf-8"))
+            fh.writelines(jsonl_lines(table, extras))
 
-    write_atomically(path, write, overwrite=force)
-    digest = _sha256(path)
+    if fmt == "hf":
+        digest = write_hf_folder(path, with_metadata(table, extras), f"lessdb selection {sel['selection_id']}")
+    else:
+        write_atomically(path, write, overwrite=force)
+        digest = _sha256(path)
     meta.record_export(ws, sel["selection_id"], str(path.resolve()), fmt, table.num_rows, digest)
     return {"selection_id": sel["selection_id"], "path": str(path.resolve()), "format": fmt,
             "n_rows": table.num_rows, "sha256": digest}
@@ -67,9 +69,11 @@ def resolve_target(output: str | os.PathLike | None, fmt: str | None, force: boo
     an error. The destination must be writable (`lessdb.output_file.check_destination`); an existing file
     needs `force`."""
     if fmt is not None and fmt not in FORMATS:
-        raise InputError(f"{fmt!r}: choose jsonl or parquet", field=ref("format"))
+        raise InputError(f"{fmt!r}: choose jsonl, parquet or hf", field=ref("format"))
     if output is None:
         return None, fmt or "jsonl"
+    if fmt == "hf":     # a folder in datasets' save_to_disk layout
+        return check_hf_destination(output, force), fmt
     path = check_destination(output, force)
     implied = SUFFIX_FORMATS.get(path.suffix.lower())
     if fmt is not None and implied is not None and implied != fmt:
@@ -96,11 +100,3 @@ def selection_table(ws, sel: dict) -> pa.Table:
         "rank": members.column("rank"),
         "score": members.column("score"),
     }, schema=EXPORT_SCHEMA)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

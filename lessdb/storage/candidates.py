@@ -140,10 +140,31 @@ def iter_candidate_batches(ws, ids: list[str], pool: str | None = None, version:
 
 
 def ids_by_pool_membership(ws, pool: str) -> tuple[set[str], set[str]]:
-    """(ids already in `pool`, ids present in any other pool)."""
-    table = ws.lance.dataset(CANDIDATES).to_table(columns=["id", "pool"])
-    ids, pools = table.column("id").to_pylist(), table.column("pool").to_pylist()
-    return {i for i, p in zip(ids, pools) if p == pool}, {i for i, p in zip(ids, pools) if p != pool}
+    """(ids already in `pool`, ids present in any other pool), read batch by batch (no copy of the table)."""
+    in_pool: set[str] = set()
+    elsewhere: set[str] = set()
+    for batch in ws.lance.dataset(CANDIDATES).to_batches(columns=["id", "pool"], batch_size=65536):
+        mine = pc.equal(batch.column("pool"), pool)
+        in_pool.update(batch.column("id").filter(mine).to_pylist())
+        elsewhere.update(batch.column("id").filter(pc.invert(mine)).to_pylist())
+    return in_pool, elsewhere
+
+
+def add_missing_columns(ws) -> int | None:
+    """Bring an older `candidates` table up to CANDIDATE_SCHEMA (columns added since, e.g. `metadata`) before a
+    write that has them; the caller holds the `candidates` write lock. One schema-only version, no data
+    rewritten; versions before it keep their schema, so every recorded selection still reads what it read.
+    Returns that version (None: nothing was missing)."""
+    from .lance_tables import CANDIDATE_SCHEMA
+
+    have = set(ws.lance.schema(CANDIDATES).names)
+    missing = [f for f in CANDIDATE_SCHEMA if f.name not in have]
+    return ws.lance.add_columns(CANDIDATES, missing) if missing else None
+
+
+def has_column(ds, name: str) -> bool:
+    """Whether an opened (pinned) candidates dataset has column `name` (versions before it was added do not)."""
+    return name in ds.schema.names
 
 
 def ingest_ids_present(ws) -> set[int]:

@@ -40,23 +40,28 @@ def next_ingest_id(ws, floor: int = 0) -> int:
     return max(current, floor) + 1
 
 
+INGEST_COLUMNS = ("ingest_id", "source", "file_name", "file_size", "file_sha256", "format", "n_records", "n_added",
+                  "n_invalid", "n_dup_within", "n_dup_in_pool", "n_dup_other_pools", "n_truncated_tail", "input_uri",
+                  "input_format", "compression", "input_columns", "schema_hash", "column_map", "minhash")
+SKIPPED_COLUMNS = ("ingest_id", "file", "line", "field", "reason", "row_group", "row_index")
+
+
 def record_ingests(ws, pool: str, files: list[dict], lance_table: str, lance_version: int | None,
                    lessdb_version: str, skipped: list[dict]) -> None:
-    """One transaction: the pool (if new), one ingests row per file, and every skipped record."""
+    """One transaction: the pool (if new), one ingests row per input file, and every skipped record. `files`:
+    dicts with the INGEST_COLUMNS (missing ones are NULL); `skipped`: dicts with the SKIPPED_COLUMNS."""
+    cols = ", ".join(INGEST_COLUMNS)
     with ws.duck.transaction() as con:
         con.execute("INSERT INTO pools (name) VALUES (?) ON CONFLICT DO NOTHING", [pool])
         for f in files:
-            con.execute(
-                "INSERT INTO ingests (ingest_id, pool, source, file_name, file_size, file_sha256, format, n_records, "
-                "n_added, n_invalid, n_dup_within, n_dup_in_pool, n_dup_other_pools, n_truncated_tail, lance_table, "
-                "lance_version, lessdb_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [f["ingest_id"], pool, f["source"], f["file_name"], f["file_size"], f["file_sha256"], f["format"],
-                 f["n_records"], f["n_added"], f["n_invalid"], f["n_dup_within"], f["n_dup_in_pool"],
-                 f["n_dup_other_pools"], f["n_truncated_tail"], lance_table,
-                 lance_version if f["n_added"] else None, lessdb_version])
+            con.execute(f"INSERT INTO ingests ({cols}, pool, lance_table, lance_version, lessdb_version) "
+                        f"VALUES ({', '.join('?' * (len(INGEST_COLUMNS) + 4))})",
+                        [f.get(c) for c in INGEST_COLUMNS] +
+                        [pool, lance_table, lance_version if f["n_added"] else None, lessdb_version])
         if skipped:
-            con.executemany("INSERT INTO ingest_skipped VALUES (?, ?, ?, ?, ?)",
-                            [[s["ingest_id"], s["file"], s["line"], s["field"], s["reason"]] for s in skipped])
+            con.executemany(f"INSERT INTO ingest_skipped ({', '.join(SKIPPED_COLUMNS)}) "
+                            f"VALUES ({', '.join('?' * len(SKIPPED_COLUMNS))})",
+                            [[s.get(c) for c in SKIPPED_COLUMNS] for s in skipped])
 
 
 def list_pools(ws) -> list[dict]:

@@ -8,7 +8,7 @@ Checks, each against what DuckDB recorded:
 - runs: running runs whose process is gone, checkpoint files against their recorded sha256, temp checkpoint
   dirs, checkpoints renamed into place but never registered, checkpoint dirs of no run; model weights;
 - selections: the Lance versions each read still readable and tagged, its members present there;
-- files: temp files of killed Lance writes.
+- files: temp files of killed Lance writes, spill files of killed ingests.
 
 `repair=True` fixes what is safe: deletes rows of unrecorded ingests, extra copies of duplicate feature keys
 (keeping the first, which readers use), temp files and dirs of dead writers; recounts job counts; marks dead
@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import time
 
-from .file_checks import check_lance_temp_files, check_models, check_runs, check_selections
+from .file_checks import check_ingest_spills, check_lance_temp_files, check_models, check_runs, check_selections
 from .findings import ERROR, INFO, WARNING, Finding, VerifyReport
 from .table_checks import check_candidates, check_features
 
-CHECKS = (check_candidates, check_lance_temp_files, check_features, check_runs, check_models, check_selections)
+CHECKS = (check_candidates, check_lance_temp_files, check_ingest_spills, check_features, check_runs, check_models,
+          check_selections)
 
 __all__ = ["verify_workspace", "VerifyReport", "Finding", "ERROR", "WARNING", "INFO"]
 
