@@ -286,8 +286,6 @@ def load_base_model(ws, name_or_path: str = DEFAULT_MODEL, device: str = "cpu",
 
     "smollm2-135m" / "gemma3-270m": a bundled GGUF (BUNDLED_MODELS), cached as safetensors in the workspace;
     "tiny": lessdb.models.tiny (seed 0, byte tokenizer, Tulu format); else a local HF model directory."""
-    from ..storage import meta_runs
-
     device = resolve_device(device)
     dtype = dtype or default_dtype(device)
     if name_or_path == TINY_MODEL:
@@ -314,5 +312,7 @@ def load_base_model(ws, name_or_path: str = DEFAULT_MODEL, device: str = "cpu",
         loaded = LoadedModel(model, tokenizer, str(path), _dir_weights_sha256(path), f"dir:{path}", str(path),
                              model.config.to_dict())
     if record and ws is not None:
+        from ..storage import meta_runs   # DuckDB: only when recording (a GPU box may have torch and no DuckDB)
+
         meta_runs.upsert_model(ws, loaded)
     return loaded
