@@ -164,3 +164,20 @@ def test_checkpoint_shipping_checks_hashes_and_never_passes_the_driver_path(tmp_
     (Path(ckpt.path) / SHIPPED_FILES[0]).write_bytes(b"modified after training")
     with pytest.raises(LessdbError, match="adapter_model.safetensors does not match its recorded sha256"):
         pack_checkpoint(ckpt)
+
+
+def test_preflight_names_what_the_cluster_lacks():
+    """lessdb.scale.preflight.resource_problems: totals and per-node fit, each with what to do about it."""
+    from lessdb.scale.preflight import resource_problems
+
+    (gpu,) = resource_problems(8, 1, 1, {"CPU": 16.0}, [{"CPU": 16.0}])
+    assert "the cluster has 0 GPUs" in gpu and "needs 8" in gpu and "--gpus-per-worker 0" in gpu
+    assert "lower --workers" not in gpu                          # nothing to lower to: no GPU at all
+    (some,) = resource_problems(8, 1, 1, {"CPU": 16.0, "GPU": 4.0}, [{"CPU": 8.0, "GPU": 2.0}] * 2)
+    assert "has 4 GPUs" in some and "lower --workers to 4" in some
+    (cpu,) = resource_problems(3, 1, 0, {"CPU": 2.0}, [{"CPU": 1.0}] * 2)
+    assert "has 2 CPUs" in cpu and "needs 3" in cpu and "lower --workers to 2" in cpu
+    (node,) = resource_problems(2, 1, 2, {"CPU": 4.0, "GPU": 4.0}, [{"CPU": 2.0, "GPU": 1.0}] * 2 + [{"GPU": 2.0}])
+    assert node.startswith("no single node has the 1 CPUs and 2 GPUs")
+    assert resource_problems(2, 1, 0, {"CPU": 2.0}, [{"CPU": 1.0}] * 2) == []
+    assert resource_problems(2, 1, 1, {"CPU": 2.0, "GPU": 2.0}, [{"CPU": 1.0, "GPU": 1.0}] * 2) == []
