@@ -626,7 +626,18 @@ def diagnostics(mut, variants: list[Variant], device: torch.device, quick: bool)
     return out
 
 
+def _require(*modules: str) -> None:
+    """Exit with one line naming what this machine lacks (the check needs nothing beyond these)."""
+    from importlib.util import find_spec
+
+    missing = [m for m in modules if find_spec(m) is None]
+    if missing:
+        raise SystemExit(f"bench/gpu_check.py needs {', '.join(missing)} (it needs only torch, transformers, peft "
+                         "and numpy); install them, e.g. pip install " + " ".join(missing))
+
+
 def run(args) -> dict:
+    _require("transformers", "peft", "safetensors")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
