@@ -298,7 +298,7 @@ class Featurizer:
         """Bare forward + backward of the same batch at the same precision: LoRA weights trainable, their
         gradients summed over the batch (what training computes), nothing per example."""
         from lessdb.completion_loss import completion_token_losses
-        from lessdb.featurize.engine import to_device
+        from lessdb.tokenization import to_device
 
         b = to_device(batch, self.device)
         ctx = (torch.autocast(device_type=self.device.type, dtype=self.autocast) if self.autocast is not None

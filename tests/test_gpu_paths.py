@@ -302,7 +302,8 @@ def test_gpu_batches_are_bounded_by_count_only_and_cpu_by_512_tokens():
 
 
 def test_one_copy_each_way():
-    from lessdb.featurize.engine import BatchFeatures, to_device
+    from lessdb.featurize.engine import BatchFeatures
+    from lessdb.tokenization import to_device
 
     vectors = torch.randn(3, 5)
     feats = BatchFeatures(vectors, torch.tensor([True, False, True]), torch.zeros(3), torch.tensor([1.0, 0.0, 2.5]))

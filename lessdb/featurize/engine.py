@@ -13,6 +13,7 @@ import torch
 
 from .adam import GradTransform
 from .per_example_grads import LoraParam, Scratch, capture, completion_token_counts, forward_backward
+from ..models.tokenization import to_device
 from .sketch import Sketch
 
 
@@ -30,14 +31,6 @@ class BatchFeatures:
         packed = torch.cat([self.vectors, self.norms.float()[:, None], self.ok.float()[:, None]], dim=1)
         host = packed.cpu().numpy()
         return host[:, -1] > 0.5, np.ascontiguousarray(host[:, :-2]), np.ascontiguousarray(host[:, -2])
-
-
-def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """The collated batch on `device`. To a GPU through pinned memory without blocking (the copy overlaps the
-    host's work until the first kernel needs it); on a CPU the tensors are used as they are."""
-    if device.type != "cuda":
-        return {k: v.to(device) for k, v in batch.items()}
-    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
 
 
 class FeatureEngine:

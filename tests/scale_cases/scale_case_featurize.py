@@ -233,7 +233,7 @@ def test_preflight_refuses_before_writing_anything(ws_copy, ray_cluster, tmp_pat
     for extra, workers, reason in ((("--gpus-per-worker", "1"), 2, "the cluster has 0 GPUs"),
                                    ((), 3, "the cluster has 2 CPUs; --workers 3")):
         res = cli(ws_root, *_ray(ray_cluster, *extra, workers=workers), "--run", run_id, *FEAT, ok=False)
-        message = res.output + (res.stderr if hasattr(res, "stderr") else "")
+        message = f"{res.exception} {res.output}"   # in-process click: the LessdbError is the result's exception
         assert res.exit_code == 1 and reason in message and "nothing was written" in message, message
     ws = Workspace.open(ws_root)
     assert ws.sql("SELECT count(*) AS n FROM feature_jobs").to_pylist() == [{"n": 0}]
