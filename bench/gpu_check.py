@@ -319,9 +319,11 @@ class _Null:
 
 # -- measurements ---------------------------------------------------------------------------------------------
 def timed(step, batches, device: torch.device, min_seconds: float, max_iters: int = 200) -> tuple[float, int, int]:
-    """Run `step` over the batches (cycling) after one untimed warm-up batch, until `min_seconds` and at least
-    2 batches; returns (seconds, examples, tokens) of the timed part."""
-    step(batches[0])
+    """Run `step` over the batches (cycling) after one untimed pass over each (every shape's first call pays for
+    kernel selection and allocation), until `min_seconds` and at least 2 batches; returns (seconds, examples,
+    tokens) of the timed part."""
+    for b in batches:
+        step(b)
     _sync(device)
     n_ex = n_tok = iters = 0
     t = time.perf_counter()
@@ -594,8 +596,9 @@ def measure_point(budget: Budget, name: str, mut, variant: Variant, bs: int, ml:
                   seed: int) -> dict | None:
     flops = flops_per_token(mut.config, ml, variant.feat.lora_numel, 0.5) * bs * ml * 0.75
     per_batch = flops / budget.rate(name, variant.label)
+    # featurize and floor: each an untimed pass over its ~4 batches, then the timed part
     if not budget.allows(f"{name} {variant.label} batch {bs} x {ml}",
-                         2 * (2 * per_batch + max(min_seconds, 2 * per_batch)) + 1):
+                         2 * (5 * per_batch + max(min_seconds, 2 * per_batch)) + 1):
         return None
     try:
         with variant as feat:
