@@ -29,7 +29,7 @@ def resource_problems(workers: int, cpus_per_worker: float, gpus_per_worker: flo
             fit = math.floor(have / per + 1e-9)
             fixes = ([f"lower --workers to {fit}"] if fit else []) + \
                 (["use --gpus-per-worker 0 for CPU workers"] if kind == "GPU" else []) + \
-                [f"add nodes with {kind}s (ray start --num-{kind.lower()}s N)"]
+                [f"add nodes with {kind}s (" + ("ray start --num-gpus N)" if kind == "GPU" else "ray start --num-cpus N)")]
             problems.append(f"the cluster has {have:g} {kind}s; --workers {workers} with {per:g} {flag} needs "
                             f"{need:g} ({', or '.join(fixes)})")
     if not problems and not any(float(n.get("GPU", 0.0)) + 1e-9 >= gpus_per_worker and
