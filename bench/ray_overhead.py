@@ -1,8 +1,7 @@
 """Ray's overhead where it amortises (issue 25): `featurize --engine ray` against the local engine at equal cores.
 
-    python bench/ray_overhead.py                  # real SmolLM2-135M, 400 candidates × 2 checkpoints (TIMING run)
-    python bench/ray_overhead.py --smoke          # tiny model, 24 candidates: the plumbing, in a few minutes
-    python -m bench.ray_overhead ...
+    python -m bench.ray_overhead                  # real SmolLM2-135M, 400 candidates × 2 checkpoints (TIMING run)
+    python -m bench.ray_overhead --smoke          # tiny model, 24 candidates: the plumbing, in a few minutes
 
 One warmup (preset cpu-small: 256 tokens, LoRA r 8, 2 epochs → 2 checkpoints) on a pool of the first N builtin
 ShareGPT conversations, copied into two identical workspaces; then, each as the real CLI in a fresh process:
@@ -11,34 +10,22 @@ ShareGPT conversations, copied into two identical workspaces; then, each as the 
 Wall time of each process (imports, Ray start, model loads, compute, commits: everything a user waits for), and
 overhead = ray wall ÷ local wall − 1 (goal ≤ 10 %). The Ray summary's timing breakdown says where the rest went,
 and the two feature tables are compared key by key (the engines store bit-identical vectors).
-The run confines itself to a network namespace with only `lo` (as bench/scale.py does). Timings depend on the
+The run confines itself to a network namespace with only `lo` (as bench.scale does). Timings depend on the
 machine's load: the load average is printed at start and end; report figures from an idle machine only.
 """
 from __future__ import annotations
 
-import sys
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
-_ROOT = str(Path(__file__).resolve().parents[1])
-if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = _ROOT       # run as a script: bench/ is sys.path[0]; the repository root must be there instead
-elif _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-
-from bench.scale import _confine  # noqa: E402
+from bench.common import LESSDB, confine_to_loopback, loadavg, write_json
 
 RUN_ID = "overhead-warmup"
-
-
-def loadavg() -> list[float]:
-    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
 def prepare(base: Path, n: int, model: str, percentage: float) -> dict:
@@ -62,7 +49,7 @@ def featurize(ws: Path, *extra: str, threads: int) -> dict:
     """One `lessdb featurize` process: its wall time and its --json summary."""
     env = dict(os.environ, LESSDB_WORKSPACE=str(ws), LESSDB_PROGRESS="0", OMP_NUM_THREADS=str(threads),
                RAY_USAGE_STATS_ENABLED="0")
-    cmd = [sys.executable, "-m", "lessdb.cli.main", "featurize", "--run", RUN_ID, "--device", "cpu", "--json", *extra]
+    cmd = [*LESSDB, "featurize", "--run", RUN_ID, "--device", "cpu", "--json", *extra]
     t = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.monotonic() - t
@@ -98,7 +85,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep (and reuse) the warmed workspace")
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args()
-    _confine()
+    confine_to_loopback("ray_overhead")
     n = args.n or (24 if args.smoke else 400)
     model = "tiny" if args.smoke else "smollm2-135m"
     work = Path(args.workdir)
@@ -128,7 +115,7 @@ def main() -> None:
           f"load average at end: {report['loadavg_end']}")
     print(json.dumps(report, indent=1))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        write_json(Path(args.json), report)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -50,8 +50,8 @@ def test_real_smollm2_loads_caches_and_trains_one_step(workspace, tmp_path):
     del first
     model, tok = again.model, again.tokenizer
     assert model.config.model_type == "llama" and 130e6 < again.n_params < 140e6
-    # bench/gpu_check.py builds this shape from lessdb.architectures when the package is absent: the same config
-    from lessdb.architectures import architecture_config
+    # bench/gpu_check.py builds this shape from lessdb.models.architectures when the package is absent: the same config
+    from lessdb.models.architectures import architecture_config
 
     shape = architecture_config(DEFAULT_MODEL).to_dict()
     differs = {k: (v, model.config.to_dict().get(k)) for k, v in shape.items()

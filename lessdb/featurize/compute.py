@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,13 +19,14 @@ from .. import faults
 from ..errors import LessdbError
 from ..models.batching import batches_by_length, token_budget
 from ..progress import Progress
-from ..storage import features as fstore
-from ..storage import meta_features
 from .adam import AdamState, GradTransform
 from .engine import FeatureEngine
 from .per_example_grads import lora_params
 from .precision import weights_and_autocast
 from .sketch import make_sketch
+
+if TYPE_CHECKING:   # storage (pyarrow, LanceDB, DuckDB) only where rows are written: a GPU box may lack them
+    from ..storage import features as fstore
 
 
 EXCLUDED_NO_COMPLETION = "no completion token after truncation to {n} tokens"
@@ -125,6 +127,9 @@ class FeatureWriter(RowBuffer):
     def flush(self) -> None:
         if not self.ids and not self.exclusions:
             return
+        from ..storage import features as fstore
+        from ..storage import meta_features
+
         nbytes = 0
         if self.ids:
             self.version, _, nbytes = fstore.write_features(self.ws, self.info, self.epoch, self.role, self.ids,

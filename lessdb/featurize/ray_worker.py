@@ -52,8 +52,8 @@ class FeaturizeWorker:
         import peft  # noqa: F401
         import transformers  # noqa: F401
 
-        from ..featurize import job  # noqa: F401  (torch, storage, the compute modules)
-        from ..model_reuse import reuse_checkpoint_models
+        from . import compute  # noqa: F401  (torch and the compute modules)
+        from ..runs.checkpoint_models import reuse_checkpoint_models
 
         # one base model per actor for the whole call: the next checkpoint swaps in its adapter weights only
         self._reuse = contextlib.ExitStack()

@@ -1,8 +1,9 @@
 """Model shapes by name, built from a config with random weights: no download, no model package, no tokenizer.
 
-For measuring what lessdb's compute costs on a machine (bench/gpu_check.py): throughput does not depend on the
-weights' values, only on the shapes, so a GPU box with torch + transformers alone can measure the real
-SmolLM2-135M's shape, or a ~1B / ~8B Llama's, without any file. `smollm2-135m` is the config the bundled
+For measuring what lessdb's compute costs on a machine (bench/gpu_check.py, which predicts each measurement's
+cost from `flops_per_token`): throughput does not depend on the weights' values, only on the shapes, so a GPU box
+with torch + transformers alone can measure the real SmolLM2-135M's shape, or a ~1B / ~8B Llama's, without any
+file. `smollm2-135m` is the config the bundled
 GGUF converts to (tests/test_models.py compares them); the Llama shapes are Llama-3.2-1B's and Llama-3-8B's
 published configs (RoPE scaling left out: it changes no FLOP).
 """
@@ -40,6 +41,21 @@ def architecture_config(name: str, **overrides):
     if name not in ARCHITECTURES:
         raise KeyError(f"unknown architecture {name!r}; known: tiny, {', '.join(ARCHITECTURES)}")
     return LlamaConfig(**{**ARCHITECTURES[name], **overrides})
+
+
+def flops_per_token(cfg, max_len: int, lora_params: int, labelled: float) -> float:
+    """Forward + backward FLOPs per token of a frozen-base LoRA pass of a Llama-shaped `cfg` on sequences of
+    `max_len`: 2N forward and 2N for the input gradients over the body, causal attention (QKᵀ and AV, forward and
+    backward), the LM head at the `labelled` share of positions only (forward, and its input gradient), and the
+    per-example LoRA gradients (2 FLOPs per LoRA weight per token)."""
+    h, layers = cfg.hidden_size, cfg.num_hidden_layers
+    head_dim = getattr(cfg, "head_dim", None) or h // cfg.num_attention_heads
+    q = cfg.num_attention_heads * head_dim
+    kv = cfg.num_key_value_heads * head_dim
+    body = layers * (h * (q + 2 * kv) + q * h + 3 * h * cfg.intermediate_size)
+    attention = layers * 2 * 2 * max_len * q / 2
+    head = 2 * 2 * cfg.vocab_size * h * labelled
+    return 4 * body + 3 * attention + head + 2 * lora_params
 
 
 def random_causal_lm(config, device="cpu", dtype: torch.dtype = torch.float32, seed: int = 0):
