@@ -46,6 +46,24 @@ def test_tables_location_is_recorded_and_cannot_move(tmp_path):
     assert moved.returncode != 0 and "not supported" in moved.stderr and "Traceback" not in moved.stderr
 
 
+def test_init_on_an_unreachable_store_is_refused_and_leaves_nothing(tmp_path):
+    """`init --tables s3://…` where the store cannot be listed (here: nothing listens at the endpoint): exit 1 with
+    the bucket and the reason named, and no workspace folder left behind (it used to be exit 70 and a workspace
+    half made). The missing-bucket case against moto: tests/scale_cases/scale_case_s3.py."""
+    import socket
+
+    with socket.socket() as sock:        # a loopback port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT": f"http://127.0.0.1:{port}", "AWS_ALLOW_HTTP": "true", "AWS_EC2_METADATA_DISABLED": "true"}
+    res = run_cli("init", "--tables", "s3://lessdb-nowhere/ws", workspace=tmp_path / "ws", check=False, env=env)
+    assert res.returncode == 1, res.stderr
+    assert "cannot use bucket 'lessdb-nowhere'" in res.stderr and "connection refused" in res.stderr
+    assert "nothing was created" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "ws").exists()
+
+
 def _job(i=0, n=1, epoch=1):
     return {"job_id": f"fs/candidate/{epoch}/{i}of{n}", "feature_set_id": "fs", "role": "candidate", "epoch": epoch,
             "shard_index": i, "shard_count": n}
