@@ -10,6 +10,8 @@ import json
 import os
 import platform
 import resource
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -126,6 +128,19 @@ def run_measured(cmd: list[str], env: dict | None = None) -> tuple[str, float, f
 def bench_command(module: str, *args: str, python_flags: tuple[str, ...] = ()) -> list[str]:
     """The command line that runs bench/<module>.py as `python -m bench.<module>` (run it with cwd=REPO)."""
     return [sys.executable, *python_flags, "-m", f"bench.{module}", *map(str, args)]
+
+
+def confine_to_loopback(module: str) -> None:
+    """Re-run `python -m bench.<module>` (this process's arguments) in a private network namespace where only `lo`
+    exists, unless already in one: Ray and the S3 emulator then cannot reach, or be reached from, another address."""
+    with open("/proc/net/dev") as fh:
+        interfaces = sorted(line.split(":")[0].strip() for line in fh.readlines()[2:])
+    if interfaces == ["lo"]:
+        return
+    if shutil.which("unshare") is None:
+        sys.exit(f"bench.{module} needs `unshare` (util-linux) to keep Ray and the S3 emulator on loopback")
+    cmd = f"ip link set lo up && exec {shlex.join(bench_command(module, *sys.argv[1:]))}"
+    sys.exit(subprocess.call(["unshare", "-n", "sh", "-c", cmd], cwd=REPO))
 
 
 def run_worker(module: str, *args: str, env: dict | None = None) -> dict:

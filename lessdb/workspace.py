@@ -56,8 +56,9 @@ class Workspace(WorkspaceAPI):
         if storage_options is not None and not isinstance(storage_options, dict):
             storage_options = parse_storage_options(storage_options)
         root = Path(path) if path is not None else default_workspace_path()
-        root.mkdir(parents=True, exist_ok=True)
+        # the tables' location first: one that cannot be used is refused before the workspace folder exists
         configure_tables(root.resolve(), LANCE_DIR, tables, storage_options or {})
+        root.mkdir(parents=True, exist_ok=True)
         for sub in (LANCE_DIR, "checkpoints", "models", "exports", "locks"):
             (root / sub).mkdir(exist_ok=True)
         ws = cls(root)

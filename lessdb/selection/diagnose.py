@@ -15,12 +15,7 @@ import numpy as np
 
 from .noise import gap_vs_noise
 from .pool_scores import recompute_pool_scores
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).statistic)
+from .scoring import spearman
 
 
 def diagnose_selection(ws, ref: str) -> dict:

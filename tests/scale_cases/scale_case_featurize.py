@@ -219,3 +219,27 @@ def test_second_driver_refused_while_first_holds_lease(ws_copy, ray_cluster):
         sleeper.wait()
     again = _featurize_ray(ws_root, run_id, ray_cluster, "--checkpoints", "1")   # its owner died: lease free
     assert again["examples"] == 0 and first.examples == N_GOOD
+
+
+def test_preflight_refuses_before_writing_anything(ws_copy, ray_cluster, tmp_path):
+    """On the session's GPU-less two-node cluster (1 CPU each): a GPU request, or more CPU workers than CPUs, is
+    refused with the reason and leaves no job row and no feature set; a table no node can open names each node."""
+    import ray
+
+    from lessdb.errors import LessdbError
+    from lessdb.scale.preflight import check_cluster
+
+    ws_root, run_id = ws_copy
+    for extra, workers, reason in ((("--gpus-per-worker", "1"), 2, "the cluster has 0 GPUs"),
+                                   ((), 3, "the cluster has 2 CPUs; --workers 3")):
+        res = cli(ws_root, *_ray(ray_cluster, *extra, workers=workers), "--run", run_id, *FEAT, ok=False)
+        message = f"{res.exception} {res.output}"   # in-process click: the LessdbError is the result's exception
+        assert res.exit_code == 1 and reason in message and "nothing was written" in message, message
+    ws = Workspace.open(ws_root)
+    assert ws.sql("SELECT count(*) AS n FROM feature_jobs").to_pylist() == [{"n": 0}]
+    assert ws.sql("SELECT count(*) AS n FROM feature_sets").to_pylist() == [{"n": 0}]
+    assert not [t for t in ws.lance.table_names() if t.startswith("features_")]
+    with pytest.raises(LessdbError) as err:
+        check_cluster(ray, str(tmp_path / "nowhere.lance"), None, 1)
+    assert str(err.value).count("cannot open") == 2 and "AWS_*" in str(err.value)
+    assert check_cluster(ray, ws.lance.table_uri("candidates"), None, None, workers=2, cpus_per_worker=1)["nodes"] == 2
