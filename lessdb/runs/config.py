@@ -105,6 +105,7 @@ class WarmupConfig:
         problems = []
         check_choices(self, problems)
         check_ranges(self, problems)
+        check_run_id(self.run_id, problems)
         raise_problems(self, problems)
         self.lora.validate()
         self.training.validate()
@@ -147,6 +148,14 @@ class TrainConfig:
         d["lora"]["target_modules"] = list(self.lora.target_modules)
         return d
 
+    def validate(self) -> None:
+        problems: list[tuple[str, str]] = []
+        check_choices(self, problems)
+        check_run_id(self.run_id, problems)
+        raise_problems(self, problems)
+        self.lora.validate()
+        self.training.validate()
+
     @classmethod
     def from_stored(cls, stored: dict, run_id: str) -> "TrainConfig":
         """The config a run recorded (`run_train`'s stored config), for resuming it."""
@@ -154,6 +163,15 @@ class TrainConfig:
         return cls(selection=stored["selection"], pool=stored.get("pool"), model=stored["model"],
                    lora=LoraSettings(**lora), training=TrainingSettings(**stored["training"]),
                    device=stored.get("device") or "auto", preset=stored.get("preset"), run_id=run_id)
+
+
+def check_run_id(run_id: str | None, problems: list) -> None:
+    """A new run's id becomes its folder `checkpoints/<run id>/`: it must be a plain name (lessdb/names.py)."""
+    from ..names import name_problem
+
+    problem = None if run_id is None else name_problem(run_id)
+    if problem:
+        problems.append(("run_id", problem))
 
 
 def run_max_seq_length(run: dict) -> int:
@@ -247,6 +265,5 @@ def build_train_config(selection: str, preset: str | None = None, **overrides) -
         raise LessdbError(f"unknown train settings: {sorted(unknown)}")
     cfg = TrainConfig(selection=selection, preset=preset, lora=LoraSettings(**lora),
                       training=TrainingSettings(**training), **rest)
-    cfg.lora.validate()
-    cfg.training.validate()
+    cfg.validate()
     return cfg

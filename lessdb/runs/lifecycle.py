@@ -18,6 +18,7 @@ from .. import owners
 from ..errors import LessdbError
 from ..models.loading import LoadedModel, load_base_model
 from ..models.tokenization import conversation_format, encode_rows, pad_token_id, tokenizer_id
+from ..names import inside
 from ..settings import SettingError
 from ..storage import meta_runs
 from ..storage.candidates import read_candidates
@@ -172,7 +173,7 @@ def train_registered_run(ws, run_id: str, lora, training, loaded: LoadedModel, k
     # the owner lock lets `lessdb runs` / `verify` tell a live run from one killed mid-training (`interrupted`)
     with owners.owning(ws, owners.RUN, run_id, what=f"{label} run {run_id}"):
         try:
-            results = train_lora(peft_model, [e for _, e in kept], training, ws.checkpoints_dir / run_id,
+            results = train_lora(peft_model, [e for _, e in kept], training, inside(ws.checkpoints_dir, run_id),
                                  pad_token_id=pad_token_id(loaded.tokenizer), device=device, resume_from=resume_from,
                                  on_checkpoint=register, progress_label=f"{label} {run_id}", progress=progress)
         except BaseException:

@@ -59,6 +59,9 @@ def create_run(ws, *, run_id: str, kind: str, pool: str | None, model_name: str,
                lessdb_version: str, selection_id: str | None = None, is_transfer: bool = False,
                examples: list[tuple[str, bool]] = ()) -> None:
     """Insert the run (status 'running') and its examples (candidate_id, excluded) in one transaction."""
+    from ..names import check_name
+
+    check_name(run_id, "run_id")   # it becomes the folder checkpoints/<run id>/ (configs check it earlier)
     with ws.duck.transaction() as con:
         if con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]:
             raise LessdbError(f"run {run_id} already exists")
