@@ -85,33 +85,12 @@ def to_datasets(table: pa.Table):
 
 
 # -- the hf folder -------------------------------------------------------------------------------------------------
-def check_hf_destination(output, force: bool) -> Path:
-    """The folder an `hf` export goes to: new, or (with `force`) a folder that holds an earlier `hf` export and
-    nothing else — lessdb never deletes a folder it did not write."""
-    text = os.fspath(output)
-    if not text.strip() or "\x00" in text:
-        raise InputError("give a folder path", field=ref("output"))
-    path = Path(text)
-    if path.is_symlink() or (path.exists() and not path.is_dir()):
-        raise InputError("exists and is not a folder; an hf export is a folder (datasets' save_to_disk layout)",
-                         file=text, field=ref("output"))
-    if path.exists():
-        entries = {p.name for p in path.iterdir()}
-        if not entries:
-            return path
-        if not force:
-            raise InputError(f"exists; pass {ref('force')} to replace it, or choose another path", file=text,
-                             field=ref("output"))
-        if not entries <= set(HF_FILES) or "state.json" not in entries:
-            raise InputError(f"holds files that are not an earlier hf export ({', '.join(sorted(entries)[:5])}); "
-                             f"lessdb replaces only its own export folders, even with {ref('force')}", file=text,
-                             field=ref("output"))
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise InputError(f"{parent} is a file, not a folder", file=text, field=ref("output"))
-            break
-    return path
+def foreign_to_hf_export(entries: set[str]) -> str | None:
+    """Why a folder holding `entries` is not an earlier `hf` export (None: it is one, and `--force` may replace
+    it); `lessdb.output_file.check_destination(..., folder=foreign_to_hf_export)` checks an hf destination."""
+    if entries <= set(HF_FILES) and "state.json" in entries:
+        return None
+    return f"holds files that are not an earlier hf export ({', '.join(sorted(entries)[:5])})"
 
 
 def write_hf_folder(path: Path, table: pa.Table, description: str) -> str:
@@ -133,7 +112,7 @@ def write_hf_folder(path: Path, table: pa.Table, description: str) -> str:
         info = {"citation": "", "description": description, "features": None, "homepage": "", "license": ""}
         (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
         (tmp / "dataset_info.json").write_text(json.dumps(info, indent=2) + "\n")
-        if path.exists():           # checked by check_hf_destination: empty, or an earlier hf export
+        if path.exists():           # checked by check_destination: empty, or an earlier hf export
             os.rename(path, old)
         os.rename(tmp, path)
         shutil.rmtree(old, ignore_errors=True)

@@ -14,6 +14,7 @@ from ..choices import FEATURE_BATCH_ROWS
 from ..errors import LessdbError
 from ..settings import SettingError, ref
 from .lance_tables import CANDIDATES
+from .member_digest import record_digest
 from .user_filter import filtered_candidates
 from .sql_text import sql_in_list, sql_literal
 
@@ -40,6 +41,7 @@ def insert_selection(ws, row: dict, members: pa.Table, extras: dict[str, pa.Tabl
                     "SELECT ?, rank, candidate_id, pool, score, best_subtask FROM new_members",
                     [row["selection_id"]])
         con.unregister("new_members")
+        record_digest(con, row["selection_id"], members)   # what export and verify check the members against
         if extras:
             from .meta_selection_extras import insert_extras
 
