@@ -11,6 +11,8 @@ Points (where a kill is most likely to leave something half-done):
   select.before_record          scores computed, the selection not yet recorded
   select.before_tag             the selection recorded, its Lance versions not yet tagged
   fold.after_append             a commit of folded rows stored, the folded copy not yet recorded
+  repair.before_lance_delete    a duplicate-candidates repair recorded as started, Lance not yet touched
+  repair.after_lance_delete     the duplicate rows deleted in Lance, the repair not yet recorded complete
 """
 from __future__ import annotations
 

@@ -77,7 +77,12 @@ class Workspace(WorkspaceAPI):
         return ws
 
     def migrate(self):
-        return self.duck.migrate(placeholders=self.lance_placeholders())
+        applied = self.duck.migrate(placeholders=self.lance_placeholders())
+        if any(m.name == "relative_paths" for m in applied):   # the rest of the one-off rewrite (paths.py)
+            from .storage.paths import relativize_stored_paths
+
+            relativize_stored_paths(self)
+        return applied
 
     def as_dict(self) -> dict:
         """Where it is and its schema (what `lessdb init --json` prints)."""

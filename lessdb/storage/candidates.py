@@ -65,12 +65,17 @@ def roll_back_unrecorded_ingests(ws, wait: bool = True) -> set[int] | None:
 
 
 def roll_back_locked(ws) -> set[int]:
-    """`roll_back_unrecorded_ingests` for a caller that already holds the `candidates` write lock."""
+    """`roll_back_unrecorded_ingests` for a caller that already holds the `candidates` write lock; also finishes
+    a duplicate repair a killed process left half done (storage/candidate_repair.py)."""
+    from .candidate_repair import finish_started_repair
+
     if not ws.lance.has_table(CANDIDATES) or ws.lance.version(CANDIDATES) == candidates_version(ws):
+        finish_started_repair(ws)      # (killed before its delete: the versions still agree)
         return set()   # nothing was written after the last recorded ingest
     orphans = unrecorded_ingest_ids(ws)
     if orphans:
         delete_ingests(ws, orphans)
+    finish_started_repair(ws)
     return orphans
 
 

@@ -10,15 +10,22 @@ def version_producers(ws) -> dict[tuple[str, int], str]:
     with ws.duck.connect(read_only=True) as con:
         rows = con.execute("SELECT lance_table, lance_version, pool, string_agg(ingest_id::VARCHAR, ',') "
                            "FROM ingests WHERE lance_version IS NOT NULL GROUP BY ALL").fetchall()
+        repairs = con.execute("SELECT lance_version, repair_id, kind, n_removed FROM candidate_repairs "
+                              "WHERE status = 'complete'").fetchall()
     for table, version, pool, ids in rows:
         out[(table, version)] = f"ingest {ids} into pool {pool}"
+    for version, repair_id, kind, n_removed in repairs:
+        out.setdefault(("candidates", version), f"repair {repair_id}: removed {n_removed} " + ("duplicate rows" if kind == "duplicates" else f"rows ({kind})"))
     return out
 
 
 def recorded_candidates_version(ws, lance_table: str = "candidates") -> int | None:
-    """The newest `candidates` version a recorded ingest produced (None: no ingest wrote rows yet)."""
+    """The newest `candidates` version a recorded ingest or a complete repair (storage/candidate_repair.py)
+    produced (None: no ingest wrote rows yet)."""
     with ws.duck.connect(read_only=True) as con:
-        return con.execute("SELECT max(lance_version) FROM ingests WHERE lance_table = ?", [lance_table]).fetchone()[0]
+        return con.execute("SELECT max(v) FROM (SELECT lance_version AS v FROM ingests WHERE lance_table = ? "
+                           "UNION ALL SELECT lance_version FROM candidate_repairs WHERE status = 'complete' "
+                           "AND ? = 'candidates')", [lance_table, lance_table]).fetchone()[0]
 
 
 def ingest_rows(ws) -> list[dict]:
@@ -67,7 +74,10 @@ def record_ingests(ws, pool: str, files: list[dict], lance_table: str, lance_ver
 def list_pools(ws) -> list[dict]:
     with ws.duck.connect(read_only=True) as con:
         rel = con.execute(
-            "SELECT p.name AS pool, count(i.ingest_id) AS ingests, coalesce(sum(i.n_added), 0) AS candidates, "
+            "SELECT p.name AS pool, count(i.ingest_id) AS ingests, coalesce(sum(i.n_added), 0) - coalesce(("
+            " SELECT sum(r.n_removed) FROM candidate_repair_rows r JOIN candidate_repairs c USING (repair_id) "
+            " JOIN ingests j ON j.ingest_id = r.ingest_id WHERE j.pool = p.name AND c.status = 'complete'), 0) "
+            "AS candidates, "
             "coalesce(sum(i.n_invalid), 0) AS skipped_invalid, "
             "coalesce(sum(i.n_dup_within + i.n_dup_in_pool), 0) AS duplicates_dropped, "
             "coalesce(sum(i.n_dup_other_pools), 0) AS shared_with_other_pools, p.created_at "

@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from .. import owners
 from ..errors import LessdbError
+from .paths import resolved_path, stored_path
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ def upsert_model(ws, loaded) -> None:
         if exists:
             return
         con.execute("INSERT INTO models (model_sha256, name, source, path, n_params, config) VALUES (?, ?, ?, ?, ?, ?)",
-                    [loaded.sha256, loaded.name, loaded.source, loaded.path, loaded.n_params,
+                    [loaded.sha256, loaded.name, loaded.source, stored_path(ws.root, loaded.path), loaded.n_params,
                      json.dumps(loaded.config, default=str)])
 
 
@@ -45,7 +46,10 @@ def list_models(ws) -> list[dict]:
     with ws.duck.connect(read_only=True) as con:
         cur = con.execute("SELECT model_sha256, name, source, path, n_params, created_at FROM models ORDER BY created_at")
         cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row)) for row in cur.fetchall()]
+        rows = [dict(zip(cols, row)) for row in cur.fetchall()]
+    for row in rows:   # stored relative to the workspace: where it is now
+        row["path"] = resolved_path(ws.root, row["path"])
+    return rows
 
 
 # -- runs ------------------------------------------------------------------------------------------------
@@ -120,7 +124,7 @@ def list_runs(ws, kind: str | None = None, pool: str | None = None) -> list[dict
                                          params).fetchall()]
         runs = [_run_row(con, rid) for rid in ids]
         for run in runs:
-            run["checkpoints"] = [c.as_dict() for c in _checkpoints(con, run["run_id"])]
+            run["checkpoints"] = [c.as_dict() for c in _checkpoints(con, run["run_id"], ws.root)]
     for run in runs:   # `running` with no live owner process: killed (resume it with --resume)
         run["status"] = owners.live_status(ws, owners.RUN, run["run_id"], run["status"])
     return runs
@@ -148,19 +152,21 @@ def add_checkpoint(ws, info: CheckpointInfo) -> None:
         con.execute("DELETE FROM checkpoints WHERE run_id = ? AND epoch = ?", [info.run_id, info.epoch])
         con.execute("INSERT INTO checkpoints (run_id, epoch, path, adapter_sha256, optimizer_sha256, optimizer_step, "
                     "mean_lr, train_loss) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [info.run_id, info.epoch, info.path, info.adapter_sha256, info.optimizer_sha256,
+                    [info.run_id, info.epoch, stored_path(ws.root, info.path), info.adapter_sha256,
+                     info.optimizer_sha256,
                      info.optimizer_step, info.mean_lr, info.train_loss])
 
 
-def _checkpoints(con, run_id: str) -> list[CheckpointInfo]:
+def _checkpoints(con, run_id: str, root) -> list[CheckpointInfo]:
+    """The run's checkpoints, each `path` resolved against the workspace root (stored relative: paths.py)."""
     rows = con.execute("SELECT run_id, epoch, path, adapter_sha256, optimizer_sha256, optimizer_step, mean_lr, "
                        "train_loss, created_at FROM checkpoints WHERE run_id = ? ORDER BY epoch", [run_id]).fetchall()
-    return [CheckpointInfo(*r) for r in rows]
+    return [CheckpointInfo(r[0], r[1], resolved_path(root, r[2]), *r[3:]) for r in rows]
 
 
 def list_checkpoints(ws, run_id: str) -> list[CheckpointInfo]:
     with ws.duck.connect(read_only=True) as con:
-        return _checkpoints(con, run_id)
+        return _checkpoints(con, run_id, ws.root)
 
 
 # -- token counts -----------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from ..errors import LessdbError
 from ..settings import SettingError, ref
 from .lance_tables import CANDIDATES
 from .member_digest import record_digest
+from .paths import resolved_path, stored_path
 from .user_filter import filtered_candidates
 from .sql_text import sql_in_list, sql_literal
 
@@ -86,14 +87,15 @@ def selection_members(ws, selection_id: str) -> pa.Table:
 def record_export(ws, selection_id: str, path: str, fmt: str, n_rows: int, sha256: str) -> None:
     with ws.duck.transaction() as con:
         con.execute("INSERT INTO exports (selection_id, path, format, n_rows, sha256) VALUES (?, ?, ?, ?, ?)",
-                    [selection_id, path, fmt, n_rows, sha256])
+                    [selection_id, stored_path(ws.root, path), fmt, n_rows, sha256])
 
 
 def list_exports(ws, selection_id: str) -> list[dict]:
     with ws.duck.connect(read_only=True) as con:
         rows = con.execute("SELECT path, format, n_rows, sha256, created_at FROM exports WHERE selection_id = ? "
                            "ORDER BY created_at", [selection_id]).fetchall()
-    return [dict(zip(["path", "format", "n_rows", "sha256", "created_at"], r)) for r in rows]
+    return [dict(zip(["path", "format", "n_rows", "sha256", "created_at"], (resolved_path(ws.root, r[0]), *r[1:])))
+            for r in rows]
 
 
 # -- what selection reads from other stages' tables (read-only) ---------------------------------------------

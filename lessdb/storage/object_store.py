@@ -91,6 +91,8 @@ def load_location(root: Path, default_dir: str) -> TablesLocation:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise LessdbError(f"{path}: not a valid tables location ({exc}); expected "
                           '{"uri": "s3://bucket/prefix", "storage_options": {...}}') from None
+    if not is_remote(uri) and not os.path.isabs(uri):   # a folder inside the workspace, stored relative
+        uri = str(Path(root) / uri)
     bad = [k for k in opts if is_secret_key(k)]
     if bad:
         raise LessdbError(f"{path}: field 'storage_options' holds credentials ({', '.join(bad)}); remove them and "
@@ -132,9 +134,14 @@ def check_reachable(location: TablesLocation) -> None:
 
 def save_location(root: Path, location: TablesLocation) -> None:
     """Write tables.json atomically (a kill leaves the old file or the new one)."""
+    from .paths import stored_path
+
     path = Path(root) / CONFIG_FILE
+    public = location.public()
+    if not location.remote:   # relative when inside the workspace, so a moved workspace keeps its tables
+        public["uri"] = stored_path(root, public["uri"])
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(location.public(), indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(public, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
 
 

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import owners
+from ..storage import candidate_repair
 from ..storage import candidates as cstore
 from ..storage import meta_features, meta_pools, meta_runs
 from ..storage.lance_tables import CANDIDATES
@@ -32,8 +33,10 @@ def check_candidates(ws, report: VerifyReport) -> None:
         report.add(ERROR, "candidates", f"version {version} (the last recorded ingest's) cannot be read: {exc}",
                    where, "restore the workspace from a backup")
         return
+    table, version = _check_duplicate_candidates(ws, report, table, version, where)
     report.count("candidate rows", table.num_rows)
     stored = Counter(table.column("ingest_id").to_pylist())
+    removed = candidate_repair.removed_per_ingest(ws)   # rows a duplicate repair took from an ingest
     recorded = {r["ingest_id"]: r for r in meta_pools.ingest_rows(ws)}
     report.count("ingests", len(recorded))
     for ingest_id, n in sorted(stored.items()):
@@ -41,14 +44,37 @@ def check_candidates(ws, report: VerifyReport) -> None:
             report.add(ERROR, "candidates", f"{n} rows of ingest {ingest_id} are in the recorded version {version} "
                        "but no ingest with that id is recorded", where, "re-ingest the file into a new workspace")
     for ingest_id, row in recorded.items():
-        if row["lance_table"] == CANDIDATES and stored.get(ingest_id, 0) != row["n_added"]:
+        want = row["n_added"] - removed.get(ingest_id, 0)
+        if row["lance_table"] == CANDIDATES and stored.get(ingest_id, 0) != want:
             report.add(ERROR, "candidates", f"ingest {ingest_id} (pool {row['pool']}) recorded {row['n_added']} new "
-                       f"rows; version {version} holds {stored.get(ingest_id, 0)}", where,
+                       f"rows" + (f" ({removed[ingest_id]} removed since as duplicates)" if ingest_id in removed
+                                  else "") + f"; version {version} holds {stored.get(ingest_id, 0)}", where,
                        "re-ingest the file (duplicates are skipped)")
+
+
+def _check_duplicate_candidates(ws, report: VerifyReport, table: pa.Table, version: int,
+                                where: str) -> tuple[pa.Table, int]:
+    """Each (pool, id) stored once. Older versions could store a record twice; --repair removes the extra rows
+    (keeping the earliest, the one readers use) as one recorded Lance delete. Returns the rows and version to
+    check from here on (the repaired ones after a repair)."""
     dup = _duplicate_keys(table)
-    if dup:
-        report.add(ERROR, "candidates", f"{len(dup)} candidate keys (pool/id) appear more than once, e.g. {dup[0]}",
-                   where, "readers keep the first row per id; re-ingest into a new workspace to clean it")
+    if not dup:
+        return table, version
+    n_extra = table.num_rows - (len(set(table.column("key").to_pylist())))
+    finding = report.add(ERROR, "candidates", f"{len(dup)} candidate keys (pool/id) are stored more than once "
+                         f"({n_extra} extra rows, e.g. {dup[0]}); readers and the audit views use the earliest "
+                         "row of each", where, "`lessdb verify --repair` deletes the extra rows, keeping the "
+                         "earliest of each (one recorded Lance delete)")
+    if not report.repair:
+        return table, version
+    done = candidate_repair.repair_duplicates(ws)
+    if done is None:      # another process repaired it meanwhile
+        finding.repaired = "repaired meanwhile by another process"
+    else:
+        finding.repaired = (f"deleted {done.n_removed} duplicate rows (repair {done.repair_id}); readers now read "
+                            f"candidates version {done.lance_version}")
+    version = cstore.candidates_version(ws)
+    return ws.lance.dataset(CANDIDATES, version).to_table(columns=["key", "ingest_id"]), version
 
 
 def _check_unrecorded_rows(ws, report: VerifyReport, where: str) -> None:
