@@ -68,7 +68,7 @@ def backfill_digest(ws, selection_id: str) -> str | None:
     """Record the current members' digest for a selection that has none (made before digests existed); returns
     it, or None if one was already recorded. What it protects from then on is the members as they are now."""
     with ws.duck.transaction() as con:
-        if con.execute("SELECT count(*) FROM selection_digests WHERE selection_id = ?", [selection_id]).fetchone()[0]:
+        if con.execute("SELECT count(*) FROM selection_digests WHERE selection_id = ?", [selection_id]).fetchall()[0][0]:
             return None
         members = con.sql("SELECT rank, candidate_id, pool, score, best_subtask FROM selection_members "
                           "WHERE selection_id = ? ORDER BY rank", params=[selection_id]).to_arrow_table()
