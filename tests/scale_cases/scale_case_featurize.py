@@ -243,3 +243,27 @@ def test_preflight_refuses_before_writing_anything(ws_copy, ray_cluster, tmp_pat
         check_cluster(ray, str(tmp_path / "nowhere.lance"), None, 1)
     assert str(err.value).count("cannot open") == 2 and "AWS_*" in str(err.value)
     assert check_cluster(ray, ws.lance.table_uri("candidates"), None, None, workers=2, cpus_per_worker=1)["nodes"] == 2
+
+
+def test_select_on_a_partial_feature_set_is_refused_on_either_engine(ws_copy, ray_cluster, tmp_path):
+    """Issue 23: only shard 0 of 2 featurized. `select --engine ray` (and --prefilter on the cluster) is refused
+    as the local engine is, naming the command that completes the set; --allow-partial scores the same stored
+    vectors on the cluster as locally and records the same partial state."""
+    from conftest import write_jsonl
+    from lessdb.tasks import add_tasks
+
+    ws_root, run_id = ws_copy
+    ws = Workspace.open(ws_root)
+    featurize_run(ws, FeaturizeConfig(run_id=run_id, dim=DIM, batch_size=4, shard=(0, 2), progress=False))
+    add_tasks(ws, "toy", file=write_jsonl(tmp_path / "task.jsonl", [
+        {"subtask": "a", "prompt": "alpha beta", "completion": "gamma"},
+        {"subtask": "b", "prompt": "delta", "completion": "epsilon zeta"}]))
+    ray = ("--engine", "ray", "--ray-address", ray_cluster)
+    for extra in ((), ("--prefilter", f"{DIM // 2}x2")):
+        refused = cli(ws_root, "select", "--task", "toy", "--run", run_id, "--count", "3", *ray, *extra, ok=False)
+        assert refused.exit_code == 1 and "is incomplete" in str(refused.exception), refused.output
+        assert f"lessdb featurize --run {run_id} --dim {DIM}" in str(refused.exception)
+    remote = cli_json(ws_root, "select", "--task", "toy", "--run", run_id, "--count", "3", "--allow-partial", *ray)
+    local = cli_json(ws_root, "select", "--task", "toy", "--run", run_id, "--count", "3", "--allow-partial")
+    assert remote["partial"] == local["partial"] and remote["partial"]["n_missing"] > 0
+    assert remote["members_head"] == local["members_head"]
