@@ -10,7 +10,8 @@ Checks, each against what DuckDB recorded:
 - selections: the Lance versions each read still readable and tagged, its members present there;
 - files: temp files of killed Lance writes, spill files of killed ingests.
 
-`repair=True` fixes what is safe: deletes rows of unrecorded ingests, extra copies of duplicate feature keys
+`repair=True` fixes what is safe: deletes rows of unrecorded ingests, extra copies of duplicate candidate rows
+(keeping the earliest; one recorded Lance delete, storage/candidate_repair.py) and of duplicate feature keys
 (keeping the first, which readers use), temp files and dirs of dead writers; recounts job counts; marks dead
 running jobs and runs `interrupted`; registers verified landed checkpoints; tags untagged selection versions.
 It never deletes data anything refers to, and never touches what a live process owns.

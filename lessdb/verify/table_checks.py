@@ -1,6 +1,7 @@
 """`lessdb verify` checks of the LanceDB tables against what DuckDB recorded: candidates vs ingests, feature
 tables vs feature jobs and exclusions. Each check reports into a VerifyReport and, with `repair`, fixes what
-is safe: rows of unrecorded ingests, duplicate feature keys, job counts and dead `running` jobs."""
+is safe: rows of unrecorded ingests, duplicate candidate rows and feature keys, job counts and dead `running`
+jobs."""
 from __future__ import annotations
 
 import fcntl
