@@ -103,7 +103,7 @@ def _refuse_special(path: Path, shown: str, field: str) -> None:
     """An existing entry that is not a regular file is never replaced, `force` or not."""
     try:
         st = os.lstat(path)
-    except FileNotFoundError:
+    except OSError:   # nothing there (or a parent is a file: the checks after this one say so)
         return
     mode = st.st_mode
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):   # a folder gets its own message below

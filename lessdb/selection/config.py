@@ -29,7 +29,8 @@ class SelectConfig:
     run: str | None = setting(None, "Warmup run.", show="the feature set's run, else the newest complete one")
     feature_set: str | None = setting(None, "Feature set.", show="the run's newest of the method's gradient kind")
     percentage: float | None = setting(None, "Select floor(p*N), N the candidates that pass the filter (the filtered "
-                                       "pool, whether or not each could be scored; 0.05 means 5%).",
+                                       "pool, whether or not each could be scored; at most those with a score; 0.05 "
+                                       "means 5%).",
                                        show=str(DEFAULT_PERCENTAGE), short="-p", above=0, max=1)
     count: int | None = setting(None, "Select exactly this many instead.", short="-k", min=1)
     where: str | None = setting(None, "SQL condition on candidate metadata, applied before scoring.")

@@ -59,10 +59,16 @@ def feature_coverage(ws, plan, ids: list[str]) -> Coverage:
     for job in meta_features.job_rows(ws, fs.feature_set_id):
         if job["role"] == "candidate" and int(job["epoch"]) in wanted and job["status"] != "complete":
             cov.unfinished_jobs.append(job["job_id"])
+    # excluded at any checkpoint counts as excluded, as the scorer counts it (no completion token is the same
+    # at every checkpoint)
+    excluded = plan.candidate_exclusions
+    if excluded is None:
+        from ..storage.meta_selections import feature_exclusions
+
+        excluded = feature_exclusions(ws, fs.feature_set_id)
     lacking: set[str] = set()
     for epoch in plan.epochs:
         present = fstore.present_example_ids(ws, fs.feature_set_id, epoch, "candidate")
-        excluded = meta_features.excluded_ids(ws, fs.feature_set_id, "candidate", epoch)
         gone = [e for e in ids if e not in present and e not in excluded]
         cov.missing[epoch] = len(gone)
         lacking.update(gone)

@@ -98,10 +98,10 @@ def record_selection(ws, plan: Plan, ids: list[str], scores: Scores, started: fl
             raise invalid([("percentage", f"{plan.percentage} of {base:,} {what} is "
                                           f"{plan.percentage * base:.2f} < 1; use {ref('count')} or a larger "
                                           f"{ref('percentage')}")])
-        if k > n_scored:
-            raise invalid([("percentage", f"{plan.percentage} of {base:,} {what} is {k:,}, more than the "
-                                          f"{n_scored:,} that have a score; use {ref('count')} or a smaller "
-                                          f"{ref('percentage')}")])
+        if k > n_scored:   # candidates that can never have a score (no completion token) count in N
+            notes = list(notes) + [f"{plan.percentage} of {base:,} {what} is {k:,}, more than the {n_scored:,} "
+                                   f"that have a score: all {n_scored:,} were taken"]
+            k = n_scored
     else:
         k = None   # a token budget alone decides
     # the top k, or targets taking turns, a token budget, near-duplicates skipped (choose.py)

@@ -219,10 +219,8 @@ def _shard_ids(ws, fs, job: dict, cache: dict) -> list[str]:
 def _rerun_hint(fs, job: dict) -> str:
     if job["role"] != "candidate":
         return "the next `lessdb select` on this feature set computes what is missing"
-    where = f" --where {job['where_sql']!r}" if job["where_sql"] else ""
-    options = (f"--dim {fs['dim']} --sketch {fs['sketch_kind']} --seed {fs['sketch_seed']} --dtype {fs['dtype']} "
-               f"--grad {fs['grad_kind']}" + ("" if fs["bias_correction"] or fs["grad_kind"] != "adam"
-                                              else " --no-bias-correction")
-               + (f" --sketch-nnz {fs['sketch_nnz']}" if fs["sketch_kind"] == "sparse-sign" else ""))
-    return (f"`lessdb featurize --run {fs['run_id']} {options} --checkpoints {job['epoch']} "
-            f"--shard {job['shard_index']}/{job['shard_count']}{where}` finishes it")
+    from ..featurize.config import featurize_command
+
+    command = featurize_command(fs, epochs=[job["epoch"]], shard=(job["shard_index"], job["shard_count"]),
+                                where=job["where_sql"])
+    return f"`{command}` finishes it"
