@@ -1,7 +1,7 @@
 """Names users give to things lessdb keeps: run ids (each becomes a folder, `checkpoints/<run id>/`) and
 selection names. One rule for all of them, checked before anything is read or written:
 
-    1 to 128 characters: letters, digits, '.', '_', '-', '+'; the first a letter or a digit.
+    1 to 128 characters: letters, digits, '.', '_', '-', '+', '@'; the first a letter or a digit.
 
 So a name is never a path of its own (no '/', no '..', not absolute, no leading '-' that reads as a flag or
 '.' that hides a folder), never empty, never longer than a file name may be, and never `full`/`random:P`-like
@@ -16,7 +16,7 @@ from pathlib import Path
 from .errors import LessdbError, ref
 
 MAX_NAME = 128
-EXTRA = "._-+"
+EXTRA = "._-+@"
 
 
 def name_problem(value) -> str | None:

@@ -155,7 +155,8 @@ def test_select_refuses_shards_still_missing_and_rds_embeds_what_is_missing(temp
 def test_the_name_rule():
     from lessdb.names import name_problem
 
-    for good in ("r", "warmup-20260101-120000-abc123", "bbh-5pct", "quickstart-bbh-rds+-abc123", "v1.2_x", "Ä1"):
+    for good in ("r", "warmup-20260101-120000-abc123", "bbh-5pct", "quickstart-bbh-rds+-abc123", "v1.2_x", "Ä1",
+                 "less-ckpt1--same--skill@ckpt1+2"):
         assert name_problem(good) is None, good
     for bad in ("", "..", ".", "a/b", "../x", "/abs", "-x", ".hidden", "random:0.05", "a b", "x\x00", "é" * 129,
                 "tab\there"):

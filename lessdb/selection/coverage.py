@@ -117,7 +117,8 @@ def refusal(plan, cov: Coverage) -> str:
         n = len(cov.unfinished_jobs)
         what.append(f"{n} featurize job{'s' if n > 1 else ''} of it {'are' if n > 1 else 'is'} not complete "
                     f"(still running, or killed: {', '.join(cov.unfinished_jobs[:3])}{' …' if n > 3 else ''})")
-    name = fs.feature_set_id if fs is not None else "the feature set"
+    rds = plan.params.get("rds") or {}
+    name = fs.feature_set_id if fs is not None else rds.get("feature_set_id", "(embeddings)")
     return (f"feature set {name} is incomplete: {'; '.join(what)}. Scoring now would rank only the candidates "
             f"that have one. Complete it with `{completion_command(plan)}` (it computes only what is missing; "
             f"wait for running shards to finish), or pass {ref('allow_partial')} to select from what is stored.")
@@ -127,10 +128,11 @@ def completion_command(plan) -> str:
     from ..featurize.config import featurize_command
 
     fs = plan.fs
-    if fs is None:   # an RDS selection whose embedding set is recorded in its params
+    if fs is None:   # RDS/RDS+: the embedding set of the recorded model, pooling and window
         rds = plan.params.get("rds") or {}
-        return f"lessdb embed --run {plan.run_id} --pooling {rds.get('pooling', 'mean')}"
-    return featurize_command(fs, epochs=plan.epochs if len(plan.epochs) else None)
+        return featurize_command({"run_id": plan.run_id, "grad_kind": f"hidden-{rds.get('pooling', 'mean')}",
+                                  "max_seq_length": rds.get("max_seq_length")}, where=plan.where)
+    return featurize_command(fs, epochs=plan.epochs or None, where=plan.where)   # only the filtered candidates
 
 
 def partial_note(plan, n_missing: int, n_candidates: int, n_jobs: int) -> FieldText:

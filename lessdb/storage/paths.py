@@ -10,19 +10,22 @@ Catalogues written before this rule are rewritten once (migrations/0020_relative
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path, PurePosixPath
 
 STDOUT = "-"        # an export written to standard output: not a path
+_SCHEME = re.compile(r"^[A-Za-z][\w+.-]*:")   # `builtin:tiny` (the tiny model has no folder): not a path
 # (table, key columns, path column) of every catalogue column that holds a path
 PATH_COLUMNS = (("checkpoints", ("run_id", "epoch"), "path"), ("models", ("model_sha256",), "path"),
                 ("exports", ("selection_id", "created_at"), "path"))
 
 
 def stored_path(root: Path | str, path: Path | str) -> str:
-    """What the catalogue stores for `path` (see the module docstring)."""
+    """What the catalogue stores for an absolute `path` (see the module docstring); anything else (a value that
+    is no path, such as `builtin:tiny` or `-`) as it is."""
     text = os.fspath(path)
-    if text == STDOUT or not os.path.isabs(text):
-        return PurePosixPath(Path(text)).as_posix() if text != STDOUT else text
+    if not os.path.isabs(text):
+        return text
     real_root = os.path.realpath(root)
     for candidate in (os.path.abspath(text), os.path.realpath(text)):
         rel = os.path.relpath(candidate, real_root) if candidate.startswith(real_root + os.sep) else None
@@ -33,7 +36,7 @@ def stored_path(root: Path | str, path: Path | str) -> str:
 
 def resolved_path(root: Path | str, text: str | None) -> str | None:
     """The path a stored value means in the workspace at `root`."""
-    if text is None or text == STDOUT or os.path.isabs(text):
+    if text is None or text == STDOUT or os.path.isabs(text) or _SCHEME.match(text):
         return text
     return str(Path(root) / text)
 
