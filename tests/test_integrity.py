@@ -26,16 +26,16 @@ import pytest
 
 from conftest import run_cli, write_jsonl
 from lessdb import Workspace
-from lessdb.config import build_warmup_config
 from lessdb.featurize import FeaturizeConfig, featurize_run
 from lessdb.ingest.pipeline import ingest_files
+from lessdb.runs.config import build_warmup_config
+from lessdb.runs.warmup import run_warmup
 from lessdb.selection import SelectConfig, select
 from lessdb.storage import meta_pools, meta_runs, meta_selections
 from lessdb.storage.candidates import candidates_version, select_candidate_ids
 from lessdb.storage.lance_tables import CANDIDATE_SCHEMA, CANDIDATES
 from lessdb.storage.member_digest import backfill_digest, digest_status, member_digest, recorded_digest
-from lessdb.tasks import add_tasks
-from lessdb.warmup import run_warmup
+from lessdb.tasks.catalog import add_tasks
 from test_featurize_jobs import LONG, _records
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -83,7 +83,8 @@ def copy_of(template, tmp_path, which: str = "plain") -> Path:
     return tmp_path / "ws"
 
 
-# -- 1. a selection never silently scores a partial store ------------------------------------------------------------
+# -- 1. a selection never silently scores a partial store -------------------------------------------------------------
+@pytest.mark.faults   # featurize killed after its first commit, then select, featurize again, select (~20 CPU s)
 def test_select_refuses_a_partial_feature_set_and_allow_partial_records_it(template, tmp_path):
     ws_root = copy_of(template, tmp_path)
     # the issue's reproduction: featurize killed after its first commit (64 of checkpoint 1's vectors, none of 2's)
@@ -139,6 +140,7 @@ def _excluded_ids(ws, epoch: int) -> list[str]:
     return sorted(meta_features.excluded_ids(ws, fs["feature_set_id"], "candidate", epoch))
 
 
+@pytest.mark.slow   # featurize shard by shard, embed, and selections between them: ~20 CPU s
 def test_select_refuses_shards_still_missing_and_rds_embeds_what_is_missing(template, tmp_path):
     """Shards: only shard 0 of 2 featurized (the other still to run) is refused the same way. RDS+ embeddings are
     completed by the selection itself, so it is never partial."""
@@ -151,7 +153,7 @@ def test_select_refuses_shards_still_missing_and_rds_embeds_what_is_missing(temp
     assert out["partial"] is None and out["n_scored"] == N_POOL          # all but the one without a completion token
 
 
-# -- 2. names and output paths ---------------------------------------------------------------------------------------
+# -- 2. names and output paths ----------------------------------------------------------------------------------------
 def test_the_name_rule():
     from lessdb.names import name_problem
 
@@ -187,6 +189,7 @@ def _catalogue_counts(ws_root) -> dict:
                 for t in ("runs", "checkpoints", "selections", "token_counts", "run_examples")}
 
 
+@pytest.mark.slow   # ~25 CLI calls: ~24 CPU s
 def test_outputs_never_hit_workspace_files_or_special_files_and_dash_is_stdout(template, tmp_path):
     ws_root = copy_of(template, tmp_path)
     cli(ws_root, "select", "--task", "toy", "--method", "random", "--count", "4", "--name", "s")
@@ -223,7 +226,8 @@ def test_outputs_never_hit_workspace_files_or_special_files_and_dash_is_stdout(t
     jsonl = cli(ws_root, "export", "s", "--output", "-")
     assert jsonl.stdout == (ws_root / "exports" / "s.jsonl").read_text() and "standard output" in jsonl.stderr
     parquet = subprocess.run([sys.executable, "-m", "lessdb.cli.main", "export", "s", "--output", "-", "--format",
-                              "parquet"], capture_output=True, env={**os.environ, **ENV, "LESSDB_WORKSPACE": str(ws_root)})
+                              "parquet"], capture_output=True,
+                             env={**os.environ, **ENV, "LESSDB_WORKSPACE": str(ws_root)})
     assert parquet.returncode == 0, parquet.stderr
     assert pq.read_table(pa.BufferReader(parquet.stdout)).equals(pq.read_table(tmp_path / "s.parquet"))
     page = cli(ws_root, "report", "s", "--output", "-")
@@ -234,7 +238,7 @@ def test_outputs_never_hit_workspace_files_or_special_files_and_dash_is_stdout(t
     assert cli_json(ws_root, "verify")["clean"]
 
 
-# -- 3. one row per candidate ------------------------------------------------------------------------------------------
+# -- 3. one row per candidate -----------------------------------------------------------------------------------------
 def _append_duplicates(ws_root, n: int) -> int:
     """What older ingests did: the same candidate rows stored again as a recorded ingest (the storage layer only)."""
     ws = Workspace.open(ws_root)
@@ -254,6 +258,7 @@ def _sql(ws_root, query: str) -> list[dict]:
     return cli_json(ws_root, "sql", query)
 
 
+@pytest.mark.faults   # verify --repair killed after its Lance delete, then finished
 def test_duplicate_candidates_are_reported_repaired_and_views_keep_one_row(template, tmp_path):
     ws_root = copy_of(template, tmp_path)
     k = N_POOL + 1
@@ -293,7 +298,7 @@ def test_verify_repair_removes_duplicates_keeping_the_earliest(template, tmp_pat
     assert dup_ingest == 2
 
 
-# -- 4. selection members carry a digest; export refuses a changed selection --------------------------------------------
+# -- 4. selection members carry a digest; export refuses a changed selection ------------------------------------------
 def test_export_refuses_a_selection_whose_members_were_changed(template, tmp_path):
     ws_root = copy_of(template, tmp_path)
     cli(ws_root, "select", "--task", "toy", "--method", "random", "--count", "5", "--name", "a")
@@ -320,7 +325,7 @@ def test_export_refuses_a_selection_whose_members_were_changed(template, tmp_pat
     assert recorded_digest(ws, sid_b)["origin"] == "backfilled" and backfill_digest(ws, sid_b) is None
 
 
-# -- 5. relocatable workspaces -------------------------------------------------------------------------------------------
+# -- 5. relocatable workspaces ----------------------------------------------------------------------------------------
 def _strings_in_catalogue(ws_root, needle: str) -> list[tuple[str, str]]:
     """(table.column) of every text value in the DuckDB catalogue that contains `needle`."""
     hits = []
@@ -335,6 +340,7 @@ def _strings_in_catalogue(ws_root, needle: str) -> list[tuple[str, str]]:
     return hits
 
 
+@pytest.mark.slow   # replays and verifies in three places: ~18 CPU s
 def test_a_copied_or_moved_workspace_reads_only_its_own_files(template, tmp_path):
     ws_root = copy_of(template, tmp_path, "featurized")     # ingest, warmup, featurize, select (fixture)
     cli(ws_root, "export", "ref")                            # to exports/ (lessdb's own place)
@@ -377,3 +383,4 @@ def test_absolute_paths_of_older_workspaces_are_rewritten_on_open(template, tmp_
                 .fetchall()] == ["/home/me/out.jsonl", "exports/x.jsonl", "mine.jsonl"]
     assert all(Path(c.path).is_dir() for c in meta_runs.list_checkpoints(ws, "r"))
     assert cli_json(ws_root, "verify")["clean"]
+

@@ -90,17 +90,17 @@ def featurize_command(fs, epochs=None, shard: tuple[int, int] | None = None, whe
     from ..settings import flag_of
 
     get = fs.get if isinstance(fs, dict) else (lambda key: getattr(fs, key))
-    kind = get("grad_kind")
-    scope = ((f" --shard {shard[0]}/{shard[1]}" if shard and shard != (0, 1) else "")
-             + (f" --where {shlex.quote(where)}" if where else ""))
-    if str(kind).startswith("hidden-"):
-        pooling = kind.split("-", 1)[1]
-        return (f"lessdb embed --run {get('run_id')} --pooling {pooling} --max-seq-length {get('max_seq_length')}"
-                + scope)
+    kind = str(get("grad_kind"))
+    embed = kind.startswith("hidden-")   # an RDS embedding set: `lessdb embed`'s settings
 
     def flag(name: str) -> str:
-        return flag_of(FeaturizeConfig, name)
+        return flag_of(EmbedConfig if embed else FeaturizeConfig, name)
 
+    scope = ((f" {flag('shard')} {shard[0]}/{shard[1]}" if shard and shard != (0, 1) else "")
+             + (f" {flag('where')} {shlex.quote(where)}" if where else ""))
+    if embed:
+        return (f"lessdb embed {flag('run_id')} {get('run_id')} {flag('pooling')} {kind.split('-', 1)[1]} "
+                f"{flag('max_seq_length')} {get('max_seq_length')}" + scope)
     parts = [f"lessdb featurize {flag('run_id')} {get('run_id')}", f"{flag('dim')} {get('dim')}",
              f"{flag('sketch')} {get('sketch_kind')}", f"{flag('seed')} {get('sketch_seed')}",
              f"{flag('dtype')} {get('dtype')}", f"{flag('grad_kind')} {kind}",

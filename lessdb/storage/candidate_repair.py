@@ -4,9 +4,9 @@ Each (pool, id) must be stored once; an ingest that planned records by line numb
 a one-line JSON array, duplicates included. Readers already keep the first row per id and the audit views one
 row per (pool, id), but the table itself, its counts and `lessdb sql` still carried the extra rows.
 
-`repair_duplicates(ws)` keeps, per (pool, id), the earliest row (lowest ingest id, then the first stored) and
-deletes the rest in one Lance delete, recorded in DuckDB so that readers move to the repaired version. Under
-the `candidates` write lock, as every ingest:
+A repair (`storage.candidates.repair_duplicates`, which takes the `candidates` write lock as every ingest does)
+keeps, per (pool, id), the earliest row (lowest ingest id, then the first stored) and deletes the rest in one
+Lance delete, recorded in DuckDB so that readers move to the repaired version:
 
 1. a `started` row records the version being repaired (before Lance is touched);
 2. one Lance delete of the extra rows (by row id) at the latest version;
@@ -60,31 +60,16 @@ def extra_row_ids(table: pa.Table) -> tuple[int, list[int]]:
     return len(dup), extra
 
 
-def repair_duplicates(ws) -> RepairResult | None:
-    """Remove duplicate candidate rows (see the module docstring); None if there were none. Takes the
-    `candidates` write lock (waits for a running ingest)."""
-    from .candidates import candidates_version, roll_back_locked
-
-    with ws.write_lock("candidates"):
-        finished = finish_started_repair(ws)   # one a killed process left half done
-        roll_back_locked(ws)                   # rows of a killed ingest
-        version = candidates_version(ws)
-        if version is None or not duplicate_rows(ws, version)[1]:
-            return finished
-        repair_id = _start(ws, version)
-        faults.point("repair.before_lance_delete")
-        return _finish(ws, repair_id, version)
-
-
 def finish_started_repair(ws) -> RepairResult | None:
     """Finish a repair a killed process left `started` (the caller holds the `candidates` write lock)."""
     row = _started(ws)
     if row is None:
         return None
-    return _finish(ws, *row)
+    return finish_repair(ws, *row)
 
 
-def _finish(ws, repair_id: int, read_version: int) -> RepairResult:
+def finish_repair(ws, repair_id: int, read_version: int) -> RepairResult:
+    """Steps 2 and 3 (idempotent: a killed repair is finished by calling it again)."""
     _, extra = duplicate_rows(ws, None)      # at the latest version: empty if the delete already happened
     if extra:
         ws.lance.delete(CANDIDATES, "_rowid IN (" + ",".join(str(r) for r in extra) + ")")
@@ -106,7 +91,8 @@ def _rows_per_ingest(ws, version: int) -> dict[int, int]:
     return dict(Counter(col.to_pylist()))
 
 
-def _start(ws, read_version: int) -> int:
+def start_repair(ws, read_version: int) -> int:
+    """Step 1: record a repair of `read_version` as `started`; returns its id."""
     with ws.duck.transaction() as con:
         repair_id = con.execute("SELECT coalesce(max(repair_id), 0) + 1 FROM candidate_repairs").fetchone()[0]
         con.execute("INSERT INTO candidate_repairs (repair_id, kind, status, read_version) VALUES (?, ?, 'started', ?)",

@@ -17,7 +17,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .. import faults
 from ..errors import InputError, LessdbError, ref
+from .candidate_repair import RepairResult, duplicate_rows, finish_repair, finish_started_repair, start_repair
 from .sql_text import sql_in_list, sql_literal
 from .lance_tables import CANDIDATES
 from .user_filter import filtered_candidates, first_line
@@ -67,8 +69,6 @@ def roll_back_unrecorded_ingests(ws, wait: bool = True) -> set[int] | None:
 def roll_back_locked(ws) -> set[int]:
     """`roll_back_unrecorded_ingests` for a caller that already holds the `candidates` write lock; also finishes
     a duplicate repair a killed process left half done (storage/candidate_repair.py)."""
-    from .candidate_repair import finish_started_repair
-
     if not ws.lance.has_table(CANDIDATES) or ws.lance.version(CANDIDATES) == candidates_version(ws):
         finish_started_repair(ws)      # (killed before its delete: the versions still agree)
         return set()   # nothing was written after the last recorded ingest
@@ -77,6 +77,21 @@ def roll_back_locked(ws) -> set[int]:
         delete_ingests(ws, orphans)
     finish_started_repair(ws)
     return orphans
+
+
+def repair_duplicates(ws) -> RepairResult | None:
+    """Remove the duplicate candidate rows older versions wrote, keeping the earliest of each (pool, id), as one
+    recorded Lance delete (storage/candidate_repair.py); None if there were none. Takes the `candidates` write
+    lock (waits for a running ingest)."""
+    with ws.write_lock("candidates"):
+        finished = finish_started_repair(ws)   # one a killed process left half done
+        roll_back_locked(ws)                   # rows of a killed ingest
+        version = candidates_version(ws)
+        if version is None or not duplicate_rows(ws, version)[1]:
+            return finished
+        repair_id = start_repair(ws, version)
+        faults.point("repair.before_lance_delete")
+        return finish_repair(ws, repair_id, version)
 
 
 def select_candidate_ids(ws, pool: str | None = None, where: str | None = None,

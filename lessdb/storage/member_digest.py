@@ -54,9 +54,8 @@ class DigestStatus:
 
 def digest_status(ws, selection_id: str) -> DigestStatus:
     """Whether the selection's members still match the digest recorded for them."""
-    from .meta_selections import selection_members
-
-    actual = member_digest(selection_id, selection_members(ws, selection_id))
+    with ws.duck.connect(read_only=True) as con:
+        actual = member_digest(selection_id, members_on(con, selection_id))
     rec = recorded_digest(ws, selection_id)
     if rec is None:
         return DigestStatus("none", None, actual)
@@ -68,8 +67,14 @@ def backfill_digest(ws, selection_id: str) -> str | None:
     """Record the current members' digest for a selection that has none (made before digests existed); returns
     it, or None if one was already recorded. What it protects from then on is the members as they are now."""
     with ws.duck.transaction() as con:
-        if con.execute("SELECT count(*) FROM selection_digests WHERE selection_id = ?", [selection_id]).fetchall()[0][0]:
+        if con.execute("SELECT count(*) FROM selection_digests WHERE selection_id = ?",
+                       [selection_id]).fetchall()[0][0]:
             return None
-        members = con.sql("SELECT rank, candidate_id, pool, score, best_subtask FROM selection_members "
-                          "WHERE selection_id = ? ORDER BY rank", params=[selection_id]).to_arrow_table()
-        return record_digest(con, selection_id, members, origin=BACKFILLED)
+        return record_digest(con, selection_id, members_on(con, selection_id), origin=BACKFILLED)
+
+
+def members_on(con, selection_id: str) -> pa.Table:
+    """A selection's members on an open connection: rank, candidate_id, pool, score, best_subtask, ordered by
+    rank (what the digest covers; meta_selections.selection_members reads them with it)."""
+    return con.sql("SELECT rank, candidate_id, pool, score, best_subtask FROM selection_members "
+                   "WHERE selection_id = ? ORDER BY rank", params=[selection_id]).to_arrow_table()

@@ -15,7 +15,8 @@ def version_producers(ws) -> dict[tuple[str, int], str]:
     for table, version, pool, ids in rows:
         out[(table, version)] = f"ingest {ids} into pool {pool}"
     for version, repair_id, kind, n_removed in repairs:
-        out.setdefault(("candidates", version), f"repair {repair_id}: removed {n_removed} " + ("duplicate rows" if kind == "duplicates" else f"rows ({kind})"))
+        what = "duplicate rows" if kind == "duplicates" else f"rows ({kind})"
+        out.setdefault(("candidates", version), f"repair {repair_id}: removed {n_removed} {what}")
     return out
 
 

@@ -14,7 +14,7 @@ from ..choices import FEATURE_BATCH_ROWS
 from ..errors import LessdbError
 from ..settings import SettingError, ref
 from .lance_tables import CANDIDATES
-from .member_digest import record_digest
+from .member_digest import members_on, record_digest
 from .paths import resolved_path, stored_path
 from .user_filter import filtered_candidates
 from .sql_text import sql_in_list, sql_literal
@@ -80,8 +80,7 @@ def get_selection(ws, ref: str) -> dict:
 def selection_members(ws, selection_id: str) -> pa.Table:
     """rank, candidate_id, pool, score, best_subtask, ordered by rank."""
     with ws.duck.connect(read_only=True) as con:
-        return con.sql("SELECT rank, candidate_id, pool, score, best_subtask FROM selection_members "
-                       "WHERE selection_id = ? ORDER BY rank", params=[selection_id]).to_arrow_table()
+        return members_on(con, selection_id)
 
 
 def record_export(ws, selection_id: str, path: str, fmt: str, n_rows: int, sha256: str) -> None:

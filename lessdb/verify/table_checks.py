@@ -68,7 +68,7 @@ def _check_duplicate_candidates(ws, report: VerifyReport, table: pa.Table, versi
                          "earliest of each (one recorded Lance delete)")
     if not report.repair:
         return table, version
-    done = candidate_repair.repair_duplicates(ws)
+    done = cstore.repair_duplicates(ws)
     if done is None:      # another process repaired it meanwhile
         finding.repaired = "repaired meanwhile by another process"
     else:

@@ -250,7 +250,7 @@ def test_select_on_a_partial_feature_set_is_refused_on_either_engine(ws_copy, ra
     as the local engine is, naming the command that completes the set; --allow-partial scores the same stored
     vectors on the cluster as locally and records the same partial state."""
     from conftest import write_jsonl
-    from lessdb.tasks import add_tasks
+    from lessdb.tasks.catalog import add_tasks
 
     ws_root, run_id = ws_copy
     ws = Workspace.open(ws_root)
