@@ -384,3 +384,40 @@ def test_absolute_paths_of_older_workspaces_are_rewritten_on_open(template, tmp_
     assert all(Path(c.path).is_dir() for c in meta_runs.list_checkpoints(ws, "r"))
     assert cli_json(ws_root, "verify")["clean"]
 
+
+def test_stored_model_names_tell_a_folder_inside_the_workspace_from_a_name(tmp_path):
+    from lessdb.storage.paths import resolved_model_name, stored_model_name, stored_model_source
+
+    root = tmp_path / "ws"
+    inside, outside = str(root / "mymodels" / "m"), str(tmp_path / "elsewhere" / "m")
+    for name, stored in (("smollm2-135m", "smollm2-135m"), ("tiny", "tiny"), (inside, "./mymodels/m"),
+                         (outside, outside)):
+        assert stored_model_name(root, name) == stored
+        assert resolved_model_name(root, stored) == name
+    assert resolved_model_name(tmp_path / "moved", "./mymodels/m") == str(tmp_path / "moved" / "mymodels" / "m")
+    assert stored_model_source(root, f"dir:{inside}") == "dir:./mymodels/m"
+    assert stored_model_source(root, "gguf:smollm2.gguf sha256:ab") == "gguf:smollm2.gguf sha256:ab"
+
+
+@pytest.mark.slow   # its own warmup and featurize on a saved tiny model: ~15 CPU s
+def test_a_run_on_a_model_folder_inside_the_workspace_moves_with_it(tmp_path):
+    """The run records its model folder relative to the workspace: after `mv WS elsewhere` (nothing left where
+    it was) featurize loads the model from the moved folder, and `lessdb runs` shows where it is now."""
+    from lessdb.models.tiny import tiny_llama, tiny_tokenizer
+
+    ws = Workspace.init(tmp_path / "ws")
+    model_dir = ws.root / "mymodels" / "tiny3"
+    tiny_llama(3).save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    ingest_files(ws, [write_jsonl(tmp_path / "pool.jsonl", _records(5, 12))], pool="p", progress=False)
+    run_warmup(ws, build_warmup_config("p", run_id="m", **{**WARMUP, "model": str(model_dir), "epochs": 1}),
+               progress=False, count_tokens=False)
+    with duckdb.connect(str(ws.root / "lessdb.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT model_name FROM runs").fetchall() == [("./mymodels/tiny3",)]
+        assert con.execute("SELECT name, source, path FROM models").fetchall() == \
+            [("./mymodels/tiny3", "dir:./mymodels/tiny3", "mymodels/tiny3")]
+    moved = tmp_path / "elsewhere"
+    ws.root.rename(moved)
+    assert [r["model_name"] for r in cli_json(moved, "runs")] == [str(moved / "mymodels" / "tiny3")]
+    cli(moved, "featurize", "--run", "m", *FEAT)
+    assert cli_json(moved, "verify")["clean"]

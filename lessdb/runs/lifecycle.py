@@ -245,13 +245,14 @@ def register_landed_checkpoints(ws, run_id: str, epochs: int) -> int:
     return last
 
 
-def prepare_resume(ws, run: dict, *, model: str, training, device: str, pool: str, version: int | None,
+def prepare_resume(ws, run: dict, *, training, device: str, pool: str, version: int | None,
                    label: str, order=None) -> ResumePoint:
     """Everything a resumed run needs, read back from its record, never re-resolved: the same weights
     (sha256-checked), the recorded examples at the recorded candidates version, encoded as before.
     `order(ids sorted by id) -> ids` gives the order the run handed them to the trainer (default: by id),
-    which the per-epoch permutation indexes. A run with every checkpoint is marked complete and not loaded."""
-    run_id = run["run_id"]
+    which the per-epoch permutation indexes. A run with every checkpoint is marked complete and not loaded. The
+    model is the run's (`model_name`: a folder inside the workspace where the workspace is now)."""
+    run_id, model = run["run_id"], run["model_name"]
     if owners.is_alive(ws, owners.RUN, run_id):
         owner = owners.last_owner(ws, owners.RUN, run_id)
         raise LessdbError(f"run {run_id} is still running (pid {owner.get('pid')} on {owner.get('host')} since "

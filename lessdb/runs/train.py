@@ -176,7 +176,7 @@ def resume_train(ws, run_id: str | None = None, pool: str | None = None, *, devi
     stored = run["config"]
     config = TrainConfig.from_stored(stored, run["run_id"])
     dev = resolve_device(device or config.device)
-    point = prepare_resume(ws, run, model=config.model, training=config.training, device=dev, pool=run["pool"],
+    point = prepare_resume(ws, run, training=config.training, device=dev, pool=run["pool"],
                            version=stored["candidates_version"], label="train",
                            order=lambda ids: training_order(ws, run, ids))
     if point.complete:
