@@ -34,6 +34,15 @@ def name_problem(value) -> str | None:
     return None
 
 
+def check_names(config, problems: list, *fields: str) -> None:
+    """In a config's `validate()`: a problem for each of `fields` that is given (not None) and breaks the rule."""
+    for field in fields:
+        value = getattr(config, field)
+        problem = None if value is None else name_problem(value)
+        if problem:
+            problems.append((field, problem))
+
+
 def check_name(value, field: str, config_cls=None) -> None:
     """Raise a SettingError naming `field` (a field of `config_cls`, shown as its flag by the CLI) if `value`
     breaks the rule."""

@@ -84,7 +84,7 @@ def copy_of(template, tmp_path, which: str = "plain") -> Path:
 
 
 # -- 1. a selection never silently scores a partial store -------------------------------------------------------------
-@pytest.mark.faults   # featurize killed after its first commit, then select, featurize again, select (~20 CPU s)
+@pytest.mark.faults   # featurize killed after its first commit, then select, featurize again, select: ~30 CPU s
 def test_select_refuses_a_partial_feature_set_and_allow_partial_records_it(template, tmp_path):
     ws_root = copy_of(template, tmp_path)
     # the reproduction: featurize killed after its first commit (64 of checkpoint 1's vectors, none of 2's)
@@ -258,7 +258,7 @@ def _sql(ws_root, query: str) -> list[dict]:
     return cli_json(ws_root, "sql", query)
 
 
-@pytest.mark.faults   # verify --repair killed after its Lance delete, then finished
+@pytest.mark.faults   # verify --repair killed after its Lance delete, then finished: ~18 CPU s
 def test_duplicate_candidates_are_reported_repaired_and_views_keep_one_row(template, tmp_path):
     ws_root = copy_of(template, tmp_path)
     k = N_POOL + 1

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from ..models.batching import CPU_BATCH_TOKENS
 from ..choices import DEFAULT_MODEL, MODEL_HELP
 from ..errors import LessdbError
+from ..names import check_names
 from ..settings import DEFAULT_MAX_SEQ_LENGTH, SettingError, check_choices, check_ranges, raise_problems, setting
 
 PAPER_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -105,7 +106,7 @@ class WarmupConfig:
         problems = []
         check_choices(self, problems)
         check_ranges(self, problems)
-        check_run_id(self.run_id, problems)
+        check_names(self, problems, "run_id")   # it becomes the folder checkpoints/<run id>/
         raise_problems(self, problems)
         self.lora.validate()
         self.training.validate()
@@ -151,7 +152,7 @@ class TrainConfig:
     def validate(self) -> None:
         problems: list[tuple[str, str]] = []
         check_choices(self, problems)
-        check_run_id(self.run_id, problems)
+        check_names(self, problems, "run_id")   # it becomes the folder checkpoints/<run id>/
         raise_problems(self, problems)
         self.lora.validate()
         self.training.validate()
@@ -163,15 +164,6 @@ class TrainConfig:
         return cls(selection=stored["selection"], pool=stored.get("pool"), model=stored["model"],
                    lora=LoraSettings(**lora), training=TrainingSettings(**stored["training"]),
                    device=stored.get("device") or "auto", preset=stored.get("preset"), run_id=run_id)
-
-
-def check_run_id(run_id: str | None, problems: list) -> None:
-    """A new run's id becomes its folder `checkpoints/<run id>/`: it must be a plain name (lessdb/names.py)."""
-    from ..names import name_problem
-
-    problem = None if run_id is None else name_problem(run_id)
-    if problem:
-        problems.append(("run_id", problem))
 
 
 def run_max_seq_length(run: dict) -> int:

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..choices import DEFAULT_VAL_TRUNCATION, FEATURE_BATCH_ROWS, TRUNCATION_SIDES
+from ..names import check_names
 from ..scale.options import ENGINES, ray_address_setting
 from ..settings import SettingError, check_choices, check_ranges, field_named, raise_problems, setting
 from .picking import BALANCES
@@ -94,11 +95,7 @@ class SelectConfig:
         if self.count is not None and self.percentage is not None:
             problems.append((("percentage", "count"), "may be given, not both"))
         check_ranges(self, problems)
-        if self.name is not None:   # one rule for every name users give (lessdb/names.py)
-            from ..names import name_problem
-
-            if name_problem(self.name):
-                problems.append(("name", name_problem(self.name)))
+        check_names(self, problems, "name")   # one rule for every name users give (lessdb/names.py)
         if self.prefilter is not None:
             from ..featurize.folding import parse_prefilter
 
