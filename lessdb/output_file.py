@@ -152,6 +152,10 @@ class _CountingWriter:
         self.size += len(data)
         return len(data)
 
+    def writelines(self, lines) -> None:     # export's JSONL writer hands over lines
+        for line in lines:
+            self.write(line)
+
     def tell(self) -> int:
         return self.size
 

@@ -220,6 +220,13 @@ def test_outputs_never_hit_workspace_files_or_special_files_and_dash_is_stdout(t
         assert kind in proc.stderr, (target, proc.stderr)
     assert Path("/dev/null").is_char_device() and fifo.is_fifo() and symlink.is_symlink()
     assert regular.read_text() == "keep me\n"
+    # an hf export (a folder) follows the same rules: never inside the workspace, never over a special file, no `-`
+    for target, words in ((ws_root / "lance" / "s.hf", "would damage the workspace"),
+                          (ws_root / "checkpoints", "would damage the workspace"), (fifo, "FIFO"),
+                          (symlink, "symbolic link"), (regular, "is not a folder"), ("-", "standard output (-)")):
+        proc = cli(ws_root, "export", "s", "--format", "hf", "--output", target, "--force", expect=2)
+        assert words in proc.stderr, (target, proc.stderr)
+    assert regular.read_text() == "keep me\n" and not (ws_root / "lance" / "s.hf").exists()
     # exports/ is lessdb's own place; `-` is standard output (jsonl, and parquet into a pipe), never a file `-`
     cli(ws_root, "export", "s", "--output", ws_root / "exports" / "s.jsonl")
     cli(ws_root, "export", "s", "--output", tmp_path / "s.parquet")
