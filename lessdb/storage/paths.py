@@ -17,7 +17,8 @@ import os
 import re
 from pathlib import Path, PurePosixPath
 
-STDOUT = "-"        # an export written to standard output: not a path
+from ..output_file import STDOUT   # an export written to standard output: not a path
+
 _SCHEME = re.compile(r"^[A-Za-z][\w+.-]*:")   # `builtin:tiny` (the tiny model has no folder): not a path
 MODEL_IN_WORKSPACE = "./"   # runs.model_name of a model folder inside the workspace: ./<its relative path>
 
