@@ -10,6 +10,8 @@ import json
 import os
 import platform
 import resource
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -108,9 +110,37 @@ def lessdb(ws: Path, *args: str, json_out: bool = True, log: Callable[[str], Non
     return json.loads(proc.stdout) if json_out else proc.stdout
 
 
+def run_measured(cmd: list[str], env: dict | None = None) -> tuple[str, float, float, int]:
+    """Run `cmd` (cwd=REPO) and measure that one child: (its stdout, wall seconds, CPU seconds of user + system
+    over all its threads, peak RSS in bytes), the last two from wait4 (RUSAGE_CHILDREN would mix in earlier
+    children). stderr passes through (progress). Exits on failure."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO, env=env)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, cmd))} failed with exit {proc.returncode}")
+    return out, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
+
+
 def bench_command(module: str, *args: str, python_flags: tuple[str, ...] = ()) -> list[str]:
     """The command line that runs bench/<module>.py as `python -m bench.<module>` (run it with cwd=REPO)."""
     return [sys.executable, *python_flags, "-m", f"bench.{module}", *map(str, args)]
+
+
+def confine_to_loopback(module: str) -> None:
+    """Re-run `python -m bench.<module>` (this process's arguments) in a private network namespace where only `lo`
+    exists, unless already in one: Ray and the S3 emulator then cannot reach, or be reached from, another address."""
+    with open("/proc/net/dev") as fh:
+        interfaces = sorted(line.split(":")[0].strip() for line in fh.readlines()[2:])
+    if interfaces == ["lo"]:
+        return
+    if shutil.which("unshare") is None:
+        sys.exit(f"bench.{module} needs `unshare` (util-linux) to keep Ray and the S3 emulator on loopback")
+    cmd = f"ip link set lo up && exec {shlex.join(bench_command(module, *sys.argv[1:]))}"
+    sys.exit(subprocess.call(["unshare", "-n", "sh", "-c", cmd], cwd=REPO))
 
 
 def run_worker(module: str, *args: str, env: dict | None = None) -> dict:

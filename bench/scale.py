@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import random
-import shlex
 import shutil
 import subprocess
 import sys
@@ -32,27 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import REPO, bench_command, loadavg, write_json
+from bench.common import REPO, confine_to_loopback, loadavg, write_json
 
 # LESS Table 4: 48 A100-80GB hours for 270,679 candidates x 4 checkpoints (7B, dense projection at d = 8192)
 PAPER_GRADIENTS = 270_679 * 4
 PAPER_GPU_HOURS = 48.0
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda".split()
-
-
-def _interfaces() -> list[str]:
-    with open("/proc/net/dev") as fh:
-        return sorted(line.split(":")[0].strip() for line in fh.readlines()[2:])
-
-
-def _confine() -> None:
-    """Re-run this script in a private network namespace where only `lo` exists."""
-    if _interfaces() == ["lo"]:
-        return
-    if shutil.which("unshare") is None:
-        sys.exit("bench.scale needs `unshare` (util-linux) to keep Ray and the S3 emulator on loopback")
-    cmd = f"ip link set lo up && exec {shlex.join(bench_command('scale', *sys.argv[1:]))}"
-    sys.exit(subprocess.call(["unshare", "-n", "sh", "-c", cmd], cwd=REPO))
 
 
 def _records(n: int, seed: int = 0) -> list[dict]:
@@ -199,7 +183,7 @@ def main() -> None:
     ap.add_argument("--parts", default="featurize,scan,prefilter", help="which parts to run")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
-    _confine()
+    confine_to_loopback("scale")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("LESSDB_PROGRESS", "0")
     out = {"load_at_start": loadavg()}

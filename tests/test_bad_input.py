@@ -140,7 +140,7 @@ CASES = [
     Case("ingest-second-file-bad", ("ingest", "{d}/good.jsonl", "{d}/broken.jsonl", "--pool", "bad"), 2,
          ("broken.jsonl, line 2",)),
     Case("ingest-missing-file", ("ingest", "{d}/nope.jsonl", "--pool", "bad"), 2, ("nope.jsonl", "not found")),
-    Case("ingest-directory", ("ingest", "{d}/adir", "--pool", "bad"), 2, ("adir", "directory")),
+    Case("ingest-directory", ("ingest", "{d}/adir", "--pool", "bad"), 2, ("adir", "folder holds no data files")),
     Case("ingest-pool-name", ("ingest", "{d}/good.jsonl", "--pool", "a b; DROP"), 1, ("pool name",)),
     Case("ingest-pool-invalid-utf8", ("ingest", "{d}/good.jsonl", "--pool", "p\udcff"), 2,
          ("field '--pool'", "UTF-8")),

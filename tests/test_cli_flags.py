@@ -24,7 +24,8 @@ FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 # flags of other programs that the docs quote (pip, pytest, python, git)
 FOREIGN = {"--no-deps", "--upgrade", "--index-url", "--extra-index-url", "--user", "--break-system-packages",
            "--editable", "--version", "--help", "--cov", "--durations", "--maxfail", "--lf", "--nbmake",
-           "--no-cache-dir", "--quiet", "--pre", "--with-gemma"}   # --with-gemma: .ci/setup-venv's
+           "--no-cache-dir", "--quiet", "--pre", "--with-gemma",   # --with-gemma: .ci/setup-venv's
+           "--num-gpus", "--num-cpus"}                               # `ray start`'s, named in lessdb's messages
 
 
 OTHER_PROGRAM = re.compile(r"\s*(?:\$ )?(?:ray|pip|python|git|aws|docker|pytest)\b")

@@ -236,6 +236,58 @@ def test_killed_ingest_stays_invisible_and_is_rolled_back(base, tmp_path):
     assert verify_workspace(ws).clean
 
 
+def _write_columnar_inputs(tmp_path: Path) -> tuple[Path, Path, int]:
+    """A 4,000-record Parquet file (8 row groups, an extra column) and a save_to_disk-style folder of the same
+    records (state.json + dataset_info.json + 3 Arrow stream shards, written with pyarrow)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    recs = [dict(r, origin=f"o{i % 5}") for i, r in enumerate(_records(SEED + 7, 4000))]
+    table = pa.Table.from_pylist(recs)
+    pq.write_table(table, tmp_path / "big.parquet", row_group_size=500)
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    shards = []
+    for i, start in enumerate(range(0, 4000, 1400)):
+        name = f"data-{i:05d}-of-00003.arrow"
+        with pa.OSFile(str(folder / name), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table.slice(start, 1400), max_chunksize=200)
+        shards.append({"filename": name})
+    (folder / "state.json").write_text(json.dumps({"_data_files": shards}))
+    (folder / "dataset_info.json").write_text(json.dumps({"features": None}))
+    return tmp_path / "big.parquet", folder, len({json.dumps(r["messages"]) for r in recs})
+
+
+def test_killed_parquet_and_hf_folder_ingests_stay_invisible_then_rerun_exactly(base, tmp_path):
+    """The columnar readers under the same kills as JSONL: at the injected point after the Lance write, and at
+    seeded random moments while the ingest holds the write lock (reading, spilling, appending)."""
+    ws = _copy(base, tmp_path, "plain")
+    rng = random.Random(SEED + 3)
+    parquet, folder, n_distinct = _write_columnar_inputs(tmp_path)
+    for src, pool in ((parquet, "pq"), (folder, "hf")):
+        before = (candidates_version(ws), select_candidate_ids(ws))
+        cli(ws, "ingest", src, "--pool", pool, fault="ingest.after_lance_write:1", expect=137)
+        assert ws.lance.dataset("candidates").count_rows(filter=f"pool = '{pool}'") == n_distinct  # written...
+        assert (candidates_version(ws), select_candidate_ids(ws)) == before                         # ...unseen
+        assert [f.check for f in verify_workspace(ws).errors] == ["candidates"]
+        verify_workspace(ws, repair=True)
+        for _ in range(ROUNDS + 1):
+            kill_when(ws, rng, lambda: _held(ws.root / "locks" / "candidates.lock"), "ingest", src, "--pool", pool,
+                      max_delay=4.0)
+            seen = run_readonly_sql(ws, f"SELECT count(*) FROM candidates WHERE pool = '{pool}'").rows[0][0]
+            assert seen in (0, n_distinct)
+            tally("columnar ingests killed: all or nothing visible")
+            verify_workspace(ws, repair=True)
+            assert not list((ws.root / "tmp").glob("ingest-*")), "verify --repair leaves no spill file"
+    # rerun: each record exactly once, in both pools, and nothing left to repair
+    ingest_files(ws, [parquet], pool="pq", progress=False)
+    ingest_files(ws, [folder], pool="hf", progress=False)
+    rows = run_readonly_sql(ws, "SELECT pool, count(*), count(DISTINCT id), count(metadata) FROM candidates "
+                                "WHERE pool IN ('pq', 'hf') GROUP BY ALL ORDER BY 1").rows
+    assert rows == [("hf", n_distinct, n_distinct, n_distinct), ("pq", n_distinct, n_distinct, n_distinct)]
+    assert verify_workspace(ws).clean
+
+
 # -- featurize --------------------------------------------------------------------------------------------------------
 def test_featurize_killed_then_rerun_equals_uninterrupted(base, tmp_path):
     ws = _copy(base, tmp_path, "plain")

@@ -50,6 +50,14 @@ def test_real_smollm2_loads_caches_and_trains_one_step(workspace, tmp_path):
     del first
     model, tok = again.model, again.tokenizer
     assert model.config.model_type == "llama" and 130e6 < again.n_params < 140e6
+    # bench/gpu_check.py builds this shape from lessdb.models.architectures when the package is absent: the same config
+    from lessdb.models.architectures import architecture_config
+
+    shape = architecture_config(DEFAULT_MODEL).to_dict()
+    differs = {k: (v, model.config.to_dict().get(k)) for k, v in shape.items()
+               if k not in ("_name_or_path", "transformers_version", "dtype", "architectures", "rms_norm_eps")
+               and model.config.to_dict().get(k) != v}
+    assert not differs and abs(shape["rms_norm_eps"] - model.config.rms_norm_eps) < 1e-9, differs
     assert conversation_format(tok) == "chat_template"
     conv = [{"role": "user", "content": "What is the capital of France?"},
             {"role": "assistant", "content": "The capital of France is Paris."}]

@@ -46,6 +46,24 @@ def test_tables_location_is_recorded_and_cannot_move(tmp_path):
     assert moved.returncode != 0 and "not supported" in moved.stderr and "Traceback" not in moved.stderr
 
 
+def test_init_on_an_unreachable_store_is_refused_and_leaves_nothing(tmp_path):
+    """`init --tables s3://…` where the store cannot be listed (here: nothing listens at the endpoint): exit 1 with
+    the bucket and the reason named, and no workspace folder left behind (it used to be exit 70 and a workspace
+    half made). The missing-bucket case against moto: tests/scale_cases/scale_case_s3.py."""
+    import socket
+
+    with socket.socket() as sock:        # a loopback port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT": f"http://127.0.0.1:{port}", "AWS_ALLOW_HTTP": "true", "AWS_EC2_METADATA_DISABLED": "true"}
+    res = run_cli("init", "--tables", "s3://lessdb-nowhere/ws", workspace=tmp_path / "ws", check=False, env=env)
+    assert res.returncode == 1, res.stderr
+    assert "cannot use bucket 'lessdb-nowhere'" in res.stderr and "connection refused" in res.stderr
+    assert "nothing was created" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "ws").exists()
+
+
 def _job(i=0, n=1, epoch=1):
     return {"job_id": f"fs/candidate/{epoch}/{i}of{n}", "feature_set_id": "fs", "role": "candidate", "epoch": epoch,
             "shard_index": i, "shard_count": n}
@@ -105,9 +123,9 @@ NAMESPACE, NO_NAMESPACE = _loopback_namespace()   # checked once, at collection
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None or importlib.util.find_spec("moto") is None,
                     reason=missing(MISSING_COMPONENT, "ray and moto", "pip install -e '.[test,scale]'"))
 def test_scale_scenarios_in_private_network_namespace():
-    """Ray + S3 scenarios (tests/scale_cases) in a child pytest in a private network namespace where only `lo`
-    exists: nothing they start can reach, or be reached from, another address (scale_fixtures fails them
-    outright if any other interface is present)."""
+    """Ray + S3 scenarios (tests/scale_cases: featurize/select on Ray, tables on S3, ingest from s3://) in a child
+    pytest in a private network namespace where only `lo` exists: nothing they start can reach, or be reached
+    from, another address (scale_fixtures fails them outright if any other interface is present)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "scale_cases"), str(REPO / "tests")]),
                RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", LESSDB_PROGRESS="0")
     inner = (f"ip link set lo up && exec {sys.executable} -m pytest -q -x -p no:cacheprovider -p scale_fixtures "
@@ -164,3 +182,20 @@ def test_checkpoint_shipping_checks_hashes_and_never_passes_the_driver_path(tmp_
     (Path(ckpt.path) / SHIPPED_FILES[0]).write_bytes(b"modified after training")
     with pytest.raises(LessdbError, match="adapter_model.safetensors does not match its recorded sha256"):
         pack_checkpoint(ckpt)
+
+
+def test_preflight_names_what_the_cluster_lacks():
+    """lessdb.scale.preflight.resource_problems: totals and per-node fit, each with what to do about it."""
+    from lessdb.scale.preflight import resource_problems
+
+    (gpu,) = resource_problems(8, 1, 1, {"CPU": 16.0}, [{"CPU": 16.0}])
+    assert "the cluster has 0 GPUs" in gpu and "needs 8" in gpu and "--gpus-per-worker 0" in gpu
+    assert "lower --workers" not in gpu                          # nothing to lower to: no GPU at all
+    (some,) = resource_problems(8, 1, 1, {"CPU": 16.0, "GPU": 4.0}, [{"CPU": 8.0, "GPU": 2.0}] * 2)
+    assert "has 4 GPUs" in some and "lower --workers to 4" in some
+    (cpu,) = resource_problems(3, 1, 0, {"CPU": 2.0}, [{"CPU": 1.0}] * 2)
+    assert "has 2 CPUs" in cpu and "needs 3" in cpu and "lower --workers to 2" in cpu
+    (node,) = resource_problems(2, 1, 2, {"CPU": 4.0, "GPU": 4.0}, [{"CPU": 2.0, "GPU": 1.0}] * 2 + [{"GPU": 2.0}])
+    assert node.startswith("no single node has the 1 CPUs and 2 GPUs")
+    assert resource_problems(2, 1, 0, {"CPU": 2.0}, [{"CPU": 1.0}] * 2) == []
+    assert resource_problems(2, 1, 1, {"CPU": 2.0, "GPU": 2.0}, [{"CPU": 1.0, "GPU": 1.0}] * 2) == []

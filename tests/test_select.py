@@ -228,14 +228,18 @@ def test_candidates_without_features_or_completion_are_never_selected(store):
     fstore_table.delete(f"key = 'candidate/2/{ids[0]}'")
     meta_features_exclude(ws, ids[1])
     fstore_table.delete(f"example_id = '{ids[1]}'")
-    res = select(ws, SelectConfig(task="toy", count=58, progress=False))
+    # a missing vector is refused (issue 23: a partial store is never scored silently); allow_partial records it
+    with pytest.raises(LessdbError, match="1 of the 60 candidates .* have no stored vector"):
+        select(ws, SelectConfig(task="toy", count=58, progress=False))
+    res = select(ws, SelectConfig(task="toy", count=58, allow_partial=True, progress=False))
     chosen = {m.candidate_id for m in res.members}
     assert ids[0] not in chosen and ids[1] not in chosen and res.n_unscorable == 2
     assert all(np.isfinite(m.score) for m in res.members)
     un = res.provenance["params"]["unscorable"]
     assert un["no_completion_tokens"] == 1 and un["missing_features"] == 1
+    assert res.partial["n_missing"] == 1 and res.provenance["params"]["allow_partial"] is True
     with pytest.raises(LessdbError, match="exceeds the 58"):
-        select(ws, SelectConfig(task="toy", count=59, progress=False))
+        select(ws, SelectConfig(task="toy", count=59, allow_partial=True, progress=False))
     r = select(ws, SelectConfig(task="toy", method="random", count=58, progress=False))
     assert ids[1] not in {m.candidate_id for m in r.members}
 

@@ -40,7 +40,7 @@ def real(tmp_path_factory, one_torch_thread):
         dup["messages"][1]["content"] += " indeed"
         recs.append(dup)
     write_jsonl(tmp / "pool.jsonl", recs)
-    ingest_files(ws, [tmp / "pool.jsonl"], pool="p", progress=False)
+    ingest_files(ws, [tmp / "pool.jsonl"], pool="p", progress=False, minhash=True)   # signatures now (opt-in)
     summary = run_warmup(ws, WarmupConfig(pool="p", model="tiny", percentage=0.5,
                                           lora=LoraSettings(r=4, alpha=16, dropout=0.0),
                                           training=TrainingSettings(epochs=2, batch_size=4, micro_batch_size=4,
@@ -48,7 +48,7 @@ def real(tmp_path_factory, one_torch_thread):
                          progress=False)
     more = [_conv(300 + i, rng) for i in range(4)]
     write_jsonl(tmp / "more.jsonl", more)
-    ingest_files(ws, [tmp / "more.jsonl"], pool="p", progress=False)
+    ingest_files(ws, [tmp / "more.jsonl"], pool="p", progress=False)                # signatures lazily
     featurize_run(ws, FeaturizeConfig(run_id=summary.run_id, dim=32, dtype="float32", device="cpu", progress=False))
     write_jsonl(tmp / "t.jsonl", [
         {"subtask": "a", "prompt": "q0: apple river", "completion": "a0: logic tree"},
@@ -159,7 +159,7 @@ def test_feature_dedup_skips_what_a_plain_greedy_walk_skips(real):
     assert "Skipped near-duplicates" in cli(ws, "show", "dedup-f")
 
 
-def test_text_dedup_uses_minhash_signatures_stored_at_ingest(real):
+def test_text_dedup_uses_minhash_signatures_stored_at_ingest_or_computed_lazily(real):
     from datasketch import MinHash
 
     from lessdb.ingest import minhash
@@ -167,8 +167,14 @@ def test_text_dedup_uses_minhash_signatures_stored_at_ingest(real):
 
     ws = real["ws"]
     ids = [content_hash(r["messages"]) for r in real["recs"]]
-    stored = ws.lance.dataset("text_minhash").to_table(columns=["candidate_id"]).column("candidate_id").to_pylist()
-    assert set(ids) <= set(stored)   # written by both ingests, before any selection
+    more = {content_hash(r["messages"]) for r in real["more"]}
+
+    def stored() -> set[str]:
+        return set(ws.lance.dataset("text_minhash").to_table(columns=["candidate_id"]).column("candidate_id")
+                   .to_pylist())
+
+    # the --minhash ingest wrote its signatures before any selection; the default one left them to --dedup-text
+    assert set(ids) - more <= stored() and not more & stored()
     # our signatures are datasketch's, and the Jaccard estimate is datasketch's
     a, b = (conversation_text(real["recs"][i]["messages"]) for i in (0, 20))
     sig = minhash.signatures([a, b])
@@ -189,6 +195,7 @@ def test_text_dedup_uses_minhash_signatures_stored_at_ingest(real):
     assert {frozenset((s["candidate_id"], s["similar_to"])) for s in skips} == {frozenset(p) for p in pairs}
     assert {s["reason"] for s in skips} == {"near_duplicate_text"}
     assert len(res.members) == 24 and res.provenance["params"]["dedup"]["minhash"]["scheme"] == minhash.SCHEME_DS
+    assert chosen <= stored()        # the selection computed (and kept) the signatures it needed
     assert select(ws, SelectConfig(replay=res.selection_id, progress=False)).identical is True
 
 

@@ -1,32 +1,44 @@
 """The pipeline's inputs: candidate pools (`ingest`, `pools`) and target tasks (`tasks`, `task add`, `task show`)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import InputError, ref
-from .base import Record, command
+from .base import Record, command, config_fields, make_config
 
 
 class InputsAPI:
-    @command()
-    def ingest(self, files=(), *, pool: str | None = None, format: str = "auto", builtin: str | None = None,
-               skip_invalid: bool = False, limit: int | None = None, progress: bool = True):
-        """`lessdb ingest`: add JSON/JSONL files (Tulu messages, ShareGPT, Alpaca or prompt/completion; `format`
-        auto-detects per file) or a `builtin` pool ('sharegpt') to a pool, as one new version of the candidates
-        table -> IngestReport. `skip_invalid` skips and records bad records instead of failing; `limit` keeps the
-        first N new candidates."""
-        from ..ingest import ingest_builtin, ingest_files
+    @command(config_fields("IngestConfig"))
+    def ingest(self, files=(), *, config=None, **settings):
+        """`lessdb ingest`: add instruction data to a pool, as one new version of the candidates table ->
+        IngestReport. `files`: paths (files, folders, globs, s3:// URIs) of JSON/JSONL (.gz/.zst), Parquet, Arrow
+        IPC or Hugging Face `save_to_disk` folders; or an object in memory: a `datasets.Dataset`/
+        `IterableDataset`, a `pyarrow.Table`/`RecordBatchReader`, a pandas DataFrame, or an iterable of dicts.
+        Or a `builtin` pool ('sharegpt'). `settings`: IngestConfig fields (`pool`, `format`: a record shape
+        and/or a file format, `columns`: {lessdb field: input column}, `skip_invalid`, `limit`, `minhash`,
+        `dataset`, ...); every other input column is kept as the candidate's `metadata`."""
+        from ..config import IngestConfig
+        from ..ingest import ingest_builtin, ingest_files, ingest_object
 
-        files = [files] if isinstance(files, (str, Path)) else list(files)
-        if builtin and files:
+        config = make_config(IngestConfig, settings, base=config)
+        config.validate()
+        paths = _as_paths(files)
+        given = paths is None or bool(paths)
+        if config.builtin and given:
             raise InputError(f"give either files or {ref('builtin')}, not both")
-        if not builtin and not files:
+        if not config.builtin and not given:
             raise InputError(f"no input files (or use {ref('builtin')} sharegpt)")
-        if builtin:
-            return ingest_builtin(self, builtin, pool=pool, limit=limit, progress=progress)
-        if not pool:
-            raise InputError(f"{ref('pool')} is required when ingesting files")
-        return ingest_files(self, files, pool, fmt=format, skip_invalid=skip_invalid, limit=limit, progress=progress)
+        if config.builtin:
+            return ingest_builtin(self, config.builtin, pool=config.pool, limit=config.limit,
+                                  progress=config.progress, minhash=config.minhash)
+        if not config.pool:
+            raise InputError(f"{ref('pool')} is required when ingesting " + ("files" if paths else "an object"))
+        common = dict(fmt=config.format, skip_invalid=config.skip_invalid, limit=config.limit,
+                      progress=config.progress, columns=config.columns, minhash=config.minhash)
+        if paths is None:
+            return ingest_object(self, files, config.pool, dataset=config.dataset, **common)
+        return ingest_files(self, paths, config.pool, **common)
 
     @command()
     def pools(self) -> list[dict]:
@@ -59,3 +71,15 @@ class InputsAPI:
         from ..tasks.catalog import describe_task
 
         return Record(describe_task(self, name))
+
+
+def _as_paths(files) -> list | None:
+    """`files` as a list of paths (str or path-like), or None when it is an object to read from memory (a list
+    of dicts included)."""
+    if files is None:
+        return []
+    if isinstance(files, (str, os.PathLike)):
+        return [files]
+    if isinstance(files, (list, tuple)) and all(isinstance(f, (str, os.PathLike)) for f in files):
+        return list(files)
+    return None

@@ -52,12 +52,16 @@ class SelectionAPI:
 
     @command()
     def export(self, selection: str, output: str | Path | None = None, *, format: str | None = None,
-               force: bool = False) -> Record:
-        """`lessdb export`: write a selection's training set (JSONL/Parquet) and record its sha256; an existing
-        `output` is refused unless `force` -> path, format, n_rows, sha256."""
+               force: bool = False):
+        """`lessdb export`: write a selection's training set (`format` jsonl, parquet, or hf: a folder that
+        `datasets.load_from_disk` opens) with each member's original input columns, and record its sha256; an
+        existing `output` is refused unless `force`, the workspace's own files and non-regular files always; `-`
+        is standard output (jsonl, parquet) -> path, format, n_rows, sha256. format="datasets" returns a
+        `datasets.Dataset` instead (needs the `hf` extra) and writes nothing."""
         from ..selection import export_selection
 
-        return Record(export_selection(self, selection, output, format, force=force))
+        result = export_selection(self, selection, output, format, force=force)
+        return Record(result) if isinstance(result, dict) else result
 
     @command()
     def explain(self, selection: str, candidate_id: str | None = None, *, top: int = 5,
@@ -81,7 +85,8 @@ class SelectionAPI:
     def report(self, selection: str, output: str | Path = "report.html", *, compare: list[str] | None = None,
                examples: int = 2) -> Record:
         """`lessdb report`: one self-contained HTML page auditing a selection, compared with `compare` (default:
-        the newest selection of every other method for its task and pool) -> output, bytes, images."""
+        the newest selection of every other method for its task and pool); `output` `-` is standard output ->
+        output, bytes, images."""
         from ..report import write_report
 
         return Record(write_report(self, selection, output, compare=list(compare or ()) or None, examples=examples))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,23 +19,18 @@ from .. import faults
 from ..errors import LessdbError
 from ..models.batching import batches_by_length, token_budget
 from ..progress import Progress
-from ..storage import features as fstore
-from ..storage import meta_features
 from .adam import AdamState, GradTransform
 from .engine import FeatureEngine
 from .per_example_grads import lora_params
+from .precision import weights_and_autocast
 from .sketch import make_sketch
+
+if TYPE_CHECKING:   # storage (pyarrow, LanceDB, DuckDB) only where rows are written: a GPU box may lack them
+    from ..storage import features as fstore
 
 
 EXCLUDED_NO_COMPLETION = "no completion token after truncation to {n} tokens"
 EXCLUDED_ZERO = "zero or non-finite gradient"
-
-
-def resolve_compute_dtype(compute_dtype: str, device: str) -> str:
-    """The forward/backward precision of `--precision auto`: bfloat16 on CUDA, float32 elsewhere."""
-    if compute_dtype == "auto":
-        return "bfloat16" if device.startswith("cuda") else "float32"
-    return compute_dtype
 
 
 @dataclass
@@ -53,10 +49,7 @@ def load_checkpoint(ws, run_id: str, epoch: int, device: str, compute: str,
     only needs `models_dir`; distributed workers)."""
     from ..runs.checkpoint_models import load_checkpoint_model, load_checkpoint_model_from
 
-    if device.startswith("cuda"):
-        dtype, autocast = (torch.bfloat16 if compute == "bfloat16" else torch.float32), None
-    else:  # CPU: float32 weights; bf16 GEMMs through autocast (LoRA weights and gradients stay float32)
-        dtype, autocast = torch.float32, (torch.bfloat16 if compute == "bfloat16" else None)
+    dtype, autocast = weights_and_autocast(device, compute)   # one rule per device (precision.py)
     if facts is None:
         peft_model, base = load_checkpoint_model(ws, run_id, epoch, device=device, dtype=dtype)
     else:
@@ -134,6 +127,9 @@ class FeatureWriter(RowBuffer):
     def flush(self) -> None:
         if not self.ids and not self.exclusions:
             return
+        from ..storage import features as fstore
+        from ..storage import meta_features
+
         nbytes = 0
         if self.ids:
             self.version, _, nbytes = fstore.write_features(self.ws, self.info, self.epoch, self.role, self.ids,
@@ -171,10 +167,7 @@ def compute_features(engine: FeatureEngine, tokenizer, items: list[tuple[str, li
     encoded.sort(key=lambda pair: (len(pair[1].input_ids), pair[0]))
     for chunk in batches_by_length(encoded, [len(e.input_ids) for _, e in encoded], batch_size,
                                    token_budget(engine.sketch.device)):
-        out = engine.features(collate([e for _, e in chunk], pad))
-        ok = out.ok.cpu().numpy()
-        vecs = out.vectors.cpu().numpy()
-        norms = out.norms.float().cpu().numpy()
+        ok, vecs, norms = engine.features(collate([e for _, e in chunk], pad)).to_host()
         ids = [eid for (eid, _), good in zip(chunk, ok) if good]
         bad = [(eid, EXCLUDED_ZERO) for (eid, _), good in zip(chunk, ok) if not good]
         writer.add(ids, vecs[ok], norms[ok], bad)

@@ -82,3 +82,36 @@ class EmbedConfig:
         check_ranges(self, problems)
         check_shard(self.shard, problems)
         raise_problems(self, problems)
+
+
+def featurize_command(fs, epochs=None, shard: tuple[int, int] | None = None, where: str | None = None) -> str:
+    """The `lessdb featurize` (or, for an RDS embedding set, `lessdb embed`) command that fills feature set `fs`
+    (a FeatureSetInfo or a `feature_sets` row as a dict): every setting that is part of its identity is spelled
+    out, so the command extends this set and not a new one with today's defaults (on another device, say)."""
+    import shlex
+
+    from ..settings import flag_of
+
+    get = fs.get if isinstance(fs, dict) else (lambda key: getattr(fs, key))
+    kind = str(get("grad_kind"))
+    embed = kind.startswith("hidden-")   # an RDS embedding set: `lessdb embed`'s settings
+
+    def flag(name: str) -> str:
+        return flag_of(EmbedConfig if embed else FeaturizeConfig, name)
+
+    scope = ((f" {flag('shard')} {shard[0]}/{shard[1]}" if shard and shard != (0, 1) else "")
+             + (f" {flag('where')} {shlex.quote(where)}" if where else ""))
+    if embed:
+        return (f"lessdb embed {flag('run_id')} {get('run_id')} {flag('pooling')} {kind.split('-', 1)[1]} "
+                f"{flag('max_seq_length')} {get('max_seq_length')}" + scope)
+    parts = [f"lessdb featurize {flag('run_id')} {get('run_id')}", f"{flag('dim')} {get('dim')}",
+             f"{flag('sketch')} {get('sketch_kind')}", f"{flag('seed')} {get('sketch_seed')}",
+             f"{flag('dtype')} {get('dtype')}", f"{flag('grad_kind')} {kind}",
+             f"{flag('compute_dtype')} {get('compute_dtype')}", f"{flag('max_seq_length')} {get('max_seq_length')}"]
+    if kind == "adam" and not get("bias_correction"):
+        parts.append(flag("bias_correction"))
+    if get("sketch_kind") == "sparse-sign" and get("sketch_nnz"):
+        parts.append(f"{flag('sketch_nnz')} {get('sketch_nnz')}")
+    if epochs:
+        parts.append(f"{flag('checkpoints')} {','.join(str(int(e)) for e in sorted(epochs))}")
+    return " ".join(parts) + scope

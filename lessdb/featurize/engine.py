@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .adam import GradTransform
 from .per_example_grads import LoraParam, Scratch, capture, completion_token_counts, forward_backward
+from ..models.tokenization import to_device
 from .sketch import Sketch
+
 
 @dataclass
 class BatchFeatures:
@@ -21,6 +24,13 @@ class BatchFeatures:
     losses: torch.Tensor       # [B] mean completion-token loss
     norms: torch.Tensor        # [B] norm of the sketched vector before normalisation (stored with the vector:
                                # vectors × norms is the raw sketch the unnormalised ablation scores)
+
+    def to_host(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ok [B] bool, vectors [B, d] float32, norms [B] float32) as numpy, in ONE device→host copy: a GPU
+        waits for the batch once, not once per tensor."""
+        packed = torch.cat([self.vectors, self.norms.float()[:, None], self.ok.float()[:, None]], dim=1)
+        host = packed.cpu().numpy()
+        return host[:, -1] > 0.5, np.ascontiguousarray(host[:, :-2]), np.ascontiguousarray(host[:, -2])
 
 
 class FeatureEngine:
@@ -38,8 +48,7 @@ class FeatureEngine:
         self.sketch.add(self._out, index, x)
 
     def features(self, batch: dict[str, torch.Tensor]) -> BatchFeatures:
-        device = self.sketch.device
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = to_device(batch, self.sketch.device)
         n = batch["input_ids"].shape[0]
         self._out = self.sketch.new_output(n)
         with capture(self.model, self.params, self._on_grad, self.scratch) as emb_box:

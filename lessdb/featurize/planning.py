@@ -38,7 +38,7 @@ def plan_run(ws, cfg: FeaturizeConfig, device: str | None = None) -> RunPlan:
     from ..models.loading import resolve_device
     from ..storage import meta_runs
     from ..storage.candidates import candidates_version, select_candidate_ids
-    from .compute import resolve_compute_dtype
+    from .precision import resolve_compute_dtype
     from ..runs.config import run_max_seq_length
 
     cfg.validate()

@@ -192,19 +192,24 @@ def featurize_ray(ws, cfg, opts: RayOptions):
     t_start = time.monotonic()
     device = "cuda" if opts.gpus_per_worker > 0 else "cpu"
     plan = plan_run(ws, cfg, device=device)
-    # the driver loads the model only for the feature set's identity (module order, sha256, tokenizer): on CPU
-    loaded = load_checkpoint(ws, cfg.run_id, plan.epochs[0], "cpu", plan.compute)
-    info = ensure_feature_set(ws, plan.run, loaded, cfg, plan.max_len, plan.compute, device)
-    del loaded
-    schema = fstore.feature_schema(info.dim, info.dtype, with_norm=fstore.has_norm_column(ws, info))
-    i, n = cfg.shard
-    summary = FeaturizeSummary(info.feature_set_id, cfg.run_id, info.lance_table, plan.epochs, f"{i}/{n}")
-    owner = meta_leases.lease_owner()
     size = opts.unit_rows or unit_rows(cfg)
     with contextlib.ExitStack() as stack:
+        # the cluster first: one that cannot run the job is refused in seconds, before any row is written
+        ray, connect_s, private = _connect_checked(ws, opts, plan, stack) if plan.mine else (None, 0.0, False)
+        # the actors start now: their imports overlap the driver's identity load and planning
+        actors = _actors(ray, opts, -(-len(plan.mine) // size), stack) if ray is not None else None
+        # the driver loads the model only for the feature set's identity (module order, sha256, tokenizer): on CPU
+        loaded = load_checkpoint(ws, cfg.run_id, plan.epochs[0], "cpu", plan.compute)
+        info = ensure_feature_set(ws, plan.run, loaded, cfg, plan.max_len, plan.compute, device)
+        del loaded
+        schema = fstore.feature_schema(info.dim, info.dtype, with_norm=fstore.has_norm_column(ws, info))
+        i, n = cfg.shard
+        summary = FeaturizeSummary(info.feature_set_id, cfg.run_id, info.lance_table, plan.epochs, f"{i}/{n}")
+        owner = meta_leases.lease_owner()
         # workers' Lance temp files are in flight until the driver commits: no cleanup may take them meanwhile
         stack.enter_context(ws.lance.writing())
-        _run_epochs(ws, cfg, opts, plan, info, schema, summary, owner, size, stack, t_start)
+        _run_epochs(ws, cfg, opts, plan, info, schema, summary, owner, size, t_start, ray, actors, connect_s,
+                    private)
     from .folding import refresh_folded_copies
     refresh_folded_copies(ws, info.feature_set_id, progress=cfg.progress)   # folded copies stay beside the vectors
     summary.seconds = time.monotonic() - t_start
@@ -214,11 +219,26 @@ def featurize_ray(ws, cfg, opts: RayOptions):
     return summary
 
 
-def _run_epochs(ws, cfg, opts, plan, info, schema, summary, owner, size, stack, t_start) -> None:
+def _connect_checked(ws, opts: RayOptions, plan, stack) -> tuple:
+    """(ray, seconds to connect and check, whether the cluster is this driver's private one): joined or started,
+    then checked by lessdb.scale.preflight (resources for the workers asked for; every node opens the candidates
+    table at the planned version)."""
+    from ..scale.preflight import check_cluster
+
+    private = opts.address == "local" and not import_ray().is_initialized()
+    t_connect = time.monotonic()
+    ray = stack.enter_context(ray_session(opts.address, opts.workers * opts.cpus_per_worker))
+    check_cluster(ray, ws.lance.table_uri(CANDIDATES), ws.lance.storage_options, plan.cand_version,
+                  workers=opts.workers, cpus_per_worker=opts.cpus_per_worker, gpus_per_worker=opts.gpus_per_worker,
+                  address=opts.address)
+    return ray, time.monotonic() - t_connect, private
+
+
+def _run_epochs(ws, cfg, opts, plan, info, schema, summary, owner, size, t_start, ray, actors, connect_s,
+                private) -> None:
     from .planning import job_row, todo_ids
 
-    ray = actors = None
-    timing = {"plan_seconds": time.monotonic() - t_start, "ray_connect_seconds": 0.0}
+    timing = {"plan_seconds": time.monotonic() - t_start - connect_s, "ray_connect_seconds": connect_s}
     for epoch in plan.epochs:
         t_plan = time.monotonic()
         job = job_row(info, cfg, plan, epoch)
@@ -230,14 +250,8 @@ def _run_epochs(ws, cfg, opts, plan, info, schema, summary, owner, size, stack, 
         committer = _Committer(ws, info, job["job_id"], epoch, owner, opts)
         timing["plan_seconds"] += time.monotonic() - t_plan
         if todo:
-            if ray is None:
-                private = opts.address == "local" and not import_ray().is_initialized()
-                t_connect = time.monotonic()
-                ray = stack.enter_context(ray_session(opts.address, opts.workers * opts.cpus_per_worker))
-                timing["ray_connect_seconds"] = time.monotonic() - t_connect
             units = [(f"e{epoch}-u{start // size:05d}", todo[start:start + size])
                      for start in range(0, len(todo), size)]
-            actors = actors or _actors(ray, opts, len(units), stack)
             progress = Progress(f"featurize (ray, {opts.workers} workers) epoch {epoch}", total=len(todo),
                                 enabled=None if cfg.progress else False)
             shipment, files = pack_checkpoint(plan.ckpts[epoch])

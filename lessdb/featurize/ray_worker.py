@@ -9,6 +9,7 @@ need no shared filesystem (the tables' URI must reach them: S3, or a path every 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -47,6 +48,17 @@ class FeaturizeWorker:
 
         torch.set_num_threads(int(threads))
         self.spec = None
+        # the heavy imports now, while the driver still plans and loads its identity model (the actor pool is
+        # created as soon as the cluster is checked), not at the first work unit
+        import peft  # noqa: F401
+        import transformers  # noqa: F401
+
+        from . import compute  # noqa: F401  (torch and the compute modules)
+        from ..runs.checkpoint_models import reuse_checkpoint_models
+
+        # one base model per actor for the whole call: the next checkpoint swaps in its adapter weights only
+        self._reuse = contextlib.ExitStack()
+        self._reuse.enter_context(reuse_checkpoint_models())
 
     def _load(self, spec: dict) -> None:
         import ray

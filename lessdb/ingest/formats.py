@@ -1,6 +1,6 @@
 """Input formats and their normalisation to `Conversation`.
 
-Supported shapes (auto-detected from the first record of a file, then enforced for the rest):
+Supported shapes (JSON: detected per record; Parquet/Arrow: from the file's columns):
 - messages (Tulu / open-instruct): {"dataset", "id", "messages": [{"role", "content"}, ...]}
 - sharegpt: {"id", "conversations": [{"from", "value"}, ...]}
 - alpaca: {"instruction", "input"?, "output"}
@@ -45,7 +45,7 @@ def detect_format(record: object) -> str:
 def normalise(record: object, fmt: str, default_dataset: str) -> Conversation:
     if not isinstance(record, dict):
         raise RecordError(None, f"expected a JSON object, got {type(record).__name__}")
-    for required in _REQUIRED[fmt]:
+    for required in REQUIRED[fmt]:
         if required not in record:
             raise RecordError(required, f"missing (required by the {fmt} format)")
     return _NORMALISERS[fmt](record, default_dataset)
@@ -94,6 +94,12 @@ def _turns(record: dict, field: str, role_key: str, content_key: str, role_of, u
     """A list of turn objects -> [(role, content)]. `role_of` maps a turn's role value to a lessdb role
     (None: unknown); `unknown` words the error for an unknown one."""
     turns = record[field]
+    if turns is None:
+        raise RecordError(field, "missing (null)")
+    if isinstance(turns, dict) and isinstance(turns.get(role_key), list) and isinstance(turns.get(content_key), list) \
+            and len(turns[role_key]) == len(turns[content_key]):
+        # datasets' Sequence-of-dict feature stores the turns as one struct of lists: {role: [...], content: [...]}
+        turns = [{role_key: r, content_key: c} for r, c in zip(turns[role_key], turns[content_key])]
     if not isinstance(turns, list) or not turns:
         raise RecordError(field, f"expected a non-empty list of {{{role_key}, {content_key}}} objects")
     messages = []
@@ -147,8 +153,15 @@ def _from_prompt_completion(record: dict, default_dataset: str) -> Conversation:
     return _finish([("user", prompt), ("assistant", completion)], "completion", dataset, _optional_id(record))
 
 
-_REQUIRED = {"messages": ("messages",), "sharegpt": ("conversations",), "alpaca": ("instruction", "output"),
+REQUIRED = {"messages": ("messages",), "sharegpt": ("conversations",), "alpaca": ("instruction", "output"),
              "prompt-completion": ("prompt", "completion")}
+# the fields a shape turns into the conversation, id and source dataset; every other field is the metadata
+CONSUMED = {"messages": frozenset({"messages", "id", "dataset"}),
+            "sharegpt": frozenset({"conversations", "id", "dataset"}),
+            "alpaca": frozenset({"instruction", "input", "output", "id", "dataset"}),
+            "prompt-completion": frozenset({"prompt", "completion", "id", "dataset"})}
+# what `--map FIELD=COLUMN` may name: every field some shape reads
+FIELDS = tuple(dict.fromkeys(f for shape in FORMATS for f in sorted(CONSUMED[shape])))
 
 _NORMALISERS: dict[str, Callable[[dict, str], Conversation]] = {
     "messages": _from_messages,

@@ -1,7 +1,8 @@
 """MinHash text signatures for `--dedup-text` (datasketch's MinHash, affine32 scheme, 128 permutations, seed 1,
-over the word 3-grams of the whole conversation, lowercased), computed at ingest and stored in LanceDB
-(`text_minhash`); candidates ingested before lessdb computed them get theirs at their first `--dedup-text`
-selection. Cost at ingest: about as much again as the ingest itself (bench/RESULTS.md).
+over the word 3-grams of the whole conversation, lowercased), stored in LanceDB (`text_minhash`). Computed lazily:
+a `--dedup-text` selection computes (and keeps) those of the candidates it examines, in ranking order, which
+for a top-5% selection is a small part of the pool; `lessdb ingest --minhash` computes them all at ingest
+instead. At ingest they cost about 3.5x the ingest's own CPU time (bench/RESULTS.md), the reason they are lazy.
 
 The estimated Jaccard similarity of two signatures is the fraction of equal slots (datasketch's `jaccard`);
 select's `--dedup-text` check that reads them is selection/dedup.py.
@@ -100,8 +101,8 @@ def ensure_signatures(ws, pool: str, version: int | None, ids: list[str]) -> dic
 
 
 def record_at_ingest(ws, version: int | None, ingest_ids: list[int]) -> None:
-    """Called after an ingest is recorded: signatures of the rows it wrote (a crash before this only means
-    they are computed at their first --dedup-text selection)."""
+    """`ingest --minhash`, after the ingest is recorded: signatures of the rows it wrote (a crash before this
+    only means they are computed at their first --dedup-text selection)."""
     from ..storage.candidates import read_ingest_rows
 
     if version is None:

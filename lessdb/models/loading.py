@@ -197,19 +197,37 @@ def _bundled_cache(ws, name: str) -> Path:
     cache = ws.models_dir / gguf_sha
     if (cache / SIDECAR).exists():
         return cache
-    if len(parts) == 1:
-        convert_gguf(parts[0], cache)
-        return cache
-    # The joined file is only an input of the conversion (the packages can rebuild it), so it lives in a
-    # private temp dir that goes once the safetensors copy exists; concurrent conversions never share it.
     ws.models_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{name}.gguf.tmp-", dir=ws.models_dir))
-    try:
-        gguf = join_parts(parts, work / spec_model.gguf_file, spec_model.sha256 or gguf_sha)
-        convert_gguf(gguf, cache)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    # one conversion per models folder at a time: processes that start together (Ray actors of one node, parallel
+    # shards) wait for the first and reuse its copy instead of each spending the CPU on the same conversion
+    with _exclusive(ws.models_dir / f".{gguf_sha}.lock"):
+        if (cache / SIDECAR).exists():
+            return cache
+        if len(parts) == 1:
+            convert_gguf(parts[0], cache)
+            return cache
+        # The joined file is only an input of the conversion (the packages can rebuild it), so it lives in a
+        # private temp dir that goes once the safetensors copy exists.
+        work = Path(tempfile.mkdtemp(prefix=f"{name}.gguf.tmp-", dir=ws.models_dir))
+        try:
+            gguf = join_parts(parts, work / spec_model.gguf_file, spec_model.sha256 or gguf_sha)
+            convert_gguf(gguf, cache)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     return cache
+
+
+@contextmanager
+def _exclusive(lock_file: Path):
+    """An exclusive flock on `lock_file` for the block (released by the kernel if the process dies)."""
+    import fcntl
+
+    with open(lock_file, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def prepare_model(ws, name_or_path: str) -> None:
@@ -286,8 +304,6 @@ def load_base_model(ws, name_or_path: str = DEFAULT_MODEL, device: str = "cpu",
 
     "smollm2-135m" / "gemma3-270m": a bundled GGUF (BUNDLED_MODELS), cached as safetensors in the workspace;
     "tiny": lessdb.models.tiny (seed 0, byte tokenizer, Tulu format); else a local HF model directory."""
-    from ..storage import meta_runs
-
     device = resolve_device(device)
     dtype = dtype or default_dtype(device)
     if name_or_path == TINY_MODEL:
@@ -314,5 +330,7 @@ def load_base_model(ws, name_or_path: str = DEFAULT_MODEL, device: str = "cpu",
         loaded = LoadedModel(model, tokenizer, str(path), _dir_weights_sha256(path), f"dir:{path}", str(path),
                              model.config.to_dict())
     if record and ws is not None:
+        from ..storage import meta_runs   # DuckDB: only when recording (a GPU box may have torch and no DuckDB)
+
         meta_runs.upsert_model(ws, loaded)
     return loaded

@@ -218,6 +218,15 @@ def collate(examples: list[EncodedExample], pad_token_id: int) -> dict[str, torc
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
 
+def to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    """A collated batch on `device`. To a GPU through pinned memory without blocking (the copy overlaps the
+    host's work until the first kernel needs it); on a CPU the tensors are used as they are."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}
+
+
 def pad_token_id(tokenizer) -> int:
     """The pad id to use: the tokenizer's, else EOS (padding is masked out of both attention and loss)."""
     for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from .. import __version__
-from ..output_file import check_destination, write_atomically
+from ..output_file import STDOUT, check_destination, is_stdout, write_atomically, write_stdout
 from . import plots
 from .data import (SelectionData, checkpoint_contributions, completion_lengths, examples_per_subtask,
                    jaccard_matrix, length_summary, load_selection, selections_for_task, source_mix, subtask_counts)
@@ -123,10 +123,16 @@ def build_report(ws, ref: str, compare: list[str] | None = None, examples: int =
 def write_report(ws, ref: str, output: str | Path, compare: list[str] | None = None, examples: int = 2) -> dict:
     """Write the report page to `output` atomically (a temporary file renamed into place; an existing report
     is replaced). The destination is checked before the page is built."""
-    out = check_destination(output, force=True)
+    to_stdout = is_stdout(output)
+    out = None if to_stdout else check_destination(output, force=True, workspace=ws)
     page = build_report(ws, ref, compare=compare, examples=examples)
-    write_atomically(out, lambda fh: fh.write(page.encode("utf-8")), overwrite=True)
-    return {"output": str(out), "bytes": len(page.encode("utf-8")), "images": page.count("data:image/png;base64,")}
+    data = page.encode("utf-8")
+    if to_stdout:
+        write_stdout(lambda fh: fh.write(data))
+    else:
+        write_atomically(out, lambda fh: fh.write(data), overwrite=True)
+    return {"output": STDOUT if to_stdout else str(out), "bytes": len(data),
+            "images": page.count("data:image/png;base64,")}
 
 
 # -- pieces ------------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from ..models.batching import CPU_BATCH_TOKENS
 from ..choices import DEFAULT_MODEL, MODEL_HELP
 from ..errors import LessdbError
+from ..names import check_names
 from ..settings import DEFAULT_MAX_SEQ_LENGTH, SettingError, check_choices, check_ranges, raise_problems, setting
 
 PAPER_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -105,6 +106,7 @@ class WarmupConfig:
         problems = []
         check_choices(self, problems)
         check_ranges(self, problems)
+        check_names(self, problems, "run_id")   # it becomes the folder checkpoints/<run id>/
         raise_problems(self, problems)
         self.lora.validate()
         self.training.validate()
@@ -146,6 +148,14 @@ class TrainConfig:
         d = dataclasses.asdict(self)
         d["lora"]["target_modules"] = list(self.lora.target_modules)
         return d
+
+    def validate(self) -> None:
+        problems: list[tuple[str, str]] = []
+        check_choices(self, problems)
+        check_names(self, problems, "run_id")   # it becomes the folder checkpoints/<run id>/
+        raise_problems(self, problems)
+        self.lora.validate()
+        self.training.validate()
 
     @classmethod
     def from_stored(cls, stored: dict, run_id: str) -> "TrainConfig":
@@ -247,6 +257,5 @@ def build_train_config(selection: str, preset: str | None = None, **overrides) -
         raise LessdbError(f"unknown train settings: {sorted(unknown)}")
     cfg = TrainConfig(selection=selection, preset=preset, lora=LoraSettings(**lora),
                       training=TrainingSettings(**training), **rest)
-    cfg.lora.validate()
-    cfg.training.validate()
+    cfg.validate()
     return cfg

@@ -18,6 +18,7 @@ from .. import owners
 from ..errors import LessdbError
 from ..models.loading import LoadedModel, load_base_model
 from ..models.tokenization import conversation_format, encode_rows, pad_token_id, tokenizer_id
+from ..names import inside
 from ..settings import SettingError
 from ..storage import meta_runs
 from ..storage.candidates import read_candidates
@@ -182,7 +183,7 @@ def train_registered_run(ws, run_id: str, lora, training, loaded: LoadedModel, k
     # the owner lock lets `lessdb runs` / `verify` tell a live run from one killed mid-training (`interrupted`)
     with owners.owning(ws, owners.RUN, run_id, what=f"{label} run {run_id}"):
         try:
-            results = train_lora(peft_model, [e for _, e in kept], training, ws.checkpoints_dir / run_id,
+            results = train_lora(peft_model, [e for _, e in kept], training, inside(ws.checkpoints_dir, run_id),
                                  pad_token_id=pad_token_id(loaded.tokenizer), device=device, resume_from=resume_from,
                                  on_checkpoint=register, progress_label=f"{label} {run_id}", progress=progress)
         except BaseException:
@@ -254,13 +255,14 @@ def register_landed_checkpoints(ws, run_id: str, epochs: int) -> int:
     return last
 
 
-def prepare_resume(ws, run: dict, *, model: str, training, device: str, pool: str, version: int | None,
+def prepare_resume(ws, run: dict, *, training, device: str, pool: str, version: int | None,
                    label: str, order=None) -> ResumePoint:
     """Everything a resumed run needs, read back from its record, never re-resolved: the same weights
     (sha256-checked), the recorded examples at the recorded candidates version, encoded as before.
     `order(ids sorted by id) -> ids` gives the order the run handed them to the trainer (default: by id),
-    which the per-epoch permutation indexes. A run with every checkpoint is marked complete and not loaded."""
-    run_id = run["run_id"]
+    which the per-epoch permutation indexes. A run with every checkpoint is marked complete and not loaded. The
+    model is the run's (`model_name`: a folder inside the workspace where the workspace is now)."""
+    run_id, model = run["run_id"], run["model_name"]
     if owners.is_alive(ws, owners.RUN, run_id):
         owner = owners.last_owner(ws, owners.RUN, run_id)
         raise LessdbError(f"run {run_id} is still running (pid {owner.get('pid')} on {owner.get('host')} since "

@@ -115,8 +115,7 @@ def resolve_training_set(ws, spec: str, pool: str | None, seed: int) -> Training
 def run_train(ws, config: TrainConfig, *, progress: bool = True, on_checkpoint=None) -> RunSummary:
     """Train a fresh run on `config.selection`'s examples; see the module docstring."""
     t0 = time.monotonic()
-    config.lora.validate()
-    config.training.validate()
+    config.validate()
     clean_up_after_kills(ws)   # every write command first clears what killed processes left
     tset = resolve_training_set(ws, config.selection, config.pool, config.seed)
     device = resolve_device(config.device)
@@ -177,7 +176,7 @@ def resume_train(ws, run_id: str | None = None, pool: str | None = None, *, devi
     stored = run["config"]
     config = TrainConfig.from_stored(stored, run["run_id"])
     dev = resolve_device(device or config.device)
-    point = prepare_resume(ws, run, model=config.model, training=config.training, device=dev, pool=run["pool"],
+    point = prepare_resume(ws, run, training=config.training, device=dev, pool=run["pool"],
                            version=stored["candidates_version"], label="train",
                            order=lambda ids: training_order(ws, run, ids))
     if point.complete:

@@ -35,7 +35,7 @@ import torch
 from ..errors import LessdbError
 from ..models.batching import batches_by_length, token_budget
 from ..models.completion_loss import completion_token_losses
-from ..models.tokenization import IGNORE_INDEX, EncodedExample, collate
+from ..models.tokenization import IGNORE_INDEX, EncodedExample, collate, to_device
 from ..progress import Progress
 from .checkpoints import (ADAPTER_FILE, OPTIMIZER_FILE, RNG_FILE, EpochResult, read_checkpoint_meta,
                           read_optimizer_state, remove_temp_dirs, restore_optimizer_state, restore_rng_state,
@@ -192,7 +192,7 @@ class LoraTrainer:
                 n_tokens = sum(completion_token_count(examples[i]) for i in batch)
                 batch_loss = 0.0
                 for mb in micro_batches(batch, lengths, micro, max_tokens):
-                    t = {k: v.to(self.device) for k, v in collate([examples[i] for i in mb], self.pad_token_id).items()}
+                    t = to_device(collate([examples[i] for i in mb], self.pad_token_id), self.device)
                     ce_sum = completion_token_losses(self.model, **t).total()  # LM head at label positions only
                     (ce_sum / n_tokens).backward()  # token mean over the whole effective batch
                     batch_loss += float(ce_sum.detach())

@@ -77,7 +77,7 @@ def resume_warmup(ws, run_id: str | None = None, pool: str | None = None, *, dev
     stored = run["config"]
     config = WarmupConfig.from_dict(stored["warmup"])
     dev = resolve_device(device or config.device)
-    point = prepare_resume(ws, run, model=config.model, training=config.training, device=dev, pool=config.pool,
+    point = prepare_resume(ws, run, training=config.training, device=dev, pool=config.pool,
                            version=stored["candidates_version"], label="warmup")
     if point.complete:
         return run_summary(ws, point.run_id, dev, t0)

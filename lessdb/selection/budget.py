@@ -50,8 +50,10 @@ def _count(ws, plan, ids: list[str], tokenizer: dict) -> None:
     from ..storage.lance_tables import CANDIDATES
     from ..models.tokenization import tokenizer_id
     from ..models.token_counts import record_token_counts
+    from ..storage.meta_runs import run_model
 
-    loaded = load_base_model(ws, tokenizer["model"], record=False)
+    model = run_model(ws, plan.run_id, tokenizer["model"], tokenizer.get("model_sha256"))
+    loaded = load_base_model(ws, model, record=False)
     if tokenizer["tokenizer_id"] and tokenizer_id(loaded.tokenizer) != tokenizer["tokenizer_id"]:
         raise LessdbError(f"model {tokenizer['model']} now has another tokenizer than the run's "
                           f"({tokenizer['tokenizer_id']}); its token counts cannot be completed")

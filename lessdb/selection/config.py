@@ -6,11 +6,15 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..choices import DEFAULT_VAL_TRUNCATION, FEATURE_BATCH_ROWS, TRUNCATION_SIDES
+from ..names import check_names
 from ..scale.options import ENGINES, ray_address_setting
 from ..settings import SettingError, check_choices, check_ranges, field_named, raise_problems, setting
 from .picking import BALANCES
 
 DEFAULT_PERCENTAGE = 0.05
+# what a percentage is a share of, recorded with every selection: "filtered" = the candidates that pass the filter.
+# Selections recorded without it took p of the candidates that got a score, and their replays still do.
+PERCENTAGE_OF = "filtered"
 VAL_AGGREGATIONS = ("paper", "reference")
 BUDGET_ON = ("completion", "total")   # which tokens a --max-tokens budget counts
 
@@ -25,7 +29,9 @@ class SelectConfig:
     pool: str | None = setting(None, "Candidate pool.", show="the run's pool")
     run: str | None = setting(None, "Warmup run.", show="the feature set's run, else the newest complete one")
     feature_set: str | None = setting(None, "Feature set.", show="the run's newest of the method's gradient kind")
-    percentage: float | None = setting(None, "Select floor(p*N) of the N scored candidates (0.05 means 5%).",
+    percentage: float | None = setting(None, "Select floor(p*N), N the candidates that pass the filter (the filtered "
+                                       "pool, whether or not each could be scored; at most those with a score; 0.05 "
+                                       "means 5%).",
                                        show=str(DEFAULT_PERCENTAGE), short="-p", above=0, max=1)
     count: int | None = setting(None, "Select exactly this many instead.", short="-k", min=1)
     where: str | None = setting(None, "SQL condition on candidate metadata, applied before scoring.")
@@ -51,6 +57,9 @@ class SelectConfig:
     method_params: dict | None = setting(None, "A parameter of the method, e.g. k1=1.2 for bm25 (repeatable; in "
                                          "Python a dict such as {'k1': 1.2}; recorded with the selection).",
                                          flag="--method-param", multiple=True, metavar="KEY=VALUE")
+    allow_partial: bool = setting(False, "Select even if the feature set lacks vectors of some filtered candidates "
+                                  "(a featurize job killed or still running, candidates added since): only those "
+                                  "with one are scored. Refused otherwise; recorded with the selection.")
     engine: str = setting("local", "Where gradient features are scored: this process, or fragment by fragment on Ray "
                           "(same result).", choices=ENGINES)
     ray_address: str = ray_address_setting()
@@ -86,6 +95,7 @@ class SelectConfig:
         if self.count is not None and self.percentage is not None:
             problems.append((("percentage", "count"), "may be given, not both"))
         check_ranges(self, problems)
+        check_names(self, problems, "name")   # one rule for every name users give (lessdb/names.py)
         if self.prefilter is not None:
             from ..featurize.folding import parse_prefilter
 

@@ -18,15 +18,14 @@ import numpy as np
 
 from .noise import gap_vs_noise, noise_applies, per_checkpoint_cosines
 from .pool_scores import recompute_pool_scores
+from .scoring import spearman
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Rank correlation; None where it is not defined (a constant ranking, fewer than 2 candidates)."""
-    from scipy.stats import spearmanr
-
-    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return None
-    return float(spearmanr(a, b).statistic)
+def rank_agreement(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman's rho; None where it is not defined (a constant ranking, fewer than 2 candidates), so nothing
+    prints "nan"."""
+    rho = spearman(a, b)
+    return None if np.isnan(rho) else rho
 
 
 def diagnose_selection(ws, ref: str) -> dict:
@@ -55,7 +54,7 @@ def diagnose_selection(ws, ref: str) -> dict:
             for b in range(a + 1, len(ps.epochs)):
                 if w[a] != 0 and w[b] != 0:
                     agreement.append({"checkpoints": [ps.epochs[a], ps.epochs[b]],
-                                      "spearman": spearman(pc[:, a], pc[:, b])})
+                                      "spearman": rank_agreement(pc[:, a], pc[:, b])})
         out["checkpoint_rank_agreement"] = agreement
         if out["zero_weight_checkpoints"]:
             out["warnings"].append(_zero_weight_words(out["zero_weight_checkpoints"], len(ps.epochs)))

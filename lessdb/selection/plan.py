@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from ..errors import LessdbError
 from ..settings import FieldText, SettingError, ref
 from .choose import picking_options
-from .config import DEFAULT_PERCENTAGE, RunOptions, SelectConfig
+from .config import DEFAULT_PERCENTAGE, PERCENTAGE_OF, RunOptions, SelectConfig
 from .methods import Method, get_method
 from .targets import check_balance, parse_targets, plan_targets, recorded_targets
 
@@ -152,7 +152,9 @@ def make_plan(ws, cfg: SelectConfig, options: RunOptions | None = None) -> Plan:
                 cfg.where, cfg.seed, percentage, cfg.count, run_id=run_id, fs=fs, method_params=method_params,
                 options=options or RunOptions())
     plan.versions[CANDIDATES] = candidates_version(ws)
-    plan.params = {"pool": pool, "count": cfg.count, "_notes": notes}
+    plan.params = {"pool": pool, "count": cfg.count, "_notes": notes, "percentage_of": PERCENTAGE_OF}
+    if cfg.allow_partial:
+        plan.params["allow_partial"] = True
     if targets:
         plan.params["targets"] = targets
     if picking:

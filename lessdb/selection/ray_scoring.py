@@ -50,7 +50,11 @@ def score_ray(ws, table_name: str, version: int, epochs: list[int], columns: tup
               dim: int, batch_rows: int, address: str = "local", progress=None, check_norms=None) -> dict:
     """Fill the driver's ScoreAccumulator `acc` from fragment tasks; returns {fragments, tasks, bytes}.
     `check_norms(norms)`: the local engine's check of the raw norms of the rows used (row_scale "given")."""
+    from ..scale.preflight import check_cluster
+
     with ray_session(address) as ray:
+        # every node can open the pinned table (else: one error naming the node, before any work is sent)
+        check_cluster(ray, ws.lance.table_uri(table_name), ws.lance.storage_options, version, address=address)
         return _score(ray, ws, table_name, version, epochs, columns, queries, acc, id_index, dim, batch_rows,
                       progress, check_norms)
 

@@ -47,6 +47,7 @@ class SelectionResult:
     identical: bool | None = None    # replays: same members, ranks and scores as the original
     output: str | None = None
     notes: list[str] = field(default_factory=list)
+    partial: dict | None = None      # allow_partial: what the feature set lacked (None: every candidate had a vector)
 
     def summary(self, top: int = 10) -> dict:
         d = {k: v for k, v in asdict(self).items() if k != "members"}
@@ -100,11 +101,16 @@ def record_selection(ws, plan: Plan, ids: list[str], scores: Scores, started: fl
         if k > n_scored:
             raise invalid([("count", f"{k} exceeds the {n_scored:,} candidates that have a score")])
     elif plan.percentage is not None:
-        k = k_from_percentage(plan.percentage, n_scored)
+        base, what = percentage_base(plan.params, len(ids), n_scored)
+        k = k_from_percentage(plan.percentage, base)
         if k < 1:
-            raise invalid([("percentage", f"{plan.percentage} of {n_scored:,} scored candidates is "
-                                          f"{plan.percentage * n_scored:.2f} < 1; use {ref('count')} or a larger "
+            raise invalid([("percentage", f"{plan.percentage} of {base:,} {what} is "
+                                          f"{plan.percentage * base:.2f} < 1; use {ref('count')} or a larger "
                                           f"{ref('percentage')}")])
+        if k > n_scored:   # candidates that can never have a score (no completion token) count in N
+            notes = list(notes) + [f"{plan.percentage} of {base:,} {what} is {k:,}, more than the {n_scored:,} "
+                                   f"that have a score: all {n_scored:,} were taken"]
+            k = n_scored
     else:
         k = None   # a token budget alone decides
     # the top k, or targets taking turns, a token budget, near-duplicates skipped (choose.py)
@@ -152,13 +158,22 @@ def record_selection(ws, plan: Plan, ids: list[str], scores: Scores, started: fl
                              plan.percentage, len(ids), n_scored, n_unscorable, members,
                              {k_: v for k_, v in row.items() if k_ not in ("selection_id", "name")},
                              time.monotonic() - started, replay_of=row["replay_of"],
-                             notes=list(notes) + list(plan.params.get("_notes", [])))
+                             notes=list(notes) + list(plan.params.get("_notes", [])),
+                             partial=plan.params.get("partial"))
     if output:
         from .export import export_selection
 
         result.output = export_selection(ws, selection_id, output, force=force)["path"]
     result.seconds = time.monotonic() - started
     return result
+
+
+def percentage_base(params: dict, n_candidates: int, n_scored: int) -> tuple[int, str]:
+    """(N, what N counts) for k = floor(p*N): the filtered pool (every candidate that passes the filter, scored or
+    not; README, "Select"), or, for selections recorded before that rule, the candidates that got a score."""
+    if params.get("percentage_of") == "filtered":
+        return n_candidates, "filtered candidates"
+    return n_scored, "scored candidates"
 
 
 def same_as_recorded(ws, result: SelectionResult, original_id: str) -> bool:

@@ -330,6 +330,25 @@ def _take(bufs: queue.Queue, stop: threading.Event):
     return None
 
 
+def spearman(a, b) -> float:
+    """Spearman's rank correlation: Pearson's of the ranks, tied values sharing their average rank (as
+    scipy.stats.spearmanr); NaN when either side is constant or not finite. numpy only: the GPU check
+    (bench/gpu_check.py) runs where scipy may be missing."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("nan")
+    ra, rb = _average_ranks(a), _average_ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = np.sqrt((ra * ra).sum() * (rb * rb).sum())
+    return float((ra * rb).sum() / den) if den > 0 else float("nan")
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    first = np.cumsum(counts) - counts
+    return (first + (counts - 1) / 2.0)[inverse]
+
+
 def max_over_subtasks(per_subtask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return per_subtask.max(axis=1), per_subtask.argmax(axis=1)
 

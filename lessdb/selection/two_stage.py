@@ -85,8 +85,10 @@ def two_stage_scores(ws, plan, ids: list[str], usable: dict[str, list[str]], wei
     if plan.count is not None:
         k = min(plan.count, n_scored)
     else:
+        from .record import percentage_base
         from .scoring import k_from_percentage
-        k = max(1, k_from_percentage(plan.percentage, n_scored))
+        k = min(n_scored, max(1, k_from_percentage(plan.percentage, percentage_base(plan.params, len(ids),
+                                                                                     n_scored)[0])))
     shortlist = _shortlist(plan, rough, ok, ids, factor * k)
 
     # stage two: the shortlisted rows at full d, read by row address at the pinned full version

@@ -17,7 +17,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .. import faults
 from ..errors import InputError, LessdbError, ref
+from .candidate_repair import RepairResult, duplicate_rows, finish_repair, finish_started_repair, start_repair
 from .damage import raise_if_damage
 from .sql_text import sql_in_list, sql_literal
 from .lance_tables import CANDIDATES
@@ -66,13 +68,31 @@ def roll_back_unrecorded_ingests(ws, wait: bool = True) -> set[int] | None:
 
 
 def roll_back_locked(ws) -> set[int]:
-    """`roll_back_unrecorded_ingests` for a caller that already holds the `candidates` write lock."""
+    """`roll_back_unrecorded_ingests` for a caller that already holds the `candidates` write lock; also finishes
+    a duplicate repair a killed process left half done (storage/candidate_repair.py)."""
     if not ws.lance.has_table(CANDIDATES) or ws.lance.version(CANDIDATES) == candidates_version(ws):
+        finish_started_repair(ws)      # (killed before its delete: the versions still agree)
         return set()   # nothing was written after the last recorded ingest
     orphans = unrecorded_ingest_ids(ws)
     if orphans:
         delete_ingests(ws, orphans)
+    finish_started_repair(ws)
     return orphans
+
+
+def repair_duplicates(ws) -> RepairResult | None:
+    """Remove the duplicate candidate rows older versions wrote, keeping the earliest of each (pool, id), as one
+    recorded Lance delete (storage/candidate_repair.py); None if there were none. Takes the `candidates` write
+    lock (waits for a running ingest)."""
+    with ws.write_lock("candidates"):
+        finished = finish_started_repair(ws)   # one a killed process left half done
+        roll_back_locked(ws)                   # rows of a killed ingest
+        version = candidates_version(ws)
+        if version is None or not duplicate_rows(ws, version)[1]:
+            return finished
+        repair_id = start_repair(ws, version)
+        faults.point("repair.before_lance_delete")
+        return finish_repair(ws, repair_id, version)
 
 
 def select_candidate_ids(ws, pool: str | None = None, where: str | None = None,
@@ -142,10 +162,31 @@ def iter_candidate_batches(ws, ids: list[str], pool: str | None = None, version:
 
 
 def ids_by_pool_membership(ws, pool: str) -> tuple[set[str], set[str]]:
-    """(ids already in `pool`, ids present in any other pool)."""
-    table = ws.lance.dataset(CANDIDATES).to_table(columns=["id", "pool"])
-    ids, pools = table.column("id").to_pylist(), table.column("pool").to_pylist()
-    return {i for i, p in zip(ids, pools) if p == pool}, {i for i, p in zip(ids, pools) if p != pool}
+    """(ids already in `pool`, ids present in any other pool), read batch by batch (no copy of the table)."""
+    in_pool: set[str] = set()
+    elsewhere: set[str] = set()
+    for batch in ws.lance.dataset(CANDIDATES).to_batches(columns=["id", "pool"], batch_size=65536):
+        mine = pc.equal(batch.column("pool"), pool)
+        in_pool.update(batch.column("id").filter(mine).to_pylist())
+        elsewhere.update(batch.column("id").filter(pc.invert(mine)).to_pylist())
+    return in_pool, elsewhere
+
+
+def add_missing_columns(ws) -> int | None:
+    """Bring an older `candidates` table up to CANDIDATE_SCHEMA (columns added since, e.g. `metadata`) before a
+    write that has them; the caller holds the `candidates` write lock. One schema-only version, no data
+    rewritten; versions before it keep their schema, so every recorded selection still reads what it read.
+    Returns that version (None: nothing was missing)."""
+    from .lance_tables import CANDIDATE_SCHEMA
+
+    have = set(ws.lance.schema(CANDIDATES).names)
+    missing = [f for f in CANDIDATE_SCHEMA if f.name not in have]
+    return ws.lance.add_columns(CANDIDATES, missing) if missing else None
+
+
+def has_column(ds, name: str) -> bool:
+    """Whether an opened (pinned) candidates dataset has column `name` (versions before it was added do not)."""
+    return name in ds.schema.names
 
 
 def ingest_ids_present(ws) -> set[int]:

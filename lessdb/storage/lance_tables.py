@@ -46,6 +46,9 @@ CANDIDATE_SCHEMA = pa.schema([
     pa.field("prompt_chars", pa.int32(), nullable=False),
     pa.field("completion_chars", pa.int32(), nullable=False),
     pa.field("total_chars", pa.int32(), nullable=False),
+    # every other field/column of the input record as one JSON object (NULL: none). Added after the first
+    # release: `storage/candidates.py:add_missing_columns` adds it to older tables (their rows read NULL)
+    pa.field("metadata", pa.string()),
 ])
 
 
@@ -205,6 +208,14 @@ class LanceStore:
                 time.sleep(0.1 * (attempt + 1))
                 table.checkout_latest()
         raise AssertionError("unreachable")
+
+    def add_columns(self, name: str, fields: list[pa.Field]) -> int:
+        """Add nullable columns to an existing table (a schema-only version: no data file is rewritten; rows
+        written before read NULL); returns the new version."""
+        ds = self.dataset(name)
+        with self.writing():
+            ds.add_columns(fields)
+        return self.dataset(name).version
 
     def delete(self, name: str, where: str) -> None:
         if self.has_table(name):

@@ -5,6 +5,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .paths import resolved_model_name
+
 
 @dataclass
 class EvalRecord:
@@ -84,6 +86,7 @@ def run_context(ws, run_id: str) -> dict | None:
             return None
         cols = [d[0] for d in con.description]
     ctx = dict(zip(cols, row))
+    ctx["model_name"] = resolved_model_name(ws.root, ctx["model_name"])   # stored relative inside the workspace
     ctx["config"] = json.loads(ctx["config"]) if isinstance(ctx["config"], str) else (ctx["config"] or {})
     return ctx
 

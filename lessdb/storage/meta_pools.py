@@ -10,15 +10,23 @@ def version_producers(ws) -> dict[tuple[str, int], str]:
     with ws.duck.connect(read_only=True) as con:
         rows = con.execute("SELECT lance_table, lance_version, pool, string_agg(ingest_id::VARCHAR, ',') "
                            "FROM ingests WHERE lance_version IS NOT NULL GROUP BY ALL").fetchall()
+        repairs = con.execute("SELECT lance_version, repair_id, kind, n_removed FROM candidate_repairs "
+                              "WHERE status = 'complete'").fetchall()
     for table, version, pool, ids in rows:
         out[(table, version)] = f"ingest {ids} into pool {pool}"
+    for version, repair_id, kind, n_removed in repairs:
+        what = "duplicate rows" if kind == "duplicates" else f"rows ({kind})"
+        out.setdefault(("candidates", version), f"repair {repair_id}: removed {n_removed} {what}")
     return out
 
 
 def recorded_candidates_version(ws, lance_table: str = "candidates") -> int | None:
-    """The newest `candidates` version a recorded ingest produced (None: no ingest wrote rows yet)."""
+    """The newest `candidates` version a recorded ingest or a complete repair (storage/candidate_repair.py)
+    produced (None: no ingest wrote rows yet)."""
     with ws.duck.connect(read_only=True) as con:
-        return con.execute("SELECT max(lance_version) FROM ingests WHERE lance_table = ?", [lance_table]).fetchone()[0]
+        return con.execute("SELECT max(v) FROM (SELECT lance_version AS v FROM ingests WHERE lance_table = ? "
+                           "UNION ALL SELECT lance_version FROM candidate_repairs WHERE status = 'complete' "
+                           "AND ? = 'candidates')", [lance_table, lance_table]).fetchone()[0]
 
 
 def ingest_rows(ws) -> list[dict]:
@@ -49,29 +57,37 @@ def next_ingest_id(ws, floor: int = 0) -> int:
     return max(current, floor) + 1
 
 
+INGEST_COLUMNS = ("ingest_id", "source", "file_name", "file_size", "file_sha256", "format", "n_records", "n_added",
+                  "n_invalid", "n_dup_within", "n_dup_in_pool", "n_dup_other_pools", "n_truncated_tail", "input_uri",
+                  "input_format", "compression", "input_columns", "schema_hash", "column_map", "minhash")
+SKIPPED_COLUMNS = ("ingest_id", "file", "line", "field", "reason", "row_group", "row_index")
+
+
 def record_ingests(ws, pool: str, files: list[dict], lance_table: str, lance_version: int | None,
                    lessdb_version: str, skipped: list[dict]) -> None:
-    """One transaction: the pool (if new), one ingests row per file, and every skipped record."""
+    """One transaction: the pool (if new), one ingests row per input file, and every skipped record. `files`:
+    dicts with the INGEST_COLUMNS (missing ones are NULL); `skipped`: dicts with the SKIPPED_COLUMNS."""
+    cols = ", ".join(INGEST_COLUMNS)
     with ws.duck.transaction() as con:
         con.execute("INSERT INTO pools (name) VALUES (?) ON CONFLICT DO NOTHING", [pool])
         for f in files:
-            con.execute(
-                "INSERT INTO ingests (ingest_id, pool, source, file_name, file_size, file_sha256, format, n_records, "
-                "n_added, n_invalid, n_dup_within, n_dup_in_pool, n_dup_other_pools, n_truncated_tail, lance_table, "
-                "lance_version, lessdb_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [f["ingest_id"], pool, f["source"], f["file_name"], f["file_size"], f["file_sha256"], f["format"],
-                 f["n_records"], f["n_added"], f["n_invalid"], f["n_dup_within"], f["n_dup_in_pool"],
-                 f["n_dup_other_pools"], f["n_truncated_tail"], lance_table,
-                 lance_version if f["n_added"] else None, lessdb_version])
+            con.execute(f"INSERT INTO ingests ({cols}, pool, lance_table, lance_version, lessdb_version) "
+                        f"VALUES ({', '.join('?' * (len(INGEST_COLUMNS) + 4))})",
+                        [f.get(c) for c in INGEST_COLUMNS] +
+                        [pool, lance_table, lance_version if f["n_added"] else None, lessdb_version])
         if skipped:
-            con.executemany("INSERT INTO ingest_skipped VALUES (?, ?, ?, ?, ?)",
-                            [[s["ingest_id"], s["file"], s["line"], s["field"], s["reason"]] for s in skipped])
+            con.executemany(f"INSERT INTO ingest_skipped ({', '.join(SKIPPED_COLUMNS)}) "
+                            f"VALUES ({', '.join('?' * len(SKIPPED_COLUMNS))})",
+                            [[s.get(c) for c in SKIPPED_COLUMNS] for s in skipped])
 
 
 def list_pools(ws) -> list[dict]:
     with ws.duck.connect(read_only=True) as con:
         rel = con.execute(
-            "SELECT p.name AS pool, count(i.ingest_id) AS ingests, coalesce(sum(i.n_added), 0) AS candidates, "
+            "SELECT p.name AS pool, count(i.ingest_id) AS ingests, coalesce(sum(i.n_added), 0) - coalesce(("
+            " SELECT sum(r.n_removed) FROM candidate_repair_rows r JOIN candidate_repairs c USING (repair_id) "
+            " JOIN ingests j ON j.ingest_id = r.ingest_id WHERE j.pool = p.name AND c.status = 'complete'), 0) "
+            "AS candidates, "
             "coalesce(sum(i.n_invalid), 0) AS skipped_invalid, "
             "coalesce(sum(i.n_dup_within + i.n_dup_in_pool), 0) AS duplicates_dropped, "
             "coalesce(sum(i.n_dup_other_pools), 0) AS shared_with_other_pools, p.created_at "

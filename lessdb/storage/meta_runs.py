@@ -9,6 +9,8 @@ import pyarrow as pa
 
 from .. import owners
 from ..errors import LessdbError
+from .paths import (resolved_model_name, resolved_path, stored_model_name, stored_model_source,
+                    stored_path)
 
 
 @dataclass(frozen=True)
@@ -37,15 +39,21 @@ def upsert_model(ws, loaded) -> None:
         if exists:
             return
         con.execute("INSERT INTO models (model_sha256, name, source, path, n_params, config) VALUES (?, ?, ?, ?, ?, ?)",
-                    [loaded.sha256, loaded.name, loaded.source, loaded.path, loaded.n_params,
-                     json.dumps(loaded.config, default=str)])
+                    [loaded.sha256, stored_model_name(ws.root, loaded.name),
+                     stored_model_source(ws.root, loaded.source), stored_path(ws.root, loaded.path),
+                     loaded.n_params, json.dumps(loaded.config, default=str)])
 
 
 def list_models(ws) -> list[dict]:
     with ws.duck.connect(read_only=True) as con:
-        cur = con.execute("SELECT model_sha256, name, source, path, n_params, created_at FROM models ORDER BY created_at")
+        cur = con.execute("SELECT model_sha256, name, source, path, n_params, created_at FROM models "
+                          "ORDER BY created_at")
         cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row)) for row in cur.fetchall()]
+        rows = [dict(zip(cols, row)) for row in cur.fetchall()]
+    for row in rows:   # stored relative to the workspace: where it is now
+        row["path"] = resolved_path(ws.root, row["path"])
+        row["name"] = resolved_model_name(ws.root, row["name"])
+    return rows
 
 
 # -- runs ------------------------------------------------------------------------------------------------
@@ -59,6 +67,9 @@ def create_run(ws, *, run_id: str, kind: str, pool: str | None, model_name: str,
                lessdb_version: str, selection_id: str | None = None, is_transfer: bool = False,
                examples: list[tuple[str, bool]] = ()) -> None:
     """Insert the run (status 'running') and its examples (candidate_id, excluded) in one transaction."""
+    from ..names import check_name
+
+    check_name(run_id, "run_id")   # it becomes the folder checkpoints/<run id>/ (configs check it earlier)
     with ws.duck.transaction() as con:
         if con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchone()[0]:
             raise LessdbError(f"run {run_id} already exists")
@@ -66,8 +77,8 @@ def create_run(ws, *, run_id: str, kind: str, pool: str | None, model_name: str,
             "INSERT INTO runs (run_id, kind, pool, selection_id, model_name, model_sha256, is_transfer, seed, "
             "percentage, n_examples, n_excluded, config, device, status, lessdb_version) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)",
-            [run_id, kind, pool, selection_id, model_name, model_sha256, is_transfer, seed, percentage,
-             n_examples, n_excluded, json.dumps(config, default=str), device, lessdb_version])
+            [run_id, kind, pool, selection_id, stored_model_name(ws.root, model_name), model_sha256, is_transfer,
+             seed, percentage, n_examples, n_excluded, json.dumps(config, default=str), device, lessdb_version])
         if examples:
             table = pa.table({"run_id": pa.array([run_id] * len(examples), pa.string()),
                               "candidate_id": pa.array([c for c, _ in examples], pa.string()),
@@ -85,21 +96,34 @@ def set_run_status(ws, run_id: str, status: str) -> None:
             con.execute("UPDATE runs SET status = ?, finished_at = NULL WHERE run_id = ?", [status, run_id])
 
 
-def _run_row(con, run_id: str) -> dict | None:
+def _run_row(con, run_id: str, root) -> dict | None:
     row = con.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE run_id = ?", [run_id]).fetchone()
     if row is None:
         return None
     d = dict(zip(_RUN_COLUMNS, row))
+    d["model_name"] = resolved_model_name(root, d["model_name"])   # a folder inside the workspace: where it is now
     d["config"] = json.loads(d["config"]) if isinstance(d["config"], str) else d["config"]
     return d
 
 
 def get_run(ws, run_id: str) -> dict:
     with ws.duck.connect(read_only=True) as con:
-        run = _run_row(con, run_id)
+        run = _run_row(con, run_id, ws.root)
     if run is None:
         raise LessdbError(f"no run {run_id!r} in this workspace (see `lessdb runs`)")
     return run
+
+
+def run_model(ws, run_id: str | None, name: str, sha256: str) -> str:
+    """The model to load for what a selection recorded (`name`, pinned by `sha256`): run `run_id`'s model as this
+    workspace has it now when it is the same weights (a copied or moved workspace then reads its own model folder,
+    not the one the record names), else `name`."""
+    if run_id is not None:
+        with ws.duck.connect(read_only=True) as con:
+            run = _run_row(con, run_id, ws.root)
+        if run is not None and run["model_sha256"] == sha256:
+            return run["model_name"]
+    return name
 
 
 def list_runs(ws, kind: str | None = None, pool: str | None = None) -> list[dict]:
@@ -115,9 +139,9 @@ def list_runs(ws, kind: str | None = None, pool: str | None = None) -> list[dict
     with ws.duck.connect(read_only=True) as con:
         ids = [r[0] for r in con.execute(f"SELECT run_id FROM runs{where} ORDER BY created_at, run_id",
                                          params).fetchall()]
-        runs = [_run_row(con, rid) for rid in ids]
+        runs = [_run_row(con, rid, ws.root) for rid in ids]
         for run in runs:
-            run["checkpoints"] = [c.as_dict() for c in _checkpoints(con, run["run_id"])]
+            run["checkpoints"] = [c.as_dict() for c in _checkpoints(con, run["run_id"], ws.root)]
     for run in runs:   # `running` with no live owner process: killed (resume it with --resume)
         run["status"] = owners.live_status(ws, owners.RUN, run["run_id"], run["status"])
     return runs
@@ -145,19 +169,21 @@ def add_checkpoint(ws, info: CheckpointInfo) -> None:
         con.execute("DELETE FROM checkpoints WHERE run_id = ? AND epoch = ?", [info.run_id, info.epoch])
         con.execute("INSERT INTO checkpoints (run_id, epoch, path, adapter_sha256, optimizer_sha256, optimizer_step, "
                     "mean_lr, train_loss) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [info.run_id, info.epoch, info.path, info.adapter_sha256, info.optimizer_sha256,
+                    [info.run_id, info.epoch, stored_path(ws.root, info.path), info.adapter_sha256,
+                     info.optimizer_sha256,
                      info.optimizer_step, info.mean_lr, info.train_loss])
 
 
-def _checkpoints(con, run_id: str) -> list[CheckpointInfo]:
+def _checkpoints(con, run_id: str, root) -> list[CheckpointInfo]:
+    """The run's checkpoints, each `path` resolved against the workspace root (stored relative: paths.py)."""
     rows = con.execute("SELECT run_id, epoch, path, adapter_sha256, optimizer_sha256, optimizer_step, mean_lr, "
                        "train_loss, created_at FROM checkpoints WHERE run_id = ? ORDER BY epoch", [run_id]).fetchall()
-    return [CheckpointInfo(*r) for r in rows]
+    return [CheckpointInfo(r[0], r[1], resolved_path(root, r[2]), *r[3:]) for r in rows]
 
 
 def list_checkpoints(ws, run_id: str) -> list[CheckpointInfo]:
     with ws.duck.connect(read_only=True) as con:
-        return _checkpoints(con, run_id)
+        return _checkpoints(con, run_id, ws.root)
 
 
 # -- token counts -----------------------------------------------------------------------------------------

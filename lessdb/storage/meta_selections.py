@@ -14,6 +14,8 @@ from ..choices import FEATURE_BATCH_ROWS
 from ..errors import LessdbError
 from ..settings import SettingError, ref
 from .lance_tables import CANDIDATES
+from .member_digest import members_on, record_digest
+from .paths import resolved_path, stored_path
 from .user_filter import filtered_candidates
 from .sql_text import sql_in_list, sql_literal
 
@@ -40,6 +42,7 @@ def insert_selection(ws, row: dict, members: pa.Table, extras: dict[str, pa.Tabl
                     "SELECT ?, rank, candidate_id, pool, score, best_subtask FROM new_members",
                     [row["selection_id"]])
         con.unregister("new_members")
+        record_digest(con, row["selection_id"], members)   # what export and verify check the members against
         if extras:
             from .meta_selection_extras import insert_extras
 
@@ -77,21 +80,21 @@ def get_selection(ws, ref: str) -> dict:
 def selection_members(ws, selection_id: str) -> pa.Table:
     """rank, candidate_id, pool, score, best_subtask, ordered by rank."""
     with ws.duck.connect(read_only=True) as con:
-        return con.sql("SELECT rank, candidate_id, pool, score, best_subtask FROM selection_members "
-                       "WHERE selection_id = ? ORDER BY rank", params=[selection_id]).to_arrow_table()
+        return members_on(con, selection_id)
 
 
 def record_export(ws, selection_id: str, path: str, fmt: str, n_rows: int, sha256: str) -> None:
     with ws.duck.transaction() as con:
         con.execute("INSERT INTO exports (selection_id, path, format, n_rows, sha256) VALUES (?, ?, ?, ?, ?)",
-                    [selection_id, path, fmt, n_rows, sha256])
+                    [selection_id, stored_path(ws.root, path), fmt, n_rows, sha256])
 
 
 def list_exports(ws, selection_id: str) -> list[dict]:
     with ws.duck.connect(read_only=True) as con:
         rows = con.execute("SELECT path, format, n_rows, sha256, created_at FROM exports WHERE selection_id = ? "
                            "ORDER BY created_at", [selection_id]).fetchall()
-    return [dict(zip(["path", "format", "n_rows", "sha256", "created_at"], r)) for r in rows]
+    return [dict(zip(["path", "format", "n_rows", "sha256", "created_at"], (resolved_path(ws.root, r[0]), *r[1:])))
+            for r in rows]
 
 
 # -- what selection reads from other stages' tables (read-only) ---------------------------------------------

@@ -91,6 +91,8 @@ def load_location(root: Path, default_dir: str) -> TablesLocation:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise LessdbError(f"{path}: not a valid tables location ({exc}); expected "
                           '{"uri": "s3://bucket/prefix", "storage_options": {...}}') from None
+    if not is_remote(uri) and not os.path.isabs(uri):   # a folder inside the workspace, stored relative
+        uri = str(Path(root) / uri)
     bad = [k for k in opts if is_secret_key(k)]
     if bad:
         raise LessdbError(f"{path}: field 'storage_options' holds credentials ({', '.join(bad)}); remove them and "
@@ -98,11 +100,48 @@ def load_location(root: Path, default_dir: str) -> TablesLocation:
     return TablesLocation(uri, {str(k): str(v) for k, v in opts.items()})
 
 
+# what an object store's error says, in words (its full text is a long debug dump of the Rust client)
+_STORE_PROBLEMS = (("NoSuchBucket", "the bucket does not exist"),
+                   ("The specified bucket does not exist", "the bucket does not exist"),
+                   ("InvalidAccessKeyId", "the access key is not known there (AWS_ACCESS_KEY_ID)"),
+                   ("SignatureDoesNotMatch", "the secret key does not match (AWS_SECRET_ACCESS_KEY)"),
+                   ("AccessDenied", "access denied to these credentials"),
+                   ("Connection refused", "nothing listens at the endpoint (connection refused)"),
+                   ("dns error", "the endpoint's host name does not resolve"),
+                   ("resolve region", "its region is unknown (set AWS_REGION)"),
+                   ("timed out", "the endpoint did not answer in time"))
+
+
+def check_reachable(location: TablesLocation) -> None:
+    """An object-store location must be listable from here before a workspace is made on it; raise a
+    LessdbError naming the bucket and what is wrong. Local folders: nothing to check."""
+    if not location.remote:
+        return
+    import lancedb
+
+    try:
+        lancedb.connect(location.uri, storage_options=location.options()).list_tables()
+    except Exception as exc:   # noqa: BLE001  (lancedb raises ValueError/OSError/RuntimeError for store errors)
+        text = str(exc)
+        why = next((words for marker, words in _STORE_PROBLEMS if marker.lower() in text.lower()),
+                   text.splitlines()[0][:300] if text else type(exc).__name__)
+        bucket = location.uri.split("://", 1)[1].split("/", 1)[0]
+        raise LessdbError(f"--tables {location.uri}: cannot use bucket {bucket!r}: {why}. Check that the bucket "
+                          "exists and that AWS_* credentials, AWS_REGION and the endpoint (AWS_ENDPOINT or "
+                          "--storage-option aws_endpoint=…) are set in this environment; nothing was created") \
+            from None
+
+
 def save_location(root: Path, location: TablesLocation) -> None:
     """Write tables.json atomically (a kill leaves the old file or the new one)."""
+    from .paths import stored_path
+
     path = Path(root) / CONFIG_FILE
+    public = location.public()
+    if not location.remote:   # relative when inside the workspace, so a moved workspace keeps its tables
+        public["uri"] = stored_path(root, public["uri"])
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(location.public(), indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(public, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
 
 
@@ -132,6 +171,7 @@ def configure(root: Path, default_dir: str, uri: str | None, options: dict) -> T
     if duck.exists() and wanted.uri != current.uri.rstrip("/"):
         raise LessdbError(f"{root}: this workspace's tables are at {current.uri}; moving them to {wanted.uri} is not "
                           "supported (create a new workspace with `lessdb init --tables …`)")
+    check_reachable(wanted)   # before anything is written: a wrong bucket leaves no half-made workspace
     Path(root).mkdir(parents=True, exist_ok=True)
     save_location(root, wanted)
     return wanted

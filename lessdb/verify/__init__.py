@@ -12,9 +12,10 @@ Checks, each against what DuckDB recorded:
   checkpoint's η̄ against its checkpoint.json;
 - selections: the Lance versions each read still readable and tagged, its members present there, the η̄ it
   weighed checkpoints by, its members against the digest recorded when it was made;
-- files: temp files of killed Lance writes.
+- files: temp files of killed Lance writes, spill files of killed ingests.
 
-`repair=True` fixes what is safe: deletes rows of unrecorded ingests, extra copies of duplicate feature keys
+`repair=True` fixes what is safe: deletes rows of unrecorded ingests, extra copies of duplicate candidate rows
+(keeping the earliest; one recorded Lance delete, storage/candidate_repair.py) and of duplicate feature keys
 (keeping the first, which readers use), temp files and dirs of dead writers; recounts job counts; marks dead
 running jobs and runs `interrupted`; registers verified landed checkpoints; tags untagged selection versions;
 sets η̄ back from checkpoint.json; drops a lost data file's fragment from a feature table's newest version.
@@ -27,15 +28,15 @@ import time
 import traceback
 
 from .. import faults
-from .file_checks import check_lance_temp_files, check_models, check_runs, check_selections
+from .file_checks import check_ingest_spills, check_lance_temp_files, check_models, check_runs, check_selections
 from .findings import ERROR, INFO, WARNING, Finding, VerifyReport
 from .integrity_checks import check_lance_files, check_mean_lr, check_member_digests, check_metadata_file
 from .table_checks import check_candidates, check_features
 
 # in order: the files first (so later checks skip what cannot be read), candidates before features (so they read
 # repaired tables)
-CHECKS = (check_lance_files, check_candidates, check_lance_temp_files, check_features, check_runs, check_mean_lr,
-          check_models, check_selections, check_member_digests)
+CHECKS = (check_lance_files, check_candidates, check_lance_temp_files, check_ingest_spills, check_features,
+          check_runs, check_mean_lr, check_models, check_selections, check_member_digests)
 
 __all__ = ["verify_workspace", "VerifyReport", "Finding", "ERROR", "WARNING", "INFO"]
 

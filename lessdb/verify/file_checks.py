@@ -195,3 +195,25 @@ def check_lance_temp_files(ws, report: VerifyReport) -> None:
             for f in files:   # still holding the writers' lock: no write can start meanwhile
                 f.unlink(missing_ok=True)
             finding.repaired = f"deleted {len(files)} files"
+
+
+def check_ingest_spills(ws, report: VerifyReport) -> None:
+    """Spill files (`tmp/ingest-*.arrow`) of ingests killed while reading: invisible to every reader, but disk
+    space. Checked under the `candidates` write lock (an ingest holds it while its spill file exists)."""
+    from ..ingest.spill import remove_stale, spill_folder
+
+    folder = spill_folder(ws)
+    files = sorted(folder.glob("ingest-*.arrow")) if folder.is_dir() else []
+    if not files:
+        return
+    with ws.try_write_lock("candidates") as held:
+        if not held:
+            report.add(INFO, "files", f"{len(files)} ingest spill files, but an ingest is running now (they are "
+                       "its own); not checked", str(folder), "run `lessdb verify` again when it finishes")
+            return
+        size = sum(f.stat().st_size for f in files)
+        finding = report.add(WARNING, "files", f"{len(files)} spill files of ingests that were killed while reading "
+                             f"({size:,} bytes), e.g. {files[0].name}; no reader sees them", str(folder),
+                             "`lessdb verify --repair` (or the next ingest) deletes them")
+        if report.repair:
+            finding.repaired = f"deleted {len(remove_stale(ws))} files"

@@ -254,12 +254,14 @@ def _same(a, b) -> bool:
 # -- selection members against the digest recorded at selection time --------------------------------------------
 def check_member_digests(ws, report: VerifyReport) -> None:
     """A selection's members, recomputed into their digest, against the digest recorded when it was made (`lessdb
-    export` refuses a selection whose members changed). Selections recorded before digests were have none."""
-    try:   # issue 23's other half records the digest with the members (storage/member_digest.py)
-        from ..storage.member_digest import digest_status
-    except ImportError:   # a lessdb without member digests: nothing to compare with
-        return
+    export` refuses a selection whose members changed). Selections recorded before digests existed have none:
+    `--repair` records one for their members as they are now (storage/member_digest.backfill_digest), so a later
+    change to them is found."""
+    from ..storage.member_digest import backfill_digest, digest_status
+
+    undigested = []
     for sel in meta_selections.list_selections(ws):
+        report.count("selection digests")
         status = digest_status(ws, sel["selection_id"])
         if status.state == "mismatch":
             report.add(ERROR, "selections", f"selection {sel['selection_id']}: its members (selection_members) no "
@@ -268,6 +270,17 @@ def check_member_digests(ws, report: VerifyReport) -> None:
                        f"selection_members {sel['selection_id']}",
                        f"do not use it: `lessdb select --replay {sel['selection_id']}` computes its true members "
                        "again and records them as a new selection")
+        elif status.state == "none":
+            undigested.append(sel["selection_id"])
+    if not undigested:
+        return
+    finding = report.add(INFO, "selections", f"{len(undigested)} selections recorded before member digests existed "
+                         f"(e.g. {undigested[0]}): a later change to their members could not be noticed",
+                         "selection_digests", "`lessdb verify --repair` records a digest of their members as they "
+                         f"are now (`lessdb select --replay {undigested[0]}` first, to check them)", repairable=True)
+    if report.repair:
+        n = sum(backfill_digest(ws, sid) is not None for sid in undigested)
+        finding.repaired = f"recorded the digest of {n} selections' members (origin 'backfilled')"
 
 
 __all__ = ["check_metadata_file", "check_lance_files", "check_mean_lr", "check_member_digests", "INFO"]

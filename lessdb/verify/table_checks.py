@@ -1,6 +1,7 @@
 """`lessdb verify` checks of the LanceDB tables against what DuckDB recorded: candidates vs ingests, feature
 tables vs feature jobs and exclusions. Each check reports into a VerifyReport and, with `repair`, fixes what
-is safe: rows of unrecorded ingests, duplicate feature keys, job counts and dead `running` jobs."""
+is safe: rows of unrecorded ingests, duplicate candidate rows and feature keys, job counts and dead `running`
+jobs."""
 from __future__ import annotations
 
 import fcntl
@@ -11,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import owners
+from ..storage import candidate_repair
 from ..storage import candidates as cstore
 from ..storage import meta_features, meta_pools, meta_runs
 from ..storage.lance_tables import CANDIDATES
@@ -36,8 +38,10 @@ def check_candidates(ws, report: VerifyReport) -> None:
         report.add(ERROR, "candidates", f"version {version} (the last recorded ingest's) cannot be read: {exc}",
                    where, "restore the workspace from a backup")
         return
+    table, version = _check_duplicate_candidates(ws, report, table, version, where)
     report.count("candidate rows", table.num_rows)
     stored = Counter(table.column("ingest_id").to_pylist())
+    removed = candidate_repair.removed_per_ingest(ws)   # rows a duplicate repair took from an ingest
     recorded = {r["ingest_id"]: r for r in meta_pools.ingest_rows(ws)}
     report.count("ingests", len(recorded))
     for ingest_id, n in sorted(stored.items()):
@@ -45,29 +49,53 @@ def check_candidates(ws, report: VerifyReport) -> None:
             report.add(ERROR, "candidates", f"{n} rows of ingest {ingest_id} are in the recorded version {version} "
                        "but no ingest with that id is recorded", where, "re-ingest the file into a new workspace")
     for ingest_id, row in recorded.items():
-        if row["lance_table"] == CANDIDATES and stored.get(ingest_id, 0) != row["n_added"]:
-            severity, fix = _count_fix(ws, row, stored.get(ingest_id, 0))
-            report.add(severity, "candidates", f"ingest {ingest_id} (pool {row['pool']}) recorded {row['n_added']} "
-                       f"new rows; version {version} holds {stored.get(ingest_id, 0)}", where, fix)
+        want = row["n_added"] - removed.get(ingest_id, 0)
+        if row["lance_table"] == CANDIDATES and stored.get(ingest_id, 0) != want:
+            severity, fix = _count_fix(ws, row, stored.get(ingest_id, 0), want)
+            report.add(severity, "candidates", f"ingest {ingest_id} (pool {row['pool']}) recorded {row['n_added']} new "
+                       f"rows" + (f" ({removed[ingest_id]} removed since as duplicates)" if ingest_id in removed
+                                  else "") + f"; version {version} holds {stored.get(ingest_id, 0)}", where, fix)
+
+
+def _check_duplicate_candidates(ws, report: VerifyReport, table: pa.Table, version: int,
+                                where: str) -> tuple[pa.Table, int]:
+    """Each (pool, id) stored once. Older versions could store a record twice; --repair removes the extra rows
+    (keeping the earliest, the one readers use) as one recorded Lance delete. Returns the rows and version to
+    check from here on (the repaired ones after a repair)."""
     dup = _duplicate_keys(table)
-    if dup:
-        report.add(ERROR, "candidates", f"{len(dup)} candidate keys (pool/id) appear more than once, e.g. {dup[0]}",
-                   where, "readers keep the first row per id; re-ingest into a new workspace to clean it")
+    if not dup:
+        return table, version
+    n_extra = table.num_rows - (len(set(table.column("key").to_pylist())))
+    finding = report.add(ERROR, "candidates", f"{len(dup)} candidate keys (pool/id) are stored more than once "
+                         f"({n_extra} extra rows, e.g. {dup[0]}); readers and the audit views use the earliest "
+                         "row of each", where, "`lessdb verify --repair` deletes the extra rows, keeping the "
+                         "earliest of each (one recorded Lance delete)", repairable=True)
+    if not report.repair:
+        return table, version
+    done = cstore.repair_duplicates(ws)
+    if done is None:      # another process repaired it meanwhile
+        finding.repaired = "repaired meanwhile by another process"
+    else:
+        finding.repaired = (f"deleted {done.n_removed} duplicate rows (repair {done.repair_id}); readers now read "
+                            f"candidates version {done.lance_version}")
+    version = cstore.candidates_version(ws)
+    return ws.lance.dataset(CANDIDATES, version).to_table(columns=["key", "ingest_id"]), version
 
 
-def _count_fix(ws, row: dict, stored: int) -> tuple[str, str]:
-    """(severity, fix) of an ingest whose rows are not what it recorded. Re-ingesting its file adds back rows
-    that are gone (their keys are absent) and nothing else: offered only while it would add some."""
-    if stored > row["n_added"]:
-        return ERROR, ("the extra rows repeat candidates already stored (see the duplicate-key finding); a re-ingest "
-                       "would add nothing")
+def _count_fix(ws, row: dict, stored: int, want: int) -> tuple[str, str]:
+    """(severity, fix) of an ingest holding `stored` rows where `want` (its recorded rows less those a duplicate
+    repair removed) were expected. Re-ingesting its file adds back rows that are gone (their keys are absent) and
+    nothing else: offered only while it would add some."""
+    if stored > want:
+        return ERROR, ("the extra rows repeat candidates already stored (see the duplicate-key finding: `lessdb "
+                       "verify --repair` removes them); a re-ingest would add nothing")
     again = meta_pools.later_ingest_of_same_file(ws, row["ingest_id"])
     if again is not None:   # the same content ingested again: every record of the file is in the pool now
         return INFO, (f"nothing to do: the same file was ingested into pool {row['pool']} again as ingest {again}, "
                       "which added back the rows that were missing")
     source = row.get("source") or "FILE"
     again = (f"--builtin {source.split(':', 1)[1]}" if source.startswith("builtin:") else shlex.quote(source))
-    return ERROR, (f"{row['n_added'] - stored} of its rows were deleted after it was recorded: ingest the same file "
+    return ERROR, (f"{want - stored} of its rows were deleted after it was recorded: ingest the same file "
                    f"into the pool again (`lessdb ingest {again} --pool {shlex.quote(row['pool'])}` adds back exactly "
                    "the missing ones), or restore the workspace from a backup")
 
@@ -224,10 +252,8 @@ def _shard_ids(ws, fs, job: dict, cache: dict) -> list[str]:
 def _rerun_hint(fs, job: dict) -> str:
     if job["role"] != "candidate":
         return "the next `lessdb select` on this feature set computes what is missing"
-    where = f" --where {job['where_sql']!r}" if job["where_sql"] else ""
-    options = (f"--dim {fs['dim']} --sketch {fs['sketch_kind']} --seed {fs['sketch_seed']} --dtype {fs['dtype']} "
-               f"--grad {fs['grad_kind']}" + ("" if fs["bias_correction"] or fs["grad_kind"] != "adam"
-                                              else " --no-bias-correction")
-               + (f" --sketch-nnz {fs['sketch_nnz']}" if fs["sketch_kind"] == "sparse-sign" else ""))
-    return (f"`lessdb featurize --run {fs['run_id']} {options} --checkpoints {job['epoch']} "
-            f"--shard {job['shard_index']}/{job['shard_count']}{where}` finishes it")
+    from ..featurize.config import featurize_command
+
+    command = featurize_command(fs, epochs=[job["epoch"]], shard=(job["shard_index"], job["shard_count"]),
+                                where=job["where_sql"])
+    return f"`{command}` finishes it"

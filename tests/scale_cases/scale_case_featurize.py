@@ -219,3 +219,51 @@ def test_second_driver_refused_while_first_holds_lease(ws_copy, ray_cluster):
         sleeper.wait()
     again = _featurize_ray(ws_root, run_id, ray_cluster, "--checkpoints", "1")   # its owner died: lease free
     assert again["examples"] == 0 and first.examples == N_GOOD
+
+
+def test_preflight_refuses_before_writing_anything(ws_copy, ray_cluster, tmp_path):
+    """On the session's GPU-less two-node cluster (1 CPU each): a GPU request, or more CPU workers than CPUs, is
+    refused with the reason and leaves no job row and no feature set; a table no node can open names each node."""
+    import ray
+
+    from lessdb.errors import LessdbError
+    from lessdb.scale.preflight import check_cluster
+
+    ws_root, run_id = ws_copy
+    for extra, workers, reason in ((("--gpus-per-worker", "1"), 2, "the cluster has 0 GPUs"),
+                                   ((), 3, "the cluster has 2 CPUs; --workers 3")):
+        res = cli(ws_root, *_ray(ray_cluster, *extra, workers=workers), "--run", run_id, *FEAT, ok=False)
+        message = f"{res.exception} {res.output}"   # in-process click: the LessdbError is the result's exception
+        assert res.exit_code == 1 and reason in message and "nothing was written" in message, message
+    ws = Workspace.open(ws_root)
+    assert ws.sql("SELECT count(*) AS n FROM feature_jobs").to_pylist() == [{"n": 0}]
+    assert ws.sql("SELECT count(*) AS n FROM feature_sets").to_pylist() == [{"n": 0}]
+    assert not [t for t in ws.lance.table_names() if t.startswith("features_")]
+    with pytest.raises(LessdbError) as err:
+        check_cluster(ray, str(tmp_path / "nowhere.lance"), None, 1)
+    assert str(err.value).count("cannot open") == 2 and "AWS_*" in str(err.value)
+    assert check_cluster(ray, ws.lance.table_uri("candidates"), None, None, workers=2, cpus_per_worker=1)["nodes"] == 2
+
+
+def test_select_on_a_partial_feature_set_is_refused_on_either_engine(ws_copy, ray_cluster, tmp_path):
+    """Issue 23: only shard 0 of 2 featurized. `select --engine ray` (and --prefilter on the cluster) is refused
+    as the local engine is, naming the command that completes the set; --allow-partial scores the same stored
+    vectors on the cluster as locally and records the same partial state."""
+    from conftest import write_jsonl
+    from lessdb.tasks.catalog import add_tasks
+
+    ws_root, run_id = ws_copy
+    ws = Workspace.open(ws_root)
+    featurize_run(ws, FeaturizeConfig(run_id=run_id, dim=DIM, batch_size=4, shard=(0, 2), progress=False))
+    add_tasks(ws, "toy", file=write_jsonl(tmp_path / "task.jsonl", [
+        {"subtask": "a", "prompt": "alpha beta", "completion": "gamma"},
+        {"subtask": "b", "prompt": "delta", "completion": "epsilon zeta"}]))
+    ray = ("--engine", "ray", "--ray-address", ray_cluster)
+    for extra in ((), ("--prefilter", f"{DIM // 2}x2")):
+        refused = cli(ws_root, "select", "--task", "toy", "--run", run_id, "--count", "3", *ray, *extra, ok=False)
+        assert refused.exit_code == 1 and "is incomplete" in str(refused.exception), refused.output
+        assert f"lessdb featurize --run {run_id} --dim {DIM}" in str(refused.exception)
+    remote = cli_json(ws_root, "select", "--task", "toy", "--run", run_id, "--count", "3", "--allow-partial", *ray)
+    local = cli_json(ws_root, "select", "--task", "toy", "--run", run_id, "--count", "3", "--allow-partial")
+    assert remote["partial"] == local["partial"] and remote["partial"]["n_missing"] > 0
+    assert remote["members_head"] == local["members_head"]

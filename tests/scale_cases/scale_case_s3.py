@@ -23,6 +23,18 @@ def _json(*args, ws):
     return cli_json(ws, *args)
 
 
+def test_init_on_a_missing_bucket_is_refused_and_leaves_nothing(s3, tmp_path):
+    """A bucket that does not exist on the (moto) store: exit 1 naming it, and no workspace left behind."""
+    ws = tmp_path / "ws"
+    res = cli(ws, "init", "--tables", "s3://lessdb-no-such-bucket/ws", "--storage-option", "allow_http=true", ok=False)
+    # in-process, the error is the exception that `lessdb` prints (with its exit code: tests/test_scale.py runs
+    # the real command against an endpoint that refuses connections)
+    message = str(res.exception)
+    assert type(res.exception).__name__ == "LessdbError" and res.exception.exit_code == 1, repr(res.exception)
+    assert "cannot use bucket 'lessdb-no-such-bucket': the bucket does not exist" in message, message
+    assert not ws.exists()
+
+
 def test_s3_workspace_end_to_end(s3, ray_cluster, tmp_path):
     ws = tmp_path / "ws"
     prefix = f"s3://{s3['bucket']}/ws-{uuid.uuid4().hex[:8]}"

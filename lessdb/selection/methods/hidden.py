@@ -49,11 +49,12 @@ def hidden_scores(ws, plan, ids: list[str]) -> Scores:
     from ...models.loading import load_base_model
     from ...models.tokenization import encode_conversation, encode_window, pad_token_id
     from ...progress import Progress
+    from ...storage.meta_runs import run_model
     from .. import baselines
     from ..scoring import ScoreAccumulator, build_queries
 
     rds, opts = plan.params["rds"], plan.options
-    loaded = load_base_model(ws, rds["model"], device=opts.device)
+    loaded = load_base_model(ws, run_model(ws, plan.run_id, rds["model"], rds["model_sha256"]), device=opts.device)
     if loaded.sha256 != rds["model_sha256"]:
         raise LessdbError(f"model {rds['model']} now has weights {loaded.sha256[:12]}…, not the run's "
                           f"{rds['model_sha256'][:12]}…")
