@@ -334,8 +334,7 @@ def test_verify_without_repairable_findings_does_not_offer_repair(base, tmp_path
 
 def test_tampered_members_are_found_and_the_replay_gives_the_true_ones(base, tmp_path, monkeypatch):
     """Members changed after the selection was recorded no longer match its digest (recorded with the members
-    by issue 23's other half, storage/member_digest.py); the fix the finding gives recomputes the true ones."""
-    pytest.importorskip("lessdb.storage.member_digest")
+    by storage/member_digest.py); the fix the finding gives recomputes the true ones."""
     monkeypatch.setenv("LESSDB_PROGRESS", "0")
     ws = copy_of(base, tmp_path)
     duck_execute(ws, "UPDATE selection_members SET score = score * 21 WHERE rank = 1")
