@@ -30,8 +30,8 @@ def recorded_candidates_version(ws, lance_table: str = "candidates") -> int | No
 
 
 def ingest_rows(ws) -> list[dict]:
-    """Every recorded ingest: ingest_id, pool, n_added, lance_table, lance_version, source."""
-    cols = ["ingest_id", "pool", "n_added", "lance_table", "lance_version", "source"]
+    """Every recorded ingest: ingest_id, pool, n_added, lance_table, lance_version, source, input_uri."""
+    cols = ["ingest_id", "pool", "n_added", "lance_table", "lance_version", "source", "input_uri"]
     with ws.duck.connect(read_only=True) as con:
         rows = con.execute(f"SELECT {', '.join(cols)} FROM ingests ORDER BY ingest_id").fetchall()
     return [dict(zip(cols, r)) for r in rows]

@@ -94,10 +94,16 @@ def _count_fix(ws, row: dict, stored: int, want: int) -> tuple[str, str]:
         return INFO, (f"nothing to do: the same file was ingested into pool {row['pool']} again as ingest {again}, "
                       "which added back the rows that were missing")
     source = row.get("source") or "FILE"
-    again = (f"--builtin {source.split(':', 1)[1]}" if source.startswith("builtin:") else shlex.quote(source))
-    return ERROR, (f"{want - stored} of its rows were deleted after it was recorded: ingest the same file "
-                   f"into the pool again (`lessdb ingest {again} --pool {shlex.quote(row['pool'])}` adds back exactly "
-                   "the missing ones), or restore the workspace from a backup")
+    pool = shlex.quote(row["pool"])
+    if source.startswith("python:"):    # records handed to ws.ingest: lessdb has no file to name
+        again = f"ws.ingest(<the same records>, pool={row['pool']!r})"
+    elif source.startswith("builtin:"):
+        again = f"lessdb ingest --builtin {source.split(':', 1)[1]} --pool {pool}"
+    else:   # the input file itself (absolute, or s3://), else the argument as it was given
+        again = f"lessdb ingest {shlex.quote(row.get('input_uri') or source)} --pool {pool}"
+    return ERROR, (f"{want - stored} of its rows were deleted after it was recorded: ingest the same input "
+                   f"into the pool again (`{again}` adds back exactly the missing ones), or restore the workspace "
+                   "from a backup")
 
 
 def _check_unrecorded_rows(ws, report: VerifyReport, where: str) -> None:
