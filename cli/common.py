@@ -29,10 +29,10 @@ def workspace_path(ctx: click.Context, override: Path | None = None) -> Path:
     return override or ctx.find_root().obj.get("workspace") or default_workspace_path()
 
 
-def open_workspace(ctx: click.Context, override: Path | None = None):
+def open_workspace(ctx: click.Context, override: Path | None = None, damaged_ok: bool = False):
     from ..workspace import Workspace
 
-    return Workspace.open(workspace_path(ctx, override))
+    return Workspace.open(workspace_path(ctx, override), damaged_ok=damaged_ok)
 
 
 workspace_option = click.option("--workspace", "-w", "workspace_override", type=click.Path(path_type=Path),

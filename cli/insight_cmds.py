@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import click
 
+from .options import count_type
 from .common import cli, emit, json_option, open_workspace, workspace_option
 
 
 @cli.command("explain")
 @click.argument("selection")
 @click.argument("candidate_id", required=False)
-@click.option("--top", type=int, default=5, show_default=True, help="Members to explain (without CANDIDATE_ID).")
-@click.option("--examples", type=int, default=3, show_default=True,
+@click.option("--top", type=count_type(1), default=5, show_default=True,
+              help="Members to explain (without CANDIDATE_ID).")
+@click.option("--examples", type=count_type(0), default=3, show_default=True,
               help="Validation examples to list per subtask (largest contributions).")
 @workspace_option
 @json_option

@@ -36,7 +36,7 @@ _register_commands()
 def main(argv=None):
     try:
         _check_arguments(sys.argv[1:] if argv is None else argv)
-        cli.main(args=argv, standalone_mode=False)
+        _run(argv)
     except click.exceptions.Abort:
         _say("Aborted.")
         sys.exit(130)
@@ -67,6 +67,18 @@ def main(argv=None):
              "and include it in a report.")
         sys.exit(EXIT_INTERNAL)
     sys.exit(0)
+
+
+def _run(argv) -> None:
+    """The command; a file of the workspace that cannot be read (storage/damage.py) is not a bug: exit 1 and
+    point to `lessdb verify`."""
+    from ..storage.damage import raise_if_damage
+
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except Exception as exc:
+        raise_if_damage(exc)
+        raise
 
 
 def _check_arguments(args) -> None:

@@ -18,7 +18,7 @@ from dataclasses import MISSING
 import click
 
 from ..errors import LessdbError
-from ..settings import FieldText, flag_of, render_refs
+from ..settings import INT64_MAX, FieldText, flag_of, implied_problem, render_refs
 
 
 def _base_type(annotation) -> type | None:
@@ -42,6 +42,26 @@ def shown_default(f: dataclasses.Field) -> str | None:
     return str(f.default)
 
 
+def integer_type(f: dataclasses.Field):
+    """The click type of an int flag: refuses, while the command line is parsed, what no value of the setting
+    may be (beyond 64 bits; a seed below 0 or from 2**63: `settings.implied_problem`), which would otherwise fail
+    only where the number meets a 64-bit column. Declared bounds, and floats (finite), are the config's to check
+    before any work."""
+    class _Integer(click.types.IntParamType):
+        def convert(self, value, param, ctx):
+            out = super().convert(value, param, ctx)
+            problem = implied_problem(f.name, out)
+            if problem:
+                self.fail(problem, param, ctx)
+            return out
+    return _Integer()
+
+
+def count_type(minimum: int):
+    """The click type of a hand-written count flag (--top, --limit, --examples): from `minimum` to 2**63 - 1."""
+    return click.IntRange(minimum, INT64_MAX)
+
+
 def option_for(f: dataclasses.Field, *, prefix: str = "", flag: str | None = None, unset: bool = False,
                required: bool = False, help: str | None = None):
     """One click option for a dataclass field (see the module docstring)."""
@@ -58,7 +78,9 @@ def option_for(f: dataclasses.Field, *, prefix: str = "", flag: str | None = Non
     choices = meta.get("choices")
     if choices:
         kwargs["type"] = click.Choice(list(choices))
-    elif tp in (int, float):
+    elif tp is int:   # 64-bit integers, seeds from 0, refused while parsing
+        kwargs["type"] = integer_type(f)
+    elif tp is float:
         kwargs["type"] = tp
     elif tp is Path:
         kwargs["type"] = click.Path(path_type=Path)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from .options import count_type
 from .common import cli, emit, json_option, open_workspace, workspace_option
 
 
@@ -16,7 +17,7 @@ from .common import cli, emit, json_option, open_workspace, workspace_option
 @click.option("--compare", multiple=True, metavar="SEL",
               help="Selections to compare with (repeatable). Default: the newest selection of every other method "
                    "for the same task and pool.")
-@click.option("--examples", type=int, default=2, show_default=True,
+@click.option("--examples", type=count_type(0), default=2, show_default=True,
               help="Top and bottom examples to show per subtask.")
 @workspace_option
 @json_option

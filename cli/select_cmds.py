@@ -6,7 +6,7 @@ import click
 from ..selection.methods import method_names
 from ..config import SelectConfig
 from ..settings import field_named, help_of
-from .options import options_from_dataclass, shown_with_flags
+from .options import count_type, options_from_dataclass, shown_with_flags
 from .common import cli, emit, emit_json, json_option, open_workspace, workspace_option
 
 
@@ -85,7 +85,7 @@ def selections_cmd(ctx, workspace_override, as_json):
 
 @cli.command("show")
 @click.argument("selection")
-@click.option("--top", type=click.IntRange(min=0), default=10, show_default=True, help="Members to list.")
+@click.option("--top", type=count_type(0), default=10, show_default=True, help="Members to list.")
 @workspace_option
 @json_option
 @click.pass_context

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from .options import count_type
 from .common import cli, emit, json_option, open_workspace, workspace_option, workspace_path
 
 
@@ -35,7 +36,7 @@ def init(ctx, workspace_override: Path | None, as_json: bool, **settings):
 
 @cli.command()
 @click.argument("query")
-@click.option("--limit", type=click.IntRange(min=0), default=None, help="Return at most this many rows.")
+@click.option("--limit", type=count_type(0), default=None, help="Return at most this many rows.")
 @workspace_option
 @json_option
 @click.pass_context

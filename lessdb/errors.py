@@ -69,3 +69,14 @@ class InputError(LessdbError):
 
 class WorkspaceError(LessdbError):
     """The workspace is missing, locked for too long, or from a newer lessdb."""
+
+
+class WorkspaceDamaged(WorkspaceError):
+    """A file of the workspace cannot be read as written (a missing or truncated Lance data file or manifest, a
+    damaged DuckDB file): not the user's input and not a bug. One line, and `lessdb verify` says what and how to
+    fix it. `lessdb.storage.damage` tells these apart from other exceptions."""
+
+    def __init__(self, what: str):
+        self.what = what
+        super().__init__(f"the workspace is damaged: {what}; run `lessdb verify` to see what is wrong and how to "
+                         "fix it")

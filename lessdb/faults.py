@@ -11,6 +11,11 @@ Points (where a kill is most likely to leave something half-done):
   select.before_record          scores computed, the selection not yet recorded
   select.before_tag             the selection recorded, its Lance versions not yet tagged
   fold.after_append             a commit of folded rows stored, the folded copy not yet recorded
+  init.after_migration          one schema migration committed, the next ones not yet applied
+  init.before_tables            the catalogue migrated, the `candidates` table not yet created
+  export.mid_write              half of an export's rows in its temporary file
+  export.before_record          the export renamed into place, not yet recorded in `exports`
+  verify.after_check            `verify --repair` finished one check's repairs, the next checks not yet run
   repair.before_lance_delete    a duplicate-candidates repair recorded as started, Lance not yet touched
   repair.after_lance_delete     the duplicate rows deleted in Lance, the repair not yet recorded complete
 """

@@ -1,7 +1,8 @@
 """Files lessdb writes where the user says (`export --output`, `select --output`, `report --output`): the
 destination is checked before any work (`check_destination`, the one check every output path goes through), and
 the file is written to a temporary file in the same folder and moved into place, so a failure never leaves a
-half-written file (or a stray temporary one) behind.
+half-written file (or a stray temporary one) behind; a writer killed mid-write leaves its temporary file (named
+with its pid), which the next write to that folder deletes.
 
 A destination is refused, even with `force`, when it is one of the workspace's own files (its DuckDB file,
 tables.json, anything under lance/, checkpoints/, models/ or locks/: overwriting one would break every later
@@ -196,7 +197,8 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None], overwrite: b
     `path` meanwhile. OS errors (a full disk, a permission) become InputError naming the path."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".lessdb-", suffix=".tmp", dir=path.parent)
+        remove_stale_temp_files(path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise InputError(exc.strerror or str(exc), file=str(path), field=ref(field)) from None
     tmp = Path(tmp_name)
@@ -215,6 +217,34 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None], overwrite: b
         raise InputError(exc.strerror or str(exc), file=str(path), field=ref(field)) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+TEMP_PREFIX = ".lessdb-"   # + the writer's pid: a temporary file whose writer is gone is garbage
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the temporary files of writers killed mid-write (their pid no longer runs) in `folder`; a file of a
+    live writer, or of another host's, stays. Returns what was deleted."""
+    removed = []
+    for tmp in folder.glob(f"{TEMP_PREFIX}*.tmp"):
+        pid = tmp.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except OSError:
+                pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _link_new(tmp: Path, path: Path, field: str) -> None:

@@ -141,15 +141,48 @@ def range_problem(value, bounds: dict, finite: bool = True) -> str | None:
     return f"{value}: must be {'at most' if high[0] == ']' else 'less than'} {high[1]}"
 
 
+# The range every number keeps whatever its setting declares (issue 23): a float is finite (`--lr nan` would reach
+# torch after the run was recorded), an integer fits the 64-bit columns and arrays it ends up in, a seed is 0 to
+# 2**63 - 1 (numpy refuses negative seeds; DuckDB's BIGINT column refused 2**63 after the work was done).
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
+def is_seed(name: str) -> bool:
+    return name == "seed" or name.endswith("_seed")
+
+
+def implied_problem(name: str, value) -> str | None:
+    """What is wrong with a number whatever its setting declares (above), or None; a non-number: None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{value}: must be a finite number"
+    if is_seed(name) and not 0 <= value <= INT64_MAX:
+        return f"{value}: a seed is between 0 and 2**63 - 1"
+    if not INT64_MIN <= value <= INT64_MAX:
+        return f"{value}: out of range (a 64-bit integer: at most 2**63 - 1 in size)"
+    return None
+
+
+def value_problem(name: str, value, declared: dict | None = None, finite: bool = False) -> str | None:
+    """What is wrong with `value` for a setting (or a method parameter) called `name`: against its declared
+    range first, then against the range every number keeps; None if nothing."""
+    if value is None:
+        return None
+    if declared or finite:
+        problem = range_problem(value, declared or {}, finite)
+        if problem:
+            return problem
+    return implied_problem(name, value)
+
+
 def check_ranges(obj, problems: list[tuple[str, str]]) -> None:
-    """Append a problem for every number outside the range its setting declares (`setting(min=..., ...)`)."""
+    """Append a problem for every number outside the range its setting declares (`setting(min=..., ...)`) or
+    every number keeps (`implied_problem`)."""
     for f in dataclasses.fields(obj):
-        bounds, finite = f.metadata.get("range"), f.metadata.get("finite")
-        value = getattr(obj, f.name)
-        if (bounds or finite) and value is not None:
-            problem = range_problem(value, bounds or {}, finite)
-            if problem:
-                problems.append((f.name, problem))
+        problem = value_problem(f.name, getattr(obj, f.name), f.metadata.get("range"), f.metadata.get("finite"))
+        if problem:
+            problems.append((f.name, problem))
 
 
 def raise_problems(obj, problems: list[tuple[str, str]]) -> None:

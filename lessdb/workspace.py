@@ -12,8 +12,9 @@ from typing import Iterator
 
 import pyarrow as pa
 
+from . import faults
 from .api import WorkspaceAPI, command
-from .errors import WorkspaceError
+from .errors import WorkspaceDamaged, WorkspaceError
 from .storage.duck import DuckStore
 from .storage.lance_tables import CANDIDATE_SCHEMA, CANDIDATES, LanceStore
 from .storage.object_store import configure as configure_tables
@@ -63,17 +64,23 @@ class Workspace(WorkspaceAPI):
             (root / sub).mkdir(exist_ok=True)
         ws = cls(root)
         ws.migrate()
+        faults.point("init.before_tables")
         ws.lance.ensure_table(CANDIDATES, CANDIDATE_SCHEMA)
         return ws
 
     @classmethod
     @command()
-    def open(cls, path: Path | str | None = None) -> "Workspace":
+    def open(cls, path: Path | str | None = None, *, damaged_ok: bool = False) -> "Workspace":
+        """`damaged_ok`: open even when the catalogue cannot be read (what `verify` needs, to report it)."""
         root = Path(path) if path is not None else default_workspace_path()
         if not (root / DUCKDB_FILE).exists():
             raise WorkspaceError(f"{root}: no lessdb workspace here; create one with `lessdb init --workspace {root}`")
         ws = cls(root)
-        ws.migrate()
+        try:
+            ws.migrate()
+        except WorkspaceDamaged:
+            if not damaged_ok:
+                raise
         return ws
 
     def migrate(self):

@@ -115,3 +115,13 @@ def run_cli(*args, workspace: Path | None = None, check: bool = True, env=None) 
     if check and proc.returncode != 0:
         raise AssertionError(f"lessdb {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The robustness suites' counts (tests/suite_tally.py), when any test added to them."""
+    import suite_tally
+
+    if suite_tally.COUNTS:
+        terminalreporter.section("robustness counts")
+        for line in suite_tally.lines():
+            terminalreporter.write_line(line)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+import suite_tally
 from conftest import run_cli, write_jsonl
 from lessdb import Workspace
 from lessdb.cli.main import EXIT_INTERNAL, main
@@ -306,12 +307,15 @@ def test_bad_input_is_refused_cleanly(env, case, monkeypatch):
     TALLY["tried"] += 1
     before = snapshot(env)
     code, out, err = lessdb(env, *case.args)
+    suite_tally.add("hostile inputs tried")
+    suite_tally.add(f"hostile inputs: exit {code}")
     assert "Traceback" not in err and "Traceback" not in out
     assert code == case.code and code not in (0, EXIT_INTERNAL), f"exit {code}: {err}"
     for text in case.expect:
         assert text.replace("{d}", str(env["d"])) in err, f"{text!r} not in: {err}"
     assert snapshot(env) == before, "a refused command changed the workspace or the scratch folder"
     TALLY["refused_cleanly"] += 1
+    suite_tally.add("hostile inputs refused cleanly")
 
 
 def test_case_count_and_tally(capsys):

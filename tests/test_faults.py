@@ -17,10 +17,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+import suite_tally
 from conftest import write_jsonl
 from lessdb import Workspace
 from lessdb.runs.config import build_warmup_config
@@ -54,6 +56,7 @@ TALLY: dict[str, int] = {}   # counts for bench/RESULTS.md (written to $LESSDB_F
 
 def tally(what: str, n: int = 1) -> None:
     TALLY[what] = TALLY.get(what, 0) + n
+    suite_tally.add(f"faults: {what}", n)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -476,7 +479,110 @@ def test_verify_finds_planted_damage_and_repairs_what_is_safe(base, tmp_path):
     assert all(np.array_equal(got[k], v) for k, v in base["vectors"].items())
     # a checkpoint file changed after it was recorded: an error no repair can fix
     ckpt = meta_runs.list_checkpoints(ws, "ref")[0]
-    with open(Path(ckpt.path) / "adapter_model.safetensors", "ab") as fh:
+    adapter = Path(ckpt.path) / "adapter_model.safetensors"
+    size = adapter.stat().st_size
+    with open(adapter, "ab") as fh:
         fh.write(b"\0")
-    out = cli(ws, "verify", "--repair", expect=1).stdout
-    assert "does not match the sha256 recorded" in out and "ERROR" in out
+    try:
+        out = cli(ws, "verify", "--repair", expect=1).stdout
+        assert "does not match the sha256 recorded" in out and "ERROR" in out
+    finally:   # a copied workspace may still name the template's checkpoint files (absolute paths): restore it
+        with open(adapter, "r+b") as fh:
+            fh.truncate(size)
+
+
+# -- issue 23: more kill points, each followed by verify and a rerun equal to the uninterrupted run ----------------
+TRAIN_FLAGS = ["--model", "tiny", "--lora-r", "4", "--lora-alpha", "16", "--max-seq-length", "128", "--epochs", "2",
+               "--batch-size", "2", "--micro-batch-size", "2", "--device", "cpu"]
+
+
+def _members(out: str) -> list[tuple[str, float]]:
+    return [(m["candidate_id"], round(m["score"], 6)) for m in json.loads(out)["members_head"]]
+
+
+def test_select_killed_during_its_validation_pass_then_rerun_equals_uninterrupted(base, tmp_path):
+    ws = _copy(base, tmp_path, "featurized")
+    rng = random.Random(SEED + 30)
+    args = ["select", "--task", "toy", "--run", base["run_id"], "--count", "5", "--json"]
+    for i in range(ROUNDS):
+        _drop_validation_cache(ws, base["fsid"])
+        kill_when(ws, rng, owner_locked(ws, "validation"), *args, "--name", f"v{i}", max_delay=0.5)
+        assert {s["name"] for s in meta_selections.list_selections(ws)} <= {"ref", f"v{i}"}
+        verify_workspace(ws, repair=True)
+        out = cli(ws, *args).stdout
+        assert _members(out) == [(c, round(s, 6)) for c, s in base["members"]]
+        _assert_validation_job_counts(ws, base["fsid"])
+        val = [k for k in _vectors(ws, base["fsid"]) if k.startswith("validation/")]
+        tally("duplicate feature keys after rerun", len(val) - len(set(val)))
+        assert len(val) == len(set(val)) == sum(1 for k in base["vectors"] if k.startswith("validation/"))
+        tally("kill points with answers equal to the uninterrupted run")
+    assert_verified_clean(ws)
+
+
+def test_train_killed_then_resumed_equals_uninterrupted(base, tmp_path):
+    ws = _copy(base, tmp_path, "featurized")
+    cli(ws, "train", "--selection", "ref", *TRAIN_FLAGS, "--run-id", "whole")
+    cli(ws, "train", "--selection", "ref", *TRAIN_FLAGS, "--run-id", "k1", fault="train.after_checkpoint:1",
+        expect=137)
+    report = verify_workspace(ws)
+    assert {f.check for f in report.warnings} == {"runs", "checkpoints"} and report.exit_code == 0
+    cli(ws, "train", "--resume", "--run-id", "k1")
+    assert_same_as_reference(ws, "k1")
+    tally("kill points with answers equal to the uninterrupted run")
+    assert_verified_clean(ws)
+
+
+def test_export_killed_then_rerun_equals_uninterrupted(base, tmp_path):
+    ws = _copy(base, tmp_path, "featurized")
+    whole = json.loads(cli(ws, "export", "ref", "--output", tmp_path / "whole.jsonl", "--json").stdout)
+    out = tmp_path / "out" / "ref.jsonl"
+    cli(ws, "export", "ref", "--output", out, fault="export.mid_write:1", expect=137)
+    assert not out.exists() and len(list(out.parent.glob(".lessdb-*.tmp"))) == 1   # half a file, never at `out`
+    cli(ws, "export", "ref", "--output", out, fault="export.before_record:1", expect=137)
+    assert out.exists() and not list(out.parent.glob(".lessdb-*.tmp"))   # the rerun cleared the killed one's file
+    assert_verified_clean(ws)
+    again = json.loads(cli(ws, "export", "ref", "--output", out, "--force", "--json").stdout)
+    assert again["sha256"] == whole["sha256"] and again["n_rows"] == whole["n_rows"] == len(base["members"])
+    recorded = run_readonly_sql(ws, "SELECT count(*) FROM exports WHERE path = ?", params=[str(out)]).rows
+    assert recorded == [(1,)]                   # the killed export was never recorded; the rerun once
+    tally("kill points with answers equal to the uninterrupted run", 2)
+    assert_verified_clean(ws)
+
+
+def test_verify_repair_killed_then_rerun_is_clean_and_loses_nothing(base, tmp_path):
+    ws = _copy(base, tmp_path, "featurized")
+    extra = write_jsonl(tmp_path / "extra.jsonl", _records(SEED + 3, 20))
+    cli(ws, "ingest", extra, "--pool", "q", fault="ingest.after_lance_write:1", expect=137)   # orphan rows
+    info = get_feature_set(ws, base["fsid"])
+    table = ws.lance.dataset(info.lance_table).to_table()
+    ws.lance.append(info.lance_table, table.slice(0, 3), table.schema)                         # duplicate keys
+    job = [j for j in meta_features.job_rows(ws, base["fsid"]) if j["role"] == "candidate"][0]
+    meta_features.finish_job(ws, job["job_id"], counts={"n_done": 999})                       # wrong counts
+    meta_runs.set_run_status(ws, "ref", "running")                                             # a dead run
+    before = verify_workspace(ws)
+    assert len(before.errors) + len(before.warnings) >= 4
+    for n in (1, 3):   # killed after the first check's repairs, then after the third's
+        cli(ws, "verify", "--repair", fault=f"verify.after_check:{n}", expect=137)
+    out = json.loads(cli(ws, "verify", "--repair", "--json").stdout)
+    assert out["errors"] == 0 and out["warnings"] == 0, out["findings"]
+    assert_verified_clean(ws)
+    assert_keys_once_and_equal_reference(ws, base)
+    assert ws.lance.dataset("candidates").count_rows(filter="pool = 'q'") == 0
+    tally("kill points with answers equal to the uninterrupted run", 2)
+
+
+@pytest.mark.parametrize("fault", ["init.after_migration:2", "init.after_migration:5", "init.before_tables:1"])
+def test_init_killed_then_rerun_gives_a_whole_workspace(tmp_path, fault):
+    whole = Workspace.init(tmp_path / "whole")
+    target = SimpleNamespace(root=tmp_path / "ws")        # `cli` needs only the folder
+    cli(target, "init", fault=fault, expect=137)
+    cli(target, "init")
+    ws = Workspace.open(target.root)
+    assert ws.duck.applied_migrations() == whole.duck.applied_migrations()
+    assert ws.lance.table_names() == whole.lance.table_names() == ["candidates"]
+    assert_verified_clean(ws)
+    pool = write_jsonl(tmp_path / "pool.jsonl", _records(SEED, 10))
+    for w in (whole, ws):
+        ingest_files(w, [pool], pool="p", progress=False)
+    assert select_candidate_ids(ws, "p") == select_candidate_ids(whole, "p")
+    tally("kill points with answers equal to the uninterrupted run")

@@ -328,8 +328,17 @@ def test_export_refuses_a_selection_whose_members_were_changed(template, tmp_pat
         con.execute("DELETE FROM selection_digests WHERE selection_id = ?", [sid_b])
     assert digest_status(ws, sid_b).state == "none"
     cli(ws_root, "export", "b", "--output", tmp_path / "b2.jsonl")
-    assert backfill_digest(ws, sid_b) is not None and digest_status(ws, sid_b).state == "match"
-    assert recorded_digest(ws, sid_b)["origin"] == "backfilled" and backfill_digest(ws, sid_b) is None
+    # verify names the changed selection (an error no repair hides) and the undigested one (info); --repair
+    # records the undigested one's digest (backfilled) and leaves the changed one an error
+    report = cli_json(ws_root, "verify", expect=1)
+    assert [f["severity"] for f in report["findings"] if sid in f["what"]] == ["error"], report["findings"]
+    info = [f for f in report["findings"] if "before member digests" in f["what"]]
+    assert len(info) == 1 and info[0]["severity"] == "info" and sid_b in info[0]["what"], report["findings"]
+    repaired = cli_json(ws_root, "verify", "--repair", expect=1)
+    assert [f["severity"] for f in repaired["findings"] if sid in f["what"] and not f["repaired"]] == ["error"]
+    assert digest_status(ws, sid_b).state == "match" and recorded_digest(ws, sid_b)["origin"] == "backfilled"
+    assert backfill_digest(ws, sid_b) is None and digest_status(ws, sid).state == "mismatch"
+    assert not [f for f in cli_json(ws_root, "verify", expect=1)["findings"] if "before member digests" in f["what"]]
 
 
 # -- 5. relocatable workspaces ----------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def test_where_cannot_escape_the_pool(two_pools, where):
 def test_pool_restriction_holds_even_without_the_check(two_pools, where, monkeypatch):
     """Defence in depth: the filter is applied over a subquery that already restricted the pool, so even a
     filter the parser check let through can only fail or narrow p1, never reach p2."""
-    monkeypatch.setattr(user_filter, "check_filter", lambda text, field="where", columns=None: text)
+    monkeypatch.setattr(user_filter, "check_filter", lambda text, field="where", columns=None, **_: text)
     p1 = {r["id"] for r in two_pools["rows"] if r["pool"] == "p1"}
     try:
         got = select_candidate_ids(two_pools["ws"], "p1", where)

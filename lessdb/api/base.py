@@ -17,7 +17,8 @@ import inspect
 from typing import Callable, Iterable
 
 from ..errors import InputError
-from ..settings import parse_setting
+from ..settings import SettingError, parse_setting
+from ..storage.damage import raise_if_damage
 
 
 class Record(dict):
@@ -50,9 +51,11 @@ class UnknownSettingError(InputError, TypeError):
 
 def command(takes: Callable[[], Iterable[str]] | None = None, *, passes: tuple[str, ...] = ()):
     """Decorates every `Workspace` method: a keyword argument it does not take is refused with an
-    UnknownSettingError, before anything runs. It takes its own named parameters and, if it has `**settings`,
-    the names `takes()` lists (called on first use: the config classes load with their stage). `passes`: names
-    let through unlisted, because the method refuses them itself with a more specific message."""
+    UnknownSettingError, before anything runs; a workspace file found unreadable while it runs surfaces as
+    `WorkspaceDamaged` (storage/damage.py), not as the library exception that found it. It takes its own named
+    parameters and, if it has `**settings`, the names `takes()` lists (called on first use: the config classes
+    load with their stage). `passes`: names let through unlisted, because the method refuses them itself with a
+    more specific message."""
 
     def wrap(func):
         own = [name for name, p in inspect.signature(func).parameters.items()
@@ -69,7 +72,11 @@ def command(takes: Callable[[], Iterable[str]] | None = None, *, passes: tuple[s
             for key in kwargs:
                 if key not in passes and key not in accepted():
                     raise UnknownSettingError(func.__name__, key, accepted())
-            return func(*args, **kwargs)
+            try:
+                return func(*args, **kwargs)
+            except Exception as exc:   # a workspace file that cannot be read: WorkspaceDamaged, as the CLI says it
+                raise_if_damage(exc)
+                raise
 
         method.accepted = accepted   # the docs test and the CLI test read it
         return method
@@ -92,4 +99,9 @@ def make_config(cls, settings: dict, base=None, **named):
     applies, or `base`'s value when a whole config is given too), and text for an epoch list or a shard is parsed
     by the field's type (`settings.parse_setting`)."""
     given = {key: parse_setting(cls, key, value) for key, value in {**settings, **named}.items() if value is not None}
+    if base is None:   # a required setting left out is the user's to give, named as such (not a TypeError)
+        missing = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in given
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise SettingError(cls, [(name, "is required") for name in missing])
     return cls(**given) if base is None else dataclasses.replace(base, **given)

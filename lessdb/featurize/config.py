@@ -19,7 +19,7 @@ class FeaturizeConfig:
     dim: int = setting(8192, "Sketch dimension d.", min=1)
     sketch: str = setting(DEFAULT_SKETCH, "Random projection; dense-rademacher is the paper's (slow on CPU at LESS "
                           "sizes).", choices=SKETCH_KINDS)
-    sketch_nnz: int | None = setting(None, "Nonzeros per coordinate of the sparse-sign sketch.", show="4")
+    sketch_nnz: int | None = setting(None, "Nonzeros per coordinate of the sparse-sign sketch.", show="4", min=1)
     seed: int = setting(0, "Sketch seed.")
     dtype: str | None = setting(None, "Stored vector dtype: float16 (as the paper: half the disk and scan time of "
                                 "float32) unless a run's existing float32 feature set with the same settings keeps "
@@ -48,6 +48,9 @@ class FeaturizeConfig:
         check_choices(self, problems)
         check_ranges(self, problems)
         check_shard(self.shard, problems)
+        if not self.run_id:
+            problems.append(("run_id", "is required: the warmup run whose checkpoints give the gradients (see "
+                                       "`lessdb runs`)"))
         raise_problems(self, problems)
 
 

@@ -153,6 +153,10 @@ def embed_run(ws, run_id: str, pooling: str, max_seq_length: int | None = None, 
     from ..storage import meta_runs
     from ..storage.candidates import candidates_version, select_candidate_ids
 
+    if where is not None:   # before the run is read or a model loads; recorded with the job, like featurize's
+        from ..storage.user_filter import check_filter
+
+        check_filter(where)
     run = meta_runs.get_run(ws, run_id)
     loaded = load_base_model(ws, run["model_name"], device=device)
     if loaded.sha256 != run["model_sha256"]:

@@ -124,6 +124,9 @@ def featurize_run(ws, cfg: FeaturizeConfig) -> FeaturizeSummary:
     device, i, n = plan.device, *cfg.shard
     loaded = load_checkpoint(ws, cfg.run_id, plan.epochs[0], device, plan.compute)
     info = ensure_feature_set(ws, plan.run, loaded, cfg, plan.max_len, plan.compute, device)
+    from ..storage.meta_integrity import require_versions_present
+
+    require_versions_present(ws, info.lance_table)   # a lost newest manifest: appending would reuse its number
     summary = FeaturizeSummary(info.feature_set_id, cfg.run_id, info.lance_table, plan.epochs, f"{i}/{n}")
     sketch = None
     for epoch in plan.epochs:

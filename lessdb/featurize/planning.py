@@ -59,6 +59,12 @@ def plan_run(ws, cfg: FeaturizeConfig, device: str | None = None) -> RunPlan:
     pool = run.get("pool")
     cand_version = candidates_version(ws)
     all_ids = select_candidate_ids(ws, pool, cfg.where, version=cand_version)
+    if cfg.where is not None and not all_ids:   # else an empty feature set with `complete` jobs is recorded
+        from ..settings import SettingError
+        from .config import FeaturizeConfig
+
+        raise SettingError(FeaturizeConfig, [("where", f"{cfg.where!r} matches no candidate of pool {pool!r}: "
+                                                       "nothing to featurize")])
     i, n = cfg.shard
     return RunPlan(run, ckpts, epochs, device, compute, max_len, pool, cand_version,
                    [e for e in all_ids if shard_of(e, n) == i])

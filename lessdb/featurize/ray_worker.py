@@ -22,12 +22,13 @@ import numpy as np
 _UNITS_DONE = 0   # units this worker process finished (fault injection counts them)
 
 
-def _fault(spec: dict) -> None:
+def kill_once(spec: dict, name: str = "worker") -> None:
     """Fault injection for the crash tests: spec["fault"] = "worker:N" (the driver's LESSDB_FAULT) kills this
     worker (kill -9) once, after the fragments of its N-th unit are written and before the driver hears of
-    them; the marker file (LESSDB_FAULT_MARKER) makes it once per test, not once per restarted actor."""
+    them ("select-worker:N": a `select --engine ray` task, after scoring its N-th fragment, before returning it);
+    the marker file (LESSDB_FAULT_MARKER) makes it once per test, not once per restarted actor."""
     fault, marker = spec.get("fault") or "", spec.get("fault_marker")
-    if not fault.startswith("worker:") or not marker:
+    if not fault.startswith(f"{name}:") or not marker:
         return
     global _UNITS_DONE
     _UNITS_DONE += 1
@@ -113,7 +114,7 @@ class FeaturizeWorker:
             fragments = write_fragments(rows, spec["table_uri"], schema=spec["schema"],
                                         storage_options=spec["storage_options"])
         write_seconds = time.monotonic() - t_write
-        _fault(self.spec)
+        kill_once(self.spec)
         return {"unit_id": unit_id, "fragments": fragments, "n_rows": len(out.ids), "node_id": self.node_id,
                 "exclusions": [list(e) for e in out.exclusions], "bytes": nbytes,
                 "seconds": time.monotonic() - t0, "write_seconds": write_seconds, "load_seconds": load_seconds}

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .. import faults
-from ..errors import LessdbError
+from ..errors import LessdbError, WorkspaceDamaged
 from ..models.loading import sha256_file
 
 OPTIMIZER_FORMAT = "lessdb-adamw/1"
@@ -177,9 +177,9 @@ def verify_checkpoint_files(ckpt) -> None:
     for fname, want in (("adapter_model.safetensors", ckpt.adapter_sha256),
                         ("optimizer.safetensors", ckpt.optimizer_sha256)):
         if not (path / fname).exists():
-            raise LessdbError(f"checkpoint {path}: {fname} is missing")
+            raise WorkspaceDamaged(f"checkpoint {path}: {fname} is missing")
         if want and sha256_file(path / fname) != want:
-            raise LessdbError(f"checkpoint {path}: {fname} does not match its recorded sha256 (modified?)")
+            raise WorkspaceDamaged(f"checkpoint {path}: {fname} does not match its recorded sha256 (modified?)")
 
 
 def load_optimizer_state(path: Path | str) -> dict:

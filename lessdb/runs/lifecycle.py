@@ -141,10 +141,18 @@ def schedule_notes(n_sampled: int, excluded: list[str], plan, training, what: st
         notes.append(f"{plan.n_examples} examples are fewer than the batch size {training.batch_size}: "
                      f"each epoch is one optimizer step over all {plan.n_examples} (effective batch "
                      f"{plan.batch_size})")
-    if plan.warmup_steps >= plan.steps_per_epoch:
+    if plan.steps_per_epoch == 1 and what == "sampled":   # a warmup: LESS weighs each checkpoint by its eta-bar
+        notes.append(ZERO_ETA_BAR.format(epoch=1) + " (each epoch is one optimizer step here, and epoch 1's is the "
+                     "warm-up step at lr 0)")
+    elif plan.warmup_steps >= plan.steps_per_epoch:
         notes.append(f"the {plan.warmup_steps} warm-up step(s) cover all of epoch 1, whose lr starts at 0 "
                      "(HF's linear warm-up): its eta-bar is small, as the schedule makes it")
     return notes
+
+
+ZERO_ETA_BAR = ("epoch {epoch}'s mean learning rate (eta-bar) is 0, so LESS gives its checkpoint no weight: its "
+                "features add nothing to a selection's scores. More examples (--percentage, --max-examples) or a "
+                "smaller --batch-size give each epoch several optimizer steps")
 
 
 def schedule_record(loaded: LoadedModel, plan, notes: list[str]) -> dict:
@@ -167,6 +175,8 @@ def train_registered_run(ws, run_id: str, lora, training, loaded: LoadedModel, k
         _register(ws, run_id, result)
         print(f"{label}: epoch {result.epoch} checkpoint {result.path} (step {result.optimizer_step}, "
               f"eta-bar {result.mean_lr:.3e}, loss {result.train_loss:.4f})", file=sys.stderr, flush=True)
+        if label == "warmup" and result.mean_lr == 0:
+            print(f"{label}: warning: {ZERO_ETA_BAR.format(epoch=result.epoch)}", file=sys.stderr, flush=True)
         if on_checkpoint is not None:
             on_checkpoint(result)
 

@@ -17,6 +17,11 @@ from .budget import budget_tokenizer, token_array
 from .picking import pick
 
 
+def k_from_percentage(percentage: float, n: int) -> int:
+    """k = ⌊p·N⌋, computed without float surprises (0.05·100 = 5.000000000000001)."""
+    return int(np.floor(round(percentage * n, 9)))
+
+
 def picking_options(cfg) -> dict:
     """The recorded picking options of a validated select config (empty for a classic selection: old records
     match). The values were checked against their settings' choices and ranges (SelectConfig.validate)."""

@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .. import faults
 from ..errors import InputError, LessdbError, ref
 from ..output_file import STDOUT, check_destination, check_stdout, is_stdout, write_atomically, write_stdout
 from ..storage import meta_selections as meta
@@ -49,7 +50,11 @@ def export_selection(ws, ref: str, output: str | os.PathLike | None = None, fmt:
         if fmt == "parquet":
             pq.write_table(with_metadata(table, extras), fh)
         else:
-            fh.writelines(jsonl_lines(table, extras))
+            for i, line in enumerate(jsonl_lines(table, extras)):
+                fh.write(line)
+                if i == table.num_rows // 2:
+                    fh.flush()
+                    faults.point("export.mid_write")
 
     if path == STDOUT:
         _, digest = write_stdout(write)
@@ -61,6 +66,7 @@ def export_selection(ws, ref: str, output: str | os.PathLike | None = None, fmt:
         write_atomically(path, write, overwrite=force)
         digest = _sha256(path)
         shown = str(path.resolve())
+    faults.point("export.before_record")
     meta.record_export(ws, sel["selection_id"], shown, fmt, table.num_rows, digest)
     return {"selection_id": sel["selection_id"], "path": shown, "format": fmt,
             "n_rows": table.num_rows, "sha256": digest}

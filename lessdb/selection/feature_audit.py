@@ -25,7 +25,7 @@ def selection_feature_lines(params: dict) -> list[str]:
                      + " (" + ", ".join(f"{k} > {v}" for k, v in dedup.items() if k in ("feature_cosine",
                                                                                        "text_jaccard")) + ")")
     diag = params.get("diagnostics")
-    if diag:
+    if diag and diag.get("gap_in_noise_sd") is not None:
         lines.append(f"k-th score is {diag['gap_in_noise_sd']:.2f} sketch-noise sd above the median "
                      f"(d = {diag['dim']}; `lessdb diagnose` for more)")
         if diag.get("warning"):

@@ -10,6 +10,8 @@ score sums checkpoints whose rows sit in different fragments, so no per-fragment
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pyarrow as pa
 
@@ -17,10 +19,8 @@ from ..scale.cluster import ray_session, remote_error
 
 
 def score_fragment(uri: str, version: int, storage_options, fragment_id: int, epoch: int, columns: tuple,
-                   queries, row_scale: str, batch_rows: int, dim: int) -> dict:
+                   queries, row_scale: str, batch_rows: int, dim: int, fault: dict | None = None) -> dict:
     """One fragment's candidate rows of `epoch`: {ids, products [n, m] float64, zero [n] bool, bytes}."""
-    import os
-
     os.environ["LESSDB_WORKER"] = "1"
     import torch
 
@@ -38,6 +38,10 @@ def score_fragment(uri: str, version: int, storage_options, fragment_id: int, ep
     scale = table.column("norm").to_numpy(zero_copy_only=False) if row_scale == "given" else None
     if n:
         acc.add(epoch, np.arange(n), vectors, scale)
+    if fault:
+        from ..featurize.ray_worker import kill_once
+
+        kill_once(fault, "select-worker")   # crash tests only: a task killed after its work, before returning it
     return {"ids": table.column("example_id").to_pylist(), "products": acc.scores, "zero": acc.zero_norm,
             "norms": scale, "bytes": int(vectors.nbytes)}
 
@@ -63,8 +67,10 @@ def _score(ray, ws, table_name, version, epochs, columns, queries, acc, id_index
     task = ray.remote(num_cpus=1, max_retries=3)(score_fragment)
     q_ref = ray.put(queries)
     nbytes = 0
+    fault = ({"fault": os.environ["LESSDB_FAULT"], "fault_marker": os.environ.get("LESSDB_FAULT_MARKER")}
+             if os.environ.get("LESSDB_FAULT") else None)
     for epoch in epochs:
-        refs = [task.remote(uri, version, so, fid, epoch, columns, q_ref, acc.row_scale, batch_rows, dim)
+        refs = [task.remote(uri, version, so, fid, epoch, columns, q_ref, acc.row_scale, batch_rows, dim, fault)
                 for fid in fragment_ids]
         for ref in refs:   # in fragment order: the local scan's order, so duplicate rows resolve alike
             try:

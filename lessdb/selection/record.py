@@ -60,9 +60,18 @@ class SelectionResult:
 
 
 def require_candidates(ws, plan: Plan, ids: list[str]) -> None:
-    """A clear error when the filter (or the pool) leaves nothing to score."""
+    """A clear error when the filter (or the pool) leaves nothing to score, or fewer candidates than k could ever
+    be scored: before any model loads or feature is read (at most len(ids) candidates get a score)."""
     from ..storage.candidates import select_candidate_ids
+    from .choose import k_from_percentage
 
+    if ids and plan.count is not None and plan.count > len(ids):
+        raise invalid([("count", f"{plan.count:,} exceeds the {len(ids):,} candidates of pool {plan.pool!r}"
+                                 + (" that pass the filter" if plan.where else "") + "; nothing was scored")])
+    if ids and plan.percentage is not None and k_from_percentage(plan.percentage, len(ids)) < 1:
+        raise invalid([("percentage", f"{plan.percentage} of the {len(ids):,} candidates of pool {plan.pool!r} is "
+                                      f"{plan.percentage * len(ids):.2f} < 1; use {ref('count')} or a larger "
+                                      f"{ref('percentage')}")])
     if ids:
         return
     total = len(select_candidate_ids(ws, plan.pool, None, plan.versions[CANDIDATES]))

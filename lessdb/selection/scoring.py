@@ -366,6 +366,4 @@ def top_k(scores: np.ndarray, ids, k: int, valid: np.ndarray | None = None) -> n
     return cand[order[:k]]
 
 
-def k_from_percentage(percentage: float, n: int) -> int:
-    """k = ⌊p·N⌋, computed without float surprises (0.05·100 = 5.000000000000001)."""
-    return int(np.floor(round(percentage * n, 9)))
+from .choose import k_from_percentage  # noqa: E402,F401  (re-exported: it lives where light imports reach it)

@@ -20,9 +20,10 @@ import pyarrow.compute as pc
 from .. import faults
 from ..errors import InputError, LessdbError, ref
 from .candidate_repair import RepairResult, duplicate_rows, finish_repair, finish_started_repair, start_repair
+from .damage import raise_if_damage
 from .sql_text import sql_in_list, sql_literal
 from .lance_tables import CANDIDATES
-from .user_filter import filtered_candidates, first_line
+from .user_filter import error_message, filtered_candidates
 
 
 def candidates_version(ws) -> int | None:
@@ -117,7 +118,8 @@ def select_candidate_ids(ws, pool: str | None = None, where: str | None = None,
         try:
             rows = con.execute(sql + " ORDER BY id", [] if pool is None else [pool]).fetchall()
         except duckdb.Error as exc:
-            raise InputError(f"{first_line(exc)} (filter: {where!r})", field=ref("where")) from exc
+            raise_if_damage(exc)   # a Lance file that cannot be read is not the filter's fault
+            raise InputError(f"{error_message(exc)} (filter: {where!r})", field=ref("where")) from exc
     return [r[0] for r in rows]
 
 

@@ -17,7 +17,9 @@ from typing import Callable, Iterator
 import duckdb
 import pyarrow as pa
 
-from ..errors import WorkspaceError
+from .. import faults
+from ..errors import WorkspaceDamaged, WorkspaceError
+from .damage import damage_of, raise_if_damage
 
 LOCK_WAIT_SECONDS = 120.0
 
@@ -70,6 +72,9 @@ class DuckStore:
             for name, rel in rels.items():
                 con.register(name, rel)
             yield con
+        except duckdb.Error as exc:   # a block that fails its checksum, a file that ends early: not a bug
+            raise_if_damage(exc)
+            raise
         finally:
             con.close()
 
@@ -97,10 +102,13 @@ class DuckStore:
                         raise WorkspaceError(
                             f"{self.path}: another process has held the metadata database for "
                             f"{LOCK_WAIT_SECONDS:.0f} s ({exc}); try again when it finishes") from exc
+                    raise_if_damage(exc)
                     raise WorkspaceError(f"{self.path}: cannot open the metadata database: {exc}") from exc
                 time.sleep(delay)
                 delay = min(delay * 1.5, 1.0)
             except duckdb.Error as exc:       # not a DuckDB file, or a damaged one
+                if damage_of(exc) is not None:
+                    raise WorkspaceDamaged(f"{self.path} cannot be opened ({str(exc).splitlines()[0]})") from exc
                 raise WorkspaceError(f"{self.path}: cannot open the metadata database: "
                                      f"{str(exc).splitlines()[0]}") from exc
 
@@ -152,6 +160,7 @@ class DuckStore:
                     con.execute("ROLLBACK")
                     raise
                 applied_now.append(m)
+                faults.point("init.after_migration")
         return applied_now
 
 

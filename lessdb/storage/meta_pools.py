@@ -30,11 +30,20 @@ def recorded_candidates_version(ws, lance_table: str = "candidates") -> int | No
 
 
 def ingest_rows(ws) -> list[dict]:
-    """Every recorded ingest: ingest_id, pool, n_added, lance_table, lance_version."""
-    cols = ["ingest_id", "pool", "n_added", "lance_table", "lance_version"]
+    """Every recorded ingest: ingest_id, pool, n_added, lance_table, lance_version, source, input_uri."""
+    cols = ["ingest_id", "pool", "n_added", "lance_table", "lance_version", "source", "input_uri"]
     with ws.duck.connect(read_only=True) as con:
         rows = con.execute(f"SELECT {', '.join(cols)} FROM ingests ORDER BY ingest_id").fetchall()
     return [dict(zip(cols, r)) for r in rows]
+
+
+def later_ingest_of_same_file(ws, ingest_id: int) -> int | None:
+    """A later ingest of the same file content (sha256) into the same pool, if any."""
+    with ws.duck.connect(read_only=True) as con:
+        row = con.execute("SELECT min(b.ingest_id) FROM ingests a JOIN ingests b ON b.pool = a.pool "
+                          "AND b.file_sha256 = a.file_sha256 AND b.ingest_id > a.ingest_id WHERE a.ingest_id = ?",
+                          [ingest_id]).fetchone()
+    return row[0] if row else None
 
 
 def committed_ingest_ids(ws) -> set[int]:

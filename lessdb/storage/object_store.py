@@ -145,6 +145,14 @@ def save_location(root: Path, location: TablesLocation) -> None:
     os.replace(tmp, path)
 
 
+def check_tables_uri(uri: str | None) -> None:
+    """A local folder or an object store lessdb can write to; anything else with a scheme is refused (it would
+    become a local folder named after the scheme)."""
+    if uri is not None and "://" in uri and not is_remote(uri):
+        raise SettingError(None, [("tables", f"{uri!r}: lessdb keeps tables in a local folder or on "
+                                             f"{', '.join(s.rstrip(':/') for s in REMOTE_SCHEMES)} (an object store)")])
+
+
 def configure(root: Path, default_dir: str, uri: str | None, options: dict) -> TablesLocation:
     """Set the tables location at `lessdb init` time. Changing it on a workspace that already has tables
     elsewhere is refused (the catalogue records their versions; they would silently vanish)."""
@@ -152,6 +160,7 @@ def configure(root: Path, default_dir: str, uri: str | None, options: dict) -> T
     if uri is None and not options:
         return current
     new_uri = uri if uri is not None else current.uri
+    check_tables_uri(new_uri)
     if not is_remote(new_uri):
         new_uri = str(Path(new_uri).expanduser().resolve())
     merged = {**current.storage_options, **options} if new_uri == current.uri else dict(options)

@@ -8,6 +8,7 @@ import duckdb
 import pyarrow as pa
 
 from ..errors import LessdbError
+from .damage import raise_if_damage
 
 
 @dataclass
@@ -60,10 +61,12 @@ def _sandboxed(workspace, query: str, params, read, empty):
         try:
             rel = con.sql(query, params=params) if params is not None else con.sql(query)
         except duckdb.Error as exc:
+            raise_if_damage(exc)   # a damaged file, not the query
             raise LessdbError(f"SQL error: {exc}") from exc
         if rel is None:  # a statement with no result (e.g. SET) -- nothing to show
             return empty
         try:
             return read(rel)
         except duckdb.Error as exc:
+            raise_if_damage(exc)   # a damaged file, not the query
             raise LessdbError(f"SQL error: {exc}") from exc

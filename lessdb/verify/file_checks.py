@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import owners
 from ..storage import meta_runs, meta_selections
+from ..storage.damage import describe
 from ..storage.lance_tables import CANDIDATES
 from .findings import ERROR, INFO, WARNING, VerifyReport
 
@@ -28,7 +29,8 @@ def check_runs(ws, report: VerifyReport) -> None:
             stored = _stored_status(ws, run_id)
             if stored == "running":
                 finding = report.add(WARNING, "runs", f"{kind} run {run_id} is marked running, but no process runs "
-                                     "it (killed)", f"runs {run_id}", resume)
+                                     "it (killed)", f"runs {run_id}",
+                                     resume + "; `lessdb verify --repair` marks it interrupted", repairable=True)
                 if report.repair:
                     meta_runs.set_run_status(ws, run_id, owners.INTERRUPTED)
                     finding.repaired = "marked interrupted"
@@ -42,7 +44,7 @@ def check_runs(ws, report: VerifyReport) -> None:
             continue
         for tmp in sorted(run_dir.glob(TMP_PREFIX + "*")):
             finding = report.add(WARNING, "files", "temp checkpoint directory of a write that was killed", str(tmp),
-                                 "`lessdb verify --repair` deletes it")
+                                 "`lessdb verify --repair` deletes it", repairable=True)
             if report.repair:
                 shutil.rmtree(tmp, ignore_errors=True)
                 finding.repaired = "deleted"
@@ -62,6 +64,11 @@ def _check_checkpoint_files(report: VerifyReport, ckpt) -> None:
     from ..models.loading import sha256_file
 
     path = Path(ckpt.path)
+    if not path.is_dir():
+        report.add(ERROR, "checkpoints", f"run {ckpt.run_id} epoch {ckpt.epoch}: the checkpoint directory is missing",
+                   str(path), "restore it from a backup, or train a new run (features and selections made from this "
+                   "checkpoint cannot be reproduced)")
+        return
     for fname, want in (("adapter_model.safetensors", ckpt.adapter_sha256),
                         ("optimizer.safetensors", ckpt.optimizer_sha256)):
         target = path / fname
@@ -89,7 +96,8 @@ def _check_unregistered_epochs(ws, report: VerifyReport, run: dict, run_dir: Pat
                              f"run {run['run_id']} epoch {epoch}: checkpoint on disk but not registered"
                              + ("" if complete else " (and incomplete: its files do not match its checkpoint.json)"),
                              str(path), f"`lessdb {run['kind']} --resume --run-id {run['run_id']}` registers it"
-                             if complete else f"delete it (`rm -r {path}`); a resume writes it again")
+                             if complete else f"delete it (`rm -r {path}`); a resume writes it again",
+                             repairable=complete)
         if report.repair and complete:
             from ..runs.lifecycle import register_landed_checkpoints
 
@@ -126,11 +134,13 @@ def check_selections(ws, report: VerifyReport) -> None:
         readable = {}
         for table, version in (sel["table_versions"] or {}).items():
             where = f"{ws.lance.location}/{table}.lance@{version}"
+            if (table, int(version)) in report.damaged_versions:
+                continue   # its files' finding names this selection
             try:
                 readable[table] = ws.lance.dataset(table, int(version))
             except Exception as exc:  # noqa: BLE001 - a version cleaned up or a table dropped
                 report.add(ERROR, "selections", f"selection {sid} read {table} version {version}, which cannot be "
-                           f"read any more ({exc}); it can no longer be replayed", where,
+                           f"read any more ({describe(exc)}); it can no longer be replayed", where,
                            "none: re-run the selection to record a new one")
                 continue
             if table not in tags_of:
@@ -138,11 +148,12 @@ def check_selections(ws, report: VerifyReport) -> None:
             if tags_of[table].get(sid) != int(version):
                 finding = report.add(WARNING, "selections", f"selection {sid}: {table} version {version} is not "
                                      "tagged, so a cleanup of old versions could delete it", where,
-                                     "`lessdb verify --repair` tags it")
+                                     "`lessdb verify --repair` tags it", repairable=True)
                 if report.repair:
                     meta_selections.tag_versions(ws, {table: int(version)}, sid)
                     finding.repaired = f"tagged {table} version {version} as {sid}"
-        if CANDIDATES in readable:
+        pinned = (CANDIDATES, int((sel["table_versions"] or {}).get(CANDIDATES, -1)))
+        if CANDIDATES in readable and pinned not in report.damaged_versions:
             _check_members(ws, report, sel, readable[CANDIDATES])
 
 
@@ -179,7 +190,7 @@ def check_lance_temp_files(ws, report: VerifyReport) -> None:
         empty = sum(1 for f in files if f.stat().st_size == 0)
         finding = report.add(WARNING, "files", f"{len(files)} temp files of Lance writes that were killed "
                              f"({empty} empty), e.g. {files[0].relative_to(ws.lance.root)}", ws.lance.location,
-                             "`lessdb verify --repair` (or the next write command) deletes them")
+                             "`lessdb verify --repair` (or the next write command) deletes them", repairable=True)
         if report.repair:
             for f in files:   # still holding the writers' lock: no write can start meanwhile
                 f.unlink(missing_ok=True)

@@ -14,6 +14,7 @@ class Finding:
     where: str
     fix: str = ""
     repaired: str | None = None   # what --repair did about it (None: nothing)
+    repairable: bool = False      # `--repair` fixes it (the summary offers --repair only for these)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -26,9 +27,11 @@ class VerifyReport:
     findings: list[Finding] = field(default_factory=list)
     checked: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    damaged: set[str] = field(default_factory=set)          # Lance tables whose newest version cannot be read
+    damaged_versions: set[tuple[str, int]] = field(default_factory=set)   # (table, version) that cannot be read
 
-    def add(self, severity: str, check: str, what: str, where: str, fix: str = "") -> Finding:
-        finding = Finding(severity, check, what, where, fix)
+    def add(self, severity: str, check: str, what: str, where: str, fix: str = "", repairable: bool = False) -> Finding:
+        finding = Finding(severity, check, what, where, fix, repairable=repairable)
         self.findings.append(finding)
         return finding
 
@@ -75,11 +78,12 @@ class VerifyReport:
                 out.append(f"  {'':<8} fix: {f.fix}")
             if f.repaired:
                 out.append(f"  {'':<8} repaired: {f.repaired}")
-        out.append("checked: " + ", ".join(f"{n:,} {what}" for what, n in self.checked.items()))
+        out.append("checked: " + (", ".join(f"{n:,} {what}" for what, n in self.checked.items()) or "nothing"))
         summary = f"{len(self.errors)} error(s), {len(self.warnings)} warning(s)"
         if self.repaired:
             summary += f"; repaired {len(self.repaired)} finding(s)"
-        elif not self.repair and any(f.fix for f in self.errors + self.warnings):
-            summary += "; `lessdb verify --repair` fixes what is safe to fix"
+        elif not self.repair and any(f.repairable for f in self.errors + self.warnings):
+            n = sum(f.repairable for f in self.errors + self.warnings)
+            summary += f"; `lessdb verify --repair` fixes {n} of them"
         out.append(("clean: " if self.clean else "result: ") + summary)
         return out

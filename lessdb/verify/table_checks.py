@@ -5,6 +5,7 @@ jobs."""
 from __future__ import annotations
 
 import fcntl
+import shlex
 from collections import Counter
 
 import pyarrow as pa
@@ -26,8 +27,11 @@ def check_candidates(ws, report: VerifyReport) -> None:
     if not ws.lance.has_table(CANDIDATES):
         report.add(ERROR, "candidates", "the candidates table is missing", where, "`lessdb init` creates it")
         return
-    _check_unrecorded_rows(ws, report, where)
     version = cstore.candidates_version(ws)
+    if CANDIDATES in report.damaged or (CANDIDATES, version) in report.damaged_versions:
+        report.add(INFO, "candidates", "rows not checked: the table cannot be read (see above)", where)
+        return
+    _check_unrecorded_rows(ws, report, where)
     try:
         table = ws.lance.dataset(CANDIDATES, version).to_table(columns=["key", "ingest_id"])
     except Exception as exc:  # noqa: BLE001 - any failure to read the recorded version is the finding
@@ -47,10 +51,10 @@ def check_candidates(ws, report: VerifyReport) -> None:
     for ingest_id, row in recorded.items():
         want = row["n_added"] - removed.get(ingest_id, 0)
         if row["lance_table"] == CANDIDATES and stored.get(ingest_id, 0) != want:
-            report.add(ERROR, "candidates", f"ingest {ingest_id} (pool {row['pool']}) recorded {row['n_added']} new "
+            severity, fix = _count_fix(ws, row, stored.get(ingest_id, 0), want)
+            report.add(severity, "candidates", f"ingest {ingest_id} (pool {row['pool']}) recorded {row['n_added']} new "
                        f"rows" + (f" ({removed[ingest_id]} removed since as duplicates)" if ingest_id in removed
-                                  else "") + f"; version {version} holds {stored.get(ingest_id, 0)}", where,
-                       "re-ingest the file (duplicates are skipped)")
+                                  else "") + f"; version {version} holds {stored.get(ingest_id, 0)}", where, fix)
 
 
 def _check_duplicate_candidates(ws, report: VerifyReport, table: pa.Table, version: int,
@@ -65,7 +69,7 @@ def _check_duplicate_candidates(ws, report: VerifyReport, table: pa.Table, versi
     finding = report.add(ERROR, "candidates", f"{len(dup)} candidate keys (pool/id) are stored more than once "
                          f"({n_extra} extra rows, e.g. {dup[0]}); readers and the audit views use the earliest "
                          "row of each", where, "`lessdb verify --repair` deletes the extra rows, keeping the "
-                         "earliest of each (one recorded Lance delete)")
+                         "earliest of each (one recorded Lance delete)", repairable=True)
     if not report.repair:
         return table, version
     done = cstore.repair_duplicates(ws)
@@ -76,6 +80,30 @@ def _check_duplicate_candidates(ws, report: VerifyReport, table: pa.Table, versi
                             f"candidates version {done.lance_version}")
     version = cstore.candidates_version(ws)
     return ws.lance.dataset(CANDIDATES, version).to_table(columns=["key", "ingest_id"]), version
+
+
+def _count_fix(ws, row: dict, stored: int, want: int) -> tuple[str, str]:
+    """(severity, fix) of an ingest holding `stored` rows where `want` (its recorded rows less those a duplicate
+    repair removed) were expected. Re-ingesting its file adds back rows that are gone (their keys are absent) and
+    nothing else: offered only while it would add some."""
+    if stored > want:
+        return ERROR, ("the extra rows repeat candidates already stored (see the duplicate-key finding: `lessdb "
+                       "verify --repair` removes them); a re-ingest would add nothing")
+    again = meta_pools.later_ingest_of_same_file(ws, row["ingest_id"])
+    if again is not None:   # the same content ingested again: every record of the file is in the pool now
+        return INFO, (f"nothing to do: the same file was ingested into pool {row['pool']} again as ingest {again}, "
+                      "which added back the rows that were missing")
+    source = row.get("source") or "FILE"
+    pool = shlex.quote(row["pool"])
+    if source.startswith("python:"):    # records handed to ws.ingest: lessdb has no file to name
+        again = f"ws.ingest(<the same records>, pool={row['pool']!r})"
+    elif source.startswith("builtin:"):
+        again = f"lessdb ingest --builtin {source.split(':', 1)[1]} --pool {pool}"
+    else:   # the input file itself (absolute, or s3://), else the argument as it was given
+        again = f"lessdb ingest {shlex.quote(row.get('input_uri') or source)} --pool {pool}"
+    return ERROR, (f"{want - stored} of its rows were deleted after it was recorded: ingest the same input "
+                   f"into the pool again (`{again}` adds back exactly the missing ones), or restore the workspace "
+                   "from a backup")
 
 
 def _check_unrecorded_rows(ws, report: VerifyReport, where: str) -> None:
@@ -97,7 +125,8 @@ def _check_unrecorded_rows(ws, report: VerifyReport, where: str) -> None:
         n_rows = ws.lance.dataset(CANDIDATES).count_rows(filter=f"ingest_id IN ({ids})")
         finding = report.add(ERROR, "candidates", f"{n_rows} rows of ingest(s) {ids} that DuckDB never recorded (an "
                              "ingest killed between its LanceDB write and its record); no reader sees them", where,
-                             "`lessdb verify --repair` (or the next write command) deletes them; ingest the file again")
+                             "`lessdb verify --repair` (or the next write command) deletes them; ingest the file again",
+                             repairable=True)
         if report.repair:
             cstore.delete_ingests(ws, orphans)
             finding.repaired = f"deleted {n_rows} rows of ingest(s) {ids}"
@@ -113,6 +142,10 @@ def check_features(ws, report: VerifyReport) -> None:
     for fs in meta_features.feature_set_rows(ws):
         report.count("feature sets")
         where = f"{ws.lance.location}/{fs['lance_table']}.lance"
+        if fs["lance_table"] in report.damaged:
+            report.add(INFO, "features", f"feature set {fs['feature_set_id']}: vectors and jobs not checked: its "
+                       "table cannot be read (see above)", where)
+            continue
         jobs = meta_features.job_rows(ws, fs["feature_set_id"])
         if not ws.lance.has_table(fs["lance_table"]):
             if any(j["n_done"] for j in jobs):
@@ -147,7 +180,7 @@ def _check_duplicate_features(ws, report, fs, table: pa.Table, where: str) -> pa
                 first[key] = rowid
     finding = report.add(ERROR, "features", f"feature set {fs['feature_set_id']}: {len(dup)} keys stored more than "
                          f"once ({len(extra)} extra rows), e.g. {sorted(dup)[0]}", where,
-                         "`lessdb verify --repair` deletes the extra copies, keeping the first")
+                         "`lessdb verify --repair` deletes the extra copies, keeping the first", repairable=True)
     if not report.repair:
         return table
     with ws.write_lock("features"):
@@ -172,10 +205,16 @@ def _check_jobs(ws, report, fs, jobs: list[dict], present: dict[tuple[str, int],
         if owners.is_alive(ws, kind, ident):
             report.add(INFO, "jobs", f"job {job['job_id']} is running now; its counts were not checked", where)
             continue
+        if role == "candidate" and (CANDIDATES in report.damaged or
+                                    (CANDIDATES, job["candidates_version"]) in report.damaged_versions):
+            report.add(INFO, "jobs", f"job {job['job_id']}: counts not checked: the candidates it lists cannot be "
+                       "read (see above)", where)
+            continue
         status = job["status"]
         if status == "running":
             finding = report.add(WARNING, "jobs", f"job {job['job_id']} is marked running, but no process runs it "
-                                 "(killed)", where, _rerun_hint(fs, job))
+                                 "(killed)", where, _rerun_hint(fs, job) + "; `lessdb verify --repair` marks it interrupted",
+                                 repairable=True)
             if report.repair:
                 meta_features.finish_job(ws, job["job_id"], status=owners.INTERRUPTED)
                 finding.repaired = "marked interrupted"
@@ -198,7 +237,7 @@ def _check_jobs(ws, report, fs, jobs: list[dict], present: dict[tuple[str, int],
             finding = report.add(WARNING, "jobs", f"job {job['job_id']} counts {have['n_done']} done, "
                                  f"{have['n_excluded']} excluded of {have['n_total']}; the stored rows say "
                                  f"{want['n_done']}, {want['n_excluded']} of {want['n_total']}", where,
-                                 "`lessdb verify --repair` recounts them")
+                                 "`lessdb verify --repair` recounts them", repairable=True)
             if report.repair:
                 meta_features.finish_job(ws, job["job_id"], status=status, counts=want)
                 finding.repaired = "recounted from the stored rows"

@@ -7,7 +7,8 @@ Adding a method touches one new file: a module in this package (every module her
 name order) that decorates its scorer. Its parameters are a frozen dataclass; they are recorded with the
 selection (under `params[<params_key>]`) and a replay rebuilds them from the record (a field missing from an
 older record takes its default). Users set them with `SelectConfig(method_params={...})` or
-`lessdb select --method-param KEY=VALUE`.
+`lessdb select --method-param KEY=VALUE`. Every value is a finite number or a 64-bit integer; a params class
+with a `problems()` method (a list of "key=value: what is wrong") adds its own ranges, checked before any work.
 
     # lessdb/selection/methods/length.py
     from dataclasses import dataclass
@@ -47,7 +48,7 @@ from typing import Callable
 import numpy as np
 
 from ...errors import LessdbError
-from ...settings import ref
+from ...settings import ref, value_problem
 from ..config import invalid
 
 
@@ -76,6 +77,7 @@ class Method:
 
     def make_params(self, given: dict | None, where: str | None = None):
         """The typed parameters from a dict (user input or a record); absent fields take their defaults."""
+        user = where is None   # a record's parameters are taken as recorded (they replay as they ran)
         where = where or ref("method_params")   # a record's parameters say which selection instead
         given = dict(given or {})
         if self.params is None:
@@ -100,8 +102,15 @@ class Method:
                 except (TypeError, ValueError) as exc:
                     raise invalid(f"{where}: {self.name} parameter {key}={value!r}: expected "
                                   f"{type(default).__name__}") from exc
+            problem = value_problem(key, value) if user else None   # finite floats, 64-bit ints, seeds >= 0
+            if problem:
+                raise invalid(f"{where}: {self.name} parameter {key}={problem}")
             values[key] = value
-        return self.params(**values)
+        params = self.params(**values)
+        wrong = params.problems() if user and hasattr(params, "problems") else []   # the method's own ranges
+        if wrong:
+            raise invalid(f"{where}: {self.name} parameter " + "; ".join(wrong))
+        return params
 
     @property
     def record_key(self) -> str:

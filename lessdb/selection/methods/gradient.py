@@ -77,6 +77,9 @@ def gradient_scores(ws, plan, ids: list[str]) -> Scores:
     window = plan.params.get("validation_window") or {"max_seq_length": fs.max_seq_length, "truncation": "right"}
     wanted_val = plan.params.get("validation_examples") if replaying else None
     if not replaying:
+        from ...storage.meta_integrity import require_versions_present
+
+        require_versions_present(ws, table)   # a lost newest manifest: writing would reuse its version number
         examples = _unique_examples(plan.subtasks)
         with metadata_reads(ws):   # usually all cached: find out with cheap reads before computing anything
             missing = [e for e in plan.epochs

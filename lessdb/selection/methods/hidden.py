@@ -22,9 +22,8 @@ from . import Scores, register_method
 class RdsParams:
     pooling: str = "last"   # "last": the last real token (RDS) | "mean": the mean over real tokens (RDS+)
 
-    def __post_init__(self):
-        if self.pooling not in ("last", "mean"):
-            raise LessdbError(f"pooling {self.pooling!r}: choose last or mean")
+    def problems(self) -> list[str]:
+        return [] if self.pooling in ("last", "mean") else [f"pooling={self.pooling!r}: choose last or mean"]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
-from ..config import invalid
 from .. import fusion as hybrid
 from . import Scores, register_method
 from .gradient import gradient_scores, prepare
@@ -25,13 +24,18 @@ class HybridParams:
     rrf_k: int = hybrid.RRF_K      # rrf: the constant K of 1/(K + rank) (Cormack et al. 2009)
     gradient_weight: float = 0.5   # zscore: weight of the gradient side (BM25 gets 1 − it)
 
+    def problems(self) -> list[str]:
+        out = []
+        if self.fusion not in hybrid.FUSIONS:
+            out.append(f"fusion={self.fusion!r}: choose one of {', '.join(hybrid.FUSIONS)}")
+        if self.rrf_k < 0:
+            out.append(f"rrf_k={self.rrf_k}: must be >= 0")
+        if not 0 <= self.gradient_weight <= 1:
+            out.append(f"gradient_weight={self.gradient_weight}: must be in [0, 1]")
+        return out
+
 
 def prepare_hybrid(ws, plan, cfg, run) -> None:
-    p = plan.method_params
-    if p.fusion not in hybrid.FUSIONS:
-        raise invalid([("method_params", f"fusion={p.fusion!r}: choose one of {', '.join(hybrid.FUSIONS)}")])
-    if p.rrf_k < 0 or not 0 <= p.gradient_weight <= 1:
-        raise invalid([("method_params", "rrf_k must be >= 0 and gradient_weight in [0, 1]")])
     prepare(ws, plan, cfg, run)                                   # checkpoints, weights, validation window
     plan.params.setdefault("bm25", asdict(Bm25Params()))          # the lexical side's parameters, recorded
 

@@ -23,11 +23,29 @@ class Bm25Params:
     b: float = 0.75        # length normalisation
     epsilon: float = 0.25  # rank-bm25's floor for negative idf (a fraction of the mean idf)
 
+    def problems(self) -> list[str]:   # beyond these the scores overflow or stop meaning BM25
+        out = []
+        if not 0 <= self.k1 <= 1e6:
+            out.append(f"k1={self.k1}: must be in [0, 1e6]")
+        if not 0 <= self.b <= 1:
+            out.append(f"b={self.b}: must be in [0, 1]")
+        if not 0 <= self.epsilon <= 1e6:
+            out.append(f"epsilon={self.epsilon}: must be in [0, 1e6]")
+        return out
+
 
 @dataclass(frozen=True)
 class DsirParams:
     buckets: int = 10_000  # hashed unigram+bigram features (DSIR's default)
     floor: float = 1e-8    # added to both probabilities before the log ratio
+
+    def problems(self) -> list[str]:   # each candidate holds a float64 vector of `buckets`
+        out = []
+        if not 1 <= self.buckets <= 10_000_000:
+            out.append(f"buckets={self.buckets}: must be in [1, 10,000,000]")
+        if not 0 < self.floor <= 1:
+            out.append(f"floor={self.floor}: must be in (0, 1]")
+        return out
 
 
 def _start(ws, plan, ids):
