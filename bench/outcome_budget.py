@@ -120,21 +120,54 @@ def append(path: Path, row: dict) -> None:
 def markdown(path: Path) -> str:
     """The measured points as a table (the notes file / RESULTS)."""
     rows = list(read_done(path).values())
-    lines = ["| lr | steps | pool | examples seen | train s (wall) | load (1 min, start/end) | BBH loss (base → trained) "
+    lines = ["| lr | steps | seed | pool | examples seen | train s (wall) | load (1 min, start/end) | BBH loss (base → trained) "
              "| Δ BBH | BBH acc | MMLU loss (base → trained) | Δ MMLU | MMLU acc | eval s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     bases = {r["sample"]: r["eval"] for r in rows if r["kind"] == "base"}
-    for r in sorted((r for r in rows if r["kind"] == "train"), key=lambda r: (r["sample"], -r["lr"], r["steps_requested"])):
+    for r in sorted((r for r in rows if r["kind"] == "train"), key=lambda r: (r["sample"], -r["lr"], r["steps_requested"], r["seed"])):
         b, e = bases[r["sample"]], r["eval"]
         steps = (r.get("train_summary") or {}).get("total_steps", r["steps_requested"])
         lines.append(
-            f"| {r['lr']:g} | {steps} | {r['pool']} | {r['examples_seen']} | {r['train_wall_seconds']} "
+            f"| {r['lr']:g} | {steps} | {r['seed']} | {r['pool']} | {r['examples_seen']} | {r['train_wall_seconds']} "
             f"| {r['load_start'][0]:.1f} / {r['load_end'][0]:.1f} "
             f"| {b['bbh']['answer_loss']:.4f} → {e['bbh']['answer_loss']:.4f} | {100 * r['bbh_rel_change']:+.1f}% "
             f"| {b['bbh']['choice_accuracy']:.3f} → {e['bbh']['choice_accuracy']:.3f} "
             f"| {b['mmlu']['answer_loss']:.4f} → {e['mmlu']['answer_loss']:.4f} | {100 * r['mmlu_rel_change']:+.1f}% "
             f"| {b['mmlu']['choice_accuracy']:.3f} → {e['mmlu']['choice_accuracy']:.3f} | {r['eval_seconds']} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + "\n".join(intervals(rows))
+
+
+def intervals(rows: list[dict]) -> list[str]:
+    """Per budget (all its training seeds) against the base model: paired bootstrap verdicts (items and seeds
+    resampled) and the spread of the mean answer loss over the seeds."""
+    import numpy as np
+
+    from lessdb.evaluate.paired import paired_bootstrap, verdict_line
+
+    bases = {r["sample"]: r["eval"] for r in rows if r["kind"] == "base"}
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["kind"] == "train":
+            groups.setdefault((r["sample"], r["lr"], r["steps_requested"]), []).append(r)
+    out = []
+    for (sample, lr, steps), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2])):
+        parts = []
+        for task in ("bbh", "mmlu"):
+            base_items = {x["id"]: x for x in bases[sample][task]["items"]}
+            for metric, higher, unit in (("loss", False, "nats"), ("correct", True, "")):
+                ids = [i for i, x in base_items.items() if x[metric] is not None]
+                per_run = [{x["id"]: x[metric] for x in r["eval"][task]["items"]} for r in runs]
+                a = np.array([[pr[i] for pr in per_run] for i in ids])
+                b = np.array([base_items[i][metric] for i in ids])
+                what = "answer loss" if metric == "loss" else "choice accuracy"
+                parts.append(f"{task} {what}: " + verdict_line(paired_bootstrap(a, b, higher_is_better=higher),
+                                                                "base", unit))
+            losses = [r["eval"][task]["answer_loss"] for r in runs]
+            if len(runs) > 1:
+                parts.append(f"{task} answer loss over seeds {sorted(r['seed'] for r in runs)}: "
+                             f"{min(losses):.4f}-{max(losses):.4f} (spread {max(losses) - min(losses):.4f})")
+        out.append(f"- lr {lr:g}, {steps} steps, {len(runs)} seed(s), sample {sample}: " + "; ".join(parts))
+    return out
 
 
 def main() -> None:
