@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -120,20 +121,20 @@ def append(path: Path, row: dict) -> None:
 def markdown(path: Path) -> str:
     """The measured points as a table (the notes file / RESULTS)."""
     rows = list(read_done(path).values())
-    lines = ["| lr | steps | seed | pool | examples seen | train s (wall) | load (1 min, start/end) | BBH loss (base → trained) "
-             "| Δ BBH | BBH acc | MMLU loss (base → trained) | Δ MMLU | MMLU acc | eval s |",
+    lines = ["| lr | steps | seed | pool | examples seen | train s (wall / CPU) | load (1 min, start/end) | BBH loss (base → trained) "
+             "| Δ BBH | BBH acc | MMLU loss (base → trained) | Δ MMLU | MMLU acc | eval s (wall / CPU) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     bases = {r["sample"]: r["eval"] for r in rows if r["kind"] == "base"}
     for r in sorted((r for r in rows if r["kind"] == "train"), key=lambda r: (r["sample"], -r["lr"], r["steps_requested"], r["seed"])):
         b, e = bases[r["sample"]], r["eval"]
         steps = (r.get("train_summary") or {}).get("total_steps", r["steps_requested"])
         lines.append(
-            f"| {r['lr']:g} | {steps} | {r['seed']} | {r['pool']} | {r['examples_seen']} | {r['train_wall_seconds']} "
+            f"| {r['lr']:g} | {steps} | {r['seed']} | {r['pool']} | {r['examples_seen']} | {r['train_wall_seconds']} / {r.get('train_cpu_seconds') or '-'} "
             f"| {r['load_start'][0]:.1f} / {r['load_end'][0]:.1f} "
             f"| {b['bbh']['answer_loss']:.4f} → {e['bbh']['answer_loss']:.4f} | {100 * r['bbh_rel_change']:+.1f}% "
             f"| {b['bbh']['choice_accuracy']:.3f} → {e['bbh']['choice_accuracy']:.3f} "
             f"| {b['mmlu']['answer_loss']:.4f} → {e['mmlu']['answer_loss']:.4f} | {100 * r['mmlu_rel_change']:+.1f}% "
-            f"| {b['mmlu']['choice_accuracy']:.3f} → {e['mmlu']['choice_accuracy']:.3f} | {r['eval_seconds']} |")
+            f"| {b['mmlu']['choice_accuracy']:.3f} → {e['mmlu']['choice_accuracy']:.3f} | {r['eval_seconds']} / {r.get('eval_cpu_seconds') or '-'} |")
     return "\n".join(lines) + "\n\n" + "\n".join(intervals(rows))
 
 
@@ -224,6 +225,7 @@ def main() -> None:
         load0 = os.getloadavg()
         runs = {r["run_id"]: r for r in lessdb(ws_path, "runs")}
         t = time.perf_counter()
+        cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         if run_id not in runs:
             summary = lessdb(ws_path, "train", "--selection", f"random:{frac:.6f}", "--pool", args.pool,
                              "--preset", "cpu-small", "--epochs", "1", "--lr", str(lr), "--batch-size", str(BATCH),
@@ -233,12 +235,16 @@ def main() -> None:
         else:
             summary = None
         train_wall = round(time.perf_counter() - t, 1)
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)   # the train subprocess (and the `runs` listing)
+        train_cpu = round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1)
         run = {r["run_id"]: r for r in lessdb(ws_path, "runs")}[run_id]
-        t = time.perf_counter()
+        t, cpu0 = time.perf_counter(), time.process_time()
         ev = evaluate(ws, sets, run_id)
+        eval_cpu = round(time.process_time() - cpu0, 1)
         row = {"key": key, "kind": "train", "lr": lr, "steps_requested": steps, "batch": BATCH, "seed": args.seed,
                "pool": n_pool, "fraction": frac, "run_id": run_id, "sample": sample,
                "examples_seen": run.get("n_examples"), "train_wall_seconds": train_wall if summary else None,
+               "train_cpu_seconds": train_cpu if summary else None, "eval_cpu_seconds": eval_cpu,
                "train_summary": summary, "eval": ev, "eval_seconds": round(time.perf_counter() - t, 1),
                "load_start": load0, "load_end": os.getloadavg(), "threads": args.threads}
         for task in ev:
