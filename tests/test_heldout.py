@@ -13,7 +13,7 @@ from lessdb.evaluate.items import EvalItem, TestSet, take_subset
 from lessdb.evaluate.paired import paired_bootstrap, verdict_line
 from lessdb.evaluate.shipped import shipped_bbh, shipped_mmlu
 from lessdb.tasks import builtin_task
-from lessdb.tiny import tiny_llama, tiny_tokenizer
+from lessdb.models.tiny import tiny_llama, tiny_tokenizer
 
 
 # -- items ------------------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..less_formats import less_mmlu_example, split_less_bbh_prompt
+from ..tasks.less_formats import less_mmlu_example, split_less_bbh_prompt
 from .items import EvalItem, TestSet
 
 CLOSED_SET_MAX = 4
