@@ -64,10 +64,14 @@ def prepare(ws: Path, args) -> None:
         cli(ws, "ingest", "--builtin", "sharegpt", "--limit", str(args.sharegpt), "--pool", POOL)
         pools = {p["pool"]: p for p in cli(ws, "pools")}
     log(f"pool {POOL}: {pools[POOL]['candidates']} candidates")
-    warm = [r for r in cli(ws, "runs", "--kind", "warmup") if r["status"] == "complete"]
+    runs = cli(ws, "runs", "--kind", "warmup")
+    warm = [r for r in runs if r["status"] == "complete"]
+    if not warm and runs:
+        cli(ws, "warmup", "--resume", "--run-id", runs[-1]["run_id"], env=one_thread_env(1))
+        warm = [r for r in cli(ws, "runs", "--kind", "warmup") if r["status"] == "complete"]
     if not warm:
         cli(ws, "warmup", "--pool", POOL, "--preset", "cpu-small", "--percentage", "0.05", "--max-examples",
-            "100000", "--run-id", "warmup-outcome", "--device", "cpu", env=one_thread_env(2))
+            "100000", "--run-id", "warmup-outcome", "--device", "cpu", env=one_thread_env(1))
         warm = [r for r in cli(ws, "runs", "--kind", "warmup") if r["status"] == "complete"]
     run = warm[-1]["run_id"]
     # two shards side by side, one thread each (featurize is resumable: a rerun finishes what is missing)

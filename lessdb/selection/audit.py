@@ -38,7 +38,23 @@ def show_selection(ws, ref: str, top: int = 10) -> dict:
         "top": meta.audit_rows(ws, sel["selection_id"], version, limit=top),
         "exports": meta.list_exports(ws, sel["selection_id"]),
         **show_extras(ws, sel["selection_id"]),
+        "validations": validation_summaries(ws, sel["selection_id"]),
     }
+
+
+def validation_summaries(ws, selection_id: str) -> list[dict]:
+    """`lessdb validate`'s verdicts on this selection (newest last) and its selection-to-tuning ratio."""
+    from ..storage.meta_validations import list_validations
+
+    out = []
+    for v in list_validations(ws, selection_id):
+        cost = v.get("cost") or {}
+        out.append({"validation_id": v["validation_id"], "status": v["status"], "task": v["task"],
+                    "seeds": (v.get("config") or {}).get("seeds"), "preset": (v.get("config") or {}).get("preset"),
+                    "n_items": (v.get("items") or {}).get("n_items"), "lines": [r["line"] for r in v["results"]],
+                    "selection_compute_seconds": (cost.get("selection_compute") or {}).get("seconds"),
+                    "selection_to_tuning_ratio": cost.get("selection_to_tuning_ratio")})
+    return out
 
 
 def diff_selections(ws, ref_a: str, ref_b: str, examples: int = 5) -> dict:
@@ -132,6 +148,13 @@ def format_show(report: dict) -> str:
     lines += format_extras(report)
     for e in report["exports"]:
         lines.append(f"exported: {e['path']} ({e['format']}, {e['n_rows']:,} rows, sha256 {e['sha256'][:16]}…)")
+    for v in report.get("validations") or []:
+        lines += ["", f"Validation {v['validation_id']} ({v['status']}): {v['n_items']} held-out {v['task']} items, "
+                      f"{v['seeds']} training seeds, preset {v['preset']}"]
+        lines += [f"  {line}" for line in v["lines"]]
+        if v.get("selection_to_tuning_ratio") is not None:
+            lines.append(f"  selection-to-tuning ratio {v['selection_to_tuning_ratio']:.2f} (selection compute "
+                         f"{v['selection_compute_seconds']:.0f}s vs one training run on it)")
     return "\n".join(lines)
 
 
