@@ -33,7 +33,7 @@ CREATE TABLE validation_results (
     high            DOUBLE NOT NULL,
     level           DOUBLE NOT NULL,
     n_boot          INTEGER NOT NULL,
-    verdict         VARCHAR NOT NULL,     -- better | worse | indistinguishable | no verdict (one training seed)
+    verdict         VARCHAR NOT NULL,     -- better | worse | indistinguishable
     line            VARCHAR NOT NULL,     -- the verdict in plain words
     PRIMARY KEY (validation_id, comparison, metric)
 );
