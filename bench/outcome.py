@@ -5,7 +5,7 @@ or MMLU) + the bundled ShareGPT (700): >= 2,000 candidates. LESS at the paper's 
 warmup on 5% of the pool, two checkpoints; 8192-d sketch). Per target (BBH, MMLU): `lessdb validate` of the LESS
 5% selection against random (3 draws), BM25, RDS+, hybrid (z-score, the default) and the full pool at the same
 number of steps, 3 training seeds, preset cpu-outcome, held-out test items; then `validate` of the hybrid with
-RDS+ as a third signal and of the RRF hybrid (both against the hybrid, reusing its runs). The table (per method:
+RDS+ as a third signal (`--extras hybrid3`; `hybrid-rrf` adds the RRF hybrid) against the hybrid, reusing its runs. The table (per method:
 held-out answer loss and choice accuracy over seeds, paired interval vs random, train wall time,
 selection-to-tuning ratio) is computed from what validate recorded.
 
@@ -92,7 +92,8 @@ def validate(ws: Path, target: str, args) -> None:
             "--name", less, env=env)
     common = ["--seeds", str(args.seeds), "--preset", "cpu-outcome", "--device", "cpu"]
     cli(ws, "validate", less, "--against", ORDER[target], *common, env=env)
-    for label, how in EXTRA.items():
+    for label in [x for x in args.extras.split(",") if x]:
+        how = EXTRA[label]
         name = f"{label}-{target}"
         if name not in names:
             cli(ws, "select", "--task", target, *how, "--pool", POOL, "--percentage", "0.05", "--name", name,
@@ -200,6 +201,8 @@ def main() -> None:
     ap.add_argument("--sharegpt", type=int, default=700)
     ap.add_argument("--per-set", type=int, default=80)
     ap.add_argument("--json", type=Path, default=OUT / "outcome.json")
+    ap.add_argument("--extras", default="hybrid3", help="after the LESS validation, also validate these against "
+                    "the hybrid: " + ", ".join(EXTRA) + " (comma-separated; '' for none)")
     args = ap.parse_args()
     if args.phase == "prepare":
         prepare(args.workspace, args)

@@ -165,3 +165,23 @@ def test_compare_flags_runs_trained_with_other_settings(ws):
     assert rows and any("training settings differ" in " ".join(r["flags"]) for r in rows), rows
     out = run_cli("compare", "--task", "toytask", workspace=ws.root).stdout
     assert "flags" in out and "training settings differ" in out
+
+
+def test_two_embeds_at_once_store_each_candidate_once(ws):
+    import subprocess
+    import sys
+
+    from lessdb.featurize.embeddings import EPOCH
+    from lessdb.storage.meta_selections import scan_features
+
+    run = meta_runs.list_runs(ws, kind="warmup")[-1]["run_id"]
+    cmd = [sys.executable, "-m", "lessdb.cli.main", "embed", "--run", run, "--pooling", "last", "--json",
+           "--workspace", str(ws.root)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [json.loads(p.communicate()[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    table = outs[0]["lance_table"]
+    ids = [i for batch in scan_features(ws, table, ws.lance.version(table), "candidate", EPOCH, ("example_id",), 4096)
+           for i in batch.column("example_id").to_pylist()]
+    assert len(ids) == len(set(ids)) == 80    # the second waited for the first, then found every vector present
+    assert sorted(o["examples"] for o in outs) == [0, 80]

@@ -348,7 +348,7 @@ def flag_mismatches(rows: list[dict]) -> None:
     rows: such rows are not a like-for-like comparison (e.g. a baseline trained on another base model)."""
     trained = [r for r in rows if r["training"] is not None]
     for r in rows:
-        r["flags"] = []
+        r["flags"] = ["its runs' training settings differ"] if r["training"] == "mixed" else []
     if len(trained) < 2:
         return
     models = [r["model"] for r in trained]
@@ -358,9 +358,7 @@ def flag_mismatches(rows: list[dict]) -> None:
     for r, key in zip(trained, keys):
         if r["model"] != usual_model:
             r["flags"].append(f"model {r['model']} (others: {usual_model})")
-        if r["training"] == "mixed":
-            r["flags"].append("its runs' training settings differ")
-        elif key != usual and usual != json.dumps("mixed"):
+        if r["training"] != "mixed" and key != usual and usual != json.dumps("mixed"):
             other = json.loads(usual)
             diff = [f"{k} {v} (others: {other.get(k)})" for k, v in r["training"].items() if other.get(k) != v]
             r["flags"].append("training " + ", ".join(diff))

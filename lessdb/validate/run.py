@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from .. import __version__
 from ..errors import LessdbError
 from ..evaluate.paired import paired_bootstrap, verdict_line
+from ..selection.audit import selection_compute
 from ..storage import meta_runs, meta_selections, meta_validations
 from ..tasks.catalog import load_task_version
 from .config import ValidateConfig, refuse
@@ -185,26 +186,6 @@ def _mean(m: list[list[float]]) -> float:
     return sum(sum(r) for r in m) / sum(len(r) for r in m)
 
 
-# -- cost ------------------------------------------------------------------------------------------------------
-def selection_compute(ws, sel: dict) -> dict:
-    """The compute recorded for the stages that produced a selection: its warmup run, its feature set's jobs,
-    and the select command itself (seconds; examples where recorded)."""
-    stages: dict[str, dict] = {}
-    if sel.get("run_id"):
-        run = meta_runs.get_run(ws, sel["run_id"])
-        secs = meta_validations.run_seconds(ws, [sel["run_id"]]).get(sel["run_id"])
-        stages["warmup"] = {"seconds": secs, "examples": run.get("n_examples"), "device": run.get("device")}
-    if sel.get("feature_set_id"):
-        for role, v in meta_validations.feature_set_seconds(ws, sel["feature_set_id"]).items():
-            stages[f"featurize ({role})"] = v
-    compute = (sel.get("params") or {}).get("compute") or {}
-    if compute.get("select_seconds") is not None:
-        stages["select"] = {"seconds": compute["select_seconds"], "examples": (sel.get("params") or {}).get(
-            "n_candidates")}
-    total = sum(v["seconds"] or 0 for v in stages.values())
-    return {"stages": stages, "seconds": total}
-
-
 # -- entry point -----------------------------------------------------------------------------------------------
 def validate_selection(ws, config: ValidateConfig) -> ValidationResult:
     t0 = time.monotonic()
@@ -268,7 +249,7 @@ def validate_selection(ws, config: ValidateConfig) -> ValidationResult:
     per_set = {name: {"train_seconds": sum(train_secs.get(r["run_id"], 0.0) for r in rs),
                       "eval_seconds": sum(e.get("seconds") or 0.0 for e in evals[name])}
                for name, rs in runs.items()}
-    sel_compute = selection_compute(ws, sel)
+    sel_compute = selection_compute(ws, sel)   # warmup, featurize, embed, select (selection/audit.py)
     mean_train = per_set["selection"]["train_seconds"] / max(len(runs["selection"]), 1)
     cost = {"training_sets": per_set, "selection_compute": sel_compute,
             "selection_to_tuning_ratio": (sel_compute["seconds"] / mean_train) if mean_train else None,
