@@ -28,7 +28,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "out"
-LESSDB = [sys.executable, "-c", "from lessdb.cli.main import main; main()"]
+LESSDB = [sys.executable, "-m", "lessdb.cli.main"]
 BATCH = 8
 SAMPLE_SEED = 42
 
@@ -66,8 +66,8 @@ def heldout_sets(bbh_per: int, mmlu_per: int) -> dict:
     """{target: held-out items}: a seeded sample per subtask of the shipped test items, minus any that repeat a
     validation example of the built-in task (MMLU repeats 5 dev questions in its test split)."""
     from lessdb.evaluate import heldout as H
-    from lessdb.evaluate.items import load_test_set
-    from lessdb.tasks import builtin_task
+    from lessdb.evaluate.sources import load_test_set
+    from lessdb.tasks.catalog import builtin_task
 
     out = {}
     for task, per in (("bbh", bbh_per), ("mmlu", mmlu_per)):
@@ -84,16 +84,17 @@ def evaluate(ws, sets: dict, run_id: str | None) -> dict:
     """Per target: summary + per-item scores of the base model (run_id None) or a run's last checkpoint."""
     from dataclasses import asdict
 
-    from lessdb import models
+    from lessdb.models.loading import load_base_model
+    from lessdb.runs.checkpoint_models import load_checkpoint_model
     from lessdb.evaluate import heldout as H
     from lessdb.storage import meta_runs
 
     if run_id is None:
-        loaded = models.load_base_model(ws, "smollm2-135m", device="cpu")
+        loaded = load_base_model(ws, "smollm2-135m", device="cpu")
         model = loaded.model
     else:
         last = max(c.epoch for c in meta_runs.list_checkpoints(ws, run_id))
-        model, loaded = models.load_checkpoint_model(ws, run_id, last, device="cpu")
+        model, loaded = load_checkpoint_model(ws, run_id, last, device="cpu")
     model.eval()
     out = {}
     for task, s in sets.items():

@@ -12,7 +12,7 @@ from lessdb.evaluate import heldout as H
 from lessdb.evaluate.items import EvalItem, TestSet, take_subset
 from lessdb.evaluate.paired import paired_bootstrap, verdict_line
 from lessdb.evaluate.shipped import shipped_bbh, shipped_mmlu
-from lessdb.tasks import builtin_task
+from lessdb.tasks.catalog import builtin_task
 from lessdb.models.tiny import tiny_llama, tiny_tokenizer
 
 

@@ -110,6 +110,10 @@ def test_validate_trains_each_comparison_and_records_verdicts_that_recompute(ws)
     assert res.cost["selection_to_tuning_ratio"] > 0
     human = run_cli("show", "less-toy", workspace=ws.root).stdout
     assert f"Validation {res.validation_id}" in human and "selection-to-tuning ratio" in human
+    assert "Compute that made it (seconds): warmup" in human
+    page = ws.report("less-toy", ws.tmp / "report.html")
+    html = (ws.tmp / "report.html").read_text()
+    assert page["images"] >= 1 and "Does it pay off?" in html and res.validation_id in html
 
 
 def test_a_rerun_reuses_every_run_and_score(ws):

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 
 from .. import fusion as hybrid
+from ..config import invalid
 from . import Scores, register_method
 from .gradient import gradient_scores, prepare
 from .text import Bm25Params, bm25_scores
