@@ -109,24 +109,32 @@ def table(ws: Path, args) -> dict:
     from lessdb.evaluate.paired import paired_bootstrap
     from lessdb.validate.run import metric_matrix
 
-    w = Workspace(ws)
+    w = Workspace.open(ws)
     out = {"machine": machine(), "load": loadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            "targets": {}}
     for target in TARGETS:
         vals = [v for v in w.validations() if v["task"] == target and v["status"] == "complete"]
         if not vals:
             continue
-        main = next(v for v in vals if v["selection_id"] == w.show(f"less-{target}")["selection_id"])
+        less_id = w.show(f"less-{target}")["selection"]["selection_id"]
+        main = [v for v in vals if v["selection_id"] == less_id][-1]    # the newest validation of the LESS 5%
         items_hash = main["items_hash"]
         sets = dict(main["training_sets"])
         sets["less"] = sets.pop("selection")
         for v in vals:
             if v is not main:
-                name = w.show(v["selection_id"]).get("name") or v["selection_id"]
+                name = w.show(v["selection_id"])["selection"].get("name") or v["selection_id"]
                 sets[name.rsplit("-", 1)[0] if name.endswith(target) else name] = v["training_sets"]["selection"]
         evals = {}
         for method, runs in sets.items():
             evals[method] = [evaluation(w, r["run_id"], items_hash) for r in runs]
+        from lessdb.storage import meta_runs, meta_validations
+
+        sha = meta_runs.get_run(w, sets["less"][0]["run_id"])["model_sha256"]
+        base = meta_validations.get_eval(w, f"base:{sha[:16]}", 0, items_hash)
+        if base is not None:
+            evals = {"base model": [base], **evals}
+            sets = {"base model": [], **sets}
         rows = []
         for method, ev in evals.items():
             row = {"method": method, "runs": len(ev)}
@@ -135,7 +143,7 @@ def table(ws: Path, args) -> dict:
                 per_run = np.asarray(m).mean(axis=0)
                 row[metric] = {"mean": float(per_run.mean()), "sd_over_seeds": float(per_run.std(ddof=1))
                                if len(per_run) > 1 else None, "n_items": len(ids)}
-                if method != "random" and "random" in evals:
+                if method not in ("random", "base model") and "random" in evals:
                     d = paired_bootstrap(m, metric_matrix(evals["random"], metric)[1], higher_is_better=higher)
                     row[metric]["vs_random"] = {"improvement": d.improvement, "low": d.low, "high": d.high,
                                                 "verdict": d.verdict}
