@@ -117,12 +117,13 @@ def table(ws: Path, args) -> dict:
         if not vals:
             continue
         less_id = w.show(f"less-{target}")["selection"]["selection_id"]
-        main = [v for v in vals if v["selection_id"] == less_id][-1]    # the newest validation of the LESS 5%
+        # the LESS 5%'s validation with the most comparisons (a helper process may have validated a subset)
+        main = max((v for v in vals if v["selection_id"] == less_id), key=lambda v: len(v["training_sets"]))
         items_hash = main["items_hash"]
         sets = dict(main["training_sets"])
         sets["less"] = sets.pop("selection")
         for v in vals:
-            if v is not main:
+            if v["selection_id"] != less_id:
                 name = w.show(v["selection_id"])["selection"].get("name") or v["selection_id"]
                 sets[name.rsplit("-", 1)[0] if name.endswith(target) else name] = v["training_sets"]["selection"]
         evals = {}
