@@ -1,9 +1,9 @@
-"""Evaluation commands: eval, evals, compare."""
+"""Evaluation commands: eval, evals, compare, validate, validations."""
 from __future__ import annotations
 
 import click
 
-from ..config import EvalConfig
+from ..config import EvalConfig, ValidateConfig
 from .options import options_from_dataclass
 from .common import cli, emit, emit_table, json_option, open_workspace, workspace_option
 
@@ -66,3 +66,62 @@ def compare_cmd(ctx, task, workspace_override, as_json):
     from ..evaluate import compare_table
 
     emit(open_workspace(ctx, workspace_override).compare(task), as_json, lambda rows: emit_table(*compare_table(rows)))
+
+
+@cli.command("validate")
+@click.argument("selection")
+@options_from_dataclass(ValidateConfig, exclude={"selection"})
+@workspace_option
+@json_option
+@click.pass_context
+def validate_cmd(ctx, workspace_override, as_json, **settings):
+    """Does a selection pay off? Train a LoRA on it and on each comparison (random draws, BM25, RDS+, hybrid,
+    the full pool at the same number of steps) with one budget and N training seeds, score held-out test items
+    of its target (never the validation examples it was selected with), and record per comparison the mean
+    difference with a paired-bootstrap 95% interval and a verdict. Rerun it to resume: trained runs and scores
+    are reused.
+
+    \b
+    Example:
+        lessdb validate less-bbh --against random,bm25 --seeds 3
+        lessdb validate my-sel --test-file heldout.jsonl --preset cpu-outcome --json
+    """
+    emit(open_workspace(ctx, workspace_override).validate(**settings), as_json, _say_validated)
+
+
+def _say_validated(result) -> None:
+    items = result.items
+    click.echo(f"Validation {result.validation_id}: selection {result.selection_id} on {result.task}, "
+               f"{items['n_items']} held-out items ({items['source']}), {result.config['seeds']} seeds, "
+               f"preset {result.config['preset']}, {result.seconds:.0f}s")
+    for line in result.lines:
+        click.echo(f"  {line}")
+    ratio = result.cost.get("selection_to_tuning_ratio")
+    if ratio is not None:
+        click.echo(f"  selection-to-tuning ratio: {ratio:.2f} (selection compute "
+                   f"{result.cost['selection_compute']['seconds']:.0f}s / one training on it)")
+
+
+@cli.command("validations")
+@click.option("--selection", default=None, help="Only validations of this selection.")
+@workspace_option
+@json_option
+@click.pass_context
+def validations_cmd(ctx, workspace_override, as_json, selection):
+    """List recorded validations and their verdicts (also in SQL: the `validation_verdicts` view).
+
+    \b
+    Example:
+        lessdb validations --selection less-bbh
+    """
+    rows = open_workspace(ctx, workspace_override).validations(selection)
+    if as_json:
+        emit(rows, as_json)
+        return
+    if not rows:
+        click.echo("(no validations)")
+    for v in rows:
+        click.echo(f"{v['validation_id']} selection {v['selection_id']} on {v['task']} ({v['status']}, "
+                   f"{v['created_at']})")
+        for r in v["results"]:
+            click.echo(f"  {r['line']}")

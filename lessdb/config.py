@@ -17,6 +17,7 @@ CONFIGS = {
     "RayOptions": "lessdb.scale.options",
     "SelectConfig": "lessdb.selection.config",
     "EvalConfig": "lessdb.evaluate.config",
+    "ValidateConfig": "lessdb.validate.config",
     "QuickstartConfig": "lessdb.quickstart",
 }
 HELPERS = {name: "lessdb.runs.config" for name in

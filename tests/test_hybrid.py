@@ -103,8 +103,9 @@ def _all_scores(ws, method, **kw):
     return res, {m.candidate_id: (m.score, m.best_subtask) for m in res.members}
 
 
-@pytest.mark.parametrize("fusion", ["rrf", "zscore"])
-def test_hybrid_scores_equal_a_recomputation_from_less_and_bm25(ws, fusion):
+@pytest.mark.parametrize("fusion,signals", [("rrf", "less,bm25"), ("zscore", "less,bm25"),
+                                            ("zscore", "less,bm25,rds+"), ("rrf", "less,bm25,rds+")])
+def test_hybrid_scores_equal_a_recomputation_from_less_and_bm25(ws, fusion, signals):
     # the hybrid fuses each subtask's column before the max over subtasks: recompute every column from LESS and
     # BM25 selections of all candidates against that subtask alone (a one-subtask task with the same examples)
     t = tasks.load_task(ws, "t")
@@ -117,15 +118,20 @@ def test_hybrid_scores_equal_a_recomputation_from_less_and_bm25(ws, fusion):
         res_b = select(ws, SelectConfig(task=f"t-{s}", method="bm25", percentage=1.0, progress=False))
         less = {m.candidate_id: m.score for m in res_l.members}
         bm25 = {m.candidate_id: m.score for m in res_b.members}
-        ids = sorted(set(less) & set(bm25))
-        g, b = np.array([less[i] for i in ids]), np.array([bm25[i] for i in ids])
+        sides = [less, bm25]
+        if "rds+" in signals:
+            res_r = select(ws, SelectConfig(task=f"t-{s}", method="rds+", percentage=1.0, progress=False))
+            sides.append({m.candidate_id: m.score for m in res_r.members})
+        ids = sorted(set.intersection(*(set(x) for x in sides)))
+        vals = [np.array([x[i] for i in ids]) for x in sides]
         everyone = np.ones(len(ids), bool)
+        weights = [0.5, 0.5] if len(vals) == 2 else [0.5, 0.25, 0.25]
         if fusion == "rrf":
-            col = 1 / (60 + _brute_ranks(g, everyone)) + 1 / (60 + _brute_ranks(b, everyone))
+            col = sum(1 / (60 + _brute_ranks(v, everyone)) for v in vals)
         else:
-            col = 0.5 * (g - g.mean()) / g.std() + 0.5 * (b - b.mean()) / b.std()
+            col = sum(w * (v - v.mean()) / v.std() for w, v in zip(weights, vals))
         columns[s] = dict(zip(ids, col))
-    res, got = _all_scores(ws, "hybrid", method_params={"fusion": fusion})
+    res, got = _all_scores(ws, "hybrid", method_params={"fusion": fusion, "signals": signals})
     common = set.intersection(*(set(c) for c in columns.values()))
     assert set(got) == common and res.n_scored == len(common)
     for cid, (score, best) in got.items():
@@ -135,11 +141,24 @@ def test_hybrid_scores_equal_a_recomputation_from_less_and_bm25(ws, fusion):
     # parameters recorded, and the replay reads them back and reproduces members, ranks and scores exactly
     row = meta.get_selection(ws, res.selection_id)
     assert row["method"] == "hybrid"
-    assert row["params"]["hybrid"] == {"fusion": fusion, "rrf_k": 60, "gradient_weight": 0.5}
+    assert row["params"]["hybrid"] == {"fusion": fusion, "rrf_k": 60, "gradient_weight": 0.5, "signals": signals}
     assert row["params"]["bm25"]["k1"] == 1.5
     assert row["feature_set_id"] and row["checkpoints"] == [1, 2]
     again = select(ws, SelectConfig(replay=res.selection_id, progress=False))
     assert again.identical is True
+
+
+def test_hybrid_default_fusion_is_zscore_and_rrf_records_replay_with_rrf(ws):
+    # the default follows the evidence (selection/fusion.py); a record that names rrf replays with rrf
+    res = select(ws, SelectConfig(task="t", method="hybrid", count=5, progress=False))
+    assert meta.get_selection(ws, res.selection_id)["params"]["hybrid"]["fusion"] == "zscore"
+    old = select(ws, SelectConfig(task="t", method="hybrid", count=5, method_params={"fusion": "rrf"},
+                                  progress=False))
+    again = select(ws, SelectConfig(replay=old.selection_id, progress=False))
+    assert again.identical is True and meta.get_selection(ws, again.selection_id)["params"]["hybrid"]["fusion"] == "rrf"
+    bad = run_cli("select", "--task", "t", "--method", "hybrid", "--method-param", "signals=bm25,less",
+                  workspace=ws.root, check=False)
+    assert bad.returncode != 0 and "signals" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_hybrid_from_the_command_line(ws):

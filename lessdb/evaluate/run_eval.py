@@ -314,8 +314,54 @@ def compare(ws, task: str) -> list[dict]:
         for metric, values in sorted(g["values"].items()):
             mean, std = M.mean_std(values)
             row["metrics"][metric] = {"mean": mean, "std": std, "n": len(values), "values": values}
+        row["training"] = _training_of(ws, evals)
         rows.append(row)
+    flag_mismatches(rows)
     return rows
+
+
+TRAINING_KEYS = ("lr", "epochs", "batch_size", "max_seq_length")
+LORA_KEYS = ("r", "alpha")
+
+
+def _training_of(ws, evals: list[dict]) -> dict | str | None:
+    """The training settings the row's runs share (None: a base model; "mixed" if they differ)."""
+    from ..storage import meta_runs
+
+    seen = set()
+    for e in evals:
+        if not e.get("run_id"):
+            continue
+        cfg = meta_runs.get_run(ws, e["run_id"])["config"] or {}
+        t, lora = cfg.get("training") or {}, cfg.get("lora") or {}
+        seen.add(tuple([t.get(k) for k in TRAINING_KEYS] + [lora.get(k) for k in LORA_KEYS]))
+    if not seen:
+        return None
+    if len(seen) > 1:
+        return "mixed"
+    values = next(iter(seen))
+    return dict(zip([*TRAINING_KEYS, *("lora_" + k for k in LORA_KEYS)], values))
+
+
+def flag_mismatches(rows: list[dict]) -> None:
+    """`flags` on every row whose model or training settings differ from the most common ones of the trained
+    rows: such rows are not a like-for-like comparison (e.g. a baseline trained on another base model)."""
+    trained = [r for r in rows if r["training"] is not None]
+    for r in rows:
+        r["flags"] = ["its runs' training settings differ"] if r["training"] == "mixed" else []
+    if len(trained) < 2:
+        return
+    models = [r["model"] for r in trained]
+    usual_model = max(set(models), key=models.count)
+    keys = [json.dumps(r["training"], sort_keys=True) for r in trained]
+    usual = max(set(keys), key=keys.count)
+    for r, key in zip(trained, keys):
+        if r["model"] != usual_model:
+            r["flags"].append(f"model {r['model']} (others: {usual_model})")
+        if r["training"] != "mixed" and key != usual and usual != json.dumps("mixed"):
+            other = json.loads(usual)
+            diff = [f"{k} {v} (others: {other.get(k)})" for k, v in r["training"].items() if other.get(k) != v]
+            r["flags"].append("training " + ", ".join(diff))
 
 
 def format_mean_std(stat: dict | None) -> str:
@@ -328,12 +374,14 @@ def format_mean_std(stat: dict | None) -> str:
 def compare_table(rows: list[dict]) -> tuple[list[dict], list[str]]:
     """Flat rows and columns for a text table: methods x metrics as 'mean ± std (n)'."""
     metric_names = sorted({m for r in rows for m in r["metrics"]})
-    columns = ["method", "model", "transfer", "percentage", "epoch", "items", "n_items", "seeds"] + metric_names
+    columns = ["method", "model", "transfer", "percentage", "epoch", "items", "n_items", "seeds"] + metric_names + [
+        "flags"]
     flat = []
     for r in rows:
         d = {c: r.get(c) for c in columns[:7]}
         d["seeds"] = ",".join(map(str, r["seeds"])) if r["seeds"] else ""
         for m in metric_names:
             d[m] = format_mean_std(r["metrics"].get(m))
+        d["flags"] = "; ".join(r.get("flags") or []) or ""
         flat.append(d)
     return flat, columns

@@ -98,6 +98,16 @@ def embed_candidates(ws, info: fstore.FeatureSetInfo, loaded, pool: str, ids: li
                      shard: tuple[int, int] = (0, 1), where: str | None = None, batch_size: int = 16,
                      commit_rows: int = 256, progress: bool = True) -> EmbedSummary:
     """Embed the candidates of `ids` in this shard that the feature set has neither stored nor excluded."""
+    # one writer per embedding feature set and shard: two processes asked for the same embeddings at once (two
+    # `select --method rds+` of one run, or a select beside `lessdb embed`) would both find them missing and both
+    # append them; the second waits here and then finds them present
+    with ws.write_lock(f"embed-{info.feature_set_id}-{shard[0]}of{shard[1]}"):
+        return _embed_candidates(ws, info, loaded, pool, ids, cand_version, shard, where, batch_size, commit_rows,
+                                 progress)
+
+
+def _embed_candidates(ws, info, loaded, pool, ids, cand_version, shard, where, batch_size, commit_rows,
+                      progress) -> EmbedSummary:
     from ..storage.candidates import read_candidates
     from ..models.tokenization import encode_conversation, pad_token_id
 

@@ -103,6 +103,7 @@ def build_report(ws, ref: str, compare: list[str] | None = None, examples: int =
                                                        methods=[d.selection["method"] for d in [data] + others]),
                              "Members per best-matching subtask."))
 
+    parts += _validation_parts(ws, data.selection_id)
     explained = explanation_rows(ws, sel)
     if explained:
         parts += ["<h2>Top members, explained</h2>",
@@ -118,6 +119,29 @@ def build_report(ws, ref: str, compare: list[str] | None = None, examples: int =
     body = "\n".join(parts)
     return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
             f"<title>lessdb report {_e(data.label)}</title><style>{CSS}</style></head>\n<body>\n{body}\n</body></html>\n")
+
+
+def _validation_parts(ws, selection_id: str) -> list[str]:
+    """The newest complete `lessdb validate` of the selection: its verdicts and their intervals."""
+    from ..storage.meta_validations import list_validations
+
+    done = [v for v in list_validations(ws, selection_id) if v["status"] == "complete"]
+    if not done:
+        return ["<h2>Does it pay off?</h2><p class='sub'>Not validated yet: <code>lessdb validate "
+                f"{_e(selection_id)}</code> trains on it and on random, BM25, RDS+, hybrid and full-pool "
+                "comparisons and scores held-out items of its target.</p>"]
+    v = done[-1]
+    cost = v.get("cost") or {}
+    ratio = cost.get("selection_to_tuning_ratio")
+    parts = ["<h2>Does it pay off?</h2>",
+             f"<p class='sub'>Validation {_e(v['validation_id'])}: {v['items']['n_items']} held-out "
+             f"{_e(v['task'])} items ({_e(v['items']['source'])}), {v['config']['seeds']} training seeds, preset "
+             f"{_e(v['config']['preset'])}" + (f"; selection-to-tuning ratio {ratio:.2f}" if ratio else "") +
+             ".</p>",
+             "<ul>" + "".join(f"<li>{_e(r['line'])}</li>" for r in v["results"]) + "</ul>",
+             _figure(plots.validation_plot(v["results"]), "The selection's improvement over each comparison with "
+                     "its paired-bootstrap 95% interval (items × seeds); right of the dashed line is better.")]
+    return parts
 
 
 def write_report(ws, ref: str, output: str | Path, compare: list[str] | None = None, examples: int = 2) -> dict:

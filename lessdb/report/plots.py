@@ -152,3 +152,26 @@ def checkpoint_plot(data: SelectionData) -> Figure | None:
     ax.set_title(f"Which checkpoints drive the scores — {data.label}")
     ax.legend(fontsize=8, frameon=False)
     return fig
+
+
+def validation_plot(results: list[dict], title: str | None = None) -> Figure:
+    """`lessdb validate`'s verdicts as intervals: per comparison and metric, the selection's improvement over it
+    (positive = the selection is better; loss in nats, accuracy as a fraction) with its 95% interval."""
+    metrics = sorted({r["metric"] for r in results})
+    fig = Figure(figsize=(8.0, 1.2 + 0.45 * max(len(results), 1)), layout="constrained")
+    for j, metric in enumerate(metrics):
+        ax = fig.add_subplot(1, len(metrics), j + 1)
+        rows = [r for r in results if r["metric"] == metric]
+        ys = np.arange(len(rows))[::-1]
+        for y, r in zip(ys, rows):
+            color = SELECTED if r["verdict"] == "better" else POOL if r["verdict"] == "indistinguishable" else \
+                "#1f77b4"
+            ax.plot([r["low"], r["high"]], [y, y], color=color, linewidth=2)
+            ax.plot([r["improvement"]], [y], "o", color=color)
+        ax.axvline(0.0, color="black", linewidth=0.8, linestyle="--")
+        ax.set_yticks(ys, [r["comparison"] for r in rows])
+        ax.set_title(metric.replace("_", " ") + (" (nats)" if metric == "answer_loss" else ""), fontsize=10)
+        ax.set_xlabel("selection better →")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig

@@ -132,7 +132,8 @@ class TrainConfig:
                              "pool) or 'random:P' (a seeded random fraction P of the pool, e.g. random:0.05).")
     pool: str | None = setting(None, "Pool for full / random:P (default: the only pool); selections carry theirs.")
     model: str | None = setting(None, MODEL_HELP + ". A model other than the selection's is LESS-T and is recorded "
-                                "as a transfer.", show=f"the selection's warmup model, else {DEFAULT_MODEL}")
+                                "as a transfer.", show=f"the selection's warmup model (full, random:P: the pool's newest warmup's), "
+                                f"else {DEFAULT_MODEL}")
     lora: LoraSettings = setting(default_factory=LoraSettings, cli=False)
     training: TrainingSettings = setting(default_factory=TrainingSettings, cli=False)
     device: str = setting("auto", DEVICE_HELP)

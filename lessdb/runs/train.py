@@ -90,9 +90,12 @@ def resolve_training_set(ws, spec: str, pool: str | None, seed: int) -> Training
         if not pool_ids:
             raise LessdbError(f"pool {pool!r} has no candidates; add some with `lessdb ingest FILE --pool {pool}`")
         if spec == FULL:
-            return TrainingSet(FULL, None, pool, version, pool_ids, 1.0)
-        p = parse_random_fraction(spec)
-        return TrainingSet(f"{RANDOM_PREFIX}{p:g}", None, pool, version, sample_subset(pool_ids, p, seed), p)
+            out = TrainingSet(FULL, None, pool, version, pool_ids, 1.0)
+        else:
+            p = parse_random_fraction(spec)
+            out = TrainingSet(f"{RANDOM_PREFIX}{p:g}", None, pool, version, sample_subset(pool_ids, p, seed), p)
+        out.selection_model = pool_warmup_model(ws, pool)
+        return out
     sel = meta_selections.get_selection(ws, spec)
     members = meta_selections.selection_members(ws, sel["selection_id"])
     ids = members.column("candidate_id").to_pylist()
@@ -108,7 +111,17 @@ def resolve_training_set(ws, spec: str, pool: str | None, seed: int) -> Training
     if out.selection_run_id:
         run = meta_runs.get_run(ws, out.selection_run_id)
         out.selection_model, out.selection_model_sha256 = run["model_name"], run["model_sha256"]
+    else:   # a text method's selection (bm25, random, ...): no run of its own
+        out.selection_model = pool_warmup_model(ws, sel_pool)
     return out
+
+
+def pool_warmup_model(ws, pool: str) -> str | None:
+    """The model of the pool's newest complete warmup: what the baselines (full, random:P, text-method
+    selections) train when no --model is given, so they compare with a LESS selection trained without one
+    (SmolLM2 only for a pool with no warmup)."""
+    warm = [r for r in meta_runs.list_runs(ws, kind="warmup", pool=pool) if r["status"] == "complete"]
+    return warm[-1]["model_name"] if warm else None
 
 
 # -- entry points ------------------------------------------------------------------------------------------

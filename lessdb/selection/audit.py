@@ -38,7 +38,52 @@ def show_selection(ws, ref: str, top: int = 10) -> dict:
         "top": meta.audit_rows(ws, sel["selection_id"], version, limit=top),
         "exports": meta.list_exports(ws, sel["selection_id"]),
         **show_extras(ws, sel["selection_id"]),
+        "compute": selection_compute(ws, sel),
+        "validations": validation_summaries(ws, sel["selection_id"]),
     }
+
+
+def selection_compute(ws, sel: dict) -> dict:
+    """The compute recorded for the stages that produced a selection (seconds on its device; examples): its
+    warmup run, its gradient feature set's jobs (candidates and validation examples), its RDS/RDS+ embedding
+    feature set's jobs, and the select command itself (recorded in its params since issue 22). Stages that are
+    shared (one warmup and feature set serve many selections) are counted whole: the cost of making this
+    selection from scratch."""
+    from ..storage import meta_runs, meta_validations
+
+    params = sel.get("params") or {}
+    stages: dict[str, dict] = {}
+    if sel.get("run_id"):
+        run = meta_runs.get_run(ws, sel["run_id"])
+        stages["warmup"] = {"seconds": meta_validations.run_seconds(ws, [sel["run_id"]]).get(sel["run_id"]),
+                            "examples": run.get("n_examples"), "device": run.get("device")}
+    if sel.get("feature_set_id"):
+        for role, v in meta_validations.feature_set_seconds(ws, sel["feature_set_id"]).items():
+            stages[f"featurize ({role})"] = v
+    embedded = (params.get("rds") or {}).get("feature_set_id")
+    if embedded:
+        for role, v in meta_validations.feature_set_seconds(ws, embedded).items():
+            stages[f"embed ({role})"] = v
+    compute = params.get("compute") or {}
+    if compute.get("select_seconds") is not None:
+        stages["select"] = {"seconds": compute["select_seconds"], "examples": params.get("n_candidates")}
+    return {"stages": stages, "seconds": sum(v.get("seconds") or 0.0 for v in stages.values()),
+            "recorded": "select" in stages}
+
+
+def validation_summaries(ws, selection_id: str) -> list[dict]:
+    """`lessdb validate`'s verdicts on this selection (newest last) and its selection-to-tuning ratio."""
+    from ..storage.meta_validations import list_validations
+
+    out = []
+    for v in list_validations(ws, selection_id):
+        cost = v.get("cost") or {}
+        out.append({"validation_id": v["validation_id"], "status": v["status"], "task": v["task"],
+                    "seeds": (v.get("config") or {}).get("seeds"), "preset": (v.get("config") or {}).get("preset"),
+                    "n_items": (v.get("items") or {}).get("n_items"), "lines": [r["line"] for r in v["results"]],
+                    "selection_compute_seconds": (cost.get("selection_compute") or {}).get("seconds"),
+                    "selection_to_tuning_ratio": cost.get("selection_to_tuning_ratio")})
+    return out
 
 
 def diff_selections(ws, ref_a: str, ref_b: str, examples: int = 5) -> dict:
@@ -132,6 +177,19 @@ def format_show(report: dict) -> str:
     lines += format_extras(report)
     for e in report["exports"]:
         lines.append(f"exported: {e['path']} ({e['format']}, {e['n_rows']:,} rows, sha256 {e['sha256'][:16]}…)")
+    compute = report.get("compute") or {}
+    if compute.get("stages"):
+        lines += ["", "Compute that made it (seconds): " + ", ".join(
+            f"{name} {v['seconds']:.0f}" for name, v in compute["stages"].items() if v.get("seconds") is not None)
+            + f"; total {compute['seconds']:.0f}" + ("" if compute.get("recorded") else
+                                                     " (select's own time not recorded: selected before issue 22)")]
+    for v in report.get("validations") or []:
+        lines += ["", f"Validation {v['validation_id']} ({v['status']}): {v['n_items']} held-out {v['task']} items, "
+                      f"{v['seeds']} training seeds, preset {v['preset']}"]
+        lines += [f"  {line}" for line in v["lines"]]
+        if v.get("selection_to_tuning_ratio") is not None:
+            lines.append(f"  selection-to-tuning ratio {v['selection_to_tuning_ratio']:.2f} (selection compute "
+                         f"{v['selection_compute_seconds']:.0f}s vs one training run on it)")
     return "\n".join(lines)
 
 

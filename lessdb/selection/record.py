@@ -128,6 +128,8 @@ def record_selection(ws, plan: Plan, ids: list[str], scores: Scores, started: fl
 
     selection_id = "sel-" + uuid.uuid4().hex[:10]
     params = {k_: v for k_, v in plan.params.items() if not k_.startswith("_")}
+    # the select stage's compute, for validate's selection-to-tuning ratio (issue 22)
+    params["compute"] = {"select_seconds": round(time.monotonic() - started, 3), "device": plan.params.get("device")}
     params.update({"pool": plan.pool, "count": plan.count, "subtasks": list(scores.subtasks),
                    "n_candidates": len(ids), "unscorable": scores.unscorable,
                    "score_histogram": _histogram(best[valid], members[-1].score)})

@@ -267,3 +267,12 @@ def member_metadata(ws, selection_id: str, candidates_version: int | None) -> di
     return {r[0]: {"source_dataset": r[1], "total_chars": r[2]} for r in rows}
 
 
+
+
+def member_completion_tokens(ws, selection_id: str) -> tuple[int, int]:
+    """(sum of the members' completion tokens, members with no token count) from `selection_member_tokens`."""
+    with ws.duck.connect(read_only=True) as con:
+        total, missing = con.execute("SELECT coalesce(sum(completion_tokens), 0), count(*) - count(completion_tokens) "
+                                     "FROM selection_member_tokens WHERE selection_id = ?", [selection_id]).fetchone()
+    return int(total), int(missing)
+
