@@ -9,6 +9,8 @@ import os
 
 import pyarrow as pa
 
+from .sql_text import decode_json_columns
+
 FEATURE_SET_COLUMNS = ("feature_set_id", "run_id", "lance_table", "grad_kind", "bias_correction", "sketch_kind",
                        "sketch_seed", "sketch_nnz", "n_params", "dim", "dtype", "compute_dtype", "max_seq_length",
                        "tokenizer_id", "module_order", "model_sha256", "params", "lessdb_version", "created_at")
@@ -19,10 +21,7 @@ JOB_COLUMNS = ("job_id", "feature_set_id", "role", "epoch", "shard_index", "shar
 
 
 def _decode(row: dict) -> dict:
-    for key in ("module_order", "params"):
-        if isinstance(row.get(key), str):
-            row[key] = json.loads(row[key])
-    return row
+    return decode_json_columns(row, ("module_order", "params"))
 
 
 def insert_feature_set(ws, row: dict) -> bool:

@@ -17,7 +17,7 @@ from .lance_tables import CANDIDATES
 from .member_digest import members_on, record_digest
 from .paths import resolved_path, stored_path
 from .user_filter import filtered_candidates
-from .sql_text import sql_in_list, sql_literal
+from .sql_text import decode_json_columns, sql_in_list, sql_literal
 
 
 # -- selections and members --------------------------------------------------------------------------------
@@ -50,10 +50,7 @@ def insert_selection(ws, row: dict, members: pa.Table, extras: dict[str, pa.Tabl
 
 
 def _decode(row: dict) -> dict:
-    for c in _JSON_COLUMNS:
-        if isinstance(row.get(c), str):
-            row[c] = json.loads(row[c])
-    return row
+    return decode_json_columns(row, _JSON_COLUMNS)
 
 
 def list_selections(ws) -> list[dict]:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from .sql_text import decode_json_columns
+
 VALIDATION_COLUMNS = ("validation_id", "selection_id", "task", "config", "items_hash", "items", "training_sets",
                       "cost", "status", "lessdb_version", "created_at", "finished_at")
 RESULT_COLUMNS = ("comparison", "metric", "n_items", "n_runs", "n_comparison_runs", "selection_mean",
@@ -55,9 +57,7 @@ def finish_validation(ws, validation_id: str, training_sets: dict, cost: dict, r
 
 
 def _decode(row: dict) -> dict:
-    for key in _JSON:
-        if isinstance(row.get(key), str):
-            row[key] = json.loads(row[key])
+    decode_json_columns(row, _JSON)
     for key in ("created_at", "finished_at"):
         if row.get(key) is not None:
             row[key] = str(row[key])

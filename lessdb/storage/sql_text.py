@@ -2,6 +2,8 @@
 the one place a value is quoted into SQL text."""
 from __future__ import annotations
 
+import json
+
 from typing import Iterable
 
 
@@ -13,3 +15,11 @@ def sql_literal(text: str) -> str:
 def sql_in_list(values: Iterable[str]) -> str:
     """(…) of string literals, for `column IN (…)`."""
     return "(" + ",".join(sql_literal(v) for v in values) + ")"
+
+
+def decode_json_columns(row: dict, columns) -> dict:
+    """A row read from DuckDB with its JSON columns (returned as text) parsed, in place."""
+    for c in columns:
+        if isinstance(row.get(c), str):
+            row[c] = json.loads(row[c])
+    return row
