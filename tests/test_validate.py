@@ -4,7 +4,6 @@ trained checkpoint; the recorded verdicts against a recomputation from the recor
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from lessdb import Workspace
 from lessdb.evaluate.heldout import continuation_ids, prompt_ids
 from lessdb.runs.checkpoint_models import load_checkpoint_model
 from lessdb.storage import meta_runs, meta_selections
+from lessdb.storage.meta_validations import get_eval
 
 pytestmark = pytest.mark.slow   # ~30 CPU s: a warmup, featurize and a dozen tiny trainings
 
@@ -77,8 +77,6 @@ def test_validate_trains_each_comparison_and_records_verdicts_that_recompute(ws)
     assert draws[0] != draws[1] and all(len(d) == 8 for d in draws)
     # the recorded per-item scores are each run's own last checkpoint (checked by an independent forward pass)
     items = [json.loads(x) for x in ws.test_file.read_text().splitlines()]
-    from lessdb.storage.meta_validations import get_eval
-
     scores = {}
     for name, rs in runs.items():
         for r in rs:
@@ -155,8 +153,7 @@ def test_bad_input_is_refused_and_records_nothing(ws):
 def test_baselines_train_the_pools_warmup_model_without_model(ws):
     summary = ws.train("random:0.2", pool="toy", epochs=1, batch_size=8, lr=1e-3, max_seq_length=64, lora_r=4,
                        lora_alpha=16, progress=False)
-    assert meta_runs.get_run(ws, summary.run_id)["model_name"] == "tiny"
-    assert not math.isnan(summary.seconds)
+    assert meta_runs.get_run(ws, summary.run_id)["model_name"] == "tiny"   # was smollm2-135m before issue 22
 
 
 def test_compare_flags_runs_trained_with_other_settings(ws):

@@ -13,7 +13,7 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from .. import __version__
 from ..errors import LessdbError
@@ -45,8 +45,7 @@ class ValidationResult:
     lines: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("validation_id", "selection_id", "task", "items", "config", "results",
-                                                "training_sets", "cost", "seconds", "lines")}
+        return asdict(self)
 
 
 def say(msg: str, progress: bool) -> None:
@@ -117,14 +116,14 @@ def train_or_reuse(ws, tset: TrainingSet, model: str, settings: dict, device: st
         return meta_runs.get_run(ws, run_id)
 
 
-def score_or_reuse(ws, run: dict | None, model: str, heldout: HeldoutSet, device: str, progress: bool) -> dict:
-    """Per-item scores of a run's last checkpoint (or of the base model when `run` is None), cached."""
+def score_or_reuse(ws, run: dict | None, model: str, heldout: HeldoutSet, device: str, progress: bool,
+                   base_sha256: str | None = None) -> dict:
+    """Per-item scores of a run's last checkpoint, or of the base model (`run` None, keyed by `base_sha256`, the
+    weights every run recorded), cached: a model is loaded only when its scores are not."""
     from ..evaluate.heldout import score_heldout, summarize
-    from ..models.loading import load_base_model
 
     if run is None:
-        loaded = load_base_model(ws, model, device=device)
-        run_id, epoch, net = f"base:{loaded.sha256[:16]}", 0, None
+        run_id, epoch = f"base:{base_sha256[:16]}", 0
     else:
         run_id = run["run_id"]
         epoch = max(c.epoch for c in meta_runs.list_checkpoints(ws, run_id))
@@ -132,6 +131,12 @@ def score_or_reuse(ws, run: dict | None, model: str, heldout: HeldoutSet, device
     if cached is not None:
         return {"run_id": run_id, **cached}
     if run is None:
+        from ..models.loading import load_base_model
+
+        loaded = load_base_model(ws, model, device=device)
+        if loaded.sha256 != base_sha256:
+            raise LessdbError(f"model {model} now has weights {loaded.sha256[:12]}…, not the {base_sha256[:12]}… "
+                              "its runs were trained from")
         net = loaded.model
     else:
         from ..runs.checkpoint_models import load_checkpoint_model
@@ -157,7 +162,7 @@ def metric_matrix(evals: list[dict], metric: str) -> tuple[list[str], list[list[
     return ids, [[run[i] for run in by_run] for i in ids]
 
 
-def compare(ours: list[dict], theirs: list[dict], comparison: str, n_seeds: int) -> list[dict]:
+def compare(ours: list[dict], theirs: list[dict], comparison: str) -> list[dict]:
     out = []
     for metric, (higher, unit) in METRICS.items():
         ids, a = metric_matrix(ours, metric)
@@ -238,9 +243,9 @@ def validate_selection(ws, config: ValidateConfig) -> ValidationResult:
         runs[comp] = [train_or_reuse(ws, t, model, settings, device, progress) for t in sets]
 
     evals = {name: [score_or_reuse(ws, r, model, heldout, device, progress) for r in rs] for name, rs in runs.items()}
-    evals["base"] = [score_or_reuse(ws, None, model, heldout, device, progress)]
-    results = [row for comp in [*config.comparisons, "base"] for row in compare(evals["selection"], evals[comp], comp,
-                                                                              n_seeds)]
+    evals["base"] = [score_or_reuse(ws, None, model, heldout, device, progress,
+                                    base_sha256=runs["selection"][0]["model_sha256"])]
+    results = [row for comp in [*config.comparisons, "base"] for row in compare(evals["selection"], evals[comp], comp)]
     training_sets = {name: [{"run_id": r["run_id"], "selection_id": r.get("selection_id"), "seed": r["seed"],
                              "steps": r["config"].get("total_steps"), "examples": r.get("n_examples")} for r in rs]
                      for name, rs in runs.items()}

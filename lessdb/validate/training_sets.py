@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import LessdbError
 from ..storage import meta_selections
 from .config import refuse
 
@@ -31,7 +32,7 @@ def comparison_name(base: str, label: str) -> str:
 def _existing(ws, name: str) -> dict | None:
     try:
         return meta_selections.get_selection(ws, name)
-    except Exception:   # noqa: BLE001 — LessdbError "no selection": not selected yet
+    except LessdbError:   # "no selection": not selected yet
         return None
 
 
