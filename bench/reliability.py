@@ -36,7 +36,7 @@ def main() -> None:
     for seed in seeds:
         env = dict(os.environ, LESSDB_FAULT_SEED=str(seed), LESSDB_FAULT_ROUNDS=str(args.rounds),
                    LESSDB_FAULT_REPORT=str(report), OMP_NUM_THREADS="1")
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "faults", "-p", "no:cacheprovider",
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-m", "faults", "-p", "no:cacheprovider",
                                str(REPO / "tests" / "test_faults.py")], cwd=REPO, env=env, text=True,
                               capture_output=True)
         tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-500:]

@@ -54,7 +54,13 @@ needs_less_eval = pytest.mark.skipif(_less_eval_missing() is not None, reason=_l
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """After every run: how many tests did not run and why, in one visible block (nothing skips silently)."""
+    """After every run: the robustness suites' counts, then how many tests did not run and why."""
+    _robustness_counts(terminalreporter)
+    _not_a_full_run(terminalreporter, config)
+
+
+def _not_a_full_run(terminalreporter, config) -> None:
+    """How many tests did not run and why, in one visible block (nothing skips silently)."""
     by_kind: dict[str, Counter] = {MISSING_DATA: Counter(), MISSING_COMPONENT: Counter(), "other": Counter()}
     for report in terminalreporter.stats.get("skipped", []):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
@@ -62,7 +68,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         kind = next((k for k in (MISSING_DATA, MISSING_COMPONENT) if reason.startswith(k + ": ")), "other")
         what = re.split(r": |; | \(", reason[len(kind) + 2:])[0] if kind != "other" else reason
         by_kind[kind][what] += 1
-    deselected = len(terminalreporter.stats.get("deselected", []))
+    # under pytest-xdist the workers deselect (each the same items) and the controller only hears their number
+    deselected = max(len(terminalreporter.stats.get("deselected", [])), _WORKERS_DESELECTED[0])
     if not any(by_kind.values()) and not deselected:
         return
     terminalreporter.section("not a full run", sep="=", yellow=True, bold=True)
@@ -117,8 +124,36 @@ def run_cli(*args, workspace: Path | None = None, check: bool = True, env=None) 
     return proc
 
 
-def pytest_terminal_summary(terminalreporter):
-    """The robustness suites' counts (tests/suite_tally.py), when any test added to them."""
+_DESELECTED = [0]           # items this process deselected
+_WORKERS_DESELECTED = [0]   # (controller) the most any xdist worker deselected
+
+
+def pytest_deselected(items):
+    _DESELECTED[0] += len(items)
+
+
+def pytest_sessionfinish(session):
+    """Under pytest-xdist each worker counts its own tests: it hands its counts to the controller."""
+    import suite_tally
+
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["suite_tally"] = dict(suite_tally.COUNTS)
+        session.config.workeroutput["deselected"] = _DESELECTED[0]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """The controller adds up the counts of each worker as it finishes (an xdist hook; absent without xdist)."""
+    import suite_tally
+
+    output = getattr(node, "workeroutput", None) or {}
+    for what, n in output.get("suite_tally", {}).items():
+        suite_tally.add(what, n)
+    _WORKERS_DESELECTED[0] = max(_WORKERS_DESELECTED[0], output.get("deselected", 0))
+
+
+def _robustness_counts(terminalreporter) -> None:
+    """The robustness suites' counts (tests/suite_tally.py), when any test added to them (all workers' under xdist)."""
     import suite_tally
 
     if suite_tally.COUNTS:

@@ -128,7 +128,7 @@ def test_scale_scenarios_in_private_network_namespace():
     from, another address (scale_fixtures fails them outright if any other interface is present)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "scale_cases"), str(REPO / "tests")]),
                RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", LESSDB_PROGRESS="0")
-    inner = (f"ip link set lo up && exec {sys.executable} -m pytest -q -x -p no:cacheprovider -p scale_fixtures "
+    inner = (f"ip link set lo up && exec {sys.executable} -m pytest -q -x -n 0 -p no:cacheprovider -p scale_fixtures "
              f"-o python_files='scale_case_*.py' {REPO / 'tests' / 'scale_cases'}")
     proc = subprocess.run([*NAMESPACE, "sh", "-c", inner], capture_output=True, text=True, env=env,
                           cwd=REPO, timeout=1800)

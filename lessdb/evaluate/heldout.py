@@ -147,7 +147,15 @@ def validation_overlap(items: Sequence[HeldoutItem], validation_texts: Sequence[
     """Ids of the items whose question (whitespace- and case-normalised) occurs inside a validation text (the
     user turns of the examples the selection scored against)."""
     texts = [_norm(t) for t in validation_texts]
-    return [it.item_id for it in items if it.question and any(_norm(it.question) in t for t in texts)]
+    # one string, the texts joined by NUL: a question without NUL occurs in it exactly when it occurs inside one
+    # text (MMLU's 14,042 items against a validation set in about a second, not 40)
+    haystack = "\0".join(texts)
+
+    def occurs(question: str) -> bool:
+        q = _norm(question)
+        return q in haystack and ("\0" not in q or any(q in t for t in texts))
+
+    return [it.item_id for it in items if it.question and occurs(it.question)]
 
 
 # -- scoring ----------------------------------------------------------------------------------------------------
