@@ -6,8 +6,10 @@ Per checkpoint (epoch):
 2. Plan: to-do = this shard's ids − stored (latest version) − excluded; the same rule as the local engine. Take
    the lease on the job row (one driver per feature set, role and checkpoint).
 3. Cut the to-do list into work units of `unit_rows` ids (the local engine's read chunk, so both engines form
-   exactly the same batches and store bit-identical vectors) and stream them to an actor pool; each actor holds
-   one checkpoint's model, Adam state and sketch, runs `compute_features` and writes Lance fragments only.
+   exactly the same batches and store bit-identical vectors). The units of every checkpoint stream, in checkpoint
+   order, to one actor pool (no barrier between checkpoints); an actor holds one checkpoint's model, Adam state
+   and sketch at a time (swapping the adapter when its next unit is another checkpoint's), runs
+   `compute_features` and writes Lance fragments only.
 4. Every `commit_units` finished units (or `commit_seconds`), commit their fragments as ONE Lance Append with its
    own transaction uuid (looked up before any retry), then record commit, counters and exclusions in DuckDB.
 5. Check that every key is stored once, then mark the job complete and release the lease.
@@ -146,28 +148,32 @@ def _check_unique(ws, info, epoch: int) -> None:
                           f"rows for checkpoint {epoch}; the job is left running (not marked complete)")
 
 
-def _run_units(ray, actors, spec, units, committer: _Committer, progress: Progress) -> None:
-    spec_ref = ray.put(spec)
-    queue = list(units)
+def _run_units(ray, actors, work: list[tuple], progress: Progress) -> None:
+    """Stream every (spec_ref, committer, unit_id, ids) to the actor pool, keeping each actor busy; a finished unit
+    goes to its checkpoint's committer."""
+    queue = list(work)
     in_flight = {}
     free = list(actors)
+    committers = list({id(c): c for _, c, _, _ in work}.values())
     while queue or in_flight:
         while queue and free:
             actor = free.pop()
-            unit_id, ids = queue.pop(0)
-            in_flight[actor.run.remote(spec_ref, unit_id, ids)] = (actor, len(ids))
+            spec_ref, committer, unit_id, ids = queue.pop(0)
+            in_flight[actor.run.remote(spec_ref, unit_id, ids)] = (actor, committer, len(ids))
         done, _ = ray.wait(list(in_flight), num_returns=1)
         for ref in done:
-            actor, n = in_flight.pop(ref)
+            actor, committer, n = in_flight.pop(ref)
             try:
                 result = ray.get(ref)
             except Exception as exc:   # an error in our code on the worker: commit what finished, then stop
-                committer.flush()
+                for c in committers:
+                    c.flush()
                 raise remote_error(exc) from None
             free.append(actor)
             committer.add(result)
             progress.update(n)
-    committer.flush()
+    for c in committers:
+        c.flush()
 
 
 def _actors(ray, opts: RayOptions, n_units: int, stack) -> list:
@@ -239,6 +245,10 @@ def _run_epochs(ws, cfg, opts, plan, info, schema, summary, owner, size, t_start
     from .planning import job_row, todo_ids
 
     timing = {"plan_seconds": time.monotonic() - t_start - connect_s, "ray_connect_seconds": connect_s}
+    # every checkpoint's units in one stream: an actor that finishes its last unit of one checkpoint takes a unit
+    # of the next instead of idling at a barrier (with 2 actors and 6 units per checkpoint, the barrier alone cost
+    # a sixth of the wall time; bench/ray_overhead.py). Each checkpoint keeps its own job, lease and commits.
+    jobs, work = [], []
     for epoch in plan.epochs:
         t_plan = time.monotonic()
         job = job_row(info, cfg, plan, epoch)
@@ -248,18 +258,22 @@ def _run_epochs(ws, cfg, opts, plan, info, schema, summary, owner, size, t_start
         todo = todo_ids(ws, info, epoch, plan.mine)
         summary.already_present += len(plan.mine) - len(todo)
         committer = _Committer(ws, info, job["job_id"], epoch, owner, opts)
-        timing["plan_seconds"] += time.monotonic() - t_plan
         if todo:
-            units = [(f"e{epoch}-u{start // size:05d}", todo[start:start + size])
-                     for start in range(0, len(todo), size)]
-            progress = Progress(f"featurize (ray, {opts.workers} workers) epoch {epoch}", total=len(todo),
-                                enabled=None if cfg.progress else False)
             shipment, files = pack_checkpoint(plan.ckpts[epoch])
             shipment["files"] = ray.put(files)   # the nodes fetch it; no worker reads the workspace
             del files
-            spec = _spec(ws, info, plan, cfg, opts, epoch, schema, shipment, private)
-            _run_units(ray, actors, spec, units, committer, progress)
-            progress.close()
+            spec_ref = ray.put(_spec(ws, info, plan, cfg, opts, epoch, schema, shipment, private))
+            work += [(spec_ref, committer, f"e{epoch}-u{start // size:05d}", todo[start:start + size])
+                     for start in range(0, len(todo), size)]
+        jobs.append((epoch, job, recovered, todo, committer))
+        timing["plan_seconds"] += time.monotonic() - t_plan
+    if work:
+        progress = Progress(f"featurize (ray, {opts.workers} workers) checkpoints "
+                            f"{','.join(str(e) for e, *_ in jobs)}", total=sum(len(w[3]) for w in work),
+                            enabled=None if cfg.progress else False)
+        _run_units(ray, actors, work, progress)
+        progress.close()
+    for epoch, job, recovered, todo, committer in jobs:
         _check_unique(ws, info, epoch)
         meta_features.finish_job(ws, job["job_id"])
         summary.examples += committer.written

@@ -85,7 +85,9 @@ def test_ray_equals_local_bit_for_bit(ws_copy, ray_cluster, tmp_path):
         torch.set_num_threads(before)
     summary = _featurize_ray(ws_root, run_id, ray_cluster, workers=2)
     nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
-    assert len(nodes) == 2 and [j["nodes"] for j in summary["jobs"]] == [nodes, nodes]   # rows from both nodes
+    # rows from both nodes (every checkpoint's units share one queue, so a checkpoint's rows may come from either)
+    assert len(nodes) == 2 and sorted({n for j in summary["jobs"] for n in j["nodes"]}) == nodes
+    assert all(j["nodes"] and set(j["nodes"]) <= set(nodes) for j in summary["jobs"])
     # forbidden: the driver's workspace (but its tables folder) and the checkpoint folders the catalogue records
     # (a copied workspace still names the template's)
     tables = str((ws_root / "lance").resolve())
