@@ -148,13 +148,12 @@ def _check_unique(ws, info, epoch: int) -> None:
                           f"rows for checkpoint {epoch}; the job is left running (not marked complete)")
 
 
-def _run_units(ray, actors, work: list[tuple], progress: Progress) -> None:
-    """Stream every (spec_ref, committer, unit_id, ids) to the actor pool, keeping each actor busy; a finished unit
-    goes to its checkpoint's committer."""
+def _run_units(ray, actors, work: list[tuple], committers: list, progress: Progress) -> None:
+    """Stream every (spec_ref, committer, unit_id, ids) of `work` to the actor pool, keeping each actor busy; a
+    finished unit goes to its checkpoint's committer (one of `committers`, all flushed at the end or on an error)."""
     queue = list(work)
     in_flight = {}
     free = list(actors)
-    committers = list({id(c): c for _, c, _, _ in work}.values())
     while queue or in_flight:
         while queue and free:
             actor = free.pop()
@@ -246,8 +245,8 @@ def _run_epochs(ws, cfg, opts, plan, info, schema, summary, owner, size, t_start
 
     timing = {"plan_seconds": time.monotonic() - t_start - connect_s, "ray_connect_seconds": connect_s}
     # every checkpoint's units in one stream: an actor that finishes its last unit of one checkpoint takes a unit
-    # of the next instead of idling at a barrier (with 2 actors and 6 units per checkpoint, the barrier alone cost
-    # a sixth of the wall time; bench/ray_overhead.py). Each checkpoint keeps its own job, lease and commits.
+    # of the next instead of idling at a barrier (2 actors, 6 units per checkpoint: Ray's wall time fell from 674 s
+    # to 543 s without it; bench/RESULTS.md "Ray overhead"). Each checkpoint keeps its own job, lease and commits.
     jobs, work = [], []
     for epoch in plan.epochs:
         t_plan = time.monotonic()
@@ -271,7 +270,7 @@ def _run_epochs(ws, cfg, opts, plan, info, schema, summary, owner, size, t_start
         progress = Progress(f"featurize (ray, {opts.workers} workers) checkpoints "
                             f"{','.join(str(e) for e, *_ in jobs)}", total=sum(len(w[3]) for w in work),
                             enabled=None if cfg.progress else False)
-        _run_units(ray, actors, work, progress)
+        _run_units(ray, actors, work, [committer for *_, committer in jobs], progress)
         progress.close()
     for epoch, job, recovered, todo, committer in jobs:
         _check_unique(ws, info, epoch)
